@@ -1,0 +1,35 @@
+# DXR Node — the two set-up commands are `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONFIG ?= config/node.toml
+# Debian packages the tests need: the real PACS, the real modality, the real validators.
+TEST_DEBS := orthanc orthanc-dicomweb dcmtk dicom3tools
+
+.PHONY: run test venv debs bench overlays sample-report clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+run: venv
+	$(VENV)/bin/dxr-node serve --config $(CONFIG)
+
+debs:
+	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+test: debs venv
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) var out

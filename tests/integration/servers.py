@@ -1,0 +1,723 @@
+"""Real servers for integration tests: Orthanc, the DXR node, DCMTK command-line tools.
+
+Everything listens on free loopback ports and lives in a temporary directory; every process
+is started by this module and stopped by its PID (never by name).
+
+Typical use (see ``conftest.py`` for the shared fixtures)::
+
+    with OrthancServer(tmp / "pacs", node_aet="DXRNODE") as pacs:      # PACS with Lua routing
+        node = NodeProcess(tmp / "node", destinations=[pacs.as_destination()])
+        node.start()
+        pacs.route_to_node(node)              # CR/DX stored in Orthanc go to the node
+        storescu(files, pacs.dicom_port, called=pacs.aet)
+        srs = pacs.wait_for_instances(study_uid, lambda i: i.modality == "SR")
+        node.stop()
+
+``OrthancServer(dir, dicomweb=True)`` loads the DICOMweb plugin; ``pacs.dicomweb_url`` is
+then the QIDO/WADO/STOW root (``http://127.0.0.1:PORT/dicom-web``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ORTHANC_PLUGINS_DIR = Path("/usr/share/orthanc/plugins")
+DICOMWEB_PLUGIN = ORTHANC_PLUGINS_DIR / "libOrthancDicomWeb.so"
+
+# Loopback only: the tests never listen on a routable address.
+HOST = "127.0.0.1"
+
+# AE title the harness uses as a DICOM client towards the node (allow-listed by NodeProcess).
+TEST_SCU_AET = "TESTSCU"
+
+# SOP classes that Orthanc forwards to the node (CR and DX, for presentation and processing).
+CR_DX_SOP_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.1",  # Computed Radiography Image Storage
+    "1.2.840.10008.5.1.4.1.1.1.1",  # Digital X-Ray Image Storage - For Presentation
+    "1.2.840.10008.5.1.4.1.1.1.1.1",  # Digital X-Ray Image Storage - For Processing
+)
+SR_SOP_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.88.11",  # Basic Text SR
+    "1.2.840.10008.5.1.4.1.1.88.22",  # Enhanced SR
+    "1.2.840.10008.5.1.4.1.1.88.33",  # Comprehensive SR
+    "1.2.840.10008.5.1.4.1.1.88.34",  # Comprehensive 3D SR
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Ports, binaries, small helpers
+# --------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """Return a TCP port that is free on the loopback interface right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def find_binary(name: str, *fallbacks: str) -> str | None:
+    """Path of an executable on PATH or at one of ``fallbacks``, else None."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for candidate in fallbacks:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def orthanc_binary() -> str | None:
+    return find_binary("Orthanc", "/usr/sbin/Orthanc", "/usr/bin/Orthanc")
+
+
+def node_binary() -> Path:
+    """The ``dxr-node`` console script of the running interpreter's environment."""
+    return Path(sys.executable).parent / "dxr-node"
+
+
+def missing_tools(*, orthanc: bool = True, dcmtk: bool = True, node: bool = True) -> list[str]:
+    """Names of the external programs the integration tests need that are not installed."""
+    missing = []
+    if orthanc and orthanc_binary() is None:
+        missing.append("Orthanc (Debian package orthanc)")
+    if dcmtk:
+        missing += [f"{t} (Debian package dcmtk)" for t in ("storescu", "echoscu") if not shutil.which(t)]
+    if node and not node_binary().exists():
+        missing.append(f"dxr-node console script ({node_binary()}; run `make venv`)")
+    return missing
+
+
+def wait_until(predicate: Callable[[], Any], timeout_seconds: float, *, interval_seconds: float = 0.1,
+               what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns a truthy value; return it, or raise TimeoutError."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout_seconds:.1f} s waiting for {what}")
+        time.sleep(interval_seconds)
+
+
+def _tail(path: Path, n_lines: int = 60) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n_lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _terminate(proc: subprocess.Popen, *, sig: int = signal.SIGTERM, grace_seconds: float = 10.0) -> None:
+    """Stop ``proc`` (and its process group) by PID: ``sig`` first, SIGKILL after the grace time."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
+
+
+# --------------------------------------------------------------------------------------------
+# DCMTK wrappers
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ToolResult:
+    """Exit code and combined output of a command-line tool."""
+
+    returncode: int
+    output: str
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def __str__(self) -> str:  # shows up in assertion messages
+        return f"$ {' '.join(self.args)}\n(exit {self.returncode})\n{self.output}"
+
+
+def _run_tool(args: list[str], timeout_seconds: float) -> ToolResult:
+    env = dict(os.environ, TCP_NODELAY="1")
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout_seconds, env=env)
+    return ToolResult(proc.returncode, proc.stdout + proc.stderr, args)
+
+
+def echoscu(port: int, *, aet: str = TEST_SCU_AET, called: str = "DXRNODE", host: str = HOST,
+            timeout_seconds: float = 10.0) -> ToolResult:
+    """DCMTK ``echoscu``: C-ECHO ``called`` at ``host:port`` as ``aet``."""
+    args = ["echoscu", "-v", "-aet", aet, "-aec", called, "-to", "5", "-ta", "5", "-td", "5",
+            host, str(port)]
+    return _run_tool(args, timeout_seconds)
+
+
+def storescu(files: Iterable[os.PathLike | str], port: int, *, aet: str = TEST_SCU_AET,
+             called: str = "DXRNODE", host: str = HOST, extra: Sequence[str] = (),
+             timeout_seconds: float = 60.0) -> ToolResult:
+    """DCMTK ``storescu``: C-STORE ``files`` over one association.
+
+    The output is verbose, so a failure status shows up as ``Received Store Response (...)``.
+    ``+sd``/directories are not used; pass files. ``extra`` adds options (e.g. ``-xs``).
+    """
+    args = ["storescu", "-v", "-aet", aet, "-aec", called, "-to", "10", "-ta", "10", "-td", "30",
+            *extra, host, str(port), *[os.fspath(f) for f in files]]
+    return _run_tool(args, timeout_seconds)
+
+
+def store_statuses(result: ToolResult) -> list[str]:
+    """The DIMSE statuses storescu printed, e.g. ``["Success", "Success"]``."""
+    return re.findall(r"Received Store Response \((.*?)\)", result.output)
+
+
+# --------------------------------------------------------------------------------------------
+# Orthanc
+# --------------------------------------------------------------------------------------------
+
+# Loop guard: the node's own results (SR/SC, or anything the node AE sends) never go back to it.
+_ROUTING_LUA = """\
+-- Generated by tests/integration/servers.py: route CR/DX to the DXR node.
+local NODE_MODALITY = '{modality}'
+local NODE_AET = '{node_aet}'
+local FORWARD_SOP_CLASSES = {{ {sop_classes} }}
+
+function OnStoredInstance(instanceId, tags, metadata, origin)
+  if origin ~= nil and origin['RemoteAet'] == NODE_AET then
+    return  -- results from the node: never send them back (no loops)
+  end
+  local modality = tags['Modality']
+  if (modality == 'CR' or modality == 'DX') and FORWARD_SOP_CLASSES[tags['SOPClassUID']] then
+    print('dxr-test-route ' .. instanceId .. ' ' .. modality .. ' -> ' .. NODE_MODALITY)
+    SendToModality(instanceId, NODE_MODALITY)
+  end
+end
+"""
+
+
+@dataclass
+class OrthancInstance:
+    """One instance as Orthanc's REST API describes it."""
+
+    id: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    modality: str
+    series_instance_uid: str
+    remote_aet: str | None
+    reception_date: str | None
+
+
+class OrthancServer:
+    """A throw-away Orthanc on free loopback ports, optionally routing CR/DX to the node.
+
+    Parameters
+    ----------
+    workdir
+        Directory for configuration, storage, index and log (created).
+    aet
+        Orthanc's DICOM AE title.
+    node_aet
+        AE title of the DXR node. When given, a Lua ``OnStoredInstance`` script forwards CR/DX
+        instances to the modality ``"dxrnode"`` (set its address with :meth:`route_to_node`),
+        except instances that came from ``node_aet``.
+    dicomweb
+        Load the DICOMweb plugin (QIDO/WADO/STOW under :attr:`dicomweb_url`).
+    dicom_port, http_port
+        Fixed ports (e.g. a port reserved earlier for a destination that comes up late);
+        free ports when None.
+    modalities
+        Extra DICOM modalities, ``{name: (aet, host, port)}``.
+    """
+
+    NODE_MODALITY = "dxrnode"
+
+    def __init__(self, workdir: os.PathLike | str, *, aet: str = "ORTHANC", node_aet: str | None = "DXRNODE",
+                 dicomweb: bool = False, dicom_port: int | None = None, http_port: int | None = None,
+                 modalities: dict[str, tuple[str, str, int]] | None = None,
+                 association_close_delay_seconds: int = 1) -> None:
+        self.workdir = Path(workdir)
+        self.aet = aet
+        self.node_aet = node_aet
+        self.dicomweb = dicomweb
+        self.dicom_port = dicom_port or free_port()
+        self.http_port = http_port or free_port()
+        self.modalities = dict(modalities or {})
+        self.association_close_delay_seconds = association_close_delay_seconds
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.workdir / "orthanc.log"
+        self.config_path = self.workdir / "orthanc.json"
+
+    # ---- lifecycle ----
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.http_port}"
+
+    @property
+    def dicomweb_url(self) -> str:
+        """DICOMweb root (QIDO-RS, WADO-RS, STOW-RS); only with ``dicomweb=True``."""
+        if not self.dicomweb:
+            raise RuntimeError("this Orthanc was started without the DICOMweb plugin (dicomweb=True)")
+        return f"{self.url}/dicom-web"
+
+    def write_config(self) -> dict[str, Any]:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "storage").mkdir(exist_ok=True)
+        config: dict[str, Any] = {
+            "Name": f"dxr-test-{self.aet}",
+            "StorageDirectory": str(self.workdir / "storage"),
+            "IndexDirectory": str(self.workdir / "storage"),
+            "StorageCompression": False,
+            "HttpServerEnabled": True,
+            "HttpPort": self.http_port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "SslEnabled": False,
+            "DicomServerEnabled": True,
+            "DicomAet": self.aet,
+            "DicomPort": self.dicom_port,
+            "DicomCheckCalledAet": False,
+            "DicomAlwaysAllowStore": True,
+            "DicomAlwaysAllowEcho": True,
+            "DicomScuTimeout": 10,
+            "DicomAssociationCloseDelay": self.association_close_delay_seconds,
+            "DicomModalities": {name: list(m) for name, m in self.modalities.items()},
+            "OverwriteInstances": False,
+            "SaveJobs": False,
+            "ConcurrentJobs": 2,
+            "StableAge": 3600,  # the tests never rely on Orthanc's own stability events
+            "ExecuteLuaEnabled": False,
+            "LuaScripts": [],
+            "Plugins": [],
+        }
+        if self.node_aet is not None:
+            lua_path = self.workdir / "route-to-node.lua"
+            lua_path.write_text(_ROUTING_LUA.format(
+                modality=self.NODE_MODALITY, node_aet=self.node_aet,
+                sop_classes=", ".join(f"['{uid}'] = true" for uid in CR_DX_SOP_CLASSES)))
+            config["LuaScripts"] = [str(lua_path)]
+            # Until route_to_node() gives the real address, point at a closed port.
+            config["DicomModalities"].setdefault(self.NODE_MODALITY, [self.node_aet, HOST, 9])
+        if self.dicomweb:
+            config["Plugins"] = [str(DICOMWEB_PLUGIN)]
+            config["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/", "EnableWado": True,
+                                  "WadoRoot": "/wado", "Host": f"{HOST}:{self.http_port}", "Ssl": False}
+        self.config_path.write_text(json.dumps(config, indent=2))
+        return config
+
+    def start(self, timeout_seconds: float = 30.0) -> OrthancServer:
+        binary = orthanc_binary()
+        if binary is None:
+            raise RuntimeError("Orthanc is not installed (Debian package orthanc)")
+        if self.dicomweb and not DICOMWEB_PLUGIN.exists():
+            raise RuntimeError(f"DICOMweb plugin missing at {DICOMWEB_PLUGIN} (Debian package orthanc-dicomweb)")
+        self.write_config()
+        env = dict(os.environ, TCP_NODELAY="1")
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([binary, "--verbose", str(self.config_path)], stdout=log,
+                                     stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
+                                     start_new_session=True)
+        log.close()
+        try:
+            wait_until(self._ready, timeout_seconds, what=f"Orthanc on {self.url}")
+        except Exception:
+            self.stop()
+            raise RuntimeError(f"Orthanc did not start; log tail:\n{_tail(self.log_path)}") from None
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError(f"Orthanc exited with {self.proc.returncode if self.proc else None}:\n"
+                               f"{_tail(self.log_path)}")
+        try:
+            self.get("/system")
+            return True
+        except (urllib.error.URLError, ConnectionError, OSError):
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _terminate(self.proc, grace_seconds=15)
+            self.proc = None
+
+    def __enter__(self) -> OrthancServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    # ---- REST ----
+
+    def request(self, method: str, path: str, body: bytes | str | dict | list | None = None,
+                *, content_type: str = "application/json", timeout_seconds: float = 30.0) -> bytes:
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode()
+        req = urllib.request.Request(self.url + path, data=body, method=method)
+        if body is not None:
+            req.add_header("Content-Type", content_type)
+        with urllib.request.urlopen(req, timeout=timeout_seconds) as resp:
+            return resp.read()
+
+    def get(self, path: str) -> Any:
+        return json.loads(self.request("GET", path))
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> Any:
+        data = self.request("POST", path, body, **kw)
+        return json.loads(data) if data.strip() else None
+
+    def put(self, path: str, body: Any = None) -> Any:
+        data = self.request("PUT", path, body)
+        return json.loads(data) if data.strip() else None
+
+    def delete(self, path: str) -> None:
+        self.request("DELETE", path)
+
+    # ---- DICOM peers ----
+
+    def set_modality(self, name: str, aet: str, port: int, host: str = HOST) -> None:
+        """Add or change a DICOM modality at run time (REST ``PUT /modalities/{name}``)."""
+        self.put(f"/modalities/{name}", {"AET": aet, "Host": host, "Port": port})
+        self.modalities[name] = (aet, host, port)
+
+    def route_to_node(self, node: NodeProcess | tuple[str, int]) -> None:
+        """Point the Lua routing at the node (a NodeProcess, or ``(aet, port)``)."""
+        aet, port = (node.ae_title, node.port) if isinstance(node, NodeProcess) else node
+        if self.node_aet is None:
+            raise RuntimeError("this Orthanc has no routing script (node_aet=None)")
+        if aet != self.node_aet:
+            raise ValueError(f"routing script excludes results from {self.node_aet!r}, node is {aet!r}")
+        self.set_modality(self.NODE_MODALITY, aet, port)
+
+    def as_destination(self, name: str = "pacs") -> dict[str, Any]:
+        """This Orthanc as a node ``[[destinations]]`` table."""
+        return {"name": name, "ae_title": self.aet, "host": HOST, "port": self.dicom_port}
+
+    def echo(self, modality: str) -> bool:
+        """C-ECHO a configured modality from Orthanc."""
+        try:
+            self.post(f"/modalities/{modality}/echo", {"Timeout": 5})
+            return True
+        except urllib.error.HTTPError:
+            return False
+
+    # ---- content ----
+
+    def study_id(self, study_uid: str) -> str | None:
+        """Orthanc's ID of the study with this StudyInstanceUID, or None."""
+        hits = self.post("/tools/lookup", study_uid, content_type="text/plain")
+        return next((h["ID"] for h in hits if h["Type"] == "Study"), None)
+
+    def instances(self, study_uid: str) -> list[OrthancInstance]:
+        """All instances of a study with their SOP Class UID, Modality and sender AE."""
+        sid = self.study_id(study_uid)
+        if sid is None:
+            return []
+        out = []
+        for series in self.get(f"/studies/{sid}/series"):
+            modality = series["MainDicomTags"].get("Modality", "")
+            for inst_id in series["Instances"]:
+                meta = self.get(f"/instances/{inst_id}/metadata?expand")
+                tags = self.get(f"/instances/{inst_id}")["MainDicomTags"]
+                out.append(OrthancInstance(
+                    id=inst_id,
+                    sop_instance_uid=tags.get("SOPInstanceUID", ""),
+                    sop_class_uid=meta.get("SopClassUid", ""),
+                    modality=modality,
+                    series_instance_uid=series["MainDicomTags"].get("SeriesInstanceUID", ""),
+                    remote_aet=meta.get("RemoteAET"),
+                    reception_date=meta.get("ReceptionDate")))
+        return out
+
+    def instance_ids(self) -> list[str]:
+        return self.get("/instances")
+
+    def sr_instances(self, study_uid: str) -> list[OrthancInstance]:
+        return [i for i in self.instances(study_uid) if i.sop_class_uid in SR_SOP_CLASSES]
+
+    def wait_for_instances(self, study_uid: str, predicate: Callable[[OrthancInstance], bool] = lambda i: True,
+                           *, count: int = 1, timeout_seconds: float = 60.0,
+                           interval_seconds: float = 0.1) -> list[OrthancInstance]:
+        """Poll until at least ``count`` instances of the study satisfy ``predicate``; return them."""
+        def found() -> list[OrthancInstance] | None:
+            hits = [i for i in self.instances(study_uid) if predicate(i)]
+            return hits if len(hits) >= count else None
+        return wait_until(found, timeout_seconds, interval_seconds=interval_seconds,
+                          what=f"{count} matching instance(s) of study {study_uid} in Orthanc {self.aet}")
+
+    def instance_file(self, instance_id: str) -> bytes:
+        """The stored DICOM file (Part 10 bytes)."""
+        return self.request("GET", f"/instances/{instance_id}/file")
+
+    def instance_dataset(self, instance_id: str):
+        import io
+
+        import pydicom
+        return pydicom.dcmread(io.BytesIO(self.instance_file(instance_id)))
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """Orthanc's jobs (routing jobs show failures to reach the node here)."""
+        return self.get("/jobs?expand")
+
+
+# --------------------------------------------------------------------------------------------
+# The DXR node
+# --------------------------------------------------------------------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def to_toml(config: dict[str, Any]) -> str:
+    """Write a config of tables and arrays of tables (the node's shape) as TOML text."""
+    lines: list[str] = []
+    for key, value in config.items():
+        if isinstance(value, dict):
+            lines.append(f"[{key}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in value.items() if v is not None]
+            lines.append("")
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for table in value:
+                lines.append(f"[[{key}]]")
+                lines += [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
+                lines.append("")
+        elif isinstance(value, list):
+            continue  # an empty array of tables: nothing to write
+        else:
+            raise TypeError(f"top-level {key!r} must be a table or an array of tables")
+    return "\n".join(lines)
+
+
+class NodeProcess:
+    """``dxr-node serve`` as a subprocess with its own config and data directory.
+
+    Parameters
+    ----------
+    workdir
+        Holds ``node.toml``, the data dir (``var/``) and ``node.log`` (stdout+stderr, appended
+        across restarts).
+    ae_title
+        The node's AE title.
+    sources
+        Allowed callers ``[(aet, host_or_None), ...]``; :data:`TEST_SCU_AET` is always added
+        so the harness can echo and store directly.
+    destinations
+        ``[[destinations]]`` tables, e.g. ``[orthanc.as_destination()]``.
+    quiet_period_seconds, workers, export
+        ``[study]``, ``[node].workers`` and ``[export]`` settings (short for tests).
+    extra
+        More top-level tables merged over the generated config (e.g. ``{"filter": {...}}``).
+    """
+
+    def __init__(self, workdir: os.PathLike | str, *, ae_title: str = "DXRNODE",
+                 sources: Sequence[tuple[str, str | None]] = (("ORTHANC", HOST),),
+                 destinations: Sequence[dict[str, Any]] = (), quiet_period_seconds: float = 1.0,
+                 workers: int = 1, export: dict[str, Any] | None = None,
+                 extra: dict[str, Any] | None = None, port: int | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.ae_title = ae_title
+        self.port = port or free_port()
+        self.config_path = self.workdir / "node.toml"
+        self.data_dir = self.workdir / "var"
+        self.log_path = self.workdir / "node.log"
+        all_sources = list(sources)
+        if not any(aet == TEST_SCU_AET for aet, _ in all_sources):
+            all_sources.append((TEST_SCU_AET, HOST))
+        self.config: dict[str, Any] = {
+            "node": {"ae_title": ae_title, "bind": HOST, "port": self.port, "data_dir": "var",
+                     "workers": workers},
+            "study": {"quiet_period_seconds": quiet_period_seconds},
+            "sources": [{"ae_title": aet, "host": host} for aet, host in all_sources],
+            "destinations": [dict(d) for d in destinations],
+            "export": {"retry_base_delay_seconds": 0.5, "retry_max_delay_seconds": 2.0,
+                       "max_attempts": 4, **(export or {})},
+        }
+        for key, value in (extra or {}).items():
+            if isinstance(value, dict) and isinstance(self.config.get(key), dict):
+                self.config[key].update(value)
+            else:
+                self.config[key] = value
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    # ---- lifecycle ----
+
+    def write_config(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(to_toml(self.config))
+        return self.config_path
+
+    def start(self, *, wait: bool = True, timeout_seconds: float = 60.0) -> NodeProcess:
+        if self.running:
+            raise RuntimeError("node already running")
+        self.write_config()
+        env = dict(os.environ, TCP_NODELAY="1", PYTHONUNBUFFERED="1")
+        with open(self.log_path, "ab") as log:
+            log.write(f"=== harness: start #{self.starts + 1} on port {self.port} ===\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                [str(node_binary()), "serve", "--config", str(self.config_path), "--port", str(self.port)],
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir, start_new_session=True)
+        self.starts += 1
+        if wait:
+            self.wait_ready(timeout_seconds)
+        return self
+
+    def wait_ready(self, timeout_seconds: float = 60.0) -> None:
+        """Wait until the node answers C-ECHO (as :data:`TEST_SCU_AET`)."""
+        def ready() -> bool:
+            if not self.running:
+                raise RuntimeError(f"dxr-node exited with {self.proc.returncode if self.proc else None}; "
+                                   f"log tail:\n{_tail(self.log_path)}")
+            return self.echo().ok
+        try:
+            wait_until(ready, timeout_seconds, interval_seconds=0.2, what=f"dxr-node C-ECHO on port {self.port}")
+        except TimeoutError:
+            raise TimeoutError(f"dxr-node did not answer C-ECHO within {timeout_seconds} s; log tail:\n"
+                               f"{_tail(self.log_path)}") from None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to the node's whole process group (main process and workers) and reap it."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+            if sig == signal.SIGKILL:
+                self._reap_group()
+            self.proc = None
+
+    def _reap_group(self) -> None:
+        # Workers are in the node's session; make sure none survives a SIGKILL of the leader.
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, grace_seconds: float = 20.0) -> int | None:
+        """SIGTERM (graceful), SIGKILL after ``grace_seconds``; returns the exit code."""
+        if self.proc is None:
+            return None
+        proc = self.proc
+        _terminate(proc, grace_seconds=grace_seconds)
+        self._reap_group()
+        self.proc = None
+        return proc.returncode
+
+    def restart(self, *, wait: bool = True) -> NodeProcess:
+        self.stop()
+        return self.start(wait=wait)
+
+    def __enter__(self) -> NodeProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def child_pids(self) -> list[int]:
+        """PIDs of the node's direct children (its worker processes)."""
+        if self.proc is None:
+            return []
+        pids: list[int] = []
+        for task in Path(f"/proc/{self.proc.pid}/task").glob("*"):
+            try:
+                pids += [int(p) for p in (task / "children").read_text().split()]
+            except OSError:
+                pass
+        return sorted(set(pids))
+
+    # ---- talking to it ----
+
+    def echo(self, aet: str = TEST_SCU_AET, called: str | None = None) -> ToolResult:
+        return echoscu(self.port, aet=aet, called=called or self.ae_title)
+
+    def store(self, files: Iterable[os.PathLike | str], *, aet: str = TEST_SCU_AET,
+              called: str | None = None, extra: Sequence[str] = ()) -> ToolResult:
+        return storescu(files, self.port, aet=aet, called=called or self.ae_title, extra=extra)
+
+    def cli(self, *args: str, timeout_seconds: float = 60.0) -> ToolResult:
+        """Run ``dxr-node ARGS --config node.toml`` (e.g. ``cli("queue", "list")``)."""
+        cmd = [str(node_binary()), *args, "--config", str(self.config_path)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_seconds, cwd=self.workdir)
+        return ToolResult(proc.returncode, proc.stdout + proc.stderr, cmd)
+
+    # ---- log ----
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, n_lines: int = 60) -> str:
+        return _tail(self.log_path, n_lines)
+
+    def log_lines(self, pattern: str) -> list[str]:
+        """Log lines matching the regular expression ``pattern``."""
+        rx = re.compile(pattern)
+        return [line for line in self.log_text().splitlines() if rx.search(line)]
+
+    def wait_for_log(self, pattern: str, timeout_seconds: float = 30.0, *, count: int = 1) -> list[str]:
+        """Wait until at least ``count`` log lines match ``pattern``; return them."""
+        def found() -> list[str] | None:
+            lines = self.log_lines(pattern)
+            return lines if len(lines) >= count else None
+        try:
+            return wait_until(found, timeout_seconds, what=f"node log line /{pattern}/")
+        except TimeoutError:
+            raise TimeoutError(f"no node log line /{pattern}/ within {timeout_seconds} s; log tail:\n"
+                               f"{self.log_tail()}") from None

@@ -1,0 +1,625 @@
+"""Synthetic radiographs with known bone geometry, for the analysis and node tests.
+
+API (pixel points are ``(column, row)``; lengths in mm)::
+
+    from tests.phantom import make_hand, make_dataset, make_non_hand
+
+    image, truth = make_hand(seed=0, spacing_mm=0.1, blur_sigma_mm=0.1, noise=0.01,
+                             rotation_deg=0.0, laterality="L", fingers="up",
+                             shape_px=None, field_mm=(240, 180), view="PA",
+                             skeleton="adult", metal_over=None, repeat=None,
+                             cortical_scale=1.0)
+    # image: float64 (rows, cols), bone bright, = -ln(detected exposure) (attenuation line integral)
+    # truth: PhantomTruth; truth.bones["III"].cortical_thickness_mm / .outer_width_mm /
+    #        .length_mm / .base_px / .head_px ; truth.axis("III") -> object with
+    #        .base_rc, .head_rc (row, col) and .length_mm (what analysis.measure.measure_bone takes)
+
+    ds = make_dataset(image, truth, modality="CR", photometric="MONOCHROME2", bits_stored=12,
+                      spacing_attribute="PixelSpacing", patient_name="Test^Hand", sex="F",
+                      age="062Y", laterality="L", study_uid=None)   # or make_dataset(seed=3, ...)
+    ds.save_as(path, enforce_file_format=True)
+
+    image, truth = make_hand(seed=0, repeat=k)   # same hand, repositioned (shift/rotation), new noise
+    image, truth = make_hand(view="lateral")     # or "oblique": for the view refusals
+    image, truth = make_hand(skeleton="child")   # open growth plates
+    image = make_non_hand(seed=0)                # a knee-like radiograph, no hand in it
+
+Physics. Every bone is a hollow tube (cortex around a marrow canal) whose radius varies slowly
+along its axis, so a ray at perpendicular distance ``d`` crosses ``2*sqrt(R^2 - d^2)`` of bone
+and ``2*sqrt(r^2 - d^2)`` of marrow. The five metacarpals have a constant outer width W and
+cortical thickness T over their middle 40 % (where DXR measures) and flare towards base and
+head with thinner cortex. Phalanges, carpals, radius and ulna are simpler shapes; soft tissue
+is a smooth thickness map. The detected exposure ``exp(-sum mu*path)`` is averaged over the
+pixel area (3 x 3 sub-samples on the metacarpals), blurred by a Gaussian detector PSF
+(``blur_sigma_mm``), and given Gaussian quantum noise of standard deviation
+``noise*sqrt(exposure)`` (``noise`` is the relative noise of an unattenuated pixel).
+The image returned is ``-ln(exposure)``: bright bone, as a processed CR/DX image.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+# Linear attenuation coefficients in 1/mm at a hand-radiography spectrum (~40 keV effective),
+# given relative to soft tissue because bone displaces tissue.
+MU_SOFT_TISSUE = 0.027
+MU_CORTEX = 0.10
+MU_MARROW_SHAFT = 0.004
+MU_TRABECULAR = 0.030
+MU_METAL = 3.0
+
+HAND_ANCHOR_MM = (0.0, 70.0)
+"""The hand point (u, v) that lands at the image centre; u points to the thumb, v distally."""
+
+
+@dataclass(frozen=True)
+class TruthAxis:
+    """A metacarpal axis as ``analysis.locate`` reports it: ``(row, col)`` points, mm length."""
+
+    base_rc: tuple[float, float]
+    head_rc: tuple[float, float]
+    length_mm: float
+
+
+@dataclass
+class BoneTruth:
+    name: str
+    cortical_thickness_mm: float
+    outer_width_mm: float
+    length_mm: float
+    base_px: tuple[float, float]
+    """Proximal end on the axis, ``(column, row)``."""
+    head_px: tuple[float, float]
+    """Distal end on the axis, ``(column, row)``."""
+
+    @property
+    def mid_px(self) -> tuple[float, float]:
+        return ((self.base_px[0] + self.head_px[0]) / 2, (self.base_px[1] + self.head_px[1]) / 2)
+
+
+@dataclass
+class PhantomTruth:
+    bones: dict[str, BoneTruth]
+    """Metacarpals ``I``..``V`` (numbered from the thumb)."""
+    spacing_mm: float
+    blur_sigma_mm: float
+    noise: float
+    rotation_deg: float
+    laterality: str
+    fingers: str
+    view: str
+    skeleton: str
+    shape: tuple[int, int]
+    metal_over: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def axis(self, name: str) -> TruthAxis:
+        b = self.bones[name]
+        return TruthAxis(
+            base_rc=(b.base_px[1], b.base_px[0]), head_rc=(b.head_px[1], b.head_px[0]), length_mm=b.length_mm
+        )
+
+
+# ----------------------------------------------------------------------------- hand anatomy
+# name: (base (u, v), head (u, v), W, T) in mm for a medium adult female hand.
+_METACARPALS = {
+    "I": ((21.0, 23.0), None, 9.0, 2.2),  # head from length + angle below
+    "II": ((13.0, 31.0), (20.0, 97.5), 8.4, 2.1),
+    "III": ((2.0, 30.0), (4.5, 93.5), 8.0, 2.0),
+    "IV": ((-9.0, 28.0), (-13.5, 84.5), 6.8, 1.7),
+    "V": ((-19.5, 26.0), (-28.0, 78.0), 7.0, 1.6),
+}
+_THUMB_LENGTH_MM = 45.0
+_THUMB_ANGLE_DEG = 38.0  # away from the index finger
+# (proximal, middle, distal) phalanx lengths per finger; the thumb has no middle phalanx.
+_PHALANGES = {"I": (31.0, 0.0, 23.0), "II": (40.0, 23.0, 17.0), "III": (44.0, 27.0, 18.0),
+              "IV": (41.0, 26.0, 18.0), "V": (33.0, 18.0, 16.0)}
+_CARPALS = [  # centre (u, v), semi-axes (a along u, b along v), thickness in mm
+    ((13.0, 21.0), (6.5, 5.0), 11.0),  # trapezoid
+    ((23.0, 16.0), (6.0, 5.5), 12.0),  # trapezium
+    ((1.0, 20.0), (6.5, 7.5), 14.0),  # capitate
+    ((-11.0, 19.0), (7.0, 6.5), 13.0),  # hamate
+    ((12.0, 8.0), (8.0, 5.5), 13.0),  # scaphoid
+    ((-1.0, 6.0), (6.5, 5.5), 13.0),  # lunate
+    ((-13.0, 8.0), (5.0, 5.0), 11.0),  # triquetrum
+    ((-17.0, 13.0), (3.5, 3.5), 8.0),  # pisiform
+]
+
+
+@dataclass
+class _LongBone:
+    name: str
+    base: np.ndarray  # (u, v) mm
+    head: np.ndarray
+    width_mm: float
+    thickness_mm: float
+    base_flare: float = 1.45  # base width / W
+    head_flare: float = 1.35  # head width / W
+    metacarpal: bool = False
+    growth_plate_at: float | None = None  # fraction of L where an open physis (gap) sits
+
+    @property
+    def length_mm(self) -> float:
+        return float(np.hypot(*(self.head - self.base)))
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def _tube_radii(bone: _LongBone, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Outer radius, inner radius (mm) and flare weight (0 shaft .. 1 end) at axial position s (mm)."""
+    L, W, T = bone.length_mm, bone.width_mm, bone.thickness_mm
+    R0 = W / 2
+    Rb, Rh = bone.base_flare * R0, bone.head_flare * R0
+    a1, a2 = 0.30 * L, 0.70 * L  # constant shaft between a1 and a2
+    wb = _smoothstep((a1 - s) / (a1 - 0.06 * L))
+    wh = _smoothstep((s - a2) / max(L - Rh - a2, 1e-6))
+    R = R0 + (Rb - R0) * wb + (Rh - R0) * wh
+    # Rounded head (a half disc of radius Rh) and a slightly rounded base.
+    cap_h = s > L - Rh
+    R = np.where(cap_h, Rh * np.sqrt(np.clip(1.0 - ((s - (L - Rh)) / Rh) ** 2, 0.0, 1.0)), R)
+    cb = 1.5
+    cap_b = s < cb
+    R = np.where(cap_b, R * np.sqrt(np.clip(1.0 - ((cb - s) / cb) ** 2, 0.0, 1.0)), R)
+    R = np.where((s < 0) | (s > L), 0.0, R)
+    flare = np.maximum(wb, wh)
+    t = T * (1.0 - 0.65 * flare)
+    r = np.clip(R - t, 0.0, None)
+    return R, r, flare
+
+
+def _tube_attenuation(bone: _LongBone, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Line integral of attenuation (relative to soft tissue) through a hollow tube, unitless."""
+    d_axis = (bone.head - bone.base) / bone.length_mm
+    du, dv = u - bone.base[0], v - bone.base[1]
+    s = du * d_axis[0] + dv * d_axis[1]
+    d = -du * d_axis[1] + dv * d_axis[0]
+    R, r, flare = _tube_radii(bone, s)
+    outer = 2.0 * np.sqrt(np.clip(R * R - d * d, 0.0, None))
+    inner = 2.0 * np.sqrt(np.clip(r * r - d * d, 0.0, None))
+    mu_marrow = MU_MARROW_SHAFT + (MU_TRABECULAR - MU_MARROW_SHAFT) * flare
+    att = MU_CORTEX * (outer - inner) + mu_marrow * inner
+    if bone.growth_plate_at is not None:
+        # An open physis: a 1.2 mm radiolucent cartilage band across the bone.
+        sp = bone.growth_plate_at * bone.length_mm
+        att = np.where(np.abs(s - sp) < 0.6, 0.0, att)
+    return att
+
+
+def _hand_bones(rng: np.random.Generator, *, cortical_scale: float, skeleton: str, view: str):
+    size = rng.uniform(0.94, 1.06)
+    squeeze = {"PA": 1.0, "oblique": 0.45, "lateral": 0.08}[view]
+    child = skeleton == "child"
+    if child:
+        size *= 0.62
+
+    def uv(p):
+        return np.array([p[0] * squeeze * size, p[1] * size])
+
+    metacarpals: dict[str, _LongBone] = {}
+    phalanges: list[_LongBone] = []
+    for name, (base, head, W, T) in _METACARPALS.items():
+        W_i = W * size * rng.uniform(0.95, 1.05)
+        T_i = T * size * rng.uniform(0.9, 1.1) * cortical_scale
+        b = uv(base)
+        if head is None:  # the thumb: shorter, angled away from the fingers
+            ang = math.radians(_THUMB_ANGLE_DEG)
+            L = _THUMB_LENGTH_MM * size * rng.uniform(0.97, 1.03)
+            h = b + L * np.array([math.sin(ang) * squeeze, math.cos(ang)])
+            h = b + (h - b) * L / np.hypot(*(h - b))
+        else:
+            h = uv(head)
+            h = b + (h - b) * rng.uniform(0.97, 1.03)
+        metacarpals[name] = _LongBone(
+            name, b, h, W_i, T_i, metacarpal=True,
+            # Metacarpal II-V physes are at the head, the thumb's at its base.
+            growth_plate_at=(0.12 if name == "I" else 0.86) if child else None,
+        )
+        # Phalanges continue along the metacarpal direction with small joint gaps.
+        direction = (h - b) / np.hypot(*(h - b))
+        start = h + 1.5 * direction
+        prox, mid, dist = _PHALANGES[name]
+        for k, length in enumerate((prox, mid, dist)):
+            if length == 0.0:
+                continue
+            length *= size
+            wk = W_i * (0.85, 0.7, 0.6)[k]
+            end = start + length * direction
+            phalanges.append(_LongBone(f"{name}-p{k}", start.copy(), end, wk, 0.28 * wk,
+                                       base_flare=1.35, head_flare=1.15 if k < 2 else 0.9,
+                                       growth_plate_at=0.08 if child else None))
+            start = end + 1.5 * direction
+    forearm = [
+        _LongBone("radius", uv((9.0, -90.0)), uv((9.0, 1.0)), 16.0 * size, 3.0 * size, 1.0, 1.6,
+                  growth_plate_at=0.9 if child else None),
+        _LongBone("ulna", uv((-17.0, -90.0)), uv((-17.0, -2.0)), 12.0 * size, 2.8 * size, 1.0, 1.3,
+                  growth_plate_at=0.9 if child else None),
+    ]
+    carpals = [(uv(c), (a * size * squeeze, b * size), t * size) for c, (a, b), t in _CARPALS]
+    if child:  # a young child has only a few small ossification centres in the carpus
+        carpals = [(c, (0.5 * a, 0.5 * b), 0.5 * t) for c, (a, b), t in carpals[2:4]]
+    return metacarpals, phalanges, forearm, carpals, size
+
+
+def _soft_tissue_thickness(metacarpals, phalanges, forearm, size, view, u, v):
+    """Soft-tissue thickness (mm): a flat-topped palm, rounded fingers, the forearm."""
+    t = np.zeros_like(u)
+
+    def capsule(p0, p1, radius, cap):
+        d01 = p1 - p0
+        ln2 = float(d01 @ d01)
+        s = np.clip(((u - p0[0]) * d01[0] + (v - p0[1]) * d01[1]) / ln2, 0.0, 1.0)
+        dx = u - (p0[0] + s * d01[0])
+        dy = v - (p0[1] + s * d01[1])
+        return np.minimum(2.0 * np.sqrt(np.clip(radius * radius - dx * dx - dy * dy, 0.0, None)), cap)
+
+    squeeze = {"PA": 1.0, "oblique": 0.45, "lateral": 0.08}[view]
+    for name, mc in metacarpals.items():
+        tip = [p for p in phalanges if p.name.startswith(name + "-")][-1].head
+        direction = (tip - mc.head) / np.hypot(*(tip - mc.head))
+        r = (11.0 if name == "I" else 8.5 if name != "V" else 7.5) * size
+        t = np.maximum(t, capsule(mc.head, tip + 2.0 * direction, r, 18.0 * size))
+        t = np.maximum(t, capsule(mc.base, mc.head, r + 4.5 * size, 24.0 * size))
+    palm_a = np.array([-18.0 * squeeze, 52.0]) * size
+    palm_b = np.array([10.0 * squeeze, 52.0]) * size
+    t = np.maximum(t, capsule(palm_a, palm_b, 27.0 * size, 26.0 * size))
+    mid = (forearm[0].head + forearm[1].head) / 2
+    t = np.maximum(t, capsule(mid - np.array([0.0, 120.0]), mid + np.array([0, 20.0]) * size,
+                              34.0 * size, 36.0 * size))
+    return t
+
+
+class _Frame:
+    """Affine map between hand coordinates (u, v) in mm and pixel (col, row)."""
+
+    def __init__(self, shape, spacing_mm, rotation_deg, laterality, fingers, shift_mm=(0.0, 0.0)):
+        rows, cols = shape
+        self.spacing = spacing_mm
+        theta = math.radians(rotation_deg + (180.0 if fingers == "down" else 0.0))
+        mirror = 1.0 if laterality == "L" else -1.0
+        # Counter-clockwise on the displayed image (rows point down).
+        rot = np.array([[math.cos(theta), math.sin(theta)], [-math.sin(theta), math.cos(theta)]])
+        self.A = rot @ np.diag([mirror, -1.0]) / spacing_mm  # (u, v) mm -> (col, row) px
+        self.Ainv = np.linalg.inv(self.A)
+        self.c = np.array([(cols - 1) / 2 + shift_mm[0] / spacing_mm, (rows - 1) / 2 + shift_mm[1] / spacing_mm])
+        self.anchor = np.array(HAND_ANCHOR_MM)
+
+    def to_px(self, uv) -> np.ndarray:
+        return self.A @ (np.asarray(uv, float) - self.anchor) + self.c
+
+    def to_uv(self, col, row) -> tuple[np.ndarray, np.ndarray]:
+        x, y = col - self.c[0], row - self.c[1]
+        u = self.Ainv[0, 0] * x + self.Ainv[0, 1] * y + self.anchor[0]
+        v = self.Ainv[1, 0] * x + self.Ainv[1, 1] * y + self.anchor[1]
+        return u, v
+
+
+def _add_tube(att: np.ndarray, frame: _Frame, bone: _LongBone, supersample: int) -> None:
+    """Add a tube's pixel-averaged attenuation to ``att`` in place (only near the bone)."""
+    rows, cols = att.shape
+    rmax = max(bone.base_flare, bone.head_flare, 1.0) * bone.width_mm / 2 + 1.0
+    ends = np.array([frame.to_px(bone.base), frame.to_px(bone.head)])
+    pad = rmax / frame.spacing + 2
+    c0, r0 = np.floor(ends.min(axis=0) - pad).astype(int)
+    c1, r1 = np.ceil(ends.max(axis=0) + pad).astype(int)
+    c0, r0, c1, r1 = max(c0, 0), max(r0, 0), min(c1, cols - 1), min(r1, rows - 1)
+    if c1 < c0 or r1 < r0:
+        return
+    rr, cc = np.mgrid[r0 : r1 + 1, c0 : c1 + 1]
+    rr, cc = rr.ravel().astype(float), cc.ravel().astype(float)
+    u, v = frame.to_uv(cc, rr)
+    d_axis = (bone.head - bone.base) / bone.length_mm
+    s = (u - bone.base[0]) * d_axis[0] + (v - bone.base[1]) * d_axis[1]
+    d = -(u - bone.base[0]) * d_axis[1] + (v - bone.base[1]) * d_axis[0]
+    near = (s > -1.0) & (s < bone.length_mm + 1.0) & (np.abs(d) < rmax + frame.spacing)
+    rr, cc = rr[near], cc[near]
+    total = np.zeros(rr.shape)
+    offsets = (np.arange(supersample) + 0.5) / supersample - 0.5
+    for oy in offsets:
+        for ox in offsets:
+            uu, vv = frame.to_uv(cc + ox, rr + oy)
+            total += _tube_attenuation(bone, uu, vv)
+    att[rr.astype(int), cc.astype(int)] += total / supersample**2
+
+
+def make_hand(
+    seed: int = 0,
+    *,
+    spacing_mm: float = 0.1,
+    blur_sigma_mm: float = 0.1,
+    noise: float = 0.01,
+    rotation_deg: float = 0.0,
+    laterality: str = "L",
+    fingers: str = "up",
+    shape_px: tuple[int, int] | None = None,
+    field_mm: tuple[float, float] = (240.0, 180.0),
+    view: str = "PA",
+    skeleton: str = "adult",
+    metal_over: str | None = None,
+    repeat: int | None = None,
+    cortical_scale: float = 1.0,
+    shift_mm: tuple[float, float] = (0.0, 0.0),
+) -> tuple[np.ndarray, PhantomTruth]:
+    """A synthetic hand radiograph with known metacarpal geometry.
+
+    Parameters
+    ----------
+    seed : int
+        Chooses the "person" (bone sizes vary a few per cent) and, with ``repeat=None``, the noise.
+    spacing_mm : float
+        Pixel size (mm).
+    blur_sigma_mm : float
+        Standard deviation of the Gaussian detector PSF (mm).
+    noise : float
+        Relative quantum noise of an unattenuated pixel (0 for none).
+    rotation_deg : float
+        In-plane rotation, counter-clockwise on the displayed image, about the image centre.
+    laterality : {"L", "R"}
+        Left hand PA has the thumb on the image right when fingers point up; right is its mirror.
+    fingers : {"up", "down"}
+    shape_px : (rows, columns), optional
+        Image size; default ``field_mm / spacing_mm``.
+    view : {"PA", "oblique", "lateral"}
+        Oblique and lateral squeeze the hand across, so the metacarpals overlap.
+    skeleton : {"adult", "child"}
+        ``child`` gives a small hand with open growth plates.
+    metal_over : str, optional
+        Put a metal plate across the mid-shaft of this metacarpal (e.g. ``"III"``).
+    repeat : int, optional
+        Repositioned acquisition ``k`` of the same hand: shift up to 4 mm, rotation up to 3
+        degrees on top of ``rotation_deg``, fresh noise.
+    cortical_scale : float
+        Multiplies every cortical thickness (osteoporotic hands < 1).
+    """
+    if laterality not in ("L", "R") or fingers not in ("up", "down"):
+        raise ValueError("laterality must be L or R and fingers up or down")
+    rng = np.random.default_rng(seed)
+    metacarpals, phalanges, forearm, carpals, size = _hand_bones(
+        rng, cortical_scale=cortical_scale, skeleton=skeleton, view=view
+    )
+    if shape_px is None:
+        shape_px = (int(round(field_mm[0] / spacing_mm)), int(round(field_mm[1] / spacing_mm)))
+    shift = np.array(shift_mm, float)
+    rot = rotation_deg
+    if repeat is not None:
+        prng = np.random.default_rng([seed, 7919, repeat])
+        shift = shift + prng.uniform(-4.0, 4.0, 2)
+        rot = rot + prng.uniform(-3.0, 3.0)
+        noise_rng = np.random.default_rng([seed, 104729, repeat])
+    else:
+        noise_rng = np.random.default_rng([seed, 104729])
+    frame = _Frame(shape_px, spacing_mm, rot, laterality, fingers, tuple(shift))
+    rows, cols = shape_px
+
+    # Soft tissue on a 4x coarser grid (it is smooth), then interpolated.
+    f = 4
+    rc, cc = np.mgrid[0:rows:f, 0:cols:f].astype(float)
+    u, v = frame.to_uv(cc + (f - 1) / 2, rc + (f - 1) / 2)
+    t_coarse = _soft_tissue_thickness(metacarpals, phalanges, forearm, size, view, u, v)
+    att = ndimage.zoom(t_coarse, f, order=1, grid_mode=True, mode="nearest")[:rows, :cols] * MU_SOFT_TISSUE
+    if att.shape != (rows, cols):
+        att = np.pad(att, ((0, rows - att.shape[0]), (0, cols - att.shape[1])), mode="edge")
+
+    for mc in metacarpals.values():
+        _add_tube(att, frame, mc, supersample=3)
+    for bone in phalanges + forearm:
+        _add_tube(att, frame, bone, supersample=1)
+    rr, cc = np.mgrid[0:rows, 0:cols]
+    for centre, (a, b), thick in carpals:
+        cpx = frame.to_px(centre)
+        rad = max(a, b) / spacing_mm + 2
+        r0, r1 = int(max(cpx[1] - rad, 0)), int(min(cpx[1] + rad, rows - 1))
+        c0, c1 = int(max(cpx[0] - rad, 0)), int(min(cpx[0] + rad, cols - 1))
+        if r1 <= r0 or c1 <= c0:
+            continue
+        uu, vv = frame.to_uv(cc[r0:r1, c0:c1].astype(float), rr[r0:r1, c0:c1].astype(float))
+        rho2 = ((uu - centre[0]) / a) ** 2 + ((vv - centre[1]) / b) ** 2
+        att[r0:r1, c0:c1] += MU_TRABECULAR * 1.6 * thick * np.sqrt(np.clip(1.0 - rho2, 0.0, None))
+
+    if metal_over is not None:
+        mc = metacarpals[metal_over]
+        direction = (mc.head - mc.base) / mc.length_mm
+        normal = np.array([-direction[1], direction[0]])
+        mid = (mc.base + mc.head) / 2
+        r0c = frame.to_px(mid)
+        rad = 12.0 / spacing_mm
+        r0, r1 = int(max(r0c[1] - rad, 0)), int(min(r0c[1] + rad, rows - 1))
+        c0, c1 = int(max(r0c[0] - rad, 0)), int(min(r0c[0] + rad, cols - 1))
+        uu, vv = frame.to_uv(cc[r0:r1, c0:c1].astype(float), rr[r0:r1, c0:c1].astype(float))
+        along = (uu - mid[0]) * direction[0] + (vv - mid[1]) * direction[1]
+        across = (uu - mid[0]) * normal[0] + (vv - mid[1]) * normal[1]
+        plate = (np.abs(along) < 6.0) & (np.abs(across) < 3.0 + mc.width_mm)  # 12 mm plate, 1 mm thick
+        att[r0:r1, c0:c1] += MU_METAL * 1.0 * plate
+
+    exposure = np.exp(-att)
+    if blur_sigma_mm > 0:
+        exposure = ndimage.gaussian_filter(exposure, blur_sigma_mm / spacing_mm, mode="nearest", truncate=5.0)
+    if noise > 0:
+        exposure = exposure + noise * np.sqrt(exposure) * noise_rng.standard_normal(exposure.shape)
+    image = -np.log(np.clip(exposure, 1e-4, None))
+
+    bones = {}
+    for name, mc in metacarpals.items():
+        b, h = frame.to_px(mc.base), frame.to_px(mc.head)
+        bones[name] = BoneTruth(
+            name=name,
+            cortical_thickness_mm=mc.thickness_mm,
+            outer_width_mm=mc.width_mm,
+            length_mm=mc.length_mm,
+            base_px=(float(b[0]), float(b[1])),
+            head_px=(float(h[0]), float(h[1])),
+        )
+    truth = PhantomTruth(
+        bones=bones, spacing_mm=spacing_mm, blur_sigma_mm=blur_sigma_mm, noise=noise, rotation_deg=rot,
+        laterality=laterality, fingers=fingers, view=view, skeleton=skeleton, shape=(rows, cols),
+        metal_over=metal_over,
+    )
+    return image, truth
+
+
+def make_non_hand(seed: int = 0, *, spacing_mm: float = 0.15, shape_px: tuple[int, int] | None = None,
+                  blur_sigma_mm: float = 0.15, noise: float = 0.01) -> np.ndarray:
+    """A knee-like radiograph (two thick long bones meeting at a joint): no hand in it."""
+    rng = np.random.default_rng(seed)
+    if shape_px is None:
+        shape_px = (int(240 / spacing_mm), int(180 / spacing_mm))
+    rows, cols = shape_px
+    frame = _Frame(shape_px, spacing_mm, rng.uniform(-10, 10), "L", "up")
+    rr, cc = np.mgrid[0:rows, 0:cols].astype(float)
+    u, v = frame.to_uv(cc, rr)
+    thickness = np.minimum(2.0 * np.sqrt(np.clip(70.0**2 - u**2, 0, None)), 110.0)
+    att = MU_SOFT_TISSUE * thickness
+    for bone in (_LongBone("femur", np.array([0.0, 200.0]), np.array([0.0, 75.0]), 30.0, 5.0, 1.0, 2.6),
+                 _LongBone("tibia", np.array([0.0, -60.0]), np.array([0.0, 68.0]), 28.0, 5.0, 1.0, 2.5)):
+        _add_tube(att, frame, bone, supersample=1)
+    exposure = ndimage.gaussian_filter(np.exp(-att), blur_sigma_mm / spacing_mm)
+    exposure = exposure + noise * np.sqrt(exposure) * rng.standard_normal(exposure.shape)
+    return -np.log(np.clip(exposure, 1e-4, None))
+
+
+# ----------------------------------------------------------------------------- DICOM
+_SOP_CLASS = {"CR": "1.2.840.10008.5.1.4.1.1.1", "DX": "1.2.840.10008.5.1.4.1.1.1.1"}
+
+
+def make_dataset(
+    image: np.ndarray | None = None,
+    truth: PhantomTruth | None = None,
+    *,
+    modality: str = "CR",
+    photometric: str = "MONOCHROME2",
+    bits_stored: int = 12,
+    spacing_attribute: str | None = "PixelSpacing",
+    magnification: float = 1.1,
+    spacing_mm: float | None = None,
+    rescale: tuple[float, float] | None = None,
+    window: tuple[float, float] | None = None,
+    patient_name: str = "Phantom^Hand",
+    patient_id: str = "PHANTOM-0001",
+    charset: str | None = None,
+    sex: str | None = "F",
+    age: str | None = "062Y",
+    birth_date: str | None = None,
+    study_date: str = "20260101",
+    laterality: str | None = "default",
+    body_part: str = "HAND",
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    sop_uid: str | None = None,
+    accession: str = "ACC0001",
+    **hand_kwargs: Any,
+):
+    """A valid CR or DX pydicom Dataset holding ``image`` (or ``make_hand(**hand_kwargs)``).
+
+    Parameters
+    ----------
+    image, truth : from :func:`make_hand`; generated from ``hand_kwargs`` when ``image`` is None.
+    photometric : {"MONOCHROME1", "MONOCHROME2"}
+        MONOCHROME1 stores bone dark (inverted values).
+    bits_stored : int
+        10..16; the image is scaled linearly onto ``0 .. 2**bits_stored - 1``.
+    spacing_attribute : {"PixelSpacing", "ImagerPixelSpacing", "magnified", "both", None}
+        Which spacing to write. ``magnified`` writes ImagerPixelSpacing = spacing * magnification
+        with EstimatedRadiographicMagnificationFactor, so the calibrated size is ``spacing``.
+        ``None`` writes no spacing at all.
+    spacing_mm : float, optional
+        Spacing to write; default ``truth.spacing_mm``.
+    rescale : (slope, intercept), optional
+        Writes a Modality LUT (RescaleSlope/Intercept).
+    window : (center, width), optional
+        Writes a VOI LUT window.
+    laterality : str or None
+        ImageLaterality; ``"default"`` uses the phantom's laterality, None omits it.
+    """
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    if image is None:
+        image, truth = make_hand(**hand_kwargs)
+    if spacing_mm is None:
+        spacing_mm = truth.spacing_mm if truth is not None else 0.1
+    if not 8 <= bits_stored <= 16:
+        raise ValueError("bits_stored must be 8..16")
+    maxv = 2**bits_stored - 1
+    lo, hi = 0.0, float(image.max()) * 1.02 + 1e-9
+    stored = np.clip(np.round((image - lo) / (hi - lo) * maxv), 0, maxv).astype(np.uint16)
+    if photometric == "MONOCHROME1":
+        stored = (maxv - stored).astype(np.uint16)
+    elif photometric != "MONOCHROME2":
+        raise ValueError("photometric must be MONOCHROME1 or MONOCHROME2")
+
+    sop_class = _SOP_CLASS[modality]
+    sop_uid = sop_uid or generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    if charset:
+        ds.SpecificCharacterSet = charset
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = study_date
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "101500"
+    ds.AccessionNumber = accession
+    ds.Modality = modality
+    ds.Manufacturer = "DXR Node test phantom"
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = "1"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.PatientName = patient_name
+    ds.PatientID = patient_id
+    ds.PatientBirthDate = birth_date or ""
+    ds.PatientSex = sex or ""
+    if age:
+        ds.PatientAge = age
+    ds.BodyPartExamined = body_part
+    ds.ViewPosition = "PA"
+    lat = (truth.laterality if truth is not None else None) if laterality == "default" else laterality
+    if lat:
+        ds.ImageLaterality = lat
+    elif modality == "DX":
+        ds.ImageLaterality = "U"
+    ds.PatientOrientation = ""
+    if modality == "DX":
+        ds.PresentationIntentType = "FOR PRESENTATION"
+        ds.ImageType = ["ORIGINAL", "PRIMARY"]
+        ds.BurnedInAnnotation = "NO"
+        ds.DetectorType = "SCINTILLATOR"
+        ds.PixelIntensityRelationship = "LOG"
+        ds.PixelIntensityRelationshipSign = 1 if photometric == "MONOCHROME2" else -1
+    else:
+        ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.Rows, ds.Columns = stored.shape
+    ds.BitsAllocated = 16
+    ds.BitsStored = bits_stored
+    ds.HighBit = bits_stored - 1
+    ds.PixelRepresentation = 0
+    ds.RescaleSlope, ds.RescaleIntercept = (rescale if rescale else (1, 0))
+    ds.RescaleType = "US"
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    if spacing_attribute in ("PixelSpacing", "both"):
+        ds.PixelSpacing = [f"{spacing_mm:.6g}", f"{spacing_mm:.6g}"]
+    if spacing_attribute in ("ImagerPixelSpacing", "both"):
+        ds.ImagerPixelSpacing = [f"{spacing_mm:.6g}", f"{spacing_mm:.6g}"]
+    if spacing_attribute == "magnified":
+        ds.ImagerPixelSpacing = [f"{spacing_mm * magnification:.8g}"] * 2
+        ds.EstimatedRadiographicMagnificationFactor = f"{magnification:.6g}"
+    if spacing_attribute not in (None, "PixelSpacing", "ImagerPixelSpacing", "magnified", "both"):
+        raise ValueError(f"unknown spacing_attribute {spacing_attribute!r}")
+    ds.PixelData = stored.tobytes()
+    return ds

@@ -698,6 +698,37 @@ class NodeProcess:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_seconds, cwd=self.workdir)
         return ToolResult(proc.returncode, proc.stdout + proc.stderr, cmd)
 
+    # ---- database (read-only; see node/store.py for the schema) ----
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "node.sqlite3"
+
+    def db_rows(self, sql: str, *params: Any) -> list[dict[str, Any]]:
+        """Rows of a read-only query on the node's SQLite database (safe while it runs: WAL)."""
+        import sqlite3
+
+        if not self.db_path.exists():
+            return []
+        con = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
+        try:
+            con.row_factory = sqlite3.Row
+            return [dict(r) for r in con.execute(sql, params)]
+        finally:
+            con.close()
+
+    def jobs(self, study_uid: str) -> list[dict[str, Any]]:
+        return self.db_rows("SELECT * FROM jobs WHERE study_instance_uid = ? ORDER BY id", study_uid)
+
+    def stored_instances(self, study_uid: str) -> list[dict[str, Any]]:
+        return self.db_rows("SELECT * FROM instances WHERE study_instance_uid = ?", study_uid)
+
+    def exports(self, study_uid: str) -> list[dict[str, Any]]:
+        return self.db_rows(
+            "SELECT e.*, o.kind, o.sop_class_uid FROM exports e JOIN outputs o "
+            "ON o.sop_instance_uid = e.output_sop_instance_uid WHERE o.study_instance_uid = ? ORDER BY e.id",
+            study_uid)
+
     # ---- log ----
 
     def log_text(self) -> str:

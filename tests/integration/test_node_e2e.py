@@ -1,0 +1,126 @@
+"""End to end with a real Orthanc and DCMTK: modality -> Orthanc -> node -> SR back in Orthanc."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import dicom_samples
+from tests.integration.servers import (
+    HOST,
+    NodeProcess,
+    OrthancServer,
+    free_port,
+    echoscu,
+    store_statuses,
+    storescu,
+    wait_until,
+)
+
+
+def _send_marker_study(node: NodeProcess, orthanc: OrthancServer, tmp_path: Path) -> None:
+    """Send a fresh one-image study to the node and wait for its SR in Orthanc.
+
+    The node assembles studies in arrival order with the same quiet period, so once this
+    later study has been analysed and delivered, any job an earlier send would have caused
+    exists too: absence checks after this are not races.
+    """
+    study_uid, files = dicom_samples.write_study(tmp_path / "marker", 1, patient_id="MARKER")
+    result = node.store(files)
+    assert store_statuses(result) == ["Success"], result
+    orthanc.wait_for_instances(study_uid, lambda i: i.modality == "SR", timeout_seconds=90)
+
+
+def test_orthanc_routes_cr_dx_to_the_node_address_and_never_returns_node_outputs(
+        orthanc: OrthancServer, write_study, tmp_path: Path) -> None:
+    """The harness itself: Lua routing with DCMTK storescp standing in for the node."""
+    received = tmp_path / "storescp"
+    received.mkdir()
+    port = free_port()
+    scp = subprocess.Popen(["storescp", "-aet", "DXRNODE", "-od", str(received), str(port)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until(lambda: echoscu(port, called="DXRNODE").ok, 10, what="storescp up")
+        orthanc.route_to_node(("DXRNODE", port))
+        study_uid, files = write_study(2)
+        result = storescu(files, orthanc.dicom_port, called=orthanc.aet)
+        assert store_statuses(result) == ["Success", "Success"], result
+
+        # Not to be routed: a foreign SR, and a CR that the node itself sent (loop guard).
+        sr = dicom_samples.save(dicom_samples.make_sr_dataset(study_uid), tmp_path / "other" / "sr.dcm")
+        own = dicom_samples.save(dicom_samples.make_image_dataset(study_uid), tmp_path / "other" / "own.dcm")
+        assert storescu([sr], orthanc.dicom_port, called=orthanc.aet).ok
+        assert storescu([own], orthanc.dicom_port, aet="DXRNODE", called=orthanc.aet).ok
+        # Orthanc's Lua runs callbacks in order: once a later CR has arrived, the two above were decided.
+        _, marker = write_study(1)
+        assert storescu(marker, orthanc.dicom_port, called=orthanc.aet).ok
+
+        expected = {f.stem for f in files} | {marker[0].stem}
+        names = wait_until(lambda: (n := {p.name.split(".", 1)[1] for p in received.iterdir()
+                                          if not p.name.startswith(".")}) >= expected and n, 30,
+                           what="routed instances at storescp")
+        assert names == expected
+    finally:
+        os.killpg(scp.pid, signal.SIGTERM)
+        scp.wait(timeout=10)
+
+
+def test_study_sent_to_orthanc_comes_back_with_the_node_sr_in_the_same_study(
+        orthanc: OrthancServer, routed_node: NodeProcess, write_study) -> None:
+    study_uid, files = write_study(2)
+    result = storescu(files, orthanc.dicom_port, called=orthanc.aet)
+    assert store_statuses(result) == ["Success", "Success"], result
+    last_instance_in_orthanc = time.monotonic()
+
+    srs = orthanc.wait_for_instances(study_uid, lambda i: i.modality == "SR", timeout_seconds=120,
+                                     interval_seconds=0.05)
+    latency_seconds = time.monotonic() - last_instance_in_orthanc
+    quiet = routed_node.config["study"]["quiet_period_seconds"]
+    print(f"\nE2E latency, last instance stored in Orthanc -> node SR stored in Orthanc: "
+          f"{latency_seconds:.2f} s (quiet period {quiet} s)")
+
+    assert len(srs) == 1
+    sr = srs[0]
+    assert sr.remote_aet == routed_node.ae_title
+    ds = orthanc.instance_dataset(sr.id)
+    assert ds.StudyInstanceUID == study_uid
+    assert ds.PatientID == "DXRTEST1"
+    evidence = {ref.ReferencedSOPInstanceUID
+                for study in ds.get("CurrentRequestedProcedureEvidenceSequence", [])
+                for series in study.ReferencedSeriesSequence
+                for ref in series.ReferencedSOPSequence}
+    assert evidence == {f.stem for f in files}
+
+    # The node analysed the study once and received only the two CRs (its SR was not routed back).
+    jobs = routed_node.jobs(study_uid)
+    assert [j["state"] for j in jobs] == ["done"]
+    assert {r["sop_instance_uid"] for r in routed_node.stored_instances(study_uid)} == {f.stem for f in files}
+    # Logs name AE titles and UIDs, never the patient.
+    log = routed_node.log_text()
+    assert study_uid in log
+    assert dicom_samples.PATIENT_NAME.split("^")[0] not in log
+
+
+def test_same_sop_instance_uid_twice_is_stored_once_and_analysed_once(
+        orthanc: OrthancServer, routed_node: NodeProcess, write_study, tmp_path: Path) -> None:
+    study_uid, (first, second) = write_study(2)
+    # Twice in one association, before the study is complete ...
+    result = routed_node.store([first, first, second])
+    assert store_statuses(result) == ["Success"] * 3, result
+    orthanc.wait_for_instances(study_uid, lambda i: i.modality == "SR", timeout_seconds=90)
+    # ... and again after its job ran: acknowledged, but must not re-open the study.
+    result = routed_node.store([first])
+    assert store_statuses(result) == ["Success"], result
+    _send_marker_study(routed_node, orthanc, tmp_path)
+
+    assert len(routed_node.stored_instances(study_uid)) == 2
+    assert [j["state"] for j in routed_node.jobs(study_uid)] == ["done"]
+    assert len(orthanc.sr_instances(study_uid)) == 1
+    spooled = [p for p in routed_node.data_dir.joinpath("spool").rglob("*") if p.is_file() and first.stem in p.name]
+    assert len(spooled) == 1, spooled
+    assert routed_node.log_lines(rf"(?i)duplicate.*{first.stem}|{first.stem}.*duplicate"), routed_node.log_tail()

@@ -82,3 +82,32 @@ def write_study(tmp_path: Path) -> Callable[..., tuple[str, list[Path]]]:
         return dicom_samples.write_study(tmp_path / f"study{next(counter)}", n_images, **kwargs)
 
     return make
+
+
+@pytest.fixture
+def write_phantom_study(tmp_path: Path) -> Callable[..., tuple[str, list[Path]]]:
+    """``write_phantom_study(n_images=1, **make_dataset_kw) -> (StudyInstanceUID, [files])``.
+
+    Realistic full-size PA hand phantoms (tests/phantom.py, ~2400 x 1800 px), one per image,
+    alternating left/right, in one new study.
+    """
+    from pydicom.uid import generate_uid
+
+    from tests.phantom import make_dataset, make_hand
+
+    counter = itertools.count(1)
+
+    def make(n_images: int = 1, **kwargs) -> tuple[str, list[Path]]:
+        directory = tmp_path / f"phantom{next(counter)}"
+        directory.mkdir()
+        study_uid, series_uid = generate_uid(), generate_uid()
+        files = []
+        for k in range(n_images):
+            image, truth = make_hand(seed=k, laterality="L" if k % 2 == 0 else "R")
+            ds = make_dataset(image, truth, study_uid=study_uid, series_uid=series_uid, **kwargs)
+            ds.InstanceNumber = k + 1
+            files.append(dicom_samples.save(ds, directory / f"{ds.SOPInstanceUID}.dcm"))
+        return study_uid, files
+
+    return make
+

@@ -346,10 +346,20 @@ def _finding_site(hand: str, anatomy=METACARPAL) -> hd.sr.FindingSite:
     return hd.sr.FindingSite(anatomic_location=anatomy, laterality=LATERALITY_CODES.get(hand))
 
 
+REPORT_DECIMALS: dict[str, int] = {
+    CORTICAL_THICKNESS.value: 3, OUTER_WIDTH.value: 3, VPA.value: 3, METACARPAL_INDEX.value: 4,
+    MEAN_CORTICAL_THICKNESS.value: 3, MEAN_OUTER_WIDTH.value: 3, MEAN_METACARPAL_INDEX.value: 4,
+    DXR_BMD.value: 4, T_SCORE.value: 2, Z_SCORE.value: 2, BHI.value: 3, POROSITY.value: 5,
+}
+"""Decimals each measurement is written with: finer than its precision, short enough to read
+(0.001 mm is far below the ~0.02 mm precision of cortical thickness)."""
+
+
 def _num(name, value: float | None, unit, **kwargs) -> hd.sr.Measurement | None:
     if value is None or not math.isfinite(float(value)):
         return None
-    return hd.sr.Measurement(name=name, value=float(value), unit=unit, **kwargs)
+    value = round(float(value), REPORT_DECIMALS.get(name.value, 6))
+    return hd.sr.Measurement(name=name, value=value, unit=unit, **kwargs)
 
 
 def _with_comment(group, text: str):
@@ -453,6 +463,7 @@ def _combined_group(image: _Image, hand: str, uid_seed: str):
     ]
     evaluations = [
         hd.sr.QualitativeEvaluation(ANALYSIS_OUTCOME, MEASURED),
+        hd.sr.QualitativeEvaluation(IMAGE_USE, USED_FOR_MEASUREMENT),
         hd.sr.QualitativeEvaluation(SERVICE_EXTENT, REDUCED_SERVICE if result.reduced_service else FULL_SERVICE),
     ]
     who = WHO_VALUES.get((result.who_category or "").lower())

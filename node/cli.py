@@ -1,0 +1,369 @@
+"""``dxr-node``: the node's command line.
+
+Verbs::
+
+    dxr-node serve --config FILE [--port N] [--data-dir DIR]
+    dxr-node check-config FILE
+    dxr-node echo DESTINATION --config FILE
+    dxr-node rules test FILE.dcm --config FILE
+    dxr-node queue list --config FILE [--data-dir DIR] [--json]
+    dxr-node queue retry ID --config FILE [--data-dir DIR]      (ID: E<n> export, J<n> job, <n> export)
+    dxr-node analyze ...                                        (node/research.py, when installed)
+
+Every error is one line on stderr (``dxr-node: error: ...``) and a non-zero exit status:
+1 for a failed operation, 2 for bad usage or configuration. Never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from node.config import Config, ConfigError, load_config
+
+__all__ = ["main", "build_parser"]
+
+DEFAULT_CONFIG = "config/node.toml"
+
+log = logging.getLogger("dxr.node")
+
+
+class CLIError(Exception):
+    """A one-line error for the user; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors in one line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise CLIError(f"{self.prog}: {message} (see --help)", 2)
+
+
+# ---------------------------------------------------------------------------------- helpers
+def _config(args: argparse.Namespace, *, overrides: bool = True) -> Config:
+    try:
+        return load_config(
+            args.config,
+            port=getattr(args, "port", None) if overrides else None,
+            data_dir=getattr(args, "data_dir", None) if overrides else None,
+        )
+    except ConfigError as exc:
+        raise CLIError(str(exc), 2) from None
+
+
+def _store(config: Config):
+    from node.store import Store, StoreError
+
+    try:
+        return Store(config.data_dir)
+    except StoreError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _fmt_time(t: float | None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else "-"
+
+
+# ---------------------------------------------------------------------------------- serve
+def _start_http(config: Config, store: Any) -> Any:
+    """Hook for the DICOMweb/health/metrics server (issue 6).
+
+    When ``[http]`` is configured, ``node.dicomweb.start_http_server(config, store)`` is called
+    and must return an object with ``.stop()``; it shares the receive path through
+    ``node.ingest.ingest``. Returns None when ``[http]`` is absent.
+    """
+    if config.http is None:
+        return None
+    try:
+        from node.dicomweb import start_http_server
+    except ImportError as exc:
+        raise CLIError(f"{config.path}: [http] is configured but the DICOMweb server is not available ({exc})", 2) from None
+    return start_http_server(config, store)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from node.assembler import Assembler
+    from node.dimse import start_scp
+    from node.export import Exporter
+    from node.log import setup_logging
+    from node.worker import WorkerPool, load_reference
+
+    config = _config(args)
+    setup_logging()
+    try:
+        load_reference(config)  # validate at start; workers load their own copy
+    except ValueError as exc:
+        raise CLIError(str(exc), 2) from None
+    store = _store(config)
+    jobs, exports = store.recover()
+    log.info(
+        "event=node_starting ae_title=%s port=%d data_dir=%s workers=%d quiet_period_seconds=%g "
+        "recovered_jobs=%d recovered_exports=%d",
+        config.node.ae_title, config.node.port, config.data_dir, config.node.workers,
+        config.study.quiet_period_seconds, jobs, exports,
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("event=node_stopping signal=%s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    try:
+        scp = start_scp(config, store)
+    except OSError as exc:
+        raise CLIError(f"cannot listen on {config.node.bind}:{config.node.port}: {exc.strerror or exc}") from None
+    http = None
+    pool = WorkerPool(config, store)
+    assembler = Assembler(store, config.study.quiet_period_seconds, stop)
+    exporter = Exporter(config, store, stop)
+    try:
+        http = _start_http(config, store)
+        pool.start()
+        assembler.start()
+        exporter.start()
+        log.info("event=node_ready ae_title=%s port=%d", config.node.ae_title, config.node.port)
+        while not stop.wait(0.5):
+            pool.monitor()
+    finally:
+        stop.set()
+        scp.shutdown()
+        if http is not None:
+            http.stop()
+        for thread in (assembler, exporter):
+            if thread.is_alive():
+                thread.join(30)
+        pool.stop()
+        store.close()
+        log.info("event=node_stopped")
+    return 0
+
+
+# ---------------------------------------------------------------------------------- small verbs
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from node.worker import load_reference
+
+    config = _config(args)
+    try:
+        ref = load_reference(config)
+    except ValueError as exc:
+        raise CLIError(str(exc), 2) from None
+    dests = ", ".join(f"{d.name} ({d.type})" for d in config.destinations) or "none"
+    print(
+        f"{config.path}: OK (ae_title {config.node.ae_title}, port {config.node.port}, data_dir {config.data_dir}, "
+        f"{len(config.sources)} sources, destinations: {dests}, reference tables: {'yes' if ref is not None else 'no'})"
+    )
+    return 0
+
+
+def cmd_echo(args: argparse.Namespace) -> int:
+    config = _config(args)
+    try:
+        dest = config.destination(args.destination)
+    except ConfigError as exc:
+        raise CLIError(str(exc), 2) from None
+    if dest.type == "dimse":
+        from node.dimse import echo
+
+        ok, message = echo(dest, config.export.calling_ae_title or config.node.ae_title, args.timeout)
+    elif dest.type == "folder":
+        assert dest.path is not None
+        try:
+            dest.path.mkdir(parents=True, exist_ok=True)
+            probe = dest.path / ".dxr-echo"
+            probe.write_bytes(b"")
+            probe.unlink()
+            ok, message = True, f"{dest.name} (folder {dest.path}): writable"
+        except OSError as exc:
+            ok, message = False, f"{dest.name} (folder {dest.path}): not writable ({exc.strerror or exc})"
+    else:
+        try:
+            from node.dicomweb import echo_dicomweb
+        except ImportError:
+            raise CLIError(f"{dest.name}: DICOMweb echo is not available in this build") from None
+        ok, message = echo_dicomweb(dest, args.timeout)
+    if not ok:
+        raise CLIError(message)
+    print(message)
+    return 0
+
+
+def cmd_rules_test(args: argparse.Namespace) -> int:
+    import pydicom
+
+    from node.ingest import instance_problem
+    from node.rules import evaluate
+
+    config = _config(args)
+    try:
+        ds = pydicom.dcmread(args.file, stop_before_pixels=True, force=True)
+    except FileNotFoundError:
+        raise CLIError(f"{args.file}: no such file") from None
+    except Exception as exc:
+        raise CLIError(f"{args.file}: not readable as DICOM ({type(exc).__name__}: {exc})") from None
+    decision = evaluate(config.rules, ds)
+    if not decision.analyse:
+        print(f"DROP {args.file}: {decision.reason}")
+        return 0
+    problem = instance_problem(ds, check_pixels=False)
+    if problem:
+        print(f"REFUSE {args.file}: {decision.reason}, but the receiver refuses it: {problem[1]}")
+        return 0
+    print(f"ANALYSE {args.file}: {decision.reason}")
+    return 0
+
+
+def _parse_id(text: str) -> tuple[str, int]:
+    t = text.strip().upper()
+    kind = "job" if t.startswith("J") else "export"
+    digits = t[1:] if t[:1] in ("J", "E") else t
+    if not digits.isdigit():
+        raise CLIError(f"queue retry: ID must look like E12 (export) or J3 (job), got {text!r}", 2)
+    return kind, int(digits)
+
+
+def cmd_queue_list(args: argparse.Namespace) -> int:
+    config = _config(args)
+    store = _store(config)
+    jobs, exports = store.list_jobs(), store.list_exports()
+    store.close()
+    if args.json:
+        print(json.dumps({
+            "jobs": [{"id": f"J{j.id}", **asdict(j)} | {"id": f"J{j.id}", "job_id": j.id} for j in jobs],
+            "exports": [{"id": f"E{e.id}", **asdict(e)} | {"id": f"E{e.id}", "export_id": e.id} for e in exports],
+        }, indent=1))
+        return 0
+    print(f"JOBS ({len(jobs)})")
+    print(f"{'ID':<6} {'STATE':<10} {'RUN':>3} {'ATT':>3} {'UPDATED':<20} {'STUDY':<64} LAST_ERROR")
+    for j in jobs:
+        print(f"{'J' + str(j.id):<6} {j.state:<10} {j.run:>3} {j.attempts:>3} {_fmt_time(j.updated_at):<20} "
+              f"{j.study_instance_uid:<64} {j.last_error or '-'}")
+    print(f"EXPORTS ({len(exports)})")
+    print(f"{'ID':<6} {'STATE':<8} {'DESTINATION':<14} {'ATT':>3} {'NEXT_ATTEMPT':<20} {'OUTPUT':<64} LAST_ERROR")
+    for e in exports:
+        nxt = _fmt_time(e.next_attempt_at) if e.state == "queued" else "-"
+        print(f"{'E' + str(e.id):<6} {e.state:<8} {e.destination:<14} {e.attempts:>3} {nxt:<20} "
+              f"{e.output_sop_instance_uid:<64} {e.last_error or '-'}")
+    return 0
+
+
+def cmd_queue_retry(args: argparse.Namespace) -> int:
+    kind, num = _parse_id(args.id)
+    config = _config(args)
+    store = _store(config)
+    try:
+        if kind == "export":
+            e = store.retry_export(num)
+            if e is None:
+                raise CLIError(f"queue retry: no export E{num} (see dxr-node queue list)")
+            if e.state == "sent":
+                raise CLIError(f"queue retry: export E{num} was already sent to {e.destination}; nothing to retry")
+            print(f"export E{num} to {e.destination}: {e.state} (it is sent by the running node)")
+        else:
+            j = store.retry_job(num)
+            if j is None:
+                raise CLIError(f"queue retry: no job J{num} (see dxr-node queue list)")
+            if j.state in ("done", "superseded"):
+                raise CLIError(f"queue retry: job J{num} is {j.state}; nothing to retry")
+            print(f"job J{num} for study {j.study_instance_uid}: {j.state} (it runs in the running node)")
+    finally:
+        store.close()
+    return 0
+
+
+# ---------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="dxr-node", description="DXR Node: digital X-ray radiogrammetry DICOM node.")
+    sub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    sub.required = True
+
+    def config_opt(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE", help=f"TOML config (default {DEFAULT_CONFIG})")
+
+    s = sub.add_parser("serve", help="run the node: DIMSE SCP, study assembler, workers, exporter")
+    config_opt(s)
+    s.add_argument("--port", type=int, help="DIMSE port (overrides [node] port)")
+    s.add_argument("--data-dir", help="spool/database/outputs folder (overrides [node] data_dir)")
+    s.set_defaults(func=cmd_serve)
+
+    c = sub.add_parser("check-config", help="validate a config file")
+    c.add_argument("config", metavar="FILE")
+    c.set_defaults(func=cmd_check_config)
+
+    e = sub.add_parser("echo", help="C-ECHO a configured destination (folder: check it is writable)")
+    e.add_argument("destination", metavar="DESTINATION")
+    config_opt(e)
+    e.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+    e.set_defaults(func=cmd_echo)
+
+    r = sub.add_parser("rules", help="explain the analysis filter")
+    rsub = r.add_subparsers(dest="rules_verb", metavar="ACTION", parser_class=_Parser)
+    rsub.required = True
+    rt = rsub.add_parser("test", help="say whether the node would analyse FILE.dcm, and why")
+    rt.add_argument("file", metavar="FILE.dcm")
+    config_opt(rt)
+    rt.set_defaults(func=cmd_rules_test)
+
+    q = sub.add_parser("queue", help="jobs and exports")
+    qsub = q.add_subparsers(dest="queue_verb", metavar="ACTION", parser_class=_Parser)
+    qsub.required = True
+    ql = qsub.add_parser("list", help="jobs and exports with state, attempts and last error")
+    config_opt(ql)
+    ql.add_argument("--data-dir", help="overrides [node] data_dir")
+    ql.add_argument("--json", action="store_true", help="machine-readable output")
+    ql.set_defaults(func=cmd_queue_list)
+    qr = qsub.add_parser("retry", help="re-queue a failed export (E<n>) or job (J<n>)")
+    qr.add_argument("id", metavar="ID")
+    config_opt(qr)
+    qr.add_argument("--data-dir", help="overrides [node] data_dir")
+    qr.set_defaults(func=cmd_queue_retry)
+
+    try:
+        from node import research
+    except ImportError:
+        research = None
+    if research is not None:
+        research.add_analyze_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.verb == "analyze":
+            from node import research
+
+            return int(research.run_analyze(args) or 0)
+        return int(args.func(args) or 0)
+    except CLIError as exc:
+        print(f"dxr-node: error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("dxr-node: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # --help and friends
+        return int(exc.code or 0) if isinstance(exc.code, int) else 0
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # last resort: still one line, never a traceback
+        print(f"dxr-node: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,469 @@
+"""The node's configuration: one TOML file parsed once at start into frozen dataclasses.
+
+Nothing else in the node reads the file or the environment later: every component gets the
+:class:`Config` (or a part of it). Every validation failure raises :class:`ConfigError` whose
+message is one line naming the file and the bad key, e.g.
+``config/node.toml: [node] port must be an integer 1-65535, got "abc"``.
+
+Relative paths (``[node] data_dir``, ``[reference] dir``, ``[http] token_file``) are resolved
+against the directory of the config file; ``--data-dir`` on the command line is resolved
+against the current directory.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pydicom.datadict import tag_for_keyword
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DestinationConfig",
+    "DiskConfig",
+    "ExportConfig",
+    "HttpConfig",
+    "NodeConfig",
+    "OutputsConfig",
+    "ReferenceConfig",
+    "RuleConfig",
+    "RulesConfig",
+    "SourceConfig",
+    "StudyConfig",
+    "load_config",
+]
+
+DESTINATION_TYPES = ("dimse", "folder", "dicomweb")
+
+# The SR and SC storage classes the node itself produces; the default rules never analyse them.
+SR_SC_SOP_CLASS_PATTERNS = ("1.2.840.10008.5.1.4.1.1.88.*", "1.2.840.10008.5.1.4.1.1.7*")
+NODE_MANUFACTURER_PATTERN = "DXR Node*"
+
+
+class ConfigError(ValueError):
+    """A one-line, user-facing configuration error."""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    ae_title: str = "DXRNODE"
+    bind: str = "0.0.0.0"
+    port: int = 11112
+    data_dir: Path = Path("var")
+    """Absolute path of the spool, SQLite database and outputs."""
+    workers: int = 2
+    max_associations: int = 10
+    """Concurrent inbound associations (pynetdicom ``maximum_associations``)."""
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    quiet_period_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    ae_title: str
+    host: str | None = None
+
+
+@dataclass(frozen=True)
+class DestinationConfig:
+    name: str
+    type: str = "dimse"
+    ae_title: str | None = None
+    host: str | None = None
+    port: int | None = None
+    path: Path | None = None
+    """Folder destinations: absolute output folder (default ``<data_dir>/outbox``)."""
+    url: str | None = None
+    """DICOMweb destinations: the STOW-RS base URL."""
+    token: str | None = None
+    token_file: Path | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    retry_base_delay_seconds: float = 5.0
+    retry_max_delay_seconds: float = 300.0
+    max_attempts: int = 8
+    calling_ae_title: str | None = None
+    """AE title the node uses when it sends; defaults to ``[node] ae_title``."""
+
+    def delay_seconds(self, attempts: int) -> float:
+        """Backoff before the next attempt after ``attempts`` failed ones (seconds)."""
+        return min(self.retry_base_delay_seconds * 2 ** max(attempts - 1, 0), self.retry_max_delay_seconds)
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """One rule: DICOM keyword -> accepted patterns (case-insensitive fnmatch; "" = empty/absent)."""
+
+    conditions: tuple[tuple[str, tuple[str, ...]], ...]
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    analyse: tuple[RuleConfig, ...]
+    ignore: tuple[RuleConfig, ...]
+
+
+@dataclass(frozen=True)
+class OutputsConfig:
+    refusal_sr: bool = True
+    """Send an SR saying why nothing was measured when the analysis refused or failed."""
+    picture: bool = True
+    """Send the result picture (Secondary Capture) beside each SR."""
+    institution_name: str | None = None
+    extra: tuple[tuple[str, Any], ...] = ()
+    """Other ``[outputs]`` keys, passed through to ``node.outputs.OutputOptions`` when it knows them."""
+
+
+@dataclass(frozen=True)
+class ReferenceConfig:
+    dir: Path | None = None
+    """Folder of reference CSV tables (absolute), or None when not configured."""
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """DICOMweb/health HTTP server (issue 6); present only when ``[http]`` is in the file."""
+
+    bind: str = "0.0.0.0"
+    port: int = 8080
+    token: str | None = None
+    token_file: Path | None = None
+    max_body_bytes: int = 2 * 1024**3
+
+
+@dataclass(frozen=True)
+class DiskConfig:
+    min_free_bytes: int = 0
+    """Below this free space on data_dir the node refuses new data (0 = never)."""
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    node: NodeConfig
+    study: StudyConfig
+    sources: tuple[SourceConfig, ...]
+    destinations: tuple[DestinationConfig, ...]
+    export: ExportConfig
+    rules: RulesConfig
+    outputs: OutputsConfig
+    reference: ReferenceConfig
+    disk: DiskConfig
+    http: HttpConfig | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.node.data_dir
+
+    @property
+    def db_path(self) -> Path:
+        return self.node.data_dir / "node.sqlite3"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.node.data_dir / "spool"
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.node.data_dir / "outputs"
+
+    def destination(self, name: str) -> DestinationConfig:
+        for dest in self.destinations:
+            if dest.name == name:
+                return dest
+        known = ", ".join(d.name for d in self.destinations) or "none"
+        raise ConfigError(f"{self.path}: no destination named {name!r} (configured: {known})")
+
+
+DEFAULT_RULES = RulesConfig(
+    analyse=(
+        RuleConfig(
+            conditions=(("Modality", ("CR", "DX")), ("BodyPartExamined", ("HAND", "WRIST", ""))),
+            name="hand-wrist-radiograph",
+        ),
+    ),
+    ignore=(
+        RuleConfig(conditions=(("SOPClassUID", SR_SC_SOP_CLASS_PATTERNS),), name="sr-or-sc"),
+        RuleConfig(conditions=(("Manufacturer", (NODE_MANUFACTURER_PATTERN,)),), name="own-output"),
+    ),
+)
+
+_AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII except backslash
+
+
+# --------------------------------------------------------------------------------------------
+class _Section:
+    """Typed access to one TOML table that names the key in every error."""
+
+    def __init__(self, cfg_path: Path, name: str, table: Any, known: set[str] | None):
+        self.cfg_path = cfg_path
+        self.name = name
+        if not isinstance(table, dict):
+            self.fail(f"{name} must be a table")
+        self.table = table
+        if known is not None:
+            for key in table:
+                if key not in known:
+                    self.fail(f"{name} has unknown key {key!r} (known: {', '.join(sorted(known))})")
+
+    def fail(self, message: str) -> None:
+        raise ConfigError(f"{self.cfg_path}: {message}")
+
+    def _bad(self, key: str, expected: str, value: Any) -> None:
+        self.fail(f"{self.name} {key} must be {expected}, got {_show(value)}")
+
+    def str(self, key: str, default: Any = None, *, required: bool = False, allow_empty: bool = False) -> Any:
+        if key not in self.table:
+            if required:
+                self.fail(f"{self.name} {key} is required")
+            return default
+        value = self.table[key]
+        if not isinstance(value, str) or (not allow_empty and not value.strip()):
+            self._bad(key, "a non-empty string", value)
+        return value
+
+    def int(self, key: str, default: Any, lo: int, hi: int | None = None, *, required: bool = False) -> Any:
+        if key not in self.table:
+            if required:
+                self.fail(f"{self.name} {key} is required")
+            return default
+        value = self.table[key]
+        expected = f"an integer {lo}-{hi}" if hi is not None else f"an integer >= {lo}"
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+            self._bad(key, expected, value)
+        return value
+
+    def number(self, key: str, default: float, lo: float, *, exclusive: bool = False) -> float:
+        if key not in self.table:
+            return default
+        value = self.table[key]
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = ok and (value > lo if exclusive else value >= lo)
+        if not ok:
+            self._bad(key, f"a number {'>' if exclusive else '>='} {lo:g}", value)
+        return float(value)
+
+    def bool(self, key: str, default: bool) -> bool:
+        if key not in self.table:
+            return default
+        value = self.table[key]
+        if not isinstance(value, bool):
+            self._bad(key, "true or false", value)
+        return value
+
+    def ae(self, key: str, default: Any = None, *, required: bool = False) -> Any:
+        value = self.str(key, default, required=required)
+        if value is not None and not _AE_RE.match(value.strip() or "\\"):
+            self._bad(key, "an AE title of 1-16 printable ASCII characters without backslash", value)
+        return value.strip() if value is not None else None
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _resolve(base: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _parse_rules(cfg_path: Path, raw: Any) -> RulesConfig:
+    if raw is None:
+        return DEFAULT_RULES
+    top = _Section(cfg_path, "[rules]", raw, {"analyse", "ignore"})
+    lists: dict[str, tuple[RuleConfig, ...]] = {}
+    for kind in ("analyse", "ignore"):
+        entries = top.table.get(kind, DEFAULT_RULES.analyse if kind == "analyse" else DEFAULT_RULES.ignore)
+        if isinstance(entries, tuple):
+            lists[kind] = entries
+            continue
+        if not isinstance(entries, list):
+            top.fail(f"[rules] {kind} must be an array of tables ([[rules.{kind}]])")
+        rules = []
+        for i, entry in enumerate(entries):
+            sec = _Section(cfg_path, f"[[rules.{kind}]] #{i + 1}", entry, None)
+            name = sec.str("name", f"{kind}-{i + 1}")
+            conditions = []
+            for keyword, patterns in entry.items():
+                if keyword == "name":
+                    continue
+                if tag_for_keyword(keyword) is None:
+                    sec.fail(f"{sec.name} {keyword} is not a DICOM keyword (e.g. Modality, BodyPartExamined)")
+                if isinstance(patterns, str):
+                    patterns = [patterns]
+                if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns) or not patterns:
+                    sec._bad(keyword, "a string or a non-empty list of strings", patterns)
+                conditions.append((keyword, tuple(p.strip() for p in patterns)))
+            if not conditions:
+                sec.fail(f"{sec.name} has no condition (add e.g. Modality = [\"CR\", \"DX\"])")
+            rules.append(RuleConfig(conditions=tuple(conditions), name=name))
+        lists[kind] = tuple(rules)
+    return RulesConfig(analyse=lists["analyse"], ignore=lists["ignore"])
+
+
+def load_config(path: str | Path, *, port: int | None = None, data_dir: str | Path | None = None) -> Config:
+    """Read and validate the TOML config; ``port``/``data_dir`` override the file (CLI flags).
+
+    Raises
+    ------
+    ConfigError
+        One line naming the file and the bad key.
+    """
+    cfg_path = Path(path)
+    try:
+        text = cfg_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{cfg_path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{cfg_path}: cannot read config file ({exc})") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{cfg_path}: not valid TOML ({exc})") from None
+    base = cfg_path.resolve().parent
+
+    known_top = {"node", "study", "sources", "destinations", "export", "rules", "outputs", "reference", "http", "disk"}
+    for key in raw:
+        if key not in known_top:
+            raise ConfigError(f"{cfg_path}: unknown section or key {key!r} (known: {', '.join(sorted(known_top))})")
+
+    n = _Section(cfg_path, "[node]", raw.get("node", {}), {"ae_title", "bind", "port", "data_dir", "workers", "max_associations"})
+    node = NodeConfig(
+        ae_title=n.ae("ae_title", "DXRNODE"),
+        bind=n.str("bind", "0.0.0.0"),
+        port=n.int("port", 11112, 1, 65535),
+        data_dir=_resolve(base, n.str("data_dir", "var")),
+        workers=n.int("workers", 2, 1, 64),
+        max_associations=n.int("max_associations", 10, 1, 1000),
+    )
+    if port is not None:
+        if not 1 <= port <= 65535:
+            raise ConfigError(f"--port must be an integer 1-65535, got {port}")
+        node = replace(node, port=port)
+    if data_dir is not None:
+        node = replace(node, data_dir=Path(data_dir).expanduser().resolve())
+
+    s = _Section(cfg_path, "[study]", raw.get("study", {}), {"quiet_period_seconds"})
+    study = StudyConfig(quiet_period_seconds=s.number("quiet_period_seconds", 10.0, 0.0))
+
+    raw_sources = raw.get("sources", [])
+    if not isinstance(raw_sources, list):
+        raise ConfigError(f"{cfg_path}: sources must be an array of tables ([[sources]])")
+    sources = []
+    for i, entry in enumerate(raw_sources):
+        sec = _Section(cfg_path, f"[[sources]] #{i + 1}", entry, {"ae_title", "host"})
+        sources.append(SourceConfig(ae_title=sec.ae("ae_title", required=True), host=sec.str("host")))
+
+    raw_dests = raw.get("destinations", [])
+    if not isinstance(raw_dests, list):
+        raise ConfigError(f"{cfg_path}: destinations must be an array of tables ([[destinations]])")
+    destinations: list[DestinationConfig] = []
+    dest_keys = {"name", "type", "ae_title", "host", "port", "path", "url", "token", "token_file", "username", "password"}
+    for i, entry in enumerate(raw_dests):
+        sec = _Section(cfg_path, f"[[destinations]] #{i + 1}", entry, dest_keys)
+        name = sec.str("name", required=True)
+        sec.name = f"[[destinations]] {name!r}"
+        if any(d.name == name for d in destinations):
+            sec.fail(f"{sec.name} name is used twice; destination names must be unique")
+        dtype = sec.str("type", "dimse")
+        if dtype not in DESTINATION_TYPES:
+            sec._bad("type", " or ".join(f'"{t}"' for t in DESTINATION_TYPES), dtype)
+        if dtype == "dimse":
+            dest = DestinationConfig(
+                name=name,
+                type=dtype,
+                ae_title=sec.ae("ae_title", required=True),
+                host=sec.str("host", required=True),
+                port=sec.int("port", None, 1, 65535, required=True),
+            )
+        elif dtype == "folder":
+            dest = DestinationConfig(name=name, type=dtype, path=node.data_dir / "outbox")
+            if "path" in entry:
+                p = Path(sec.str("path")).expanduser()
+                dest = replace(dest, path=p if p.is_absolute() else node.data_dir / p)
+        else:
+            token_file = sec.str("token_file")
+            dest = DestinationConfig(
+                name=name,
+                type=dtype,
+                url=sec.str("url", required=True),
+                token=sec.str("token"),
+                token_file=_resolve(base, token_file) if token_file else None,
+                username=sec.str("username"),
+                password=sec.str("password", allow_empty=True),
+            )
+        destinations.append(dest)
+
+    e = _Section(cfg_path, "[export]", raw.get("export", {}), {"retry_base_delay_seconds", "retry_max_delay_seconds", "max_attempts", "calling_ae_title"})
+    export = ExportConfig(
+        retry_base_delay_seconds=e.number("retry_base_delay_seconds", 5.0, 0.0),
+        retry_max_delay_seconds=e.number("retry_max_delay_seconds", 300.0, 0.0),
+        max_attempts=e.int("max_attempts", 8, 1, 1000),
+        calling_ae_title=e.ae("calling_ae_title"),
+    )
+    if export.retry_max_delay_seconds < export.retry_base_delay_seconds:
+        e.fail("[export] retry_max_delay_seconds must be >= retry_base_delay_seconds")
+
+    rules = _parse_rules(cfg_path, raw.get("rules"))
+
+    o = _Section(cfg_path, "[outputs]", raw.get("outputs", {}), None)
+    extra = tuple((k, v) for k, v in o.table.items() if k not in {"refusal_sr", "picture", "institution_name"})
+    outputs = OutputsConfig(
+        refusal_sr=o.bool("refusal_sr", True),
+        picture=o.bool("picture", True),
+        institution_name=o.str("institution_name"),
+        extra=extra,
+    )
+
+    r = _Section(cfg_path, "[reference]", raw.get("reference", {}), {"dir"})
+    ref_dir = r.str("dir")
+    reference = ReferenceConfig(dir=_resolve(base, ref_dir) if ref_dir else None)
+
+    d = _Section(cfg_path, "[disk]", raw.get("disk", {}), {"min_free_bytes"})
+    disk = DiskConfig(min_free_bytes=d.int("min_free_bytes", 0, 0))
+
+    http = None
+    if "http" in raw:
+        h = _Section(cfg_path, "[http]", raw["http"], {"bind", "port", "token", "token_file", "max_body_bytes"})
+        token_file = h.str("token_file")
+        http = HttpConfig(
+            bind=h.str("bind", "0.0.0.0"),
+            port=h.int("port", 8080, 1, 65535),
+            token=h.str("token"),
+            token_file=_resolve(base, token_file) if token_file else None,
+            max_body_bytes=h.int("max_body_bytes", 2 * 1024**3, 1),
+        )
+
+    return Config(
+        path=cfg_path,
+        node=node,
+        study=study,
+        sources=tuple(sources),
+        destinations=tuple(destinations),
+        export=export,
+        rules=rules,
+        outputs=outputs,
+        reference=reference,
+        disk=disk,
+        http=http,
+    )

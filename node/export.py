@@ -1,0 +1,146 @@
+"""Export: deliver queued outputs to every destination, with retries and exponential backoff.
+
+One thread in the node process claims due exports from SQLite (state ``sending``), groups them
+by destination and delivers each group in one go (one association per destination batch for
+DIMSE). A failed attempt is queued again after ``[export] retry_base_delay_seconds * 2**(n-1)``
+(at most ``retry_max_delay_seconds``); after ``max_attempts`` the export is ``failed`` until
+``dxr-node queue retry E<id>`` re-queues it. Output SOP Instance UIDs are deterministic, so a
+re-send after a crash never duplicates at the destination.
+
+Destination types: ``dimse`` (C-STORE SCU), ``folder`` (copy to
+``<path>/<StudyInstanceUID>/<SOPInstanceUID>.dcm``), ``dicomweb`` (delegated to
+``node.dicomweb.send_stow(destination, paths) -> list[node.dimse.SendResult]`` when that
+module provides it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from node.config import Config, DestinationConfig
+from node.dimse import SendResult, send_files
+from node.store import Export, Store, StoreError, atomic_write, uid_filename
+
+__all__ = ["Exporter", "deliver", "folder_target"]
+
+log = logging.getLogger("dxr.export")
+
+
+def folder_target(dest: DestinationConfig, study_uid: str, sop_uid: str) -> Path:
+    """Where a folder destination puts one output."""
+    assert dest.path is not None
+    return dest.path / uid_filename(study_uid) / f"{uid_filename(sop_uid)}.dcm"
+
+
+def _send_folder(dest: DestinationConfig, exports: list[Export], store: Store) -> list[SendResult]:
+    results = []
+    for e in exports:
+        src = store.data_dir / e.path
+        try:
+            atomic_write(folder_target(dest, e.study_instance_uid, e.output_sop_instance_uid), src.read_bytes(), fsync=store.fsync)
+            results.append(SendResult(src, e.output_sop_instance_uid, True))
+        except OSError as exc:
+            results.append(SendResult(src, e.output_sop_instance_uid, False, f"cannot write to {dest.path}: {exc}"))
+    return results
+
+
+def _send_dicomweb(dest: DestinationConfig, paths: list[Path]) -> list[SendResult]:
+    try:
+        from node.dicomweb import send_stow
+    except ImportError:
+        return [SendResult(p, None, False, "DICOMweb export is not available in this build") for p in paths]
+    return list(send_stow(dest, paths))
+
+
+def deliver(config: Config, store: Store, dest_name: str, exports: list[Export]) -> tuple[int, int]:
+    """Deliver claimed exports to one destination and record each outcome; (sent, failed attempts)."""
+    try:
+        dest = config.destination(dest_name)
+    except Exception:
+        dest = None
+    paths = [store.data_dir / e.path for e in exports]
+    if dest is None:
+        results = [SendResult(p, e.output_sop_instance_uid, False, f"destination {dest_name!r} is no longer configured")
+                   for p, e in zip(paths, exports)]
+    elif dest.type == "folder":
+        results = _send_folder(dest, exports, store)
+    elif dest.type == "dimse":
+        results = send_files(dest, paths, config.export.calling_ae_title or config.node.ae_title)
+    else:
+        results = _send_dicomweb(dest, paths)
+    sent = failed = 0
+    for e, r in zip(exports, results):
+        try:
+            if r.ok:
+                store.export_sent(e.id)
+                sent += 1
+                log.info(
+                    "event=export_sent export=E%d destination=%s sop=%s study=%s attempt=%d",
+                    e.id, dest_name, e.output_sop_instance_uid, e.study_instance_uid, e.attempts + 1,
+                )
+            else:
+                failed += 1
+                after = store.export_attempt_failed(
+                    e.id, r.error or "unknown error",
+                    max_attempts=config.export.max_attempts, delay_seconds=config.export.delay_seconds,
+                )
+                if after.state == "failed":
+                    log.error(
+                        "event=export_failed export=E%d destination=%s sop=%s study=%s attempts=%d error=%r "
+                        "hint='dxr-node queue retry E%d'",
+                        e.id, dest_name, e.output_sop_instance_uid, e.study_instance_uid, after.attempts, r.error, e.id,
+                    )
+                else:
+                    log.warning(
+                        "event=export_retry export=E%d destination=%s sop=%s attempts=%d retry_in_seconds=%.1f error=%r",
+                        e.id, dest_name, e.output_sop_instance_uid, after.attempts,
+                        config.export.delay_seconds(after.attempts), r.error,
+                    )
+        except StoreError as exc:  # state stays 'sending'; recovered at the next start
+            log.error("event=export_state_lost export=E%d error=%r", e.id, str(exc))
+    return sent, failed
+
+
+class Exporter(threading.Thread):
+    """Background thread: deliver due exports, destinations in parallel."""
+
+    def __init__(self, config: Config, store: Store, stop: threading.Event, poll_seconds: float = 0.5):
+        super().__init__(name="exporter", daemon=True)
+        self.config = config
+        self.store = store
+        self.stop = stop
+        self.poll_seconds = poll_seconds
+        self.pool = ThreadPoolExecutor(max_workers=max(len(config.destinations), 1), thread_name_prefix="export")
+
+    def tick(self) -> int:
+        """Deliver everything due now; returns the number of exports attempted."""
+        try:
+            batches = self.store.claim_due_exports()
+        except StoreError as exc:
+            log.error("event=exporter_db_error error=%r", str(exc))
+            return 0
+        futures = [(self.pool.submit(deliver, self.config, self.store, name, exps), exps) for name, exps in batches.items()]
+        for f, exps in futures:
+            try:
+                f.result()
+            except Exception as exc:  # never let one destination's surprise stop the exporter
+                error = f"{type(exc).__name__}: {exc}"
+                log.error("event=exporter_error error=%r", error)
+                for e in exps:
+                    try:
+                        self.store.export_attempt_failed(
+                            e.id, error, max_attempts=self.config.export.max_attempts,
+                            delay_seconds=self.config.export.delay_seconds,
+                        )
+                    except StoreError:
+                        pass
+        return sum(len(v) for v in batches.values())
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.tick()
+            self.stop.wait(self.poll_seconds)
+        self.pool.shutdown(wait=True)

@@ -1,0 +1,217 @@
+"""The receive path shared by DIMSE C-STORE and DICOMweb STOW-RS.
+
+:func:`ingest` takes one encoded instance (DICOM File Format bytes: preamble, ``DICM``, File
+Meta, data set) and either spools it durably or refuses it, never decoding pixel data. The
+caller answers its peer from the returned :class:`IngestOutcome` (a DIMSE status; the
+DICOMweb server maps ``outcome`` to HTTP codes).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import shutil
+from dataclasses import dataclass
+
+import pydicom
+from pydicom.uid import UID
+
+from node.config import Config
+from node.rules import evaluate
+from node.store import Store, StoreError
+
+__all__ = ["IngestOutcome", "ingest", "parse_header", "STATUS"]
+
+log = logging.getLogger("dxr.receive")
+
+STATUS = {
+    "success": 0x0000,
+    "out_of_resources": 0xA700,
+    "dataset_mismatch": 0xA900,
+    "cannot_understand": 0xC210,
+}
+"""DIMSE C-STORE status codes used by the node (PS3.4 B.2.3)."""
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    outcome: str
+    """``stored``, ``reopened`` (stored; its study runs again), ``duplicate`` (already stored),
+    ``dropped`` (filtered out by the rules), ``invalid`` (refused: bad data), ``no_space``
+    (refused: disk watermark), ``error`` (refused: disk or database failure)."""
+    status: int
+    """DIMSE status to answer."""
+    message: str
+    sop_instance_uid: str | None = None
+    study_instance_uid: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == 0x0000
+
+
+def parse_header(data: bytes | memoryview) -> pydicom.Dataset:
+    """Parse everything but the pixel data's meaning (the bytes are kept, never decoded)."""
+    return pydicom.dcmread(io.BytesIO(data), force=True)
+
+
+def _pixel_length_problem(ds: pydicom.Dataset) -> str | None:
+    """Why the native pixel data cannot match its header, or None (compressed data: not checked here)."""
+    if "PixelData" not in ds:
+        return None
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if ts is not None and UID(ts).is_compressed:
+        return None
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        bits = int(ds.BitsAllocated)
+        spp = int(ds.get("SamplesPerPixel", 1) or 1)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError) as exc:
+        return f"the image header is incomplete ({exc})"
+    expected = math.ceil(rows * cols * spp * frames * bits / 8)
+    actual = len(ds.PixelData)
+    if actual not in (expected, expected + 1):
+        return f"pixel data holds {actual} bytes but Rows x Columns x bits needs {expected}"
+    return None
+
+
+_watermarks: dict[tuple[str, int], object] = {}
+
+
+def _disk_refusal(store: Store, config: Config) -> str | None:
+    """Why new data is refused for lack of disk space, or None ([disk] min_free_bytes = 0: never)."""
+    if not config.disk.min_free_bytes:
+        return None
+    key = (str(store.data_dir), config.disk.min_free_bytes)
+    watermark = _watermarks.get(key)
+    if watermark is None:
+        try:
+            from node.disk import DiskWatermark
+        except ImportError:  # the watermark module is optional; fall back to one statvfs
+            free = shutil.disk_usage(store.data_dir).free
+            if free < config.disk.min_free_bytes:
+                return f"free disk {free} bytes is below [disk] min_free_bytes {config.disk.min_free_bytes}"
+            return None
+        watermark = _watermarks.setdefault(key, DiskWatermark(store.data_dir, config.disk.min_free_bytes))
+    state = watermark.check()
+    return None if state.ok else state.message
+
+
+def instance_problem(ds: pydicom.Dataset, *, check_pixels: bool = True) -> tuple[str, str] | None:
+    """Why the receiver refuses this data set, as ``(reason_code, message)``, or None.
+
+    Without ``check_pixels`` only the identifying UIDs are checked (enough to store or drop it).
+    """
+    for keyword, reason in (
+        ("SOPInstanceUID", "missing_sop_instance_uid"),
+        ("StudyInstanceUID", "missing_study_instance_uid"),
+        ("SOPClassUID", "missing_sop_class_uid"),
+    ):
+        try:
+            value = str(ds.get(keyword, "") or "").strip()
+        except Exception:
+            value = ""
+        if not value:
+            return reason, f"the data set has no {keyword}"
+    if check_pixels:
+        if "PixelData" not in ds:
+            return "no_pixel_data", "the image has no PixelData (truncated or not an image)"
+        problem = _pixel_length_problem(ds)
+        if problem:
+            return "bad_pixel_data", problem
+    return None
+
+
+def ingest(
+    store: Store,
+    config: Config,
+    data: bytes | memoryview,
+    *,
+    calling_ae: str,
+    source: str = "dimse",
+    request_sop_instance_uid: str | None = None,
+    request_sop_class_uid: str | None = None,
+) -> IngestOutcome:
+    """Check, filter and durably spool one received instance; log one line about it.
+
+    Parameters
+    ----------
+    data
+        The instance in DICOM File Format (``event.encoded_dataset()`` for C-STORE).
+    calling_ae
+        Who sent it (logged and recorded). For STOW-RS pass the client's name or address.
+    request_sop_instance_uid, request_sop_class_uid
+        The UIDs from the C-STORE request, when there is one (checked against the data set).
+    """
+    who = f"calling_ae={calling_ae} source={source}"
+    # Disk watermark first: refusing costs nothing and keeps the database writable.
+    refusal = _disk_refusal(store, config)
+    if refusal:
+        log.warning("event=instance_refused %s sop=%s reason=no_space detail=%r", who, request_sop_instance_uid, refusal)
+        return IngestOutcome("no_space", STATUS["out_of_resources"], refusal, request_sop_instance_uid)
+    try:
+        ds = parse_header(data)
+    except Exception as exc:  # pydicom raises many types on garbage; the peer gets a status, we keep serving
+        msg = f"the data set cannot be parsed ({type(exc).__name__}: {exc})"
+        log.warning("event=instance_refused %s sop=%s reason=unparseable detail=%r", who, request_sop_instance_uid, msg)
+        return IngestOutcome("invalid", STATUS["cannot_understand"], msg, request_sop_instance_uid)
+
+    def invalid(reason: str, msg: str, status: int = STATUS["dataset_mismatch"]) -> IngestOutcome:
+        log.warning(
+            "event=instance_refused %s sop=%s study=%s reason=%s detail=%r",
+            who, sop_uid or request_sop_instance_uid, study_uid, reason, msg,
+        )
+        return IngestOutcome("invalid", status, msg, sop_uid or request_sop_instance_uid, study_uid or None)
+
+    try:
+        sop_uid = str(ds.get("SOPInstanceUID", "") or "").strip()
+        study_uid = str(ds.get("StudyInstanceUID", "") or "").strip()
+        series_uid = str(ds.get("SeriesInstanceUID", "") or "").strip() or None
+        sop_class = str(ds.get("SOPClassUID", "") or "").strip() or None
+    except Exception as exc:
+        sop_uid = study_uid = ""
+        return invalid("bad_uids", f"the UIDs cannot be read ({exc})", STATUS["cannot_understand"])
+    if sop_uid and request_sop_instance_uid and sop_uid != request_sop_instance_uid:
+        return invalid(
+            "uid_mismatch", f"SOPInstanceUID {sop_uid} differs from the request's {request_sop_instance_uid}"
+        )
+    problem = instance_problem(ds, check_pixels=False)
+    if problem:
+        return invalid(*problem)
+
+    decision = evaluate(config.rules, ds)
+    if not decision.analyse:
+        log.info("event=instance_dropped %s sop=%s study=%s why=%r", who, sop_uid, study_uid, decision.reason)
+        return IngestOutcome("dropped", STATUS["success"], decision.reason, sop_uid, study_uid)
+
+    problem = instance_problem(ds, check_pixels=True)
+    if problem:
+        return invalid(*problem)
+
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    try:
+        result = store.store_instance(
+            data,
+            sop_instance_uid=sop_uid,
+            study_instance_uid=study_uid,
+            series_instance_uid=series_uid,
+            sop_class_uid=sop_class,
+            transfer_syntax_uid=str(ts) if ts else None,
+            calling_ae=calling_ae,
+            source=source,
+        )
+    except StoreError as exc:
+        log.error("event=instance_refused %s sop=%s study=%s reason=store_error detail=%r", who, sop_uid, study_uid, str(exc))
+        return IngestOutcome("error", STATUS["out_of_resources"], str(exc), sop_uid, study_uid)
+    if result == "duplicate":
+        log.info("event=instance_duplicate %s sop=%s study=%s", who, sop_uid, study_uid)
+        return IngestOutcome("duplicate", STATUS["success"], "already stored", sop_uid, study_uid)
+    log.info(
+        "event=instance_stored %s sop=%s study=%s modality=%s bytes=%d%s",
+        who, sop_uid, study_uid, ds.get("Modality", ""), len(data), " study_reopened=1" if result == "reopened" else "",
+    )
+    return IngestOutcome(result, STATUS["success"], "stored", sop_uid, study_uid)

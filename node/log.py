@@ -1,0 +1,37 @@
+"""One line per event on stderr: ``<UTC time> <LEVEL> <component> event=<name> key=value ...``.
+
+Lines carry AE titles, UIDs, states and reasons; never patient names or other patient data.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+__all__ = ["setup_logging"]
+
+
+class _UTCFormatter(logging.Formatter):
+    converter = time.gmtime
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        return time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created)) + f".{int(record.msecs):03d}Z"
+
+
+def setup_logging(level: int = logging.INFO, *, process_name: str | None = None) -> None:
+    """Log to stderr, one line per record; safe to call again (in worker processes too)."""
+    fmt = "%(asctime)s %(levelname)s %(name)s"
+    if process_name:
+        fmt += f"[{process_name}]"
+    fmt += ": %(message)s"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_UTCFormatter(fmt))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # pynetdicom logs every PDU at INFO; our handlers log the events that matter.
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    logging.getLogger("highdicom").setLevel(logging.WARNING)

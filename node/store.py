@@ -1,0 +1,567 @@
+"""Spool files and the SQLite database: the node's single source of truth.
+
+Every state change is one short transaction, so a crash at any line leaves a state that
+:meth:`Store.recover` resumes::
+
+    instance received -> study receiving -> study complete + job queued -> job running
+      -> job done (outputs + exports queued) | job failed
+      -> export sending -> export sent | export queued again (backoff) | export failed
+
+Tables (the CLI and the other node modules rely on these names and states):
+
+``instances``  sop_instance_uid (PK), study_instance_uid, series_instance_uid, sop_class_uid,
+               transfer_syntax_uid, calling_ae, source ('dimse'|'dicomweb'), path (relative to
+               data_dir), size_bytes, received_at (unix seconds)
+``studies``    study_instance_uid (PK), state ('receiving'|'complete'), first_received_at,
+               last_received_at, runs (number of jobs created so far)
+``jobs``       id (PK), study_instance_uid, run (1, 2, ... per study), state ('queued'|'running'|
+               'done'|'failed'|'superseded'), attempts, worker_pid, last_error, created_at,
+               updated_at
+``outputs``    sop_instance_uid (PK), job_id, study_instance_uid, sop_class_uid, kind ('SR'|'SC'|
+               'other'), path (relative to data_dir)
+``exports``    id (PK), output_sop_instance_uid, destination, state ('queued'|'sending'|'sent'|
+               'failed'), attempts, next_attempt_at, last_error, updated_at;
+               UNIQUE(output_sop_instance_uid, destination)
+
+One connection per process (guarded by a lock for the SCP's association threads), WAL mode,
+``synchronous=FULL`` so a committed row survives power loss like the fsynced spool file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Store", "StoreError", "Job", "Export", "InstanceRecord", "atomic_write", "uid_filename"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    sop_instance_uid    TEXT PRIMARY KEY,
+    study_instance_uid  TEXT NOT NULL,
+    series_instance_uid TEXT,
+    sop_class_uid       TEXT,
+    transfer_syntax_uid TEXT,
+    calling_ae          TEXT,
+    source              TEXT NOT NULL DEFAULT 'dimse',
+    path                TEXT NOT NULL,
+    size_bytes          INTEGER NOT NULL,
+    received_at         REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_study ON instances(study_instance_uid);
+CREATE TABLE IF NOT EXISTS studies (
+    study_instance_uid TEXT PRIMARY KEY,
+    state              TEXT NOT NULL,
+    first_received_at  REAL NOT NULL,
+    last_received_at   REAL NOT NULL,
+    runs               INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS studies_state ON studies(state, last_received_at);
+CREATE TABLE IF NOT EXISTS jobs (
+    id                 INTEGER PRIMARY KEY AUTOINCREMENT,
+    study_instance_uid TEXT NOT NULL,
+    run                INTEGER NOT NULL,
+    state              TEXT NOT NULL,
+    attempts           INTEGER NOT NULL DEFAULT 0,
+    worker_pid         INTEGER,
+    last_error         TEXT,
+    created_at         REAL NOT NULL,
+    updated_at         REAL NOT NULL,
+    UNIQUE (study_instance_uid, run)
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
+CREATE TABLE IF NOT EXISTS outputs (
+    sop_instance_uid   TEXT PRIMARY KEY,
+    job_id             INTEGER NOT NULL,
+    study_instance_uid TEXT NOT NULL,
+    sop_class_uid      TEXT NOT NULL,
+    kind               TEXT NOT NULL,
+    path               TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outputs_job ON outputs(job_id);
+CREATE TABLE IF NOT EXISTS exports (
+    id                      INTEGER PRIMARY KEY AUTOINCREMENT,
+    output_sop_instance_uid TEXT NOT NULL,
+    destination             TEXT NOT NULL,
+    state                   TEXT NOT NULL,
+    attempts                INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at         REAL NOT NULL,
+    last_error              TEXT,
+    updated_at              REAL NOT NULL,
+    UNIQUE (output_sop_instance_uid, destination)
+);
+CREATE INDEX IF NOT EXISTS exports_state ON exports(state, next_attempt_at);
+"""
+
+_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+class StoreError(RuntimeError):
+    """A disk or database failure (the SCP answers 0xA700 Out of Resources)."""
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str | None
+    sop_class_uid: str | None
+    transfer_syntax_uid: str | None
+    calling_ae: str | None
+    source: str
+    path: str
+    size_bytes: int
+    received_at: float
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    study_instance_uid: str
+    run: int
+    state: str
+    attempts: int
+    worker_pid: int | None
+    last_error: str | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class Export:
+    id: int
+    output_sop_instance_uid: str
+    destination: str
+    state: str
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    updated_at: float
+    path: str = ""
+    study_instance_uid: str = ""
+    sop_class_uid: str = ""
+
+
+def uid_filename(uid: str) -> str:
+    """A safe file-name stem for a UID (UIDs are digits and dots; anything else is hashed)."""
+    if _UID_RE.match(uid) and len(uid) <= 64:
+        return uid
+    return "x" + hashlib.sha1(uid.encode("utf-8", "replace")).hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(target: Path, data: bytes | memoryview, *, tmp_dir: Path | None = None, fsync: bool = True) -> None:
+    """Write ``data`` to ``target`` so that it is either absent or complete, even after a crash.
+
+    Temp file in ``tmp_dir`` (same filesystem), fsync, atomic rename, fsync of the directory.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = tmp_dir or target.parent
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_dir / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            if fsync:
+                os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        if fsync:
+            _fsync_dir(target.parent)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+
+
+class Store:
+    """The SQLite database plus the data_dir layout; thread-safe within one process."""
+
+    def __init__(self, data_dir: Path, *, fsync: bool = True):
+        self.data_dir = Path(data_dir)
+        self.spool_dir = self.data_dir / "spool"
+        self.outputs_dir = self.data_dir / "outputs"
+        self.tmp_dir = self.data_dir / "tmp"
+        self.fsync = fsync
+        try:
+            for d in (self.data_dir, self.spool_dir, self.outputs_dir, self.tmp_dir):
+                d.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                self.data_dir / "node.sqlite3", timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA busy_timeout=30000")
+            self._conn.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the node database in {self.data_dir}: {exc}") from exc
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # ---------------------------------------------------------------- plumbing
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction (BEGIN IMMEDIATE takes the write lock up front)."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"database unavailable: {exc}") from exc
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                try:
+                    self._conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    self._conn.execute("ROLLBACK")
+                    raise StoreError(f"database commit failed: {exc}") from exc
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    # ---------------------------------------------------------------- recovery
+    def recover(self) -> tuple[int, int]:
+        """After a crash: running jobs and sending exports go back to queued.
+
+        Returns
+        -------
+        (jobs_requeued, exports_requeued)
+        """
+        now = time.time()
+        with self._tx() as c:
+            jobs = c.execute(
+                "UPDATE jobs SET state='queued', worker_pid=NULL, updated_at=? WHERE state='running'", (now,)
+            ).rowcount
+            exports = c.execute(
+                "UPDATE exports SET state='queued', next_attempt_at=?, updated_at=? WHERE state='sending'",
+                (now, now),
+            ).rowcount
+        for stale in self.tmp_dir.glob(".*.tmp"):
+            try:
+                stale.unlink()
+            except OSError:
+                pass
+        return jobs, exports
+
+    # ---------------------------------------------------------------- instances
+    def spool_path(self, study_uid: str, sop_uid: str) -> Path:
+        return self.spool_dir / uid_filename(study_uid) / f"{uid_filename(sop_uid)}.dcm"
+
+    def has_instance(self, sop_uid: str) -> bool:
+        return bool(self._query("SELECT 1 FROM instances WHERE sop_instance_uid=?", (sop_uid,)))
+
+    def store_instance(
+        self,
+        data: bytes | memoryview,
+        *,
+        sop_instance_uid: str,
+        study_instance_uid: str,
+        series_instance_uid: str | None = None,
+        sop_class_uid: str | None = None,
+        transfer_syntax_uid: str | None = None,
+        calling_ae: str | None = None,
+        source: str = "dimse",
+    ) -> str:
+        """Spool the received bytes durably and record the instance.
+
+        Returns
+        -------
+        ``"stored"``, ``"duplicate"`` (already stored: nothing written), or ``"reopened"``
+        (stored, and its study had already been completed, so it will run again).
+
+        Raises
+        ------
+        StoreError
+            On any disk or database failure; nothing half-stored is left visible.
+        """
+        if self.has_instance(sop_instance_uid):
+            return "duplicate"
+        target = self.spool_path(study_instance_uid, sop_instance_uid)
+        try:
+            atomic_write(target, data, tmp_dir=self.tmp_dir, fsync=self.fsync)
+        except OSError as exc:
+            raise StoreError(f"cannot write spool file {target}: {exc.strerror or exc}") from exc
+        now = time.time()
+        rel = str(target.relative_to(self.data_dir))
+        with self._tx() as c:
+            inserted = c.execute(
+                "INSERT OR IGNORE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    sop_instance_uid,
+                    study_instance_uid,
+                    series_instance_uid,
+                    sop_class_uid,
+                    transfer_syntax_uid,
+                    calling_ae,
+                    source,
+                    rel,
+                    len(data),
+                    now,
+                ),
+            ).rowcount
+            if not inserted:  # a concurrent association stored the same instance first
+                return "duplicate"
+            row = c.execute(
+                "SELECT state FROM studies WHERE study_instance_uid=?", (study_instance_uid,)
+            ).fetchone()
+            if row is None:
+                c.execute(
+                    "INSERT INTO studies VALUES (?, 'receiving', ?, ?, 0)", (study_instance_uid, now, now)
+                )
+                return "stored"
+            c.execute(
+                "UPDATE studies SET state='receiving', last_received_at=? WHERE study_instance_uid=?",
+                (now, study_instance_uid),
+            )
+            return "reopened" if row["state"] == "complete" else "stored"
+
+    def study_instances(self, study_uid: str) -> list[InstanceRecord]:
+        rows = self._query(
+            "SELECT * FROM instances WHERE study_instance_uid=? ORDER BY received_at, sop_instance_uid", (study_uid,)
+        )
+        return [InstanceRecord(**dict(r)) for r in rows]
+
+    # ---------------------------------------------------------------- studies and jobs
+    def complete_due_studies(self, quiet_period_seconds: float, now: float | None = None) -> list[Job]:
+        """Mark studies quiet for ``quiet_period_seconds`` complete and queue one job each.
+
+        A queued (not yet running) job of an earlier run of the same study is superseded.
+        """
+        now = time.time() if now is None else now
+        cutoff = now - quiet_period_seconds
+        created = []
+        with self._tx() as c:
+            due = c.execute(
+                "SELECT study_instance_uid, runs FROM studies WHERE state='receiving' AND last_received_at<=?",
+                (cutoff,),
+            ).fetchall()
+            for row in due:
+                study, run = row["study_instance_uid"], row["runs"] + 1
+                c.execute(
+                    "UPDATE studies SET state='complete', runs=? WHERE study_instance_uid=?", (run, study)
+                )
+                c.execute(
+                    "UPDATE jobs SET state='superseded', updated_at=? WHERE study_instance_uid=? AND state='queued'",
+                    (now, study),
+                )
+                cur = c.execute(
+                    "INSERT INTO jobs (study_instance_uid, run, state, created_at, updated_at) "
+                    "VALUES (?, ?, 'queued', ?, ?)",
+                    (study, run, now, now),
+                )
+                created.append(Job(cur.lastrowid, study, run, "queued", 0, None, None, now, now))
+        return created
+
+    def claim_job(self, worker_pid: int) -> Job | None:
+        """Take the oldest queued job for this worker (atomically), or None."""
+        now = time.time()
+        with self._tx() as c:
+            row = c.execute("SELECT id FROM jobs WHERE state='queued' ORDER BY id LIMIT 1").fetchone()
+            if row is None:
+                return None
+            c.execute(
+                "UPDATE jobs SET state='running', worker_pid=?, attempts=attempts+1, updated_at=? WHERE id=?",
+                (worker_pid, now, row["id"]),
+            )
+            return Job(**dict(c.execute("SELECT * FROM jobs WHERE id=?", (row["id"],)).fetchone()))
+
+    def job(self, job_id: int) -> Job | None:
+        rows = self._query("SELECT * FROM jobs WHERE id=?", (job_id,))
+        return Job(**dict(rows[0])) if rows else None
+
+    def previous_sr_uids(self, study_uid: str, before_run: int) -> list[str]:
+        """SR UIDs of the latest finished earlier run of this study (the SRs a re-run replaces)."""
+        rows = self._query(
+            "SELECT o.sop_instance_uid FROM outputs o JOIN jobs j ON o.job_id=j.id "
+            "WHERE j.study_instance_uid=? AND j.state='done' AND o.kind='SR' AND j.run=("
+            "  SELECT MAX(run) FROM jobs WHERE study_instance_uid=? AND state='done' AND run<?)"
+            " ORDER BY o.sop_instance_uid",
+            (study_uid, study_uid, before_run),
+        )
+        return [r["sop_instance_uid"] for r in rows]
+
+    def finish_job(
+        self, job_id: int, outputs: list[tuple[str, str, str, str]], destinations: list[str]
+    ) -> int:
+        """Record a job's outputs ``(sop_uid, sop_class_uid, kind, path)``, queue one export per
+        (output, destination) and mark the job done, in one transaction.
+
+        Returns the number of exports queued (an export already present, e.g. after a re-run of a
+        job interrupted by a crash, is kept as it is: re-sending never duplicates).
+        """
+        now = time.time()
+        queued = 0
+        with self._tx() as c:
+            job = c.execute("SELECT study_instance_uid FROM jobs WHERE id=?", (job_id,)).fetchone()
+            for uid, sop_class, kind, path in outputs:
+                c.execute(
+                    "INSERT OR REPLACE INTO outputs VALUES (?,?,?,?,?,?)",
+                    (uid, job_id, job["study_instance_uid"], sop_class, kind, path),
+                )
+                for dest in destinations:
+                    queued += c.execute(
+                        "INSERT OR IGNORE INTO exports (output_sop_instance_uid, destination, state, attempts, "
+                        "next_attempt_at, updated_at) VALUES (?, ?, 'queued', 0, ?, ?)",
+                        (uid, dest, now, now),
+                    ).rowcount
+            c.execute(
+                "UPDATE jobs SET state='done', last_error=NULL, updated_at=? WHERE id=?", (now, job_id)
+            )
+        return queued
+
+    def fail_job(self, job_id: int, error: str) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE jobs SET state='failed', last_error=?, updated_at=? WHERE id=?",
+                (error[:2000], time.time(), job_id),
+            )
+
+    def requeue_worker_jobs(self, worker_pid: int, max_attempts: int) -> list[Job]:
+        """Jobs left running by a worker that died: queued again, or failed after ``max_attempts``."""
+        now = time.time()
+        changed = []
+        with self._tx() as c:
+            rows = c.execute("SELECT * FROM jobs WHERE state='running' AND worker_pid=?", (worker_pid,)).fetchall()
+            for r in rows:
+                if r["attempts"] >= max_attempts:
+                    state, err = "failed", f"the worker process died {r['attempts']} times running this job"
+                else:
+                    state, err = "queued", "the worker process died while running this job"
+                c.execute(
+                    "UPDATE jobs SET state=?, worker_pid=NULL, last_error=?, updated_at=? WHERE id=?",
+                    (state, err, now, r["id"]),
+                )
+                changed.append(Job(**{**dict(r), "state": state, "last_error": err}))
+        return changed
+
+    # ---------------------------------------------------------------- exports
+    def claim_due_exports(self, now: float | None = None) -> dict[str, list[Export]]:
+        """Queued exports whose time has come, marked 'sending', grouped by destination."""
+        now = time.time() if now is None else now
+        by_dest: dict[str, list[Export]] = {}
+        with self._tx() as c:
+            rows = c.execute(
+                "SELECT e.*, o.path, o.study_instance_uid, o.sop_class_uid FROM exports e "
+                "JOIN outputs o ON o.sop_instance_uid=e.output_sop_instance_uid "
+                "WHERE e.state='queued' AND e.next_attempt_at<=? ORDER BY e.id",
+                (now,),
+            ).fetchall()
+            for r in rows:
+                c.execute("UPDATE exports SET state='sending', updated_at=? WHERE id=?", (now, r["id"]))
+                by_dest.setdefault(r["destination"], []).append(Export(**{**dict(r), "state": "sending"}))
+        return by_dest
+
+    def next_export_due_at(self) -> float | None:
+        rows = self._query("SELECT MIN(next_attempt_at) AS t FROM exports WHERE state='queued'")
+        return rows[0]["t"] if rows and rows[0]["t"] is not None else None
+
+    def export_sent(self, export_id: int) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE exports SET state='sent', attempts=attempts+1, last_error=NULL, updated_at=? WHERE id=?",
+                (time.time(), export_id),
+            )
+
+    def export_attempt_failed(self, export_id: int, error: str, *, max_attempts: int, delay_seconds) -> Export:
+        """Count a failed attempt: queued again after the backoff delay, or 'failed' at the cap.
+
+        ``delay_seconds(attempts)`` gives the backoff after that many failed attempts.
+        """
+        now = time.time()
+        with self._tx() as c:
+            r = c.execute("SELECT * FROM exports WHERE id=?", (export_id,)).fetchone()
+            if r["state"] != "sending":  # already settled (e.g. sent) or re-queued by hand
+                return Export(**dict(r))
+            attempts = r["attempts"] + 1
+            if attempts >= max_attempts:
+                state, next_at = "failed", now
+            else:
+                state, next_at = "queued", now + delay_seconds(attempts)
+            c.execute(
+                "UPDATE exports SET state=?, attempts=?, next_attempt_at=?, last_error=?, updated_at=? WHERE id=?",
+                (state, attempts, next_at, error[:2000], now, export_id),
+            )
+            return Export(**{**dict(r), "state": state, "attempts": attempts, "next_attempt_at": next_at, "last_error": error})
+
+    def export_unclaimed(self, export_id: int) -> None:
+        """Give back a claimed export without counting an attempt (e.g. on shutdown)."""
+        with self._tx() as c:
+            c.execute(
+                "UPDATE exports SET state='queued', updated_at=? WHERE id=? AND state='sending'",
+                (time.time(), export_id),
+            )
+
+    # ---------------------------------------------------------------- CLI views
+    def list_jobs(self) -> list[Job]:
+        return [Job(**dict(r)) for r in self._query("SELECT * FROM jobs ORDER BY id")]
+
+    def list_exports(self) -> list[Export]:
+        rows = self._query(
+            "SELECT e.*, COALESCE(o.path, '') AS path, COALESCE(o.study_instance_uid, '') AS study_instance_uid, "
+            "COALESCE(o.sop_class_uid, '') AS sop_class_uid FROM exports e "
+            "LEFT JOIN outputs o ON o.sop_instance_uid=e.output_sop_instance_uid ORDER BY e.id"
+        )
+        return [Export(**dict(r)) for r in rows]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Row counts by state, for health and metrics: {'jobs': {...}, 'exports': {...}, ...}."""
+        out: dict[str, dict[str, int]] = {}
+        for table in ("studies", "jobs", "exports"):
+            out[table] = {r["state"]: r["n"] for r in self._query(f"SELECT state, COUNT(*) AS n FROM {table} GROUP BY state")}
+        out["instances"] = {"total": self._query("SELECT COUNT(*) AS n FROM instances")[0]["n"]}
+        return out
+
+    def retry_export(self, export_id: int) -> Export | None:
+        """Re-queue a failed export now with a fresh attempt budget; None if no such export."""
+        now = time.time()
+        with self._tx() as c:
+            r = c.execute("SELECT * FROM exports WHERE id=?", (export_id,)).fetchone()
+            if r is None:
+                return None
+            if r["state"] != "failed":
+                return Export(**dict(r))
+            c.execute(
+                "UPDATE exports SET state='queued', attempts=0, next_attempt_at=?, updated_at=? WHERE id=?",
+                (now, now, export_id),
+            )
+            return Export(**{**dict(r), "state": "queued", "attempts": 0, "next_attempt_at": now})
+
+    def retry_job(self, job_id: int) -> Job | None:
+        """Re-queue a failed job; None if no such job."""
+        now = time.time()
+        with self._tx() as c:
+            r = c.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if r is None:
+                return None
+            if r["state"] != "failed":
+                return Job(**dict(r))
+            c.execute(
+                "UPDATE jobs SET state='queued', attempts=0, worker_pid=NULL, updated_at=? WHERE id=?",
+                (now, job_id),
+            )
+            return Job(**{**dict(r), "state": "queued", "attempts": 0, "worker_pid": None})

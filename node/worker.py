@@ -1,0 +1,261 @@
+"""Jobs: worker processes that analyse complete studies and queue their outputs for export.
+
+A job loads every instance of its study from the spool, calls ``analysis.analyse`` on each
+(any exception becomes an ``error`` result with reason ``analysis_error``, logged), builds the
+study's outputs with ``node.outputs.build_study_outputs`` (UID seed
+``f"{study_uid}/{run}"``: deterministic, so re-running never duplicates), writes them under
+``<data_dir>/outputs/<StudyInstanceUID>/<SOPInstanceUID>.dcm`` and, in one transaction,
+records them, queues one export per (output, destination) and marks the job done.
+
+Workers are processes (``spawn``), so analysis never holds the SCP's GIL. A worker that dies
+mid-job has its job queued again by :class:`WorkerPool` (up to ``MAX_JOB_ATTEMPTS``); a node
+that dies mid-job has it queued again by ``Store.recover`` at the next start.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from typing import Any
+
+import pydicom
+
+from node.config import Config
+from node.store import Job, Store, StoreError, atomic_write, uid_filename
+
+__all__ = ["WorkerPool", "run_job", "load_reference", "output_options", "ReferenceTablesError", "MAX_JOB_ATTEMPTS"]
+
+log = logging.getLogger("dxr.worker")
+
+MAX_JOB_ATTEMPTS = 3
+"""A job whose worker process dies this many times is marked failed (e.g. a crashing decoder)."""
+
+
+class ReferenceTablesError(ValueError):
+    """The reference tables cannot be loaded (message is one line)."""
+
+
+def load_reference(config: Config) -> Any:
+    """The reference tables from ``[reference] dir`` (``*.csv``), or None when there are none.
+
+    Raises
+    ------
+    ValueError
+        One line naming the folder when the tables exist but are invalid.
+    """
+    ref_dir = config.reference.dir
+    if ref_dir is None or not ref_dir.is_dir():
+        return None
+    files = sorted(ref_dir.glob("*.csv"))
+    if not files:
+        return None
+    try:
+        from analysis.reference import load_reference_tables
+    except ImportError:
+        return None
+    try:
+        return load_reference_tables([f.read_text(encoding="utf-8") for f in files])
+    except Exception as exc:
+        raise ReferenceTablesError(f"{ref_dir}: reference tables are invalid ({exc})") from exc
+
+
+def output_options(config: Config) -> Any:
+    """``node.outputs.OutputOptions`` from ``[outputs]`` (unknown extra keys are ignored with a log line)."""
+    import dataclasses
+
+    from node.outputs import OutputOptions
+
+    names = {f.name for f in dataclasses.fields(OutputOptions)}
+    values: dict[str, Any] = {"refusal_sr": config.outputs.refusal_sr, "picture": config.outputs.picture}
+    if config.outputs.institution_name:
+        values["institution_name"] = config.outputs.institution_name
+    for key, value in config.outputs.extra:
+        if key in names:
+            values[key] = value
+        else:
+            log.warning("event=config_ignored key=[outputs].%s reason='not an output option of this build'", key)
+    return OutputOptions(**{k: v for k, v in values.items() if k in names})
+
+
+def _output_kind(sop_class_uid: str) -> str:
+    if sop_class_uid.startswith("1.2.840.10008.5.1.4.1.1.88."):
+        return "SR"
+    if sop_class_uid.startswith("1.2.840.10008.5.1.4.1.1.7"):
+        return "SC"
+    return "other"
+
+
+def _analyse_one(ds: pydicom.Dataset, reference: Any, job: Job, sop_uid: str):
+    import analysis
+    from analysis.result import AnalysisResult, REASON_MESSAGES
+
+    started = time.monotonic()
+    try:
+        result = analysis.analyse(ds, reference=reference)
+    except Exception as exc:  # a bad image must not stop the study: report it as unmeasured
+        log.error(
+            "event=analysis_error job=J%d study=%s sop=%s error=%r",
+            job.id, job.study_instance_uid, sop_uid, f"{type(exc).__name__}: {exc}",
+        )
+        result = AnalysisResult(status="error", reason="analysis_error", message=REASON_MESSAGES["analysis_error"])
+    log.info(
+        "event=image_analysed job=J%d study=%s sop=%s status=%s reason=%s seconds=%.2f",
+        job.id, job.study_instance_uid, sop_uid, result.status, result.reason, time.monotonic() - started,
+    )
+    return result
+
+
+def run_job(store: Store, config: Config, job: Job, reference: Any = None) -> bool:
+    """Run one claimed job to ``done`` or ``failed``; returns True when done."""
+    try:
+        instances = store.study_instances(job.study_instance_uid)
+        images = []
+        for inst in instances:
+            path = store.data_dir / inst.path
+            try:
+                ds = pydicom.dcmread(path)
+            except Exception as exc:
+                log.error(
+                    "event=instance_unreadable job=J%d study=%s sop=%s error=%r",
+                    job.id, job.study_instance_uid, inst.sop_instance_uid, str(exc),
+                )
+                continue
+            images.append((ds, _analyse_one(ds, reference, job, inst.sop_instance_uid)))
+        if not images:
+            raise RuntimeError(f"none of the study's {len(instances)} instances could be read from the spool")
+
+        from node.outputs import build_study_outputs
+
+        replaces = store.previous_sr_uids(job.study_instance_uid, job.run)
+        outputs = build_study_outputs(
+            images,
+            uid_seed=f"{job.study_instance_uid}/{job.run}",
+            options=output_options(config),
+            replaces=replaces,
+        )
+        recorded = []
+        for ds in outputs:
+            uid, sop_class = str(ds.SOPInstanceUID), str(ds.SOPClassUID)
+            target = store.outputs_dir / uid_filename(job.study_instance_uid) / f"{uid_filename(uid)}.dcm"
+            buf = io.BytesIO()
+            ds.save_as(buf, enforce_file_format=True)
+            atomic_write(target, buf.getbuffer(), tmp_dir=store.tmp_dir, fsync=store.fsync)
+            recorded.append((uid, sop_class, _output_kind(sop_class), str(target.relative_to(store.data_dir))))
+        queued = store.finish_job(job.id, recorded, [d.name for d in config.destinations])
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        log.error("event=job_failed job=J%d study=%s run=%d error=%r", job.id, job.study_instance_uid, job.run, error)
+        try:
+            store.fail_job(job.id, error)
+        except StoreError as db_exc:
+            log.error("event=job_state_lost job=J%d error=%r", job.id, str(db_exc))
+        return False
+    kinds = ",".join(k for _, _, k, _ in recorded) or "none"
+    log.info(
+        "event=job_done job=J%d study=%s run=%d images=%d outputs=%s exports_queued=%d replaces=%s",
+        job.id, job.study_instance_uid, job.run, len(images), kinds, queued, ",".join(replaces) or "-",
+    )
+    return True
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: SIGKILL this worker when the node process dies (no orphan keeps analysing)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+
+def worker_main(config: Config, stop, index: int, parent_pid: int, poll_seconds: float = 0.2) -> None:
+    """Entry point of one worker process: claim jobs until ``stop`` is set."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
+    _die_with_parent(parent_pid)
+    from node.log import setup_logging
+
+    setup_logging(process_name=f"worker-{index}")
+    store = Store(config.data_dir)
+    try:
+        reference = load_reference(config)
+    except ValueError as exc:
+        log.error("event=reference_unavailable error=%r", str(exc))
+        reference = None
+    log.info("event=worker_started worker=%d pid=%d", index, os.getpid())
+    while not stop.is_set():
+        if os.getppid() != parent_pid:
+            break
+        try:
+            job = store.claim_job(os.getpid())
+        except StoreError as exc:
+            log.error("event=worker_db_error error=%r", str(exc))
+            job = None
+        if job is None:
+            stop.wait(poll_seconds)
+            continue
+        log.info("event=job_started job=J%d study=%s run=%d attempt=%d", job.id, job.study_instance_uid, job.run, job.attempts)
+        run_job(store, config, job, reference)
+    store.close()
+
+
+class WorkerPool:
+    """``config.node.workers`` spawned processes, restarted when one dies."""
+
+    def __init__(self, config: Config, store: Store):
+        self.config = config
+        self.store = store
+        self.ctx = multiprocessing.get_context("spawn")
+        self.stop_event = self.ctx.Event()
+        self.procs: list[Any] = [None] * config.node.workers
+
+    def _spawn(self, index: int) -> None:
+        p = self.ctx.Process(
+            target=worker_main,
+            args=(self.config, self.stop_event, index, os.getpid()),
+            name=f"dxr-worker-{index}",
+            daemon=True,
+        )
+        p.start()
+        self.procs[index] = p
+
+    def start(self) -> None:
+        for i in range(len(self.procs)):
+            self._spawn(i)
+
+    def monitor(self) -> None:
+        """Restart dead workers; their running job goes back to the queue (or fails after retries)."""
+        if self.stop_event.is_set():
+            return
+        for i, p in enumerate(self.procs):
+            if p is not None and not p.is_alive():
+                log.error("event=worker_died worker=%d pid=%s exitcode=%s", i, p.pid, p.exitcode)
+                for job in self.store.requeue_worker_jobs(p.pid, MAX_JOB_ATTEMPTS):
+                    log.warning(
+                        "event=job_%s job=J%d study=%s reason=%r",
+                        "requeued" if job.state == "queued" else "failed", job.id, job.study_instance_uid, job.last_error,
+                    )
+                self._spawn(i)
+
+    def stop(self, timeout_seconds: float = 10.0) -> None:
+        """Ask workers to finish their current job and exit; terminate them after the timeout.
+
+        A terminated worker's job stays ``running`` in SQLite and is queued again at the next start.
+        """
+        self.stop_event.set()
+        deadline = time.monotonic() + timeout_seconds
+        for p in self.procs:
+            if p is not None:
+                p.join(max(deadline - time.monotonic(), 0.1))
+        for p in self.procs:
+            if p is not None and p.is_alive():
+                log.warning("event=worker_terminated pid=%d reason='still busy at shutdown; its job runs again at next start'", p.pid)
+                p.terminate()
+                p.join(2)
+
+

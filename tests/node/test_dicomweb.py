@@ -1,0 +1,362 @@
+"""STOW-RS receive, health and readiness of node/dicomweb.py, in process (real Store, real ingest).
+
+The ASGI app runs under Starlette's TestClient; the integration tests run it under uvicorn
+inside ``dxr-node serve``. Each bad request must get its status and leave nothing stored: no
+instance row, no spool file, no temporary part file.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import random
+import sqlite3
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+import warnings
+
+with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 for its TestClient; httpx works
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+from node.config import load_config
+from node.dicomweb import FAILURE_REASON, MultipartError, MultipartParser, create_app
+from node.store import Store
+from tests import dicom_samples
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+BOUNDARY = "dxr-test-boundary-7f3a"
+CT_OK = f'multipart/related; type="application/dicom"; boundary="{BOUNDARY}"'
+
+
+# ------------------------------------------------------------------------------ helpers
+def encode(ds: pydicom.Dataset) -> bytes:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def small_image(study_uid: str | None = None, **kw) -> pydicom.Dataset:
+    return dicom_samples.make_image_dataset(study_uid, rows=64, columns=64, **kw)
+
+
+def multipart(parts: list[bytes], *, boundary: str = BOUNDARY, part_type: str = "application/dicom",
+              preamble: bytes = b"", close: bool = True) -> bytes:
+    out = bytearray(preamble)
+    for p in parts:
+        out += f"\r\n--{boundary}\r\nContent-Type: {part_type}\r\n\r\n".encode() + p
+    if close:
+        out += f"\r\n--{boundary}--\r\n".encode()
+    return bytes(out)
+
+
+def write_config(tmp: Path, *, max_body_bytes: int = 50_000_000, min_free_bytes: int = 0) -> Path:
+    path = tmp / "node.toml"
+    path.write_text(f"""
+[node]
+ae_title = "DXRNODE"
+data_dir = "var"
+[[sources]]
+ae_title = "TESTSCU"
+[[destinations]]
+name = "outbox"
+type = "folder"
+[http]
+bind = "127.0.0.1"
+port = 8080
+token = "{TOKEN}"
+max_body_bytes = {max_body_bytes}
+[disk]
+min_free_bytes = {min_free_bytes}
+""")
+    return path
+
+
+class Node:
+    """The app plus what it stored."""
+
+    def __init__(self, tmp: Path, **cfg):
+        self.config = load_config(write_config(tmp, **cfg))
+        self.store = Store(self.config.data_dir)
+        self.client = TestClient(create_app(self.config, self.store), raise_server_exceptions=False)
+
+    def post(self, body: bytes, *, content_type: str = CT_OK, headers=None, study_uid: str | None = None):
+        url = "/dicomweb/studies" + (f"/{study_uid}" if study_uid else "")
+        h = {"Content-Type": content_type, **AUTH, **(headers or {})}
+        return self.client.post(url, content=body, headers=h)
+
+    def stored_uids(self) -> list[str]:
+        with sqlite3.connect(self.config.db_path) as c:
+            return [r[0] for r in c.execute("SELECT sop_instance_uid FROM instances ORDER BY sop_instance_uid")]
+
+    def spool_files(self) -> list[Path]:
+        return sorted(p for p in self.store.spool_dir.rglob("*") if p.is_file())
+
+    def tmp_files(self) -> list[Path]:
+        return sorted(p for p in self.store.tmp_dir.iterdir())
+
+    def assert_nothing_stored(self):
+        assert self.stored_uids() == []
+        assert self.spool_files() == []
+        assert self.tmp_files() == []
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Node:
+    return Node(tmp_path)
+
+
+def failed_items(resp) -> list[pydicom.Dataset]:
+    ds = pydicom.Dataset.from_json(resp.json())
+    return list(ds.get("FailedSOPSequence", []))
+
+
+def referenced_items(resp) -> list[pydicom.Dataset]:
+    ds = pydicom.Dataset.from_json(resp.json())
+    return list(ds.get("ReferencedSOPSequence", []))
+
+
+# ------------------------------------------------------------------------------ multipart parser
+def _parse(body: bytes, boundary: bytes, chunk_sizes) -> list[tuple[dict, bytes]]:
+    parts: list[list] = []
+    p = MultipartParser(boundary, lambda h: parts.append([h, bytearray()]),
+                        lambda d: parts[-1][1].extend(d), lambda: None)
+    pos = 0
+    for size in chunk_sizes:
+        if pos >= len(body):
+            break
+        p.feed(body[pos:pos + size])
+        pos += size
+    if pos < len(body):
+        p.feed(body[pos:])
+    p.close()
+    return [(h, bytes(b)) for h, b in parts]
+
+
+def test_parser_gives_parts_back_whatever_the_chunking():
+    rng = random.Random(7)
+    payloads = [bytes(rng.getrandbits(8) for _ in range(n)) for n in (0, 1, 300, 1000)]
+    # A payload that contains most of the delimiter must not split a part.
+    payloads.append(b"xx\r\n--" + BOUNDARY.encode()[:-1] + b"yy")
+    body = multipart(payloads, preamble=b"preamble to ignore")
+    expected = [({"content-type": "application/dicom"}, p) for p in payloads]
+    for size in (1, 2, 3, 7, 64, 1000, len(body)):
+        assert _parse(body, BOUNDARY.encode(), itertools.repeat(size)) == expected, size
+    for _ in range(20):
+        sizes = [rng.randint(1, 50) for _ in range(len(body))]
+        assert _parse(body, BOUNDARY.encode(), sizes) == expected
+
+
+def test_parser_accepts_first_delimiter_without_crlf_and_padding():
+    body = f"--{BOUNDARY}  \r\nContent-Type: application/dicom\r\n\r\nabc\r\n--{BOUNDARY}--".encode()
+    assert _parse(body, BOUNDARY.encode(), [5]) == [({"content-type": "application/dicom"}, b"abc")]
+
+
+@pytest.mark.parametrize("body, why", [
+    (multipart([b"abc"], close=False), "ended before the closing"),
+    (b"no delimiter at all", "no multipart part"),
+    (f"--{BOUNDARY}\r\nbad header line\r\n\r\nabc\r\n--{BOUNDARY}--".encode(), "malformed part header"),
+    (f"--{BOUNDARY}junk\r\n\r\nabc\r\n--{BOUNDARY}--".encode(), "unexpected characters"),
+])
+def test_parser_rejects_malformed_bodies(body, why):
+    with pytest.raises(MultipartError, match=why):
+        _parse(body, BOUNDARY.encode(), [len(body)])
+
+
+# ------------------------------------------------------------------------------ STOW-RS: success paths
+def test_stow_stores_a_study_like_c_store(node: Node):
+    study = generate_uid()
+    datasets = [small_image(study, instance_number=i, seed=i) for i in (1, 2)]
+    resp = node.post(multipart([encode(d) for d in datasets]))
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"] == "application/dicom+json"
+    refs = referenced_items(resp)
+    assert sorted(r.ReferencedSOPInstanceUID for r in refs) == sorted(d.SOPInstanceUID for d in datasets)
+    assert all(r.ReferencedSOPClassUID == dicom_samples.CR_IMAGE_STORAGE for r in refs)
+    assert node.stored_uids() == sorted(d.SOPInstanceUID for d in datasets)
+    # Same layout, same bytes, same study grouping as the C-STORE path.
+    for d in datasets:
+        spooled = node.store.spool_path(study, d.SOPInstanceUID)
+        assert spooled.read_bytes() == encode(d)
+    assert [r.study_instance_uid for r in node.store.study_instances(study)] == [study, study]
+    with sqlite3.connect(node.config.db_path) as c:
+        assert {r[0] for r in c.execute("SELECT source FROM instances")} == {"dicomweb"}
+        assert c.execute("SELECT state FROM studies WHERE study_instance_uid=?", (study,)).fetchone() == ("receiving",)
+    assert node.tmp_files() == []
+
+
+def test_stow_with_study_in_url(node: Node):
+    study = generate_uid()
+    ds = small_image(study)
+    resp = node.post(multipart([encode(ds)]), study_uid=study)
+    assert resp.status_code == 200, resp.text
+    assert node.stored_uids() == [ds.SOPInstanceUID]
+
+
+def test_duplicate_instance_is_stored_once_and_answered_as_stored(node: Node):
+    ds = small_image()
+    first = node.post(multipart([encode(ds)]))
+    again = node.post(multipart([encode(ds), encode(ds)]))  # again, and twice in one request
+    assert first.status_code == 200 and again.status_code == 200, again.text
+    assert [r.ReferencedSOPInstanceUID for r in referenced_items(again)] == [ds.SOPInstanceUID] * 2
+    assert node.stored_uids() == [ds.SOPInstanceUID]
+    assert len(node.spool_files()) == 1
+    with sqlite3.connect(node.config.db_path) as c:
+        assert c.execute("SELECT COUNT(*) FROM studies").fetchone() == (1,)
+
+
+def test_instances_the_rules_drop_are_acknowledged_not_stored(node: Node):
+    ds = small_image(body_part="CHEST")
+    resp = node.post(multipart([encode(ds)]))
+    assert resp.status_code == 200
+    assert [r.ReferencedSOPInstanceUID for r in referenced_items(resp)] == [ds.SOPInstanceUID]
+    assert node.stored_uids() == []
+
+
+# ------------------------------------------------------------------------------ STOW-RS: bad requests
+def _assert_json_error(resp, status: int):
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    body = resp.json()
+    assert body["status"] == status and body["error"]
+    assert "Traceback" not in resp.text
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
+                                     {"Authorization": "Bearer "}])
+def test_missing_or_wrong_token_is_401(node: Node, headers):
+    body = multipart([encode(small_image())])
+    resp = node.client.post("/dicomweb/studies", content=body, headers={"Content-Type": CT_OK, **headers})
+    _assert_json_error(resp, 401)
+    assert resp.headers["www-authenticate"].startswith("Bearer")
+    node.assert_nothing_stored()
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/dicom",
+    'multipart/related; type="application/dicom+json"; boundary="x"',
+    "multipart/form-data; boundary=x",
+    "text/plain",
+])
+def test_wrong_content_type_is_415(node: Node, content_type):
+    resp = node.post(multipart([encode(small_image())]), content_type=content_type)
+    _assert_json_error(resp, 415)
+    node.assert_nothing_stored()
+
+
+def test_missing_boundary_and_truncated_body_are_400(node: Node):
+    body = multipart([encode(small_image())])
+    _assert_json_error(node.post(body, content_type='multipart/related; type="application/dicom"'), 400)
+    good = small_image()
+    cut = multipart([encode(good), encode(small_image())])[:-500]  # second part cut, no closing delimiter
+    resp = node.post(cut)
+    _assert_json_error(resp, 400)
+    assert "nothing was stored" in resp.json()["error"]
+    node.assert_nothing_stored()  # the complete first part is not stored either
+
+
+def test_part_that_is_not_dicom_is_400(node: Node):
+    resp = node.post(multipart([b"%PDF-1.4 this is not DICOM" * 20]))
+    assert resp.status_code == 400, resp.text
+    [item] = failed_items(resp)
+    assert item.FailureReason == FAILURE_REASON["cannot_understand"]
+    node.assert_nothing_stored()
+
+
+def test_truncated_part_is_400_with_its_uid(node: Node):
+    ds = small_image()
+    data = encode(ds)
+    resp = node.post(multipart([data[: len(data) - 3000]]))
+    assert resp.status_code == 400, resp.text
+    [item] = failed_items(resp)
+    assert item.ReferencedSOPInstanceUID == ds.SOPInstanceUID
+    assert item.FailureReason in (FAILURE_REASON["dataset_mismatch"], FAILURE_REASON["cannot_understand"])
+    node.assert_nothing_stored()
+
+
+def test_one_good_one_bad_part_is_202(node: Node):
+    good = small_image()
+    resp = node.post(multipart([encode(good), b"not dicom"]))
+    assert resp.status_code == 202, resp.text
+    assert [r.ReferencedSOPInstanceUID for r in referenced_items(resp)] == [good.SOPInstanceUID]
+    assert len(failed_items(resp)) == 1
+    assert node.stored_uids() == [good.SOPInstanceUID]
+    assert node.tmp_files() == []
+
+
+def test_study_uid_mismatch_is_409(node: Node):
+    ds = small_image()
+    other = generate_uid()
+    resp = node.post(multipart([encode(ds)]), study_uid=other)
+    assert resp.status_code == 409, resp.text
+    [item] = failed_items(resp)
+    assert item.FailureReason == FAILURE_REASON["study_uid_mismatch"] == 0xA901
+    assert item.ReferencedSOPInstanceUID == ds.SOPInstanceUID
+    node.assert_nothing_stored()
+
+
+def test_unsupported_sop_class_is_409(node: Node):
+    ds = small_image()
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = dicom_samples.ENCAPSULATED_PDF_STORAGE
+    resp = node.post(multipart([encode(ds)]))
+    assert resp.status_code == 409, resp.text
+    assert failed_items(resp)[0].FailureReason == FAILURE_REASON["sop_class_not_supported"]
+    node.assert_nothing_stored()
+
+
+def test_invalid_uid_in_url_is_400(node: Node):
+    _assert_json_error(node.post(multipart([encode(small_image())]), study_uid="1.2.abc"), 400)
+    node.assert_nothing_stored()
+
+
+def test_oversized_body_is_413_with_and_without_content_length(tmp_path: Path):
+    node = Node(tmp_path, max_body_bytes=15_000)
+    body = multipart([encode(small_image()), encode(small_image())])
+    assert len(body) > 15_000
+    _assert_json_error(node.post(body), 413)
+    node.assert_nothing_stored()
+    # Chunked (no Content-Length): cut off while streaming.
+    resp = node.post(iter([body[i:i + 4096] for i in range(0, len(body), 4096)]))
+    _assert_json_error(resp, 413)
+    node.assert_nothing_stored()
+    # Under the limit it is accepted.
+    ok = multipart([encode(small_image())])
+    assert len(ok) < 15_000
+    assert node.post(ok).status_code == 200
+
+
+def test_unknown_paths_and_methods_get_json_errors(node: Node):
+    _assert_json_error(node.client.get("/dicomweb/studies"), 405)
+    _assert_json_error(node.client.get("/nope"), 404)
+
+
+# ------------------------------------------------------------------------------ health, readiness, watermark
+def test_healthz_and_readyz(node: Node):
+    assert node.client.get("/healthz").json()["status"] == "ok"
+    resp = node.client.get("/readyz")
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["ready"] is True and body["reasons"] == []
+    assert body["checks"]["spool"]["ok"] and body["checks"]["database"]["ok"] and body["checks"]["disk"]["ok"]
+    assert body["checks"]["destinations"] == {"outbox": {"type": "folder", "last_export": None, "ok": True}}
+
+
+def test_watermark_makes_node_unready_and_stow_507(tmp_path: Path):
+    node = Node(tmp_path, min_free_bytes=2**62)  # more than any disk: simulates a full disk
+    resp = node.client.get("/readyz")
+    assert resp.status_code == 503
+    [reason] = resp.json()["reasons"]
+    assert "min_free_bytes" in reason and "below" in reason
+    _assert_json_error(node.post(multipart([encode(small_image())])), 507)
+    node.assert_nothing_stored()
+
+
+def test_readyz_reports_unreadable_database(node: Node):
+    node.config.db_path.rename(node.config.db_path.with_suffix(".moved"))
+    resp = node.client.get("/readyz")
+    assert resp.status_code == 503
+    assert any("database" in r for r in resp.json()["reasons"])

@@ -75,6 +75,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     last_error         TEXT,
     created_at         REAL NOT NULL,
     updated_at         REAL NOT NULL,
+    started_at         REAL,
     UNIQUE (study_instance_uid, run)
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
@@ -133,6 +134,8 @@ class Job:
     last_error: str | None
     created_at: float
     updated_at: float
+    started_at: float | None = None
+    """When a worker last took the job (unix seconds); metrics: analysis duration = updated_at - started_at."""
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,8 @@ class Store:
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA busy_timeout=30000")
             self._conn.executescript(SCHEMA)
+            if "started_at" not in {r["name"] for r in self._conn.execute("PRAGMA table_info(jobs)")}:
+                self._conn.execute("ALTER TABLE jobs ADD COLUMN started_at REAL")  # databases from before issue 6
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the node database in {self.data_dir}: {exc}") from exc
         self._lock = threading.RLock()
@@ -385,8 +390,8 @@ class Store:
             if row is None:
                 return None
             c.execute(
-                "UPDATE jobs SET state='running', worker_pid=?, attempts=attempts+1, updated_at=? WHERE id=?",
-                (worker_pid, now, row["id"]),
+                "UPDATE jobs SET state='running', worker_pid=?, attempts=attempts+1, updated_at=?, started_at=? WHERE id=?",
+                (worker_pid, now, now, row["id"]),
             )
             return Job(**dict(c.execute("SELECT * FROM jobs WHERE id=?", (row["id"],)).fetchone()))
 

@@ -1,0 +1,260 @@
+"""Cortical thickness T and outer width W of one metacarpal, from many profiles across its shaft.
+
+Method (constants below; see docs/method.md):
+
+1. The region of interest (ROI) is centred at mid-shaft (half-way between base and head) and
+   is ``ROI_FRACTION * L`` long along the axis given by ``analysis.locate``.
+2. The axis is refined first: the median profile of each half of the ROI is fitted and the
+   line through the two fitted bone centres becomes the measurement axis (a tilted axis would
+   widen every profile by ``1/cos(tilt)``).
+3. ``N_PROFILES`` profiles perpendicular to the refined axis, evenly spaced over the ROI, each
+   the mean of the parallel lines between it and its neighbours (all ROI pixels are used once).
+4. Each profile is fitted with the blurred projected hollow cylinder of ``analysis.kernels``.
+   First every ``SIGMA_SUBSET``-th profile with the blur sigma free; the median of those sigmas
+   is the detector blur of this bone; then every profile with sigma fixed to it (one less free
+   parameter: lower variance, same bias).
+5. Profiles whose fit failed, whose rms residual exceeds ``RMS_LIMIT`` times the median, or
+   whose T or W is more than ``MAD_LIMIT`` robust standard deviations (1.4826 * MAD) from the
+   median are rejected. T is the mean over kept profiles of ``R - r`` (the mean of the two wall
+   thicknesses ``R - r +/- e``), W the mean of ``2 R``.
+6. quality = (kept / total) * clip(1 - relative_rms / RELATIVE_RMS_LIMIT, 0, 1), where
+   relative_rms is the median rms residual over the bone's contrast. A bone is measured when
+   quality >= ``QUALITY_MIN`` and at least ``MIN_PROFILES_USED`` profiles were kept; otherwise it
+   is refused ``low_quality``. Profiles reaching far above the bone's own brightness (metal,
+   a cast) on more than ``FOREIGN_FRACTION`` of the ROI refuse it ``foreign_object_in_roi``.
+
+Coordinates: ``(row, col)`` inside this module; the BoneResult geometry is ``(column, row)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from analysis import kernels
+from analysis.result import REASON_MESSAGES, BoneResult
+
+ROI_FRACTION = 0.25
+"""ROI length along the axis, as a fraction of the bone length L (centred at mid-shaft)."""
+N_PROFILES = 40
+"""Profiles per bone (the issue asks for at least 30)."""
+SIGMA_SUBSET = 4
+MAD_LIMIT = 3.5
+RMS_LIMIT = 3.0
+RELATIVE_RMS_LIMIT = 0.25
+QUALITY_MIN = 0.5
+MIN_PROFILES_USED = 20
+FOREIGN_FRACTION = 0.1
+MARGIN_MM = 1.5
+"""Background on each side of the bone included in a profile (at least 6 blur sigmas)."""
+MAX_ITER = 60
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.hypot(v[0], v[1])
+
+
+def _bone_refused(name: str, reason: str, message: str | None = None, **fields: Any) -> BoneResult:
+    return BoneResult(name=name, status="refused", reason=reason,
+                      message=message or REASON_MESSAGES.get(reason, reason), **fields)
+
+
+def _initial_params(x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+    """Rough start for the profile fit from the half-maximum crossings of the bone."""
+    n = x.size
+    k = max(3, n // 12)
+    bg = 0.5 * (np.median(y[:k]) + np.median(y[-k:]))
+    ys = np.convolve(y, np.ones(3) / 3, mode="same")
+    ys[0], ys[-1] = y[0], y[-1]
+    centre = int(np.argmin(np.abs(x)))
+    lo_i, hi_i = max(centre - n // 4, 1), min(centre + n // 4, n - 1)
+    peak = ys[lo_i:hi_i].max()
+    half = bg + 0.5 * (peak - bg)
+    above = ys > half
+    if not above[lo_i:hi_i].any() or peak - bg <= 0:
+        return None
+    # The run of samples above half maximum that is nearest the axis.
+    idx = np.flatnonzero(above)
+    start = idx[np.argmin(np.abs(x[idx]))]
+    left = start
+    while left > 0 and above[left - 1]:
+        left -= 1
+    right = start
+    while right < n - 1 and above[right + 1]:
+        right += 1
+    if left == 0 or right == n - 1:
+        return None
+    c = 0.5 * (x[left] + x[right])
+    big_r = 0.5 * (x[right] - x[left])
+    small_r = 0.55 * big_r
+    chord_peak = 2.0 * math.sqrt(big_r**2 - small_r**2)
+    a1 = (peak - bg) / chord_peak * 1.2
+    a2 = 0.8 * a1
+    sigma = max(1.0, 0.02 * big_r)
+    return np.array([c, big_r, small_r, 0.0, sigma, bg, 0.0, a1, a2])
+
+
+def _fit_median_profile(image, centers, normal, tangent, offsets, n_lines, step):
+    prof = kernels.sample_profiles(image, centers, normal, tangent, offsets, n_lines, step)
+    prof = prof[~np.isnan(prof).any(axis=1)]
+    if prof.shape[0] < 2:
+        return None
+    med = np.median(prof, axis=0)
+    p0 = _initial_params(offsets, med)
+    if p0 is None:
+        return None
+    free = np.ones(kernels.N_PARAMS, dtype=np.bool_)
+    p, rms, _, status = kernels.fit_one_profile(offsets, med, p0, free, MAX_ITER, kernels._GL_X, kernels._GL_W)
+    if status == kernels.FIT_BAD_INPUT or not np.isfinite(rms):
+        return None
+    return p
+
+
+def measure_bone(image_bone_bright: np.ndarray, axis: Any, pixel_spacing_mm: float, name: str) -> BoneResult:
+    """Measure cortical thickness T and outer width W of one metacarpal.
+
+    Parameters
+    ----------
+    image_bone_bright : float64 (rows, cols)
+        The radiograph with bone bright (any linear scale).
+    axis : MetacarpalAxis
+        ``.base_rc`` and ``.head_rc`` as ``(row, col)`` pixels, ``.length_mm`` (base to head).
+    pixel_spacing_mm : float
+        Pixel size (mm), square pixels.
+    name : str
+        ``II``, ``III`` or ``IV``.
+
+    Returns
+    -------
+    BoneResult
+        ``status == "ok"`` with T, W, L (mm) and geometry in ``(column, row)`` pixels, or
+        ``refused`` with ``low_quality``, ``bone_not_found`` or ``foreign_object_in_roi``.
+    """
+    image = np.ascontiguousarray(image_bone_bright, dtype=np.float64)
+    base = np.asarray(axis.base_rc, dtype=np.float64)
+    head = np.asarray(axis.head_rc, dtype=np.float64)
+    length_px = float(np.hypot(*(head - base)))
+    length_mm = float(axis.length_mm) if getattr(axis, "length_mm", None) else length_px * pixel_spacing_mm
+    axis_px = [(float(base[1]), float(base[0])), (float(head[1]), float(head[0]))]
+    if length_px < 20:
+        return _bone_refused(name, "bone_not_found", length_mm=length_mm, axis_px=axis_px)
+    tangent = _unit(head - base)
+    normal = np.array([-tangent[1], tangent[0]])
+    mid = 0.5 * (base + head)
+    roi_len = ROI_FRACTION * length_px
+    # Search window for the first look: a metacarpal is about 0.12 L wide.
+    half0 = 0.13 * length_px
+    offsets0 = np.arange(-math.floor(half0), math.floor(half0) + 1, 1.0)
+
+    # 1. Refine the axis from the two halves of the ROI.
+    quarter = roi_len / 4
+    n_half = 8
+    fits = []
+    for sign in (-1.0, 1.0):
+        centre = mid + sign * quarter * tangent
+        pos = (np.arange(n_half) + 0.5) / n_half * (roi_len / 2) - roi_len / 4
+        centers = centre[None, :] + pos[:, None] * tangent[None, :]
+        pitch = roi_len / 2 / n_half
+        n_lines = max(1, int(round(pitch)))
+        p = _fit_median_profile(image, centers, normal, tangent, offsets0, n_lines, pitch / n_lines)
+        fits.append(p)
+    if fits[0] is None or fits[1] is None:
+        return _bone_refused(name, "bone_not_found", "No bone shaft was found along this metacarpal's axis.",
+                             length_mm=length_mm, axis_px=axis_px)
+    c_lo, c_hi = fits[0][0], fits[1][0]
+    p_start = 0.5 * (fits[0] + fits[1])
+    mid = mid + 0.5 * (c_lo + c_hi) * normal
+    tangent = _unit(2 * quarter * tangent + (c_hi - c_lo) * normal)
+    normal = np.array([-tangent[1], tangent[0]])
+    p_start[0] = 0.0
+    p_start[3] = 0.0
+
+    # 2. Profiles along the refined axis.
+    big_r = p_start[1]
+    sigma0 = p_start[4]
+    margin = max(MARGIN_MM / pixel_spacing_mm, 6.0 * sigma0, 8.0)
+    half = min(big_r + margin, half0 * 1.5)
+    offsets = np.arange(-math.ceil(half), math.ceil(half) + 1, 1.0)
+    pos = (np.arange(N_PROFILES) + 0.5) / N_PROFILES * roi_len - roi_len / 2
+    centers = mid[None, :] + pos[:, None] * tangent[None, :]
+    pitch = roi_len / N_PROFILES
+    n_lines = max(1, int(round(pitch)))
+    profiles = kernels.sample_profiles(image, centers, normal, tangent, offsets, n_lines, pitch / n_lines)
+
+    roi_polygon = [
+        tuple(float(v) for v in (pt[1], pt[0]))
+        for pt in (
+            mid - roi_len / 2 * tangent - half * normal,
+            mid + roi_len / 2 * tangent - half * normal,
+            mid + roi_len / 2 * tangent + half * normal,
+            mid - roi_len / 2 * tangent + half * normal,
+        )
+    ]
+    common = dict(length_mm=length_mm, roi_center_px=(float(mid[1]), float(mid[0])),
+                  roi_polygon_px=roi_polygon, axis_px=axis_px, profiles_total=N_PROFILES)
+
+    if np.isnan(profiles).any(axis=1).sum() > N_PROFILES // 4:
+        return _bone_refused(name, "bone_not_found", **common)
+
+    # 3. Foreign material: intensities far above this bone's own maximum.
+    contrast = p_start[7] * 2.0 * math.sqrt(max(p_start[1] ** 2 - p_start[2] ** 2, 1e-9))
+    bone_top = p_start[5] + contrast
+    finite = ~np.isnan(profiles).any(axis=1)
+    foreign = np.zeros(N_PROFILES, dtype=bool)
+    foreign[finite] = np.nanmax(profiles[finite], axis=1) > bone_top + 0.75 * contrast
+    if foreign.mean() > FOREIGN_FRACTION:
+        return _bone_refused(name, "foreign_object_in_roi", **common)
+
+    # 4. Fits: sigma free on a subset, then fixed for all.
+    p0 = np.tile(p_start, (N_PROFILES, 1))
+    free = np.ones(kernels.N_PARAMS, dtype=np.bool_)
+    sub = np.arange(0, N_PROFILES, SIGMA_SUBSET)
+    p_sub, _, _, st_sub = kernels.fit_profiles(offsets, profiles[sub], p0[sub], free, MAX_ITER)
+    good_sub = st_sub != kernels.FIT_BAD_INPUT
+    sigma = float(np.median(p_sub[good_sub, 4])) if good_sub.any() else sigma0
+    p0[:, 4] = sigma
+    free[4] = False
+    params, rms, _, status = kernels.fit_profiles(offsets, profiles, p0, free, MAX_ITER)
+
+    ok = (status != kernels.FIT_BAD_INPUT) & np.isfinite(rms) & ~foreign
+    thickness = params[:, 1] - params[:, 2]
+    width = 2.0 * params[:, 1]
+    if ok.sum() >= 3:
+        ok &= rms <= RMS_LIMIT * np.median(rms[ok])
+        for values in (thickness, width):
+            med = np.median(values[ok])
+            mad = max(1.4826 * np.median(np.abs(values[ok] - med)), 1e-3)
+            ok &= np.abs(values - med) <= MAD_LIMIT * mad
+    used = int(ok.sum())
+    if used == 0:
+        return _bone_refused(name, "low_quality", profiles_used=0, quality=0.0, **common)
+
+    # Residual tilt of the bone against the refined axis (centres drift along the ROI).
+    slope = np.polyfit(pos[ok], params[ok, 0], 1)[0] if used >= 3 else 0.0
+    cos_tilt = 1.0 / math.sqrt(1.0 + slope * slope)
+    t_mm = float(np.mean(thickness[ok])) * cos_tilt * pixel_spacing_mm
+    w_mm = float(np.mean(width[ok])) * cos_tilt * pixel_spacing_mm
+    relative_rms = float(np.median(rms[ok])) / max(contrast, 1e-12)
+    quality = used / N_PROFILES * min(max(1.0 - relative_rms / RELATIVE_RMS_LIMIT, 0.0), 1.0)
+
+    edges: dict[str, list[tuple[float, float]]] = {"outer_a": [], "inner_a": [], "inner_b": [], "outer_b": []}
+    for i in np.flatnonzero(ok):
+        c, rr_out, rr_in, e = params[i, 0], params[i, 1], params[i, 2], params[i, 3]
+        for key, off in (("outer_a", c - rr_out), ("inner_a", c + e - rr_in),
+                         ("inner_b", c + e + rr_in), ("outer_b", c + rr_out)):
+            pt = centers[i] + off * normal
+            edges[key].append((float(pt[1]), float(pt[0])))
+
+    result = BoneResult(
+        name=name, cortical_thickness_mm=t_mm, outer_width_mm=w_mm, profiles_used=used,
+        quality=float(quality), edges_px=edges, **common,
+    )
+    if quality < QUALITY_MIN or used < MIN_PROFILES_USED:
+        # A refused bone carries no numbers: nothing downstream may mistake them for a result.
+        result.status = "refused"
+        result.reason = "low_quality"
+        result.message = REASON_MESSAGES["low_quality"]
+        result.cortical_thickness_mm = result.outer_width_mm = None
+    return result

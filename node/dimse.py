@@ -30,6 +30,7 @@ from pydicom.uid import (
 from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import Verification
 
+from node import metrics
 from node.config import Config, DestinationConfig
 from node.ingest import ingest
 from node.store import Store
@@ -129,6 +130,7 @@ def _handlers(config: Config, store: Store) -> list:
             data = event.encoded_dataset()
         except Exception as exc:  # malformed request: answer, keep serving
             log.warning("event=instance_refused calling_ae=%s reason=unreadable_request detail=%r", calling, str(exc))
+            metrics.instance_refused(metrics.PROTOCOL_DIMSE, "unreadable_request")
             return 0xC210
         rq = event.request
         outcome = ingest(
@@ -140,6 +142,7 @@ def _handlers(config: Config, store: Store) -> list:
             request_sop_instance_uid=str(rq.AffectedSOPInstanceUID or "") or None,
             request_sop_class_uid=str(rq.AffectedSOPClassUID or "") or None,
         )
+        metrics.record_ingest_outcome(outcome, source=calling, protocol=metrics.PROTOCOL_DIMSE)
         if outcome.accepted:
             return outcome.status
         status = pydicom.Dataset()

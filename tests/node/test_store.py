@@ -1,0 +1,192 @@
+"""Spool + SQLite: durable, idempotent, resumable after a crash (real files, real SQLite)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from node.store import Store, StoreError, atomic_write, uid_filename
+from tests.dicom_samples import make_image_dataset
+
+from tests.node.node_helpers import encode
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _store_one(store: Store, study: str, sop: str | None = None, data: bytes | None = None) -> tuple[str, str]:
+    sop = sop or generate_uid()
+    data = data or encode(make_image_dataset(study, rows=16, columns=16, sop_instance_uid=sop))
+    return sop, store.store_instance(data, sop_instance_uid=sop, study_instance_uid=study, sop_class_uid="1.2.840.10008.5.1.4.1.1.1")
+
+
+def test_instance_is_spooled_byte_for_byte_and_recorded(tmp_path):
+    store = Store(tmp_path)
+    study = generate_uid()
+    ds = make_image_dataset(study, rows=16, columns=16)
+    data = encode(ds)
+    outcome = store.store_instance(data, sop_instance_uid=ds.SOPInstanceUID, study_instance_uid=study,
+                                   calling_ae="TESTSCU")
+    assert outcome == "stored"
+    [rec] = store.study_instances(study)
+    assert (store.data_dir / rec.path).read_bytes() == data
+    assert rec.size_bytes == len(data) and rec.calling_ae == "TESTSCU"
+    assert pydicom.dcmread(store.data_dir / rec.path).SOPInstanceUID == ds.SOPInstanceUID
+    assert list(store.tmp_dir.iterdir()) == []  # no temp file left behind
+
+
+def test_duplicate_sop_instance_is_stored_once(tmp_path):
+    store = Store(tmp_path)
+    study = generate_uid()
+    sop, first = _store_one(store, study)
+    _, second = _store_one(store, study, sop=sop)
+    assert (first, second) == ("stored", "duplicate")
+    assert len(store.study_instances(study)) == 1
+
+
+def test_quiet_period_completes_the_study_once_and_a_late_instance_reopens_it(tmp_path):
+    store = Store(tmp_path)
+    study = generate_uid()
+    _store_one(store, study)
+    assert store.complete_due_studies(10.0) == []  # still inside the quiet period
+    [job] = store.complete_due_studies(10.0, now=time.time() + 11)
+    assert (job.study_instance_uid, job.run, job.state) == (study, 1, "queued")
+    assert store.complete_due_studies(0.0, now=time.time() + 20) == []  # complete: no second job
+    _, outcome = _store_one(store, study)
+    assert outcome == "reopened"
+    [job2] = store.complete_due_studies(0.0, now=time.time() + 1)
+    assert job2.run == 2
+    # Run 1 had not started: it is superseded, so the study is analysed once with all instances.
+    assert [j.state for j in store.list_jobs()] == ["superseded", "queued"]
+
+
+def test_running_jobs_and_sending_exports_resume_after_restart(tmp_path):
+    store = Store(tmp_path)
+    study = generate_uid()
+    _store_one(store, study)
+    store.complete_due_studies(0.0, now=time.time() + 1)
+    job = store.claim_job(worker_pid=12345)
+    assert job.state == "running" and job.attempts == 1
+    store.finish_job(job.id, [("1.2.3.4", "1.2.840.10008.5.1.4.1.1.88.33", "SR", "outputs/x.dcm")], ["a", "b"])
+    assert sorted(store.claim_due_exports()) == ["a", "b"]  # both now 'sending'
+    store.close()  # the process "dies" here
+
+    restarted = Store(tmp_path)
+    assert restarted.recover() == (0, 2)
+    assert {e.state for e in restarted.list_exports()} == {"queued"}
+
+
+def test_a_job_left_running_by_a_killed_process_runs_again(tmp_path):
+    """A real process claims a job and is SIGKILLed; the next start queues the job again."""
+    script = textwrap.dedent(f"""
+        import os, signal, sys, time
+        sys.path.insert(0, {str(REPO)!r})
+        from node.store import Store
+        s = Store({str(tmp_path)!r})
+        s.complete_due_studies(0.0, now=time.time() + 1)
+        job = s.claim_job(os.getpid())
+        print(job.id, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    store = Store(tmp_path)
+    study = generate_uid()
+    _store_one(store, study)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    job_id = int(proc.stdout.strip())
+    assert store.job(job_id).state == "running"
+    jobs_requeued, _ = Store(tmp_path).recover()
+    assert jobs_requeued == 1
+    again = store.claim_job(os.getpid())
+    assert (again.id, again.attempts) == (job_id, 2)
+
+
+def test_finishing_a_rerun_job_never_duplicates_exports(tmp_path):
+    store = Store(tmp_path)
+    study = generate_uid()
+    _store_one(store, study)
+    store.complete_due_studies(0.0, now=time.time() + 1)
+    job = store.claim_job(1)
+    outputs = [("1.2.3.1", "1.2.840.10008.5.1.4.1.1.88.33", "SR", "o/1.dcm"),
+               ("1.2.3.2", "1.2.840.10008.5.1.4.1.1.7", "SC", "o/2.dcm")]
+    assert store.finish_job(job.id, outputs, ["pacs"]) == 2
+    [e1, _] = store.list_exports()
+    store.claim_due_exports()
+    store.export_sent(e1.id)
+    # The same job finishes again (e.g. it was re-run after a crash): same UIDs, nothing new queued.
+    assert store.finish_job(job.id, outputs, ["pacs"]) == 0
+    assert [e.state for e in store.list_exports()] == ["sent", "sending"]
+
+
+def test_export_backoff_then_failed_then_retry(tmp_path):
+    store = Store(tmp_path)
+    study = generate_uid()
+    _store_one(store, study)
+    store.complete_due_studies(0.0, now=time.time() + 1)
+    job = store.claim_job(1)
+    store.finish_job(job.id, [("1.2.3.9", "1.2.840.10008.5.1.4.1.1.88.33", "SR", "o/9.dcm")], ["pacs"])
+    delays = lambda n: 10.0 * 2 ** (n - 1)  # noqa: E731
+
+    [e] = store.claim_due_exports()["pacs"]
+    before = time.time()
+    after = store.export_attempt_failed(e.id, "connection refused", max_attempts=2, delay_seconds=delays)
+    assert after.state == "queued" and after.attempts == 1
+    assert before + 10.0 <= after.next_attempt_at <= time.time() + 10.0
+    assert store.claim_due_exports() == {}  # not due yet
+    [e] = store.claim_due_exports(now=after.next_attempt_at)["pacs"]
+    after = store.export_attempt_failed(e.id, "connection refused", max_attempts=2, delay_seconds=delays)
+    assert (after.state, after.attempts) == ("failed", 2)
+    assert store.list_exports()[0].last_error == "connection refused"
+    assert store.claim_due_exports(now=time.time() + 1e6) == {}  # failed stays failed
+
+    retried = store.retry_export(e.id)
+    assert (retried.state, retried.attempts) == ("queued", 0)
+    assert [x.id for x in store.claim_due_exports()["pacs"]] == [e.id]
+    assert store.retry_export(9999) is None
+
+
+def test_previous_sr_uids_are_those_of_the_latest_finished_run(tmp_path):
+    store = Store(tmp_path)
+    study = generate_uid()
+    for run_outputs in (["1.1"], ["2.1", "2.2"]):
+        _store_one(store, study)
+        store.complete_due_studies(0.0, now=time.time() + 1)
+        job = store.claim_job(1)
+        store.finish_job(job.id, [(u, "1.2.840.10008.5.1.4.1.1.88.33", "SR", f"o/{u}.dcm") for u in run_outputs]
+                         + [(f"{job.run}.9", "1.2.840.10008.5.1.4.1.1.7", "SC", "o/sc.dcm")], [])
+    assert store.previous_sr_uids(study, before_run=3) == ["2.1", "2.2"]
+    assert store.previous_sr_uids(study, before_run=2) == ["1.1"]
+    assert store.previous_sr_uids(study, before_run=1) == []
+
+
+def test_disk_failure_raises_store_error_and_records_nothing(tmp_path):
+    store = Store(tmp_path)
+    study = generate_uid()
+    store.spool_dir.rmdir()
+    store.spool_dir.write_bytes(b"not a directory")  # every spool write now fails
+    with pytest.raises(StoreError, match="cannot write spool file"):
+        _store_one(store, study)
+    assert store.study_instances(study) == []
+    assert list(store.tmp_dir.iterdir()) == []
+
+
+def test_atomic_write_replaces_whole_files_only(tmp_path):
+    target = tmp_path / "a" / "b.dcm"
+    atomic_write(target, b"one")
+    atomic_write(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert [p.name for p in target.parent.iterdir()] == ["b.dcm"]
+
+
+def test_uid_filename_keeps_uids_and_hashes_anything_else():
+    assert uid_filename("1.2.840.10008.5") == "1.2.840.10008.5"
+    weird = uid_filename("../../etc/passwd")
+    assert "/" not in weird and weird.startswith("x")

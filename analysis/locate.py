@@ -1,0 +1,817 @@
+"""Find the hand, its view, and the axes of metacarpals I-V on a hand radiograph.
+
+The search runs on a downsampled copy (about 0.5 mm per pixel) and maps its answer back to
+the pixels of the image it was given. Steps:
+
+1. Unexposed (collimated) bands along the edges are masked out, the background level is
+   modelled as a smooth surface and everything clearly above it is tissue; the largest
+   connected piece of tissue is the body part (burned-in markers and logos are small, separate
+   pieces and drop out).
+2. Fingers are the parts of the body mask that a morphological opening with a disk wider than
+   a finger removes. The hand's axis points from the palm to the fingers, so any in-plane
+   rotation is undone by rotating the working copy until the fingers point up.
+3. The thumb is the finger whose base is furthest from the others (it leaves the hand from the
+   side, proximal to the other four); metacarpals are numbered I-V from it, so a mirrored image
+   never changes which bone is II.
+4. Each metacarpal II-V is traced proximally from its finger along the ridge of a bone-enhanced
+   image; the shaft ends where the ridge stops (the MCP joint space distally, the crowded
+   carpometacarpal region proximally).
+
+Refusals (``lateral_view``, ``oblique_view``, ``not_pa_hand``, ``immature_skeleton``,
+``bone_not_found``) come from what these steps find: see :func:`locate_hand`.
+
+Coordinates inside this module are ``(row, col)``; :mod:`analysis.result` uses ``(column, row)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from analysis.result import REASON_MESSAGES
+
+METACARPAL_NAMES: tuple[str, ...] = ("I", "II", "III", "IV", "V")
+
+WORK_SPACING_MM = 0.5
+"""Pixel size of the working copy the search runs on (mm)."""
+
+
+@dataclass
+class MetacarpalAxis:
+    """The shaft axis of one metacarpal, in pixels of the analysed image ``(row, col)``."""
+
+    name: str
+    base_rc: tuple[float, float]
+    """Proximal end (carpometacarpal joint), ``(row, col)`` pixels."""
+    head_rc: tuple[float, float]
+    """Distal end (metacarpophalangeal joint), ``(row, col)`` pixels."""
+    length_mm: float
+    """L: base-to-head distance (mm)."""
+    width_mm: float | None = None
+    """Rough outer width of the shaft at mid-length from the location step (mm); measure.py
+    measures it properly."""
+    confidence: float = 1.0
+    """0..1: how clearly the shaft ridge was traced (1 = clean, straight, well separated)."""
+
+    @property
+    def mid_rc(self) -> tuple[float, float]:
+        return (0.5 * (self.base_rc[0] + self.head_rc[0]), 0.5 * (self.base_rc[1] + self.head_rc[1]))
+
+    def axis_px(self) -> list[tuple[float, float]]:
+        """Base and head as ``(column, row)`` points, for :class:`analysis.result.AnalysisResult`."""
+        return [(self.base_rc[1], self.base_rc[0]), (self.head_rc[1], self.head_rc[0])]
+
+
+@dataclass
+class HandLocation:
+    """Where the hand and its metacarpals are, or why DXR cannot measure this image."""
+
+    view: str | None = None
+    """``PA``, ``lateral``, ``oblique`` or None when not determined (e.g. not a hand)."""
+    refusal: tuple[str, str] | None = None
+    """``(reason code, message)`` when the whole image must be refused."""
+    metacarpals: dict[str, MetacarpalAxis] = field(default_factory=dict)
+    bone_refusals: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Per-bone ``(reason, message)`` for II-IV when one bone cannot be measured."""
+    outline_rc: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    """Hand (body part) outline, ``(N, 2)`` ``(row, col)`` pixels of the analysed image."""
+    fingers_direction_rc: tuple[float, float] | None = None
+    """Unit vector from wrist to fingers ``(d_row, d_col)``."""
+    confidence: float = 0.0
+    """0..1: location confidence (mean of the II-IV trace confidences)."""
+    details: dict = field(default_factory=dict)
+    """Diagnostic figures (unitless ratios, counts) behind the view decision."""
+
+
+def _refuse(reason: str, message: str | None = None, **kw) -> HandLocation:
+    return HandLocation(refusal=(reason, message or REASON_MESSAGES.get(reason, reason)), **kw)
+
+
+# --------------------------------------------------------------------------------------------
+# Working copy, background, body mask
+# --------------------------------------------------------------------------------------------
+
+
+def _downsample(image: np.ndarray, factor: int) -> np.ndarray:
+    """Block mean over ``factor`` x ``factor`` pixels (edges trimmed)."""
+    image = np.asarray(image, dtype=np.float64)
+    if factor <= 1:
+        return image.copy()
+    h = image.shape[0] // factor * factor
+    w = image.shape[1] // factor * factor
+    return image[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+
+
+def _otsu(values: np.ndarray, bins: int = 256) -> float:
+    hist, edges = np.histogram(values, bins)
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    w0 = np.cumsum(hist).astype(float)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centres)
+    mu0 = m0 / np.maximum(w0, 1)
+    mu1 = (m0[-1] - m0) / np.maximum(w1, 1)
+    return float(centres[np.argmax(w0 * w1 * (mu0 - mu1) ** 2)])
+
+
+def _unexposed_bands(g: np.ndarray) -> np.ndarray:
+    """Bright, flat regions lying along a long stretch of the image border (collimator shadow).
+
+    Bone that runs out of the field (the radius at the top of a hand film) also touches the
+    border, but only over its own width; a band touches it over a large part of one side.
+    """
+    # Flat: low local spread. Cortical bone is bright but textured, so a radius running into
+    # the band does not connect to it through flat pixels.
+    mean = ndi.uniform_filter(g, 5)
+    spread = np.sqrt(np.maximum(ndi.uniform_filter(g * g, 5) - mean * mean, 0.0))
+    lab, _ = ndi.label((g > 0.75) & (spread < 0.03))
+    bands = np.zeros(g.shape, bool)
+    sides = (lab[0], lab[-1], lab[:, 0], lab[:, -1])
+    for side in sides:
+        ids, counts = np.unique(side[side > 0], return_counts=True)
+        for k, n in zip(ids, counts):
+            if n >= 0.25 * side.size:
+                bands |= lab == k
+    return ndi.binary_dilation(bands, iterations=3) if bands.any() else bands
+
+
+def _background_surface(g: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Quadratic surface fitted to background pixels (exposure gradients, heel effect)."""
+    rows, cols = np.nonzero(background)
+    if rows.size < 100:
+        return np.full(g.shape, float(np.median(g)))
+    step = max(1, rows.size // 20000)
+    r = rows[::step] / g.shape[0] - 0.5
+    c = cols[::step] / g.shape[1] - 0.5
+    design = np.stack([np.ones_like(r), r, c, r * r, r * c, c * c], axis=1)
+    values = g[rows[::step], cols[::step]]
+    keep = np.ones(values.size, bool)
+    for _ in range(3):  # trimmed least squares: tissue fringes left in the background drop out
+        coef, *_ = np.linalg.lstsq(design[keep], values[keep], rcond=None)
+        resid = values - design @ coef
+        mad = np.median(np.abs(resid[keep])) + 1e-9
+        keep = np.abs(resid) < 3.0 * 1.4826 * mad
+    rr, cc = np.mgrid[0 : g.shape[0], 0 : g.shape[1]]
+    rr = rr / g.shape[0] - 0.5
+    cc = cc / g.shape[1] - 0.5
+    return coef[0] + coef[1] * rr + coef[2] * cc + coef[3] * rr * rr + coef[4] * rr * cc + coef[5] * cc * cc
+
+
+@dataclass
+class _Work:
+    """The working copy and what step 1 found on it."""
+
+    g: np.ndarray  # normalised image, 0 = background, ~1 = brightest bone
+    spacing_mm: float
+    factor: int
+    bands: np.ndarray
+    body: np.ndarray  # largest tissue component, holes filled
+    tissue_level: float  # median of soft tissue above background (normalised units)
+
+
+def _prepare(image: np.ndarray, pixel_spacing_mm: float) -> _Work:
+    factor = max(1, int(round(WORK_SPACING_MM / pixel_spacing_mm)))
+    work = _downsample(image, factor)
+    spacing = pixel_spacing_mm * factor
+    finite = np.isfinite(work)
+    if not finite.all():
+        work = np.where(finite, work, np.nanmin(work[finite]) if finite.any() else 0.0)
+    smooth = ndi.gaussian_filter(work, 0.6 / spacing)
+    lo, hi = np.percentile(smooth, [1.0, 99.9])
+    g = (smooth - lo) / max(hi - lo, 1e-12)
+    bands = _unexposed_bands(g)
+    valid = g[~bands]
+    t_bone = _otsu(valid)
+    t_tissue = _otsu(valid[valid < t_bone]) if np.count_nonzero(valid < t_bone) > 100 else 0.5 * t_bone
+    surface = _background_surface(g, (g < t_tissue) & ~bands)
+    resid = g - surface
+    rv = resid[~bands]
+    noise = 1.4826 * np.median(np.abs(rv[g[~bands] < t_tissue])) + 1e-6
+    # Tissue: clearly above the local background (Otsu of the residual, but never within noise).
+    t_body = max(8.0 * noise, 0.025)
+    tissue = (resid > t_body) & ~bands
+    tissue = ndi.binary_opening(tissue, iterations=1)
+    lab, n = ndi.label(tissue)
+    if n == 0:
+        body = tissue
+    else:
+        sizes = ndi.sum(tissue, lab, index=np.arange(1, n + 1))
+        body = lab == (1 + int(np.argmax(sizes)))
+        body = ndi.binary_fill_holes(body)
+    g = resid  # background-flattened image from here on
+    soft = g[body & (g < t_bone)]
+    tissue_level = float(np.median(soft)) if soft.size else t_body
+    return _Work(g=g, spacing_mm=spacing, factor=factor, bands=bands, body=body, tissue_level=tissue_level)
+
+
+# --------------------------------------------------------------------------------------------
+# Fingers and hand axis
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Finger:
+    base_rc: np.ndarray  # where it leaves the palm (working pixels)
+    tip_rc: np.ndarray
+    length_px: float
+    width_px: float
+    area_px: int
+    label: int
+
+    @property
+    def direction(self) -> np.ndarray:
+        d = self.tip_rc - self.base_rc
+        return d / (np.hypot(*d) + 1e-12)
+
+
+def _open_disk(mask: np.ndarray, radius_px: float) -> np.ndarray:
+    """Binary opening with a disk, via two distance transforms (fast for large radii)."""
+    eroded = ndi.distance_transform_edt(mask) > radius_px
+    if not eroded.any():
+        return eroded
+    return ndi.distance_transform_edt(~eroded) <= radius_px
+
+
+def _find_fingers(body: np.ndarray, spacing_mm: float, finger_radius_mm: float) -> tuple[list[_Finger], np.ndarray]:
+    """Protrusions thinner than ``2 * finger_radius_mm``: fingers (and thumb) on a PA hand."""
+    radius_px = finger_radius_mm / spacing_mm
+    palm = _open_disk(body, radius_px)
+    thin = body & ~palm
+    thin = ndi.binary_opening(thin, iterations=1)
+    lab, n = ndi.label(thin)
+    near_palm = ndi.binary_dilation(palm, iterations=2)
+    fingers = []
+    min_len = 1.2 * radius_px
+    for k in range(1, n + 1):
+        m = lab == k
+        area = int(m.sum())
+        if area < 0.8 * radius_px**2:
+            continue
+        base_pix = np.argwhere(m & near_palm)
+        if base_pix.shape[0] < 2:
+            continue  # free-floating piece (e.g. an edge fragment), not a finger
+        base = base_pix.mean(axis=0)
+        pix = np.argwhere(m)
+        d = np.hypot(*(pix - base).T)
+        tip = pix[np.argmax(d)].astype(float)
+        length = float(d.max())
+        if length < min_len:
+            continue
+        width = area / max(length, 1.0)
+        if width > 1.6 * radius_px * 2 or width < 0.3 * radius_px:
+            continue  # a broad lobe, or a sliver of tissue along an edge, not a finger
+        on_edge = (pix[:, 0] <= 1) | (pix[:, 0] >= body.shape[0] - 2) | (pix[:, 1] <= 1) | (pix[:, 1] >= body.shape[1] - 2)
+        if on_edge.sum() > 0.5 * width:
+            continue  # runs along the image border: the rim of a cut-off limb
+        fingers.append(_Finger(base, tip, length, width, area, k))
+    return fingers, palm
+
+
+def _finger_cluster(fingers: list[_Finger]) -> list[_Finger]:
+    """The fingers of one hand: candidates pointing the same way with bases close together.
+
+    Spurious protrusions (the ends of a bracelet, a fold of tissue, the edge of a cut-off limb)
+    are short or point elsewhere and fall out.
+    """
+    if not fingers:
+        return []
+    longest = max(f.length_px for f in fingers)
+    cands = [f for f in fingers if f.length_px >= 0.3 * longest]
+    best: list[_Finger] = []
+    for f in cands:
+        reach = 2.5 * f.length_px
+        group = [
+            h
+            for h in cands
+            if float(np.dot(f.direction, h.direction)) > math.cos(math.radians(50))
+            and np.hypot(*(h.base_rc - f.base_rc)) < reach
+        ]
+        if len(group) > len(best) or (
+            len(group) == len(best) and sum(h.length_px for h in group) > sum(h.length_px for h in best)
+        ):
+            best = group
+    if not best:
+        return []
+    # Add a thumb pointing further away (up to ~80 deg) from the mean finger direction.
+    u = np.mean([h.direction for h in best], axis=0)
+    u /= np.hypot(*u) + 1e-12
+    centre = np.mean([h.base_rc for h in best], axis=0)
+    spread = max(np.max([np.hypot(*(h.base_rc - centre)) for h in best]), 1.0)
+    for f in cands:
+        if any(f is h for h in best):
+            continue
+        if float(np.dot(f.direction, u)) > math.cos(math.radians(85)) and np.hypot(*(f.base_rc - centre)) < 2.5 * spread + f.length_px:
+            best.append(f)
+    return best
+
+
+@dataclass
+class _HandFrame:
+    """A canonical frame: fingers up (towards row 0), thumb towards +col.
+
+    A canonical pixel ``(y, x)`` is the working pixel ``centre + (y - cy) * (-u) + (x - cx) * v``.
+    ``v`` points to the thumb side, so the frame is mirrored for one hand and not the other:
+    the numbering I-V never depends on which hand it is.
+    """
+
+    centre: np.ndarray
+    u: np.ndarray  # wrist -> fingers, working (row, col)
+    v: np.ndarray  # towards the thumb
+    shape: tuple[int, int]
+
+    def to_work(self, y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cy, cx = self.shape[0] / 2.0, self.shape[1] / 2.0
+        r = self.centre[0] - (y - cy) * self.u[0] + (x - cx) * self.v[0]
+        c = self.centre[1] - (y - cy) * self.u[1] + (x - cx) * self.v[1]
+        return r, c
+
+    def from_work(self, r: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cy, cx = self.shape[0] / 2.0, self.shape[1] / 2.0
+        dr, dc = r - self.centre[0], c - self.centre[1]
+        y = cy - (dr * self.u[0] + dc * self.u[1])
+        x = cx + (dr * self.v[0] + dc * self.v[1])
+        return y, x
+
+    def sample(self, image: np.ndarray, order: int = 1, cval: float = 0.0) -> np.ndarray:
+        yy, xx = np.mgrid[0 : self.shape[0], 0 : self.shape[1]].astype(float)
+        r, c = self.to_work(yy, xx)
+        return ndi.map_coordinates(image.astype(float), [r, c], order=order, mode="constant", cval=cval)
+
+
+def _thumb_and_axis(cluster: list[_Finger], body: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[_Finger], dict]:
+    """Hand axis ``u``, thumb direction ``v`` and the fingers ordered from the thumb side.
+
+    Returns ``ordered`` with the thumb first when it was found as a finger, else the four
+    long fingers starting from the thumb side.
+    """
+    info: dict = {}
+    dirs = np.array([f.direction for f in cluster])
+    bases = np.array([f.base_rc for f in cluster])
+    u = dirs.mean(axis=0)
+    u /= np.hypot(*u) + 1e-12
+    v = np.array([u[1], -u[0]])
+    for _ in range(2):
+        order = np.argsort(bases @ v)
+        ordered = [cluster[i] for i in order]
+        if len(ordered) < 3:
+            break
+        # Proximal offset of each end finger's base relative to its neighbours, in units of the
+        # finger spacing: the thumb leaves the hand far proximal to the others.
+        spacing = np.median(np.diff(np.sort(bases @ v))) + 1e-9
+        scores = []
+        for end, rest in ((ordered[0], ordered[1:]), (ordered[-1], ordered[:-1])):
+            prox = (np.mean([f.base_rc @ u for f in rest[:2]]) - end.base_rc @ u) / spacing
+            angle = math.degrees(math.acos(np.clip(np.dot(end.direction, np.mean([f.direction for f in rest], 0) / (np.hypot(*np.mean([f.direction for f in rest], 0)) + 1e-12)), -1, 1)))
+            scores.append(prox + angle / 30.0)
+        info["thumb_scores"] = [round(float(s), 2) for s in scores]
+        thumb_end = int(np.argmax(scores))
+        if len(cluster) == 5 or scores[thumb_end] > 1.5:
+            thumb = ordered[0] if thumb_end == 0 else ordered[-1]
+            others = [f for f in cluster if f is not thumb]
+            u = np.mean([f.direction for f in others], axis=0)
+            u /= np.hypot(*u) + 1e-12
+            v = np.array([u[1], -u[0]])
+            side = np.sign((thumb.base_rc - np.mean([f.base_rc for f in others], 0)) @ v) or 1.0
+            v = v * side
+            info["thumb_from"] = "finger"
+            rest = sorted(others, key=lambda f: -(f.base_rc @ v))
+            return u, v, [thumb] + rest, info
+    # No thumb among the fingers: the thenar side of the palm carries more tissue beside the
+    # outermost fingers.
+    proj = bases @ v
+    lo, hi = proj.min(), proj.max()
+    spacing = (hi - lo) / max(len(cluster) - 1, 1)
+    pts = np.argwhere(body).astype(float)
+    along = pts @ u
+    web = np.min(bases @ u)
+    band = (along < web) & (along > web - 4 * spacing)
+    side = pts[band] @ v
+    left = np.count_nonzero(side < lo - 0.5 * spacing)
+    right = np.count_nonzero(side > hi + 0.5 * spacing)
+    info["thumb_from"] = "thenar"
+    info["thenar_counts"] = (int(left), int(right))
+    if left > right:
+        v = -v
+    rest = sorted(cluster, key=lambda f: -(f.base_rc @ v))
+    return u, v, rest, info
+
+
+# --------------------------------------------------------------------------------------------
+# Metacarpal shafts in the canonical frame
+# --------------------------------------------------------------------------------------------
+
+
+def _tophat(image: np.ndarray, size_px: int) -> np.ndarray:
+    """White top-hat with a square: bone above the local soft-tissue floor."""
+    size_px = max(3, int(size_px) | 1)
+    opened = ndi.maximum_filter(ndi.minimum_filter(image, size_px), size_px)
+    return image - opened
+
+
+def _ridge_x(image: np.ndarray, sigma_y: float, sigma_x: float) -> np.ndarray:
+    """Strength of bright ridges running along the rows' normal (near-vertical bones)."""
+    return -ndi.gaussian_filter(image, (sigma_y, sigma_x), order=(0, 2)) * sigma_x**2
+
+
+def _peaks_1d(profile: np.ndarray, min_height: float) -> np.ndarray:
+    p = profile
+    idx = np.nonzero((p[1:-1] > p[:-2]) & (p[1:-1] >= p[2:]) & (p[1:-1] > min_height))[0] + 1
+    return idx
+
+
+def _trace_ridge(ridge: np.ndarray, y0: int, x0: float, step: int, max_rows: int, slope0: float = 0.0) -> list[tuple[int, float, float]]:
+    """Follow a near-vertical ridge from ``(y0, x0)`` row by row; returns (y, x, strength)."""
+    h, w = ridge.shape
+    out = []
+    x = float(x0)
+    slope = slope0
+    for k in range(max_rows):
+        y = y0 + step * k
+        if y < 1 or y >= h - 1:
+            break
+        xc = x + slope * step if k else x
+        lo = max(1, int(round(xc)) - 2)
+        hi = min(w - 2, int(round(xc)) + 2)
+        if hi <= lo:
+            break
+        seg = ridge[y, lo : hi + 1]
+        j = int(np.argmax(seg))
+        xi = lo + j
+        # Sub-pixel: parabola through the peak and its neighbours.
+        a, b, c = ridge[y, xi - 1], ridge[y, xi], ridge[y, xi + 1]
+        den = a - 2 * b + c
+        xs = xi + (0.5 * (a - c) / den if den < 0 else 0.0)
+        if k:
+            slope = 0.8 * slope + 0.2 * (xs - x) / step
+        x = xs
+        out.append((y, x, float(b)))
+    return out
+
+
+@dataclass
+class _Shaft:
+    """One metacarpal shaft in the canonical frame (y grows towards the wrist)."""
+
+    a: float  # line x = a + b * y
+    b: float
+    head_y: float
+    base_y: float
+    strength: float  # peak ridge strength over the shaft
+    support: float  # fraction of rows in the fit window where a ridge peak was found on the line
+    rms_px: float  # scatter of the ridge peaks about the line
+
+    def x(self, y):
+        return self.a + self.b * y
+
+
+def _fit_shaft_lines(ridge: np.ndarray, finger_bases: np.ndarray, finger_dirs: np.ndarray, s: float):
+    """Straight lines along the shafts of metacarpals II-V (canonical frame).
+
+    Ridge peaks on every row of the mid-palm band are assigned to the nearest predicted line
+    (first the finger's own direction carried on proximally), then each line is refitted by
+    least squares; three rounds.
+    """
+    h, w = ridge.shape
+    y_web = float(np.median(finger_bases[:, 0]))
+    y0 = int(max(1, y_web + 1.2 * s))
+    y1 = int(min(h - 2, y_web + 3.0 * s))
+    rows = np.arange(y0, y1 + 1)
+    if rows.size < 5:
+        return None
+    peak_rows = []
+    for y in rows:
+        prof = ridge[y]
+        pk = _peaks_1d(prof, 0.1 * max(prof.max(), 1e-9))
+        peak_rows.append((y, pk.astype(float), prof[pk]))
+    # Seed each line on a peak of the ridge averaged over the middle of the shafts, matching
+    # the four fingers to four peaks in order (II has the largest x: the thumb side).
+    yc0, yc1 = int(max(1, y_web + 1.4 * s)), int(min(h - 2, y_web + 2.2 * s))
+    mean_prof = ridge[yc0 : yc1 + 1].mean(axis=0)
+    yc = 0.5 * (yc0 + yc1)
+    pk = _peaks_1d(mean_prof, 0.1 * max(mean_prof.max(), 1e-9))
+    pk = pk[np.argsort(-pk)]
+    slopes, preds = [], []
+    for (yb, xb), (dy, dx) in zip(finger_bases, finger_dirs):
+        slope = dx / dy if abs(dy) > 1e-6 else 0.0
+        b = 0.5 * slope  # metacarpals fan less than fingers
+        slopes.append(b)
+        preds.append(xb + b * (yc - yb))
+    chosen = _match_in_order(np.array(preds), pk.astype(float), 0.8 * s)
+    lines = np.array([[x - b * yc, b] for x, b in zip(chosen, slopes)], float)
+    support = np.zeros(len(lines))
+    rms = np.full(len(lines), np.inf)
+    for it in range(3):
+        tol = (0.35 if it == 0 else 0.2) * s
+        pts: list[list[tuple[float, float, float]]] = [[] for _ in lines]
+        for y, pk, val in peak_rows:
+            if pk.size == 0:
+                continue
+            xl = lines[:, 0] + lines[:, 1] * y
+            for k in range(len(lines)):
+                d = np.abs(pk - xl[k])
+                j = int(np.argmin(d))
+                # The peak must be nearer this line than any other line.
+                others = np.delete(xl, k)
+                if d[j] < tol and (others.size == 0 or np.min(np.abs(others - pk[j])) > d[j]):
+                    pts[k].append((y, pk[j], val[j]))
+        for k, p in enumerate(pts):
+            support[k] = len(p) / rows.size
+            if len(p) < 0.3 * rows.size:
+                continue
+            arr = np.array(p)
+            coef = np.polyfit(arr[:, 0], arr[:, 1], 1)
+            lines[k] = [coef[1], coef[0]]
+            rms[k] = float(np.sqrt(np.mean((arr[:, 1] - np.polyval(coef, arr[:, 0])) ** 2)))
+    return lines, support, rms, y_web
+
+
+def _match_in_order(preds: np.ndarray, peaks: np.ndarray, max_dist: float) -> np.ndarray:
+    """Pick one peak per prediction, keeping the order (both sorted descending), minimising the
+    total distance; a prediction with no peak within ``max_dist`` keeps its own position."""
+    n, m = len(preds), len(peaks)
+    out = preds.astype(float).copy()
+    if m == 0:
+        return out
+    big = 1e9
+    cost = np.full((n + 1, m + 1), big)
+    cost[0, :] = 0.0
+    choice = np.zeros((n + 1, m + 1), int)  # 1 = prediction i-1 took peak j-1
+    for i in range(1, n + 1):
+        cost[i, 0] = cost[i - 1, 0] + max_dist  # unmatched prediction
+        for j in range(1, m + 1):
+            skip = cost[i, j - 1]
+            d = abs(preds[i - 1] - peaks[j - 1])
+            take = cost[i - 1, j - 1] + (d if d < max_dist else big)
+            unmatched = cost[i - 1, j] + max_dist
+            best = min(skip, take, unmatched)
+            cost[i, j] = best
+            choice[i, j] = 0 if best == skip else (1 if best == take else 2)
+    i, j = n, m
+    while i > 0 and j > 0:
+        c = choice[i, j]
+        if c == 0:
+            j -= 1
+        elif c == 1:
+            out[i - 1] = peaks[j - 1]
+            i -= 1
+            j -= 1
+        else:
+            i -= 1
+    return out
+
+
+def _along(image: np.ndarray, a: float, b: float, ys: np.ndarray, half_px: float = 1.0) -> np.ndarray:
+    """Mean of ``image`` across a narrow band centred on the line x = a + b*y, per y."""
+    offs = np.linspace(-half_px, half_px, 3)
+    xs = a + b * ys
+    vals = [ndi.map_coordinates(image, [ys, xs + o], order=1, mode="nearest") for o in offs]
+    return np.mean(vals, axis=0)
+
+
+def _shaft_ends(ridge: np.ndarray, bone: np.ndarray, a: float, b: float, y_web: float, s: float):
+    """Head and base positions (canonical y) of one shaft, and its peak ridge strength.
+
+    The shaft is the run of strong ridge response along the line (the hollow tube is a clean
+    ridge; the joints and the crowded bases are not). The head is the MCP joint space, the
+    darkest point along the line just distal to that run; the base is placed symmetrically
+    about the run's centre.
+    """
+    h = ridge.shape[0]
+    ys = np.arange(max(0.0, y_web - 1.0 * s), min(h - 1.0, y_web + 6.0 * s))
+    if ys.size < 10:
+        return None
+    r = ndi.gaussian_filter1d(_along(ridge, a, b, ys), 0.1 * s)
+    inten = ndi.gaussian_filter1d(_along(bone, a, b, ys), 0.03 * s)
+    search = (ys > y_web + 0.6 * s) & (ys < y_web + 3.6 * s)
+    if not search.any():
+        return None
+    k = int(np.argmax(np.where(search, r, -np.inf)))
+    peak = r[k]
+    if peak <= 0:
+        return None
+    lo = k
+    while lo > 0 and r[lo - 1] > 0.4 * peak:
+        lo -= 1
+    hi = k
+    while hi < ys.size - 1 and r[hi + 1] > 0.4 * peak:
+        hi += 1
+    mid = 0.5 * (ys[lo] + ys[hi])
+    # MCP joint space: the deepest dip of the axial intensity near the run's distal end.
+    win = (ys > ys[lo] - 1.0 * s) & (ys < ys[lo] + 0.5 * s)
+    if win.any():
+        j = int(np.argmin(np.where(win, inten, np.inf)))
+        head = ys[j]
+    else:
+        head = ys[lo]
+    base = 2 * mid - head
+    return float(head), float(base), float(peak), float(mid)
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry point
+# --------------------------------------------------------------------------------------------
+
+FINGER_RADIUS_MM = 10.0
+"""Opening radius that separates fingers (narrower) from the palm (wider), mm."""
+
+# Metacarpal lengths relative to MC III (adult anatomy), used to bound the search for the base.
+_RELATIVE_LENGTH = {"II": 1.06, "III": 1.0, "IV": 0.88, "V": 0.82}
+# Median L(III) / finger-base spacing, measured on the real PA hands in ../shared/data/real-hands.
+_LENGTH_PER_SPACING = 2.6
+
+
+def _outline(body: np.ndarray, factor: int, n_max: int = 400) -> np.ndarray:
+    """Boundary pixels of the body mask, ordered by angle about its centroid, in image pixels."""
+    edge = body & ~ndi.binary_erosion(body)
+    pts = np.argwhere(edge).astype(float)
+    if pts.shape[0] == 0:
+        return np.zeros((0, 2))
+    # Order along the contour by walking nearest neighbours would be exact; angle order is
+    # enough for a drawn outline of a star-shaped hand and costs nothing.
+    c = pts.mean(axis=0)
+    ang = np.arctan2(pts[:, 0] - c[0], pts[:, 1] - c[1])
+    pts = pts[np.argsort(ang)]
+    step = max(1, pts.shape[0] // n_max)
+    return (pts[::step] + 0.5) * factor - 0.5
+
+
+def _axial_profile(image: np.ndarray, p0: np.ndarray, p1: np.ndarray, step_px: float, half_width_px: float):
+    """Mean of ``image`` across a band of +-half_width along p0 -> p1 (``(row, col)``)."""
+    d = p1 - p0
+    n = max(2, int(np.hypot(*d) / step_px) + 1)
+    t = np.linspace(0.0, 1.0, n)
+    pts = p0[None, :] + t[:, None] * d[None, :]
+    normal = np.array([-d[1], d[0]]) / (np.hypot(*d) + 1e-12)
+    offs = np.linspace(-half_width_px, half_width_px, 5)
+    vals = [
+        ndi.map_coordinates(image, [pts[:, 0] + o * normal[0], pts[:, 1] + o * normal[1]], order=1, mode="nearest")
+        for o in offs
+    ]
+    return t, np.mean(vals, axis=0)
+
+
+def _ends_along(profile_y: np.ndarray, prof: np.ndarray, y_web: float, s: float, rel: float):
+    """Head, base (canonical y) and a growth-plate score from one shaft's axial profile.
+
+    ``prof`` is the bone (top-hat) intensity along the shaft line, sampled at ``profile_y``.
+    """
+    def at(y):
+        return float(np.interp(y, profile_y, prof))
+
+    shaft = (profile_y > y_web + 1.2 * s) & (profile_y < y_web + 2.0 * s)
+    if not shaft.any():
+        return None
+    level = float(np.median(prof[shaft]))
+    if level <= 0:
+        return None
+    # Head: walk distally from the shaft to the first clear dip (the MCP joint space); if
+    # there is none, the deepest point of the window.
+    win = (profile_y <= y_web + 1.0 * s) & (profile_y >= y_web - 0.7 * s)
+    if not win.any():
+        return None
+    yw, pw = profile_y[win][::-1], prof[win][::-1]
+    head = None
+    for k in range(1, len(pw) - 1):
+        if pw[k] <= pw[k - 1] and pw[k] <= pw[k + 1] and pw[k] < 0.5 * level:
+            head = float(yw[k])
+            break
+    if head is None:
+        head = float(yw[int(np.argmin(pw))])
+    expected = _LENGTH_PER_SPACING * s * rel
+    win = (profile_y > head + 0.8 * expected) & (profile_y < head + 1.2 * expected)
+    base = head + expected
+    if win.any():
+        j = int(np.argmin(np.where(win, prof, np.inf)))
+        if prof[j] < 0.6 * float(np.median(prof[win])):
+            base = float(profile_y[j])
+    length = base - head
+    # Ossified carpus: an adult's capitate/hamate lie right behind the bases; a young child's
+    # carpus is mostly cartilage, i.e. soft tissue on the radiograph.
+    carp = (profile_y > base + 0.1 * length) & (profile_y < base + 0.5 * length)
+    growth = float(np.mean(prof[carp] > 0.3 * level)) if carp.any() else 1.0
+    return head, base, level, growth
+
+
+def _to_image_rc(frame: _HandFrame, factor: int, y: float, x: float) -> tuple[float, float]:
+    r, c = frame.to_work(np.asarray(y, float), np.asarray(x, float))
+    # Working pixel k covers image pixels [k*f, (k+1)*f): its centre is k*f + (f-1)/2.
+    return (float(r) * factor + 0.5 * (factor - 1), float(c) * factor + 0.5 * (factor - 1))
+
+
+def _non_pa_view(w: _Work, cluster: list[_Finger], details: dict) -> HandLocation:
+    """Refusal for an image where the four fingers of a PA hand were not found side by side."""
+    outline_kw = {}
+    dt = ndi.distance_transform_edt(w.body)
+    thickness_mm = 2.0 * float(dt.max()) * w.spacing_mm  # widest inscribed disk of the body
+    widths = [f.width_px * w.spacing_mm for f in cluster]
+    details.update(fingers_found=len(cluster), body_max_diameter_mm=round(thickness_mm, 1))
+    if not cluster:
+        return _refuse("not_pa_hand", details=details, **outline_kw)
+    # A lateral hand stacks the fingers into one or two broad strips; an oblique hand shows a
+    # few of them apart. Either way it is a hand, seen from the wrong side.
+    if len(cluster) <= 2:
+        return _refuse("lateral_view", view="lateral", details=details, **outline_kw)
+    return _refuse("oblique_view", view="oblique", details=details, **outline_kw)
+
+
+def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandLocation:
+    """Find the hand, decide its view, and trace the axes of metacarpals I-V.
+
+    Parameters
+    ----------
+    image_bone_bright : ndarray (rows, cols)
+        The radiograph with bone bright (any scale; 8-bit exports work).
+    pixel_spacing_mm : float
+        Pixel size in mm (used to choose the working resolution and to report lengths).
+
+    Returns
+    -------
+    HandLocation
+        ``refusal`` set (and ``metacarpals`` empty) when the image is not a measurable PA hand:
+        ``not_pa_hand``, ``lateral_view``, ``oblique_view``, ``immature_skeleton`` or
+        ``bone_not_found``. Otherwise ``view == "PA"`` and ``metacarpals`` holds at least II-IV
+        (I and V when found), axes in ``(row, col)`` pixels of ``image_bone_bright``.
+        ``bone_refusals`` names bones of II-IV that must not be measured (metal in the ROI).
+    """
+    image = np.asarray(image_bone_bright, dtype=np.float64)
+    if image.ndim != 2 or min(image.shape) < 16 or not np.isfinite(pixel_spacing_mm) or pixel_spacing_mm <= 0:
+        return _refuse("not_pa_hand", "The image is not a single-frame greyscale radiograph.")
+    w = _prepare(image, pixel_spacing_mm)
+    details: dict = {"working_spacing_mm": round(w.spacing_mm, 3)}
+    outline = _outline(w.body, w.factor)
+    body_area_mm2 = float(w.body.sum()) * w.spacing_mm**2
+    details["body_area_cm2"] = round(body_area_mm2 / 100.0, 1)
+    if body_area_mm2 < 1500.0:
+        return _refuse("not_pa_hand", "No body part large enough to be a hand was found in the image.",
+                       outline_rc=outline, details=details)
+    fingers, _palm = _find_fingers(w.body, w.spacing_mm, FINGER_RADIUS_MM)
+    cluster = _finger_cluster(fingers)
+    if len(cluster) < 4:
+        loc = _non_pa_view(w, cluster, details)
+        loc.outline_rc = outline
+        return loc
+    u, v, ordered, info = _thumb_and_axis(cluster, w.body)
+    details.update(info)
+    thumb = ordered[0] if info.get("thumb_from") == "finger" else None
+    four = (ordered[1:] if thumb is not None else ordered)[:4]
+    if len(four) < 4:
+        loc = _non_pa_view(w, cluster, details)
+        loc.outline_rc = outline
+        return loc
+    bases = np.array([f.base_rc for f in four])
+    s = float(np.median(np.abs(np.diff(bases @ v))))
+    details["finger_spacing_mm"] = round(s * w.spacing_mm, 1)
+    if s < 3:
+        return _refuse("bone_not_found", outline_rc=outline, details=details)
+    frame = _HandFrame(bases.mean(axis=0) - 2.2 * s * u, u, v, (int(8.5 * s), int(7 * s)))
+    canon = frame.sample(w.g)
+    fb = np.array(frame.from_work(bases[:, 0], bases[:, 1])).T
+    tips = np.array([f.tip_rc for f in four])
+    ft = np.array(frame.from_work(tips[:, 0], tips[:, 1])).T
+    fd = ft - fb
+    fd /= np.hypot(fd[:, 0], fd[:, 1])[:, None] + 1e-12
+    bone = _tophat(canon, int(round(0.7 * s)))
+    ridge = _ridge_x(bone, 0.25 * s, 0.12 * s)
+    fit = _fit_shaft_lines(ridge, fb, fd, s)
+    if fit is None:
+        return _refuse("bone_not_found", outline_rc=outline, details=details)
+    lines, support, rms, _ = fit
+    details["shaft_support"] = [round(float(x), 2) for x in support]
+    details["shaft_rms_px"] = [round(float(x), 2) if np.isfinite(x) else None for x in rms]
+    names = ("II", "III", "IV", "V")
+    found: dict[str, MetacarpalAxis] = {}
+    growth_scores = []
+    y_mid = float(np.median(fb[:, 0]) + 1.6 * s)
+    xs_mid = lines[:, 0] + lines[:, 1] * y_mid
+    details["shaft_gaps_spacing"] = [round(float(x), 2) for x in (xs_mid[:-1] - xs_mid[1:]) / s]
+    ys = np.arange(0.0, canon.shape[0] - 1.0, 0.5)
+    for k, name in enumerate(names):
+        if support[k] < 0.5 or not np.isfinite(rms[k]):
+            continue
+        a, b = lines[k]
+        prof = ndi.gaussian_filter1d(_along(bone, a, b, ys, 1.0), 1.0)
+        ends = _ends_along(ys, prof, float(fb[k, 0]), s, _RELATIVE_LENGTH[name])
+        if ends is None:
+            continue
+        head_y, base_y, level, growth = ends
+        growth_scores.append(growth)
+        head_rc = _to_image_rc(frame, w.factor, head_y, a + b * head_y)
+        base_rc = _to_image_rc(frame, w.factor, base_y, a + b * base_y)
+        length_mm = float(np.hypot(head_rc[0] - base_rc[0], head_rc[1] - base_rc[1])) * pixel_spacing_mm
+        conf = float(np.clip(support[k], 0, 1) * np.exp(-max(rms[k] - 1.0, 0.0) / 2.0))
+        found[name] = MetacarpalAxis(name, base_rc, head_rc, length_mm, None, conf)
+    details["growth_plate_scores"] = [round(g, 2) for g in growth_scores]
+    # PA: II-V side by side, each separated from the next by soft tissue.
+    gaps = (xs_mid[:-1] - xs_mid[1:]) / s
+    missing = [n for n in ("II", "III", "IV") if n not in found]
+    if np.any(gaps < 0.45):
+        return _refuse("oblique_view", view="oblique", outline_rc=outline, details=details)
+    if missing:
+        return _refuse("bone_not_found", f"Metacarpal {', '.join(missing)} could not be traced.",
+                       view="PA", outline_rc=outline, details=details)
+    loc = HandLocation(view="PA", metacarpals=found, outline_rc=outline, details=details,
+                       fingers_direction_rc=(float(u[0]), float(u[1])))
+    loc.confidence = float(np.mean([found[n].confidence for n in ("II", "III", "IV")]))
+    return loc

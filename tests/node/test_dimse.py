@@ -1,0 +1,184 @@
+"""The Storage SCP in-process, driven by a real pynetdicom SCU over loopback."""
+
+from __future__ import annotations
+
+import pydicom
+import pytest
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, RLELossless, generate_uid
+
+from node.dimse import start_scp
+from node.store import Store
+from tests.dicom_samples import CR_IMAGE_STORAGE, COMPREHENSIVE_SR_STORAGE, make_image_dataset, make_sr_dataset
+
+from tests.node.node_helpers import SCU_AET, make_config, scu
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    """One SCP for the module; allow-list: TESTSCU from 127.0.0.1, PINNED only from 10.9.9.9."""
+    tmp = tmp_path_factory.mktemp("scp")
+    cfg = make_config(tmp, '[[sources]]\nae_title = "PINNED"\nhost = "10.9.9.9"\n')
+    store = Store(cfg.data_dir)
+    server = start_scp(cfg, store)
+    yield cfg, store
+    server.shutdown()
+    store.close()
+
+
+def _rows(store: Store, sop: str) -> int:
+    return len(store._query("SELECT 1 FROM instances WHERE sop_instance_uid=?", (sop,)))
+
+
+def test_echo_from_an_allowed_source(node):
+    cfg, _ = node
+    assoc = scu(cfg.node.port)
+    assert assoc.is_established
+    assert assoc.send_c_echo().Status == 0x0000
+    assoc.release()
+
+
+@pytest.mark.parametrize(
+    ("calling", "called", "diagnostic"),
+    [("STRANGER", "DXRNODE", 0x03), ("PINNED", "DXRNODE", 0x03), (SCU_AET, "NOTUS", 0x07)],
+)
+def test_association_rejected_with_reason(node, caplog, calling, called, diagnostic):
+    cfg, _ = node
+    caplog.set_level("WARNING", logger="dxr.dimse")
+    assoc = scu(cfg.node.port, calling=calling, called=called)
+    assert assoc.is_rejected
+    rj = assoc.acceptor.primitive
+    assert (rj.result, rj.result_source, rj.diagnostic) == (0x01, 0x01, diagnostic)
+    [line] = [r.getMessage() for r in caplog.records if "association_rejected" in r.getMessage()]
+    assert f"calling_ae={calling}" in line and "reason=" in line
+    if calling == "PINNED":
+        assert "host 127.0.0.1 is not allowed" in line
+
+
+def test_store_then_duplicate_is_stored_once(node, caplog):
+    cfg, store = node
+    caplog.set_level("INFO", logger="dxr.receive")
+    ds = make_image_dataset(rows=32, columns=32)
+    assoc = scu(cfg.node.port)
+    assert assoc.send_c_store(ds).Status == 0x0000
+    assert assoc.send_c_store(ds).Status == 0x0000
+    assoc.release()
+    assert _rows(store, ds.SOPInstanceUID) == 1
+    [rec] = store.study_instances(ds.StudyInstanceUID)
+    spooled = pydicom.dcmread(store.data_dir / rec.path)
+    assert spooled.PixelData == ds.PixelData
+    assert rec.calling_ae == SCU_AET
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("event=instance_stored" in m and ds.SOPInstanceUID in m for m in messages)
+    assert any("event=instance_duplicate" in m and ds.SOPInstanceUID in m for m in messages)
+    assert not any("Quietsample" in m for m in messages), "patient names never reach the log"
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, RLELossless])
+def test_transfer_syntaxes_are_spooled_as_received(node, syntax):
+    cfg, store = node
+    ds = make_image_dataset(rows=32, columns=32)
+    if syntax == RLELossless:
+        ds.compress(RLELossless)
+    else:
+        ds.file_meta.TransferSyntaxUID = syntax
+    assoc = scu(cfg.node.port, contexts=[CR_IMAGE_STORAGE], syntaxes=[syntax])
+    assert assoc.is_established
+    assert assoc.send_c_store(ds).Status == 0x0000
+    assoc.release()
+    [rec] = store.study_instances(ds.StudyInstanceUID)
+    assert rec.transfer_syntax_uid == syntax
+    assert pydicom.dcmread(store.data_dir / rec.path).file_meta.TransferSyntaxUID == syntax
+
+
+def _send(port: int, ds, contexts=None):
+    assoc = scu(port, contexts=contexts)
+    status = assoc.send_c_store(ds)
+    assoc.release()
+    return status
+
+
+def test_missing_study_uid_gets_a_failure_status_and_the_node_keeps_serving(node):
+    cfg, store = node
+    ds = make_image_dataset(rows=16, columns=16)
+    del ds.StudyInstanceUID
+    status = _send(cfg.node.port, ds)
+    assert status.Status == 0xA900
+    assert "StudyInstanceUID" in status.ErrorComment
+    assert _rows(store, ds.SOPInstanceUID) == 0
+    test_echo_from_an_allowed_source(node)
+
+
+def test_wrong_pixel_data_length_is_refused(node):
+    cfg, store = node
+    ds = make_image_dataset(rows=16, columns=16)
+    ds.PixelData = ds.PixelData[:100]  # header says 16 x 16 x 16 bit = 512 bytes
+    status = _send(cfg.node.port, ds)
+    assert status.Status == 0xA900
+    assert _rows(store, ds.SOPInstanceUID) == 0
+
+
+def test_non_image_sr_is_acknowledged_and_dropped(node, caplog):
+    cfg, store = node
+    caplog.set_level("INFO", logger="dxr.receive")
+    sr = make_sr_dataset()
+    status = _send(cfg.node.port, sr, contexts=[COMPREHENSIVE_SR_STORAGE])
+    assert status.Status == 0x0000
+    assert _rows(store, sr.SOPInstanceUID) == 0
+    assert any("event=instance_dropped" in r.getMessage() and "sr-or-sc" in r.getMessage() for r in caplog.records)
+
+
+def test_filtered_chest_image_is_acknowledged_and_dropped(node):
+    cfg, store = node
+    ds = make_image_dataset(rows=16, columns=16, body_part="CHEST")
+    assert _send(cfg.node.port, ds).Status == 0x0000
+    assert _rows(store, ds.SOPInstanceUID) == 0
+
+
+def test_disk_or_database_failure_answers_out_of_resources(tmp_path):
+    cfg = make_config(tmp_path)
+    store = Store(cfg.data_dir)
+    server = start_scp(cfg, store)
+    try:
+        store.spool_dir.rmdir()
+        store.spool_dir.write_bytes(b"")  # spool is now a file: every write fails
+        ds = make_image_dataset(rows=16, columns=16, study_uid=generate_uid())
+        assert _send(cfg.node.port, ds).Status == 0xA700
+        assert _rows(store, ds.SOPInstanceUID) == 0
+    finally:
+        server.shutdown()
+        store.close()
+
+
+def test_disk_watermark_refuses_with_out_of_resources(tmp_path):
+    cfg = make_config(tmp_path, "[disk]\nmin_free_bytes = 1000000000000000\n")  # a petabyte: never free
+    store = Store(cfg.data_dir)
+    server = start_scp(cfg, store)
+    try:
+        ds = make_image_dataset(rows=16, columns=16)
+        assert _send(cfg.node.port, ds).Status == 0xA700
+        assert _rows(store, ds.SOPInstanceUID) == 0
+    finally:
+        server.shutdown()
+        store.close()
+
+
+def test_truncated_file_sent_raw_is_refused(node, tmp_path):
+    """The bytes of a file cut short inside its pixel data, streamed undecoded by the SCU."""
+    from pynetdicom import _config
+
+    cfg, store = node
+    ds = make_image_dataset(rows=32, columns=32)
+    full = tmp_path / "full.dcm"
+    ds.save_as(full, enforce_file_format=True)
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(full.read_bytes()[:-700])
+    old = _config.STORE_SEND_CHUNKED_DATASET
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    try:
+        assoc = scu(cfg.node.port)
+        status = assoc.send_c_store(cut)
+        assoc.release()
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = old
+    assert status.Status == 0xA900
+    assert _rows(store, ds.SOPInstanceUID) == 0

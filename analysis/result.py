@@ -27,6 +27,7 @@ BONE_NAMES: tuple[str, ...] = ("II", "III", "IV")
 REASON_MESSAGES: dict[str, str] = {
     "no_pixel_spacing": "The image has no pixel spacing, so distances in mm cannot be measured; "
     "send the original DICOM from the modality or give the pixel size explicitly.",
+    "non_square_pixels": "The pixels are not square; DXR needs an image with square pixels.",
     "resolution_too_low": "The pixels are larger than 0.25 mm, too coarse to measure cortical bone; "
     "send the full-resolution image.",
     "not_pa_hand": "The image does not look like a PA hand radiograph.",

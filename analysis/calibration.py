@@ -1,0 +1,141 @@
+"""From a DICOM dataset to a float image with bone bright, and its pixel size in mm.
+
+* Pixels are decoded by pydicom (with pylibjpeg for JPEG, JPEG-LS, JPEG 2000 and RLE).
+* The Modality LUT (RescaleSlope/Intercept or a LUT sequence) is applied where present.
+* The VOI LUT is NOT applied by default (``APPLY_VOI_LUT``): it is a display mapping. A window
+  (WindowCenter/Width) clips grey values inside the bone and a VOI LUT sequence bends the grey
+  scale; either would bias the sub-pixel edge fit, which assumes grey values proportional to
+  attenuation. The measured T and W are unchanged by a window (tested).
+* MONOCHROME1 (bone dark) is inverted so that bone is bright.
+* Pixel size: ``PixelSpacing`` when present (calibrated), else ``ImagerPixelSpacing`` divided by
+  ``EstimatedRadiographicMagnificationFactor`` when present, else ``ImagerPixelSpacing``.
+  Non-square pixels are refused (``non_square_pixels``): the profile model assumes square ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+APPLY_VOI_LUT = False
+"""Apply the dataset's VOI LUT (window or LUT sequence) before measuring; see the module notes."""
+MAX_PIXEL_SPACING_MM = 0.25
+"""Coarser pixels are refused (``resolution_too_low``): a cortex is only 1-3 mm thick."""
+
+
+@dataclass
+class CalibratedImage:
+    image: np.ndarray
+    """float64 (rows, cols), bone bright, on the Modality-LUT scale (or stored values)."""
+    pixel_spacing_mm: float
+    pixel_spacing_source: str
+    """``PixelSpacing``, ``ImagerPixelSpacing``, ``ImagerPixelSpacing/magnification`` or ``cli``."""
+
+
+class CalibrationError(ValueError):
+    """The dataset cannot be turned into a measurable image; ``reason`` is a result reason code."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def _pair(value) -> tuple[float, float] | None:
+    try:
+        vals = [float(v) for v in value]
+    except (TypeError, ValueError):
+        return None
+    if len(vals) != 2 or not all(np.isfinite(vals)) or min(vals) <= 0:
+        return None
+    return vals[0], vals[1]
+
+
+def pixel_spacing_from_dataset(ds) -> tuple[float, float, str] | None:
+    """``(row_spacing_mm, column_spacing_mm, source)`` from the header, or None when absent."""
+    ps = _pair(ds.get("PixelSpacing")) if "PixelSpacing" in ds else None
+    if ps is not None:
+        return ps[0], ps[1], "PixelSpacing"
+    ips = _pair(ds.get("ImagerPixelSpacing")) if "ImagerPixelSpacing" in ds else None
+    if ips is None:
+        return None
+    mag = ds.get("EstimatedRadiographicMagnificationFactor")
+    try:
+        mag = float(mag) if mag not in (None, "") else None
+    except (TypeError, ValueError):
+        mag = None
+    if mag is not None and mag > 0 and np.isfinite(mag):
+        return ips[0] / mag, ips[1] / mag, "ImagerPixelSpacing/magnification"
+    return ips[0], ips[1], "ImagerPixelSpacing"
+
+
+def check_spacing(spacing_mm: float) -> None:
+    """Raise CalibrationError ``resolution_too_low`` for pixels coarser than MAX_PIXEL_SPACING_MM."""
+    if not (np.isfinite(spacing_mm) and spacing_mm > 0):
+        raise CalibrationError("no_pixel_spacing", f"The pixel size {spacing_mm!r} mm is not a positive number.")
+    if spacing_mm > MAX_PIXEL_SPACING_MM:
+        raise CalibrationError(
+            "resolution_too_low",
+            f"The pixels are {spacing_mm:.3f} mm, larger than {MAX_PIXEL_SPACING_MM} mm: too coarse to "
+            "measure cortical bone; send the full-resolution image.",
+        )
+
+
+def image_from_dataset(ds, pixel_spacing_mm: float | None = None) -> CalibratedImage:
+    """Decode a radiograph into a float64 image with bone bright and its pixel size.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        A single-frame grayscale radiograph with pixel data.
+    pixel_spacing_mm : float, optional
+        Overrides the header (source ``cli``).
+
+    Raises
+    ------
+    CalibrationError
+        ``reason`` is ``unreadable`` (no or undecodable pixel data, colour, multi-frame),
+        ``no_pixel_spacing``, ``non_square_pixels`` or ``resolution_too_low``.
+    """
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    if pixel_spacing_mm is not None:
+        spacing, source = float(pixel_spacing_mm), "cli"
+    else:
+        found = pixel_spacing_from_dataset(ds)
+        if found is None:
+            raise CalibrationError(
+                "no_pixel_spacing",
+                "The image has no pixel spacing (neither PixelSpacing nor ImagerPixelSpacing), so distances "
+                "in mm cannot be measured; send the original DICOM from the modality or give the pixel size.",
+            )
+        row_mm, col_mm, source = found
+        if abs(row_mm - col_mm) > 1e-3 * max(row_mm, col_mm):
+            raise CalibrationError(
+                "non_square_pixels", f"The pixels are not square ({row_mm} x {col_mm} mm); DXR needs square pixels."
+            )
+        spacing = 0.5 * (row_mm + col_mm)
+    check_spacing(spacing)
+
+    if "PixelData" not in ds:
+        raise CalibrationError("unreadable", "The DICOM file has no pixel data.")
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        raise CalibrationError("unreadable", "The image is in colour; DXR needs a grayscale radiograph.")
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        frames = 1
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:  # pydicom raises many types for corrupt or unsupported pixel data
+        raise CalibrationError("unreadable", f"The pixel data could not be decoded ({type(exc).__name__}: {exc}).") from exc
+    if frames > 1 or arr.ndim != 2:
+        raise CalibrationError("unreadable", "The image has several frames; DXR needs one single-frame radiograph.")
+
+    image = apply_modality_lut(arr, ds).astype(np.float64, copy=False)
+    if APPLY_VOI_LUT and ("VOILUTSequence" in ds or "WindowCenter" in ds):
+        image = np.asarray(apply_voi_lut(image, ds, prefer_lut=True), dtype=np.float64)
+    if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper() == "MONOCHROME1":
+        image = image.max() + image.min() - image
+    return CalibratedImage(image=np.ascontiguousarray(image), pixel_spacing_mm=spacing, pixel_spacing_source=source)

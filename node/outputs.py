@@ -19,6 +19,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -139,6 +140,8 @@ class OutputOptions:
     institution_name: str | None = None
     refusal_sr: bool = True
     picture: bool = True
+    reference: Any = None
+    """``analysis.reference.ReferenceTables`` for the picture's BMD-vs-age chart (None: no curve)."""
 
 
 @dataclass
@@ -651,16 +654,64 @@ def _refusal_sr(entries: list[_Image], *, uid_seed: str, options: OutputOptions,
 
 
 # --- SC --------------------------------------------------------------------------------------
+def _patient_line(ds: Dataset, result: AnalysisResult):
+    from node.picture import PatientLine
+
+    date = str(ds.get("StudyDate", "") or "")
+    if len(date) == 8 and date.isdigit():
+        date = f"{date[:4]}-{date[4:6]}-{date[6:]}"
+    age = f"{result.age_years:.0f} y" if result.age_years is not None else str(ds.get("PatientAge", "") or "")
+    return PatientLine(
+        name=str(ds.get("PatientName", "") or "").replace("^", " ").strip(),
+        patient_id=str(ds.get("PatientID", "") or ""),
+        sex=str(result.sex or ds.get("PatientSex", "") or ""),
+        age=age,
+        study_date=date,
+    )
+
+
+def _reference_bands(reference: Any, sex: str | None) -> tuple[list, str | None]:
+    """Age bands of the reference tables for ``sex`` as ``picture.ReferenceBand``s.
+
+    Returns (bands, why there are none). Reads ``reference.rows`` (or ``reference.bands``):
+    items with ``sex``, ``age_from``/``age_to`` (years), ``mean`` and ``sd`` (g/cm2).
+    """
+    from node.picture import ReferenceBand
+
+    if reference is None:
+        return [], None
+    if not sex:
+        return [], "patient sex unknown"
+    rows = getattr(reference, "rows", None) or getattr(reference, "bands", None) or []
+    bands = []
+    for row in rows:
+        get = row.get if isinstance(row, dict) else (lambda key, row=row: getattr(row, key, None))
+        row_sex = str(get("sex") or "").upper()[:1]
+        age_from = get("age_from") if get("age_from") is not None else get("age_from_years")
+        age_to = get("age_to") if get("age_to") is not None else get("age_to_years")
+        mean = get("mean") if get("mean") is not None else get("mean_g_cm2")
+        sd = get("sd") if get("sd") is not None else get("sd_g_cm2")
+        if row_sex != sex.upper()[:1] or None in (age_from, age_to, mean, sd):
+            continue
+        bands.append(ReferenceBand(float(age_from), float(age_to), float(mean), float(sd)))
+    return sorted(bands, key=lambda b: b.age_from_years), (None if bands else f"no reference for sex {sex}")
+
+
 def _picture_sc(report: _HandReport, instance_number: int, *, uid_seed: str, options: OutputOptions) -> Dataset:
     from node import picture
 
     image = report.measured
     source = image.dataset
+    bands, no_bands_reason = _reference_bands(options.reference, image.result.sex or source.get("PatientSex"))
     rgb = picture.compose_picture(
         picture.bone_bright_image(source),
         image.result,
         hand_label=_hand_words(report.hand),
         unused=[picture.UnusedImage(_describe_image(u.image.dataset), u.text) for u in report.unused],
+        reference_bands=bands,
+        reference_note=no_bands_reason,
+        patient=_patient_line(source, image.result),
+        measured_label=f"{_describe_image(source)} ({source.get('Modality', '')})",
     )
     pixels = np.asarray(rgb, dtype=np.uint8)
     orientation = source.get("PatientOrientation")

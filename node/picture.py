@@ -1,20 +1,44 @@
-"""The Secondary Capture result picture: hand with ROIs, results table, BMD-vs-age chart.
+"""The Secondary Capture result picture: hand with ROIs, results table, DXR-BMD-vs-age chart.
 
 Pure drawing with Pillow and the bundled DejaVu fonts; no DICOM is written here
-(``node/outputs.py`` wraps the picture in an SC instance).
+(``node/outputs.py`` wraps the picture in an SC instance). The layout is a landscape
+1920 x 1200 px page (short side >= 1024 px, legible on a reading-room monitor when fitted):
+
+* header: report title, hand, patient identity (burned in so a screenshot cannot be
+  mixed up with another patient's);
+* left: the radiograph with the three ROIs and detected edges (``node.overlay``);
+* right: per-bone table, combined result, DXR-BMD-vs-age chart, provenance;
+* bottom: the statement that this is a computed estimate, not a DXA measurement.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from analysis.result import AnalysisResult
+from analysis.result import BONE_NAMES, REASON_MESSAGES, AnalysisResult
 
-DISCLAIMER = "Computed estimate from a radiograph (DXR) \u2014 not a DXA measurement"
+DISCLAIMER = "Computed estimate from a radiograph (digital X-ray radiogrammetry) \u2014 not a DXA measurement."
+PAGE_SIZE_PX = (1920, 1200)
+"""(width, height) of the picture."""
+HAND_BOX_PX = (24, 92, 900, 1120)
+"""(left, top, right, bottom) of the radiograph panel in the picture."""
+
+BACKGROUND = (0, 0, 0)
+TEXT = (235, 235, 235)
+MUTED = (165, 165, 165)
+ACCENT = (255, 214, 10)  # the ROI yellow of the overlay, also used for the patient's point
+GRID = (70, 70, 70)
+BAND_1SD = (40, 95, 60)
+BAND_25SD = (28, 52, 38)
+WHO_COLOURS = {"normal": (120, 200, 120), "osteopenia": (255, 190, 60), "osteoporosis": (255, 95, 80)}
+MINUS = "\u2212"
 
 
 @dataclass(frozen=True)
@@ -25,17 +49,40 @@ class UnusedImage:
     reason: str
 
 
+@dataclass(frozen=True)
+class ReferenceBand:
+    """DXR-BMD reference of one age band: mean and SD in g/cm2, ages in years."""
+
+    age_from_years: float
+    age_to_years: float
+    mean_g_cm2: float
+    sd_g_cm2: float
+
+
+@dataclass(frozen=True)
+class PatientLine:
+    """What the header shows about the patient (already decoded strings)."""
+
+    name: str = ""
+    patient_id: str = ""
+    sex: str = ""
+    age: str = ""
+    study_date: str = ""
+
+
+@lru_cache(maxsize=32)
 def _font(size_px: int, bold: bool = False) -> ImageFont.FreeTypeFont:
     name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
     with resources.as_file(resources.files("node.fonts") / name) as path:
         return ImageFont.truetype(str(path), size_px)
 
 
+# --- the radiograph --------------------------------------------------------------------------
 def bone_bright_image(dataset) -> np.ndarray:
     """The dataset's pixels as float64, bone bright (MONOCHROME1 inverted).
 
     Uses ``analysis.calibration.image_from_dataset`` when available so the picture shows
-    exactly what was measured.
+    exactly what was measured; falls back to the raw pixels (Modality LUT not applied).
     """
     try:
         from analysis.calibration import image_from_dataset
@@ -44,75 +91,318 @@ def bone_bright_image(dataset) -> np.ndarray:
     if image_from_dataset is not None:
         try:
             return np.asarray(image_from_dataset(dataset).image, dtype=np.float64)
-        except Exception:  # noqa: BLE001 - fall back to the plain conversion below
+        except Exception:  # noqa: BLE001 - the picture must still be drawn; plain conversion below
             pass
     pixels = np.asarray(dataset.pixel_array, dtype=np.float64)
-    if pixels.ndim == 3:  # colour or multi-frame: first plane / luminance
+    if pixels.ndim == 3:  # colour or multi-frame: luminance / first frame
         pixels = pixels.mean(axis=-1) if pixels.shape[-1] == 3 else pixels[0]
     if str(dataset.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         pixels = pixels.max() - pixels
     return pixels
 
 
-def _grey_to_rgb(image_bone_bright: np.ndarray, max_side_px: int) -> Image.Image:
+def _grey_to_rgb(image_bone_bright: np.ndarray, max_side_px: int) -> tuple[Image.Image, float]:
     low, high = np.percentile(image_bone_bright, [0.5, 99.5])
     scaled = np.clip((image_bone_bright - low) / max(high - low, 1e-9), 0.0, 1.0)
     picture = Image.fromarray((scaled * 255).astype(np.uint8), mode="L").convert("RGB")
-    scale = max_side_px / max(picture.size)
+    scale = min(1.0, max_side_px / max(picture.size))
     if scale < 1:
         picture = picture.resize(
             (max(1, round(picture.width * scale)), max(1, round(picture.height * scale))), Image.LANCZOS
         )
+    return picture, scale
+
+
+def _plain_overlay(image_bone_bright: np.ndarray, result: AnalysisResult, max_side_px: int) -> Image.Image:
+    """Radiograph with ROI outlines and axes; used only while ``node.overlay`` is absent."""
+    picture, scale = _grey_to_rgb(image_bone_bright, max_side_px)
+    draw = ImageDraw.Draw(picture)
+    for name, bone in result.bones.items():
+        if bone.status != "ok" or len(bone.roi_polygon_px) < 3:
+            continue
+        # (column, row) pixel centres -> scaled canvas coordinates
+        points = [((c + 0.5) * scale, (r + 0.5) * scale) for c, r in bone.roi_polygon_px]
+        draw.line(points + points[:1], fill=ACCENT, width=3)
+        for edge in bone.edges_px.values():
+            if len(edge) > 1:
+                draw.line([((c + 0.5) * scale, (r + 0.5) * scale) for c, r in edge], fill=(0, 220, 255), width=1)
+        # label just above the ROI's top corner, clear of the neighbouring ROIs
+        top_x, top_y = min(points, key=lambda p: p[1])
+        draw.text((top_x, top_y - 6), name, font=_font(26, bold=True), fill=ACCENT, anchor="mb",
+                  stroke_width=2, stroke_fill=(0, 0, 0))
     return picture
 
 
 def hand_panel(image_bone_bright: np.ndarray, result: AnalysisResult, max_side_px: int = 1024) -> Image.Image:
-    """The hand with ROIs and edges (``node.overlay.draw_overlay`` when present)."""
+    """The hand with ROIs and edges: ``node.overlay.draw_overlay`` when present."""
     try:
         from node.overlay import draw_overlay
     except ImportError:
-        draw_overlay = None
-    if draw_overlay is not None:
-        return draw_overlay(image_bone_bright, result, max_side_px=max_side_px).convert("RGB")
-    return _grey_to_rgb(image_bone_bright, max_side_px)
+        return _plain_overlay(image_bone_bright, result, max_side_px)
+    return draw_overlay(image_bone_bright, result, max_side_px=max_side_px).convert("RGB")
 
 
+def _fit(image: Image.Image, box_w: int, box_h: int) -> Image.Image:
+    scale = min(box_w / image.width, box_h / image.height)
+    if abs(scale - 1) < 1e-3:
+        return image
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
+
+
+# --- text helpers ----------------------------------------------------------------------------
+def _fmt(value: float | None, decimals: int, signed: bool = False) -> str:
+    if value is None or not math.isfinite(value):
+        return "\u2013"
+    if round(value, decimals) == 0:
+        value = 0.0  # no "-0.0"
+    text = f"{value:+.{decimals}f}" if signed and value != 0 else f"{value:.{decimals}f}"
+    return text.replace("-", MINUS)
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width_px: int) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        trial = f"{line} {word}".strip()
+        if draw.textlength(trial, font=font) <= width_px or not line:
+            line = trial
+        else:
+            lines.append(line)
+            line = word
+    if line:
+        lines.append(line)
+    return lines
+
+
+def table_rows(result: AnalysisResult) -> list[tuple[str, ...]]:
+    """Per-bone rows of the results table: bone, T (mm), W (mm), MCI, VPA (mm), profiles."""
+    rows = []
+    for name in BONE_NAMES:
+        bone = result.bones.get(name)
+        if bone is None:
+            rows.append((f"MC {name}", "not analysed", "", "", "", ""))
+        elif bone.status != "ok":
+            reason = bone.message or REASON_MESSAGES.get(bone.reason or "", bone.reason or "")
+            rows.append((f"MC {name}", f"not measured: {reason}", "", "", "", ""))
+        else:
+            rows.append((
+                f"MC {name}",
+                _fmt(bone.cortical_thickness_mm, 2),
+                _fmt(bone.outer_width_mm, 2),
+                _fmt(bone.mci, 3),
+                _fmt(bone.vpa_mm, 2),
+                f"{bone.profiles_used}/{bone.profiles_total}" if bone.profiles_total else "\u2013",
+            ))
+    return rows
+
+
+def summary_lines(result: AnalysisResult) -> list[str]:
+    """The combined result as plain lines (the same words the picture draws)."""
+    lines = [f"DXR-BMD {_fmt(result.dxr_bmd_g_cm2, 3)} g/cm\u00b2"]
+    if result.t_score is not None or result.z_score is not None:
+        lines.append(f"T-score {_fmt(result.t_score, 1, signed=True)}   Z-score {_fmt(result.z_score, 1, signed=True)}")
+    else:
+        lines.append(f"T- and Z-score not given: {result.scores_omitted_reason or 'no reference population'}")
+    if result.who_category:
+        lines.append(f"WHO category (from the DXR T-score): {result.who_category.capitalize()}")
+    lines.append(f"BHI {_fmt(result.bhi, 2)}   porosity index {_fmt(result.porosity, 4)}   "
+                 f"mean MCI {_fmt(result.mci, 3)}")
+    if result.reduced_service:
+        lines.append(f"Reduced service: {result.bones_measured} of {len(BONE_NAMES)} metacarpals measured")
+    return lines
+
+
+# --- the chart -------------------------------------------------------------------------------
+def _draw_chart(
+    draw: ImageDraw.ImageDraw,
+    box: tuple[int, int, int, int],
+    result: AnalysisResult,
+    bands: Sequence[ReferenceBand],
+    omitted_reason: str | None,
+) -> None:
+    """DXR-BMD (g/cm2) against age (years): reference mean with +/-1 and +/-2.5 SD, patient point."""
+    left, top, right, bottom = box
+    label_font, tick_font = _font(22), _font(19)
+    draw.text((left, top), "DXR-BMD (g/cm\u00b2) against age (years)", font=_font(24, bold=True), fill=TEXT)
+    plot = (left + 60, top + 44, right - 12, bottom - 34)
+    px0, py0, px1, py1 = plot
+    age_lo, age_hi = 20.0, 90.0
+    values = [b.mean_g_cm2 + k * b.sd_g_cm2 for b in bands for k in (-2.5, 2.5)]
+    if result.dxr_bmd_g_cm2 is not None:
+        values.append(result.dxr_bmd_g_cm2)
+    bmd_lo = math.floor((min(values, default=0.3) - 0.05) * 10) / 10
+    bmd_hi = math.ceil((max(values, default=0.7) + 0.05) * 10) / 10
+
+    def xy(age: float, bmd: float) -> tuple[float, float]:
+        x = px0 + (min(max(age, age_lo), age_hi) - age_lo) / (age_hi - age_lo) * (px1 - px0)
+        y = py1 - (bmd - bmd_lo) / (bmd_hi - bmd_lo) * (py1 - py0)
+        return x, y
+
+    for band in bands:
+        a0, a1 = max(band.age_from_years, age_lo), min(band.age_to_years, age_hi)
+        if a1 <= a0:
+            continue
+        for k, colour in ((2.5, BAND_25SD), (1.0, BAND_1SD)):
+            x0, y0 = xy(a0, band.mean_g_cm2 + k * band.sd_g_cm2)
+            x1, y1 = xy(a1, band.mean_g_cm2 - k * band.sd_g_cm2)
+            draw.rectangle((x0, y0, x1, y1), fill=colour)
+        draw.line((xy(a0, band.mean_g_cm2), xy(a1, band.mean_g_cm2)), fill=(150, 230, 160), width=2)
+    # axes, grid and ticks
+    for tick in np.arange(bmd_lo, bmd_hi + 1e-9, 0.1):
+        y = xy(age_lo, tick)[1]
+        draw.line((px0, y, px1, y), fill=GRID, width=1)
+        draw.text((px0 - 8, y), f"{tick:.1f}", font=tick_font, fill=MUTED, anchor="rm")
+    for age in range(20, 91, 10):
+        x = xy(age, bmd_lo)[0]
+        draw.line((x, py1, x, py1 + 6), fill=MUTED, width=1)
+        draw.text((x, py1 + 9), str(age), font=tick_font, fill=MUTED, anchor="mt")
+    draw.rectangle(plot, outline=MUTED, width=1)
+    # legend
+    lx, ly = px0 + 10, py0 + 8
+    if bands:
+        for colour, text in ((BAND_1SD, "mean \u00b11 SD"), (BAND_25SD, "\u00b12.5 SD")):
+            draw.rectangle((lx, ly + 3, lx + 22, ly + 19), fill=colour, outline=(150, 230, 160))
+            draw.text((lx + 30, ly), text, font=tick_font, fill=TEXT)
+            lx += 40 + draw.textlength(text, font=tick_font) + 12
+    # the patient
+    if result.dxr_bmd_g_cm2 is not None and result.age_years is not None:
+        x, y = xy(result.age_years, result.dxr_bmd_g_cm2)
+        draw.ellipse((x - 9, y - 9, x + 9, y + 9), fill=ACCENT, outline=(0, 0, 0), width=2)
+        draw.text((x + 14, y), "patient", font=tick_font, fill=ACCENT, anchor="lm")
+    elif result.dxr_bmd_g_cm2 is not None:
+        y = xy(age_lo, result.dxr_bmd_g_cm2)[1]
+        draw.line((px0, y, px1, y), fill=ACCENT, width=2)
+        draw.text((px1 - 6, y - 4), "patient (age unknown)", font=tick_font, fill=ACCENT, anchor="rb")
+    if not bands:
+        reason = omitted_reason or "no reference population configured"
+        lines = _wrap(draw, f"No reference curve: {reason}", label_font, px1 - px0 - 40)
+        for k, line in enumerate(lines):
+            draw.text(((px0 + px1) / 2, (py0 + py1) / 2 + 28 * (k - len(lines) / 2)), line,
+                      font=label_font, fill=TEXT, anchor="mt")
+
+
+# --- the page --------------------------------------------------------------------------------
 def compose_picture(
     image_bone_bright: np.ndarray,
     result: AnalysisResult,
     *,
     hand_label: str,
-    unused: list[UnusedImage] | tuple[UnusedImage, ...] = (),
+    unused: Sequence[UnusedImage] = (),
+    reference_bands: Sequence[ReferenceBand] = (),
+    reference_note: str | None = None,
+    patient: PatientLine = PatientLine(),
+    measured_label: str = "",
 ) -> Image.Image:
-    """The full result picture, RGB, at least 1024 px on its short side."""
-    hand = hand_panel(image_bone_bright, result, max_side_px=1024)
-    height = max(1024, hand.height)
-    width = hand.width + 900
-    picture = Image.new("RGB", (width, height), (0, 0, 0))
-    picture.paste(hand, (0, (height - hand.height) // 2))
-    draw = ImageDraw.Draw(picture)
-    x, y = hand.width + 30, 30
-    draw.text((x, y), f"DXR-BMD result, {hand_label}", font=_font(34, bold=True), fill=(255, 255, 255))
-    y += 60
-    for line in _result_lines(result):
-        draw.text((x, y), line, font=_font(24), fill=(255, 255, 255))
-        y += 34
-    for item in unused:
-        draw.text((x, y), f"Not used: {item.label}: {item.reason}", font=_font(20), fill=(200, 200, 200))
-        y += 28
-    draw.text((x, height - 50), DISCLAIMER, font=_font(22, bold=True), fill=(255, 220, 0))
-    return picture
+    """The full result picture, RGB, 1920 x 1200 px.
 
+    Parameters
+    ----------
+    image_bone_bright : ndarray (rows, columns)
+        The analysed image, bone bright; ROI coordinates in ``result`` refer to it.
+    result : AnalysisResult
+        A measured (``ok``) result.
+    hand_label : str
+        E.g. ``"left hand"``.
+    unused : sequence of UnusedImage
+        Images of the study this report did not use, with the reason.
+    reference_bands : sequence of ReferenceBand
+        The age-band reference for the patient's sex (empty: the chart says why there is none).
+    reference_note : str, optional
+        Why no reference curve is drawn (defaults to ``result.scores_omitted_reason``).
+    patient : PatientLine
+    measured_label : str
+        Which image was measured (e.g. ``"series 1 image 1, DX PA"``).
+    """
+    width, height = PAGE_SIZE_PX
+    page = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(page)
+    margin = 24
 
-def _result_lines(result: AnalysisResult) -> list[str]:
-    lines = []
-    for name, bone in result.bones.items():
-        if bone.status == "ok":
-            lines.append(
-                f"MC {name}: T {bone.cortical_thickness_mm:.2f} mm  W {bone.outer_width_mm:.2f} mm  MCI {bone.mci:.3f}"
-            )
-        else:
-            lines.append(f"MC {name}: not measured ({bone.reason})")
-    if result.dxr_bmd_g_cm2 is not None:
-        lines.append(f"DXR-BMD {result.dxr_bmd_g_cm2:.3f} g/cm\u00b2")
-    return lines
+    # header
+    draw.text((margin, 18), f"DXR-BMD \u2014 {hand_label}", font=_font(40, bold=True), fill=TEXT)
+    who = [x for x in (patient.name, patient.patient_id and f"ID {patient.patient_id}",
+                       " ".join(x for x in (patient.sex, patient.age) if x),
+                       patient.study_date and f"study {patient.study_date}") if x]
+    draw.text((width - margin, 30), "   ".join(who), font=_font(26), fill=TEXT, anchor="ra")
+    draw.line((margin, 80, width - margin, 80), fill=GRID, width=2)
+
+    # the radiograph (left)
+    footer_top = height - 70
+    hand_box = HAND_BOX_PX
+    panel = _fit(hand_panel(image_bone_bright, result, max_side_px=1100),
+                 hand_box[2] - hand_box[0], hand_box[3] - hand_box[1])
+    page.paste(panel, (hand_box[0] + (hand_box[2] - hand_box[0] - panel.width) // 2, hand_box[1]))
+
+    # results (right)
+    x0, x1 = hand_box[2] + 40, width - margin
+    y = 100
+    draw.text((x0, y), "Metacarpals (mid-shaft ROIs)", font=_font(26, bold=True), fill=TEXT)
+    y += 42
+    columns = [("", 0), ("T mm", 150), ("W mm", 290), ("MCI", 430), ("VPA mm", 560), ("profiles", 730)]
+    head_font, cell_font = _font(22, bold=True), _font(26)
+    for title, dx in columns:
+        draw.text((x0 + dx, y), title, font=head_font, fill=MUTED)
+    y += 34
+    draw.line((x0, y, x1, y), fill=GRID, width=1)
+    y += 8
+    for row in table_rows(result):
+        if row[2] == "" and row[1]:
+            draw.text((x0, y), row[0], font=_font(26, bold=True), fill=TEXT)
+            for k, line in enumerate(_wrap(draw, row[1], _font(22), x1 - x0 - 150)[:2]):
+                draw.text((x0 + 150, y + 2 + 28 * k), line, font=_font(22), fill=WHO_COLOURS["osteopenia"])
+            y += 62
+            continue
+        for (title, dx), cell in zip(columns, row):
+            draw.text((x0 + dx, y), cell, font=_font(26, bold=not title) if not title else cell_font, fill=TEXT)
+        y += 40
+    draw.line((x0, y, x1, y), fill=GRID, width=1)
+    y += 16
+
+    # combined result
+    draw.text((x0, y), f"DXR-BMD  {_fmt(result.dxr_bmd_g_cm2, 3)} g/cm\u00b2", font=_font(40, bold=True), fill=TEXT)
+    if result.who_category:
+        colour = WHO_COLOURS.get(result.who_category.lower(), TEXT)
+        draw.text((x1, y + 6), result.who_category.capitalize(), font=_font(34, bold=True), fill=colour, anchor="ra")
+    y += 56
+    if result.t_score is not None or result.z_score is not None:
+        draw.text((x0, y), f"T-score  {_fmt(result.t_score, 1, signed=True)}      "
+                           f"Z-score  {_fmt(result.z_score, 1, signed=True)}", font=_font(32, bold=True), fill=TEXT)
+        y += 46
+        if result.reference_name:
+            for line in _wrap(draw, f"Reference: {result.reference_name}", _font(20), x1 - x0)[:2]:
+                draw.text((x0, y), line, font=_font(20), fill=MUTED)
+                y += 26
+    else:
+        for line in _wrap(draw, f"T- and Z-score not given: {result.scores_omitted_reason or 'no reference population'}",
+                          _font(24), x1 - x0)[:2]:
+            draw.text((x0, y), line, font=_font(24), fill=WHO_COLOURS["osteopenia"])
+            y += 32
+    draw.text((x0, y + 4), f"BHI {_fmt(result.bhi, 2)}     porosity index {_fmt(result.porosity, 4)}     "
+                           f"mean MCI {_fmt(result.mci, 3)}", font=_font(24), fill=TEXT)
+    y += 40
+    if result.reduced_service:
+        draw.text((x0, y), f"Reduced service: {result.bones_measured} of {len(BONE_NAMES)} metacarpals measured",
+                  font=_font(24, bold=True), fill=WHO_COLOURS["osteopenia"])
+        y += 36
+
+    # provenance and unused images (bottom of the right column), chart in between
+    notes = [
+        f"Measured on: {measured_label}" if measured_label else "",
+        f"Pixel spacing {_fmt(result.pixel_spacing_mm, 3)} mm from {result.pixel_spacing_source or 'unknown'}"
+        f"   \u00b7   analysis version {result.analysis_version}",
+    ]
+    notes = [n for n in notes if n]
+    notes += [f"Not used: {item.label} \u2014 {item.reason}" for item in unused]
+    note_font = _font(20)
+    note_lines = [line for note in notes for line in _wrap(draw, note, note_font, x1 - x0)][:6]
+    notes_top = footer_top - 10 - 26 * len(note_lines)
+    for k, line in enumerate(note_lines):
+        draw.text((x0, notes_top + 26 * k), line, font=note_font, fill=MUTED)
+    chart_box = (x0, y + 10, x1, notes_top - 14)
+    if chart_box[3] - chart_box[1] > 200:
+        _draw_chart(draw, chart_box, result, reference_bands, reference_note or result.scores_omitted_reason)
+
+    # footer: the statement
+    draw.rectangle((margin, footer_top, width - margin, height - 14), outline=ACCENT, width=3)
+    draw.text((width / 2, (footer_top + height - 14) / 2), DISCLAIMER, font=_font(28, bold=True),
+              fill=ACCENT, anchor="mm")
+    return page

@@ -77,6 +77,7 @@ def result_from_truth(
     laterality: str | None = "L",
     refuse_bone: str | None = None,
     with_scores: bool = True,
+    pixel_spacing_source: str = "PixelSpacing",
 ) -> AnalysisResult:
     """An ``ok`` AnalysisResult whose bone numbers are the phantom's truth."""
     bones = {}
@@ -109,9 +110,11 @@ def result_from_truth(
     mean_t = float(np.mean([b.cortical_thickness_mm for b in ok]))
     mean_w = float(np.mean([b.outer_width_mm for b in ok]))
     mean_vpa = float(np.mean([b.vpa_mm for b in ok]))
-    bmd = 0.0707 * mean_vpa + 0.13  # plausible g/cm2 for the test; the engine owns the real formula
+    bmd = 0.127 * mean_vpa  # T = 2, W = 8 mm lands near 0.598 g/cm2; the engine owns the real constant
+    t_score = (bmd - 0.598) / 0.034
+    who = "normal" if t_score >= -1 else "osteoporosis" if t_score <= -2.5 else "osteopenia"
     scores = dict(
-        t_score=(bmd - 0.62) / 0.058, z_score=(bmd - 0.55) / 0.06, who_category="osteopenia",
+        t_score=t_score, z_score=(bmd - 0.55) / 0.06, who_category=who,
         reference_name="Test reference, women (synthetic)",
     ) if with_scores else dict(scores_omitted_reason="patient age unknown")
     return AnalysisResult(
@@ -119,7 +122,7 @@ def result_from_truth(
         laterality=laterality,
         view="PA",
         pixel_spacing_mm=truth.spacing_mm,
-        pixel_spacing_source="PixelSpacing",
+        pixel_spacing_source=pixel_spacing_source,
         image_shape=truth.shape,
         bones=bones,
         metacarpal_axes_px={n: [b.base_px, b.head_px] for n, b in truth.bones.items()},

@@ -1,0 +1,122 @@
+"""The Secondary Capture result picture: DICOM attributes and what the picture shows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+
+from node import picture
+from node.outputs import OutputOptions, build_study_outputs
+from tests.node.outputs_inputs import hand_dataset, result_from_truth, save
+
+SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
+
+
+def _sc(ds, result, **options) -> pydicom.Dataset:
+    outputs = build_study_outputs([(ds, result)], uid_seed="sc-test", options=OutputOptions(**options))
+    (sc,) = [o for o in outputs if o.SOPClassUID == SC_CLASS]
+    return sc
+
+
+@pytest.fixture(scope="module")
+def right_hand():
+    ds, truth = hand_dataset(laterality="R", charset="ISO_IR 192", patient_name="Đặng^Thị")
+    return ds, truth, result_from_truth(truth, laterality="R")
+
+
+def test_sc_is_an_rgb_picture_in_the_source_study(right_hand, tmp_path):
+    ds, _, result = right_hand
+    outputs = build_study_outputs([(ds, result)], uid_seed="sc-test")
+    sr, sc = outputs
+    sc = pydicom.dcmread(save(sc, tmp_path / "sc.dcm"))
+    assert sc.SOPClassUID == SC_CLASS and sc.Modality == "OT"
+    for keyword in ("PatientName", "PatientID", "StudyInstanceUID", "AccessionNumber", "StudyDate"):
+        assert sc[keyword].value == ds[keyword].value, keyword
+    assert sc.SpecificCharacterSet == "ISO_IR 192"
+    assert len({sc.SeriesInstanceUID, sr.SeriesInstanceUID, ds.SeriesInstanceUID}) == 3
+    assert sc.PhotometricInterpretation == "RGB" and sc.SamplesPerPixel == 3 and sc.BitsAllocated == 8
+    assert min(sc.Rows, sc.Columns) >= 1024
+    assert sc.Laterality == "R"
+    assert sc.BurnedInAnnotation == "YES"
+    assert "not a DXA measurement" in sc.ImageComments
+    assert sc.pixel_array.shape == (sc.Rows, sc.Columns, 3)
+
+
+def test_unknown_side_has_no_laterality():
+    ds, truth = hand_dataset(laterality=None)
+    sc = _sc(ds, result_from_truth(truth, laterality=None))
+    assert not sc.get("Laterality")
+
+
+def _hand_box(sc) -> np.ndarray:
+    left, top, right, bottom = picture.HAND_BOX_PX
+    return sc.pixel_array[top:bottom, left:right].astype(np.float64)
+
+
+def test_the_radiograph_is_shown_bone_bright_for_both_photometrics():
+    images = {}
+    for photometric in ("MONOCHROME1", "MONOCHROME2"):
+        ds, truth = hand_dataset(photometric=photometric)
+        images[photometric] = _hand_box(_sc(ds, result_from_truth(truth)))
+    grey = images["MONOCHROME2"].mean(axis=-1)
+    assert grey.std() > 20  # a picture, not a blank panel
+    # MONOCHROME1 stores the same hand inverted: after conversion the pictures agree.
+    assert np.abs(images["MONOCHROME1"] - images["MONOCHROME2"]).mean() < 3
+    inverted = 255 - images["MONOCHROME2"]
+    assert np.abs(images["MONOCHROME1"] - inverted).mean() > 30
+
+
+def test_rois_are_drawn_in_colour_on_the_grey_radiograph(right_hand):
+    ds, _, result = right_hand
+    box = _hand_box(_sc(ds, result))
+    saturation = box.max(axis=-1) - box.min(axis=-1)
+    assert (saturation > 80).sum() > 500  # ROI outlines, edges, labels
+
+
+def test_table_rows_carry_each_bone_and_say_why_one_is_missing():
+    ds, truth = hand_dataset()
+    result = result_from_truth(truth, refuse_bone="IV")
+    rows = picture.table_rows(result)
+    assert [r[0] for r in rows] == ["MC II", "MC III", "MC IV"]
+    for row, name in zip(rows[:2], ("II", "III")):
+        bone = result.bones[name]
+        assert row[1:5] == (f"{bone.cortical_thickness_mm:.2f}", f"{bone.outer_width_mm:.2f}",
+                            f"{bone.mci:.3f}", f"{bone.vpa_mm:.2f}")
+    assert rows[2][1].startswith("not measured: Metal lies over")
+
+
+def test_summary_says_why_scores_are_omitted():
+    ds, truth = hand_dataset()
+    lines = picture.summary_lines(result_from_truth(truth, with_scores=False))
+    assert any("not given: patient age unknown" in line for line in lines)
+    lines = picture.summary_lines(result_from_truth(truth, refuse_bone="II"))
+    assert any(line.startswith("Reduced service: 2 of 3") for line in lines)
+    assert any(line.startswith("T-score") for line in lines)
+
+
+class _Reference:
+    """Duck-typed reference tables: rows with sex, age band, mean and SD (g/cm2)."""
+
+    rows = [
+        {"sex": "F", "age_from": 20, "age_to": 50, "mean": 0.598, "sd": 0.034},
+        {"sex": "F", "age_from": 50, "age_to": 90, "mean": 0.52, "sd": 0.05},
+        {"sex": "M", "age_from": 20, "age_to": 90, "mean": 0.67, "sd": 0.04},
+    ]
+
+
+def _colour_count(image: np.ndarray, colour: tuple[int, int, int]) -> int:
+    return int(np.all(image == np.asarray(colour, dtype=image.dtype), axis=-1).sum())
+
+
+def test_chart_draws_the_reference_band_and_the_patient():
+    ds, truth = hand_dataset()
+    result = result_from_truth(truth)
+    with_reference = _sc(ds, result, reference=_Reference()).pixel_array
+    without = _sc(ds, result).pixel_array
+    assert _colour_count(with_reference, picture.BAND_1SD) > 5000
+    assert _colour_count(with_reference, picture.BAND_25SD) > 2000
+    assert _colour_count(without, picture.BAND_1SD) == 0
+    # the patient's point: the only accent colour in the right column above the footer
+    right_column = with_reference[: picture.PAGE_SIZE_PX[1] - 80, picture.HAND_BOX_PX[2]:]
+    assert _colour_count(right_column, picture.ACCENT) > 200

@@ -1,16 +1,65 @@
 """Digital X-ray radiogrammetry: pure maths on hand radiographs.
 
-``analyse(dataset)`` is the one entry point the node and the CLI call. This package never
-imports ``node`` and never touches a socket or writes a file.
+``analyse(dataset)`` is the one entry point the node and the CLI call; ``analyse_image`` does
+the same on a plain array (PNG/JPEG research input). This package never imports ``node`` and
+never touches a socket or writes a file.
+
+Pipeline: calibration (pixels, bone bright, mm per pixel) -> ``locate.locate_hand`` (view,
+metacarpals I-V and their axes) -> ``measure.measure_bone`` on II, III, IV -> ``indices.combine``
+(mean T, W, L first, then MCI, VPA, BHI, DXR-BMD) -> ``reference`` T/Z-scores.
+At least two measured bones give ``status == "ok"`` (two is a reduced service); otherwise the
+image is refused with the bones' reason.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+from collections import Counter
 from typing import Any
 
-from analysis.result import ANALYSIS_VERSION, AnalysisResult, BoneResult, refused
+import numpy as np
 
-__all__ = ["ANALYSIS_VERSION", "AnalysisResult", "BoneResult", "analyse"]
+from analysis.result import ANALYSIS_VERSION, BONE_NAMES, AnalysisResult, BoneResult, refused
+
+__all__ = ["ANALYSIS_VERSION", "AnalysisResult", "BoneResult", "analyse", "analyse_image", "analyse_located"]
+
+MIN_BONES = 2
+"""Fewest measured metacarpals (of II-IV) for a result."""
+
+
+def laterality_from_dataset(ds: Any) -> str | None:
+    """``L`` or ``R`` from ImageLaterality, else (series) Laterality; None otherwise. Never guessed."""
+    for keyword in ("ImageLaterality", "Laterality"):
+        value = str(ds.get(keyword, "") or "").strip().upper()
+        if value in ("L", "R"):
+            return value
+    return None
+
+
+def sex_from_dataset(ds: Any) -> str | None:
+    value = str(ds.get("PatientSex", "") or "").strip().upper()
+    return value if value in ("F", "M") else None
+
+
+def _parse_da(value: Any) -> _dt.date | None:
+    text = str(value or "").strip()
+    try:
+        return _dt.date(int(text[0:4]), int(text[4:6]), int(text[6:8])) if len(text) == 8 else None
+    except ValueError:
+        return None
+
+
+def age_from_dataset(ds: Any) -> float | None:
+    """Age in years from PatientAge (``nnnY/M/W/D``), else PatientBirthDate and the study date."""
+    text = str(ds.get("PatientAge", "") or "").strip().upper()
+    if len(text) == 4 and text[:3].isdigit() and text[3] in "YMWD":
+        n = int(text[:3])
+        return {"Y": float(n), "M": n / 12.0, "W": n * 7 / 365.25, "D": n / 365.25}[text[3]]
+    birth = _parse_da(ds.get("PatientBirthDate"))
+    when = next((d for d in (_parse_da(ds.get(k)) for k in ("StudyDate", "AcquisitionDate", "ContentDate", "SeriesDate")) if d), None)
+    if birth and when and when >= birth:
+        return (when - birth).days / 365.25
+    return None
 
 
 def analyse(
@@ -30,9 +79,154 @@ def analyse(
     pixel_spacing_mm : float, optional
         Overrides the header's spacing (mm per pixel); ``pixel_spacing_source`` is then ``cli``.
     sex, age_years : optional
-        Override PatientSex / PatientAge from the header.
+        Override PatientSex / PatientAge (or birth date and study date) from the header.
     reference : analysis.reference.ReferenceTables, optional
         Young-adult and age-matched tables for T- and Z-scores; without it scores are omitted.
     """
-    # Placeholder until the radiogrammetry engine lands: the path around it is real.
-    return refused("analysis_error", "The radiogrammetry engine is not installed in this build.")
+    from analysis.calibration import CalibrationError, image_from_dataset
+
+    laterality = laterality_from_dataset(dataset)
+    sex = sex or sex_from_dataset(dataset)
+    if age_years is None:
+        age_years = age_from_dataset(dataset)
+    try:
+        calibrated = image_from_dataset(dataset, pixel_spacing_mm=pixel_spacing_mm)
+    except CalibrationError as exc:
+        result = refused(exc.reason, exc.message, laterality=laterality, sex=sex, age_years=age_years)
+        if exc.reason == "unreadable":
+            result.status = "error"
+        return result
+    return analyse_image(
+        calibrated.image,
+        pixel_spacing_mm=calibrated.pixel_spacing_mm,
+        pixel_spacing_source=calibrated.pixel_spacing_source,
+        laterality=laterality,
+        sex=sex,
+        age_years=age_years,
+        reference=reference,
+    )
+
+
+def analyse_image(
+    image_bone_bright: np.ndarray,
+    *,
+    pixel_spacing_mm: float,
+    pixel_spacing_source: str = "cli",
+    laterality: str | None = None,
+    sex: str | None = None,
+    age_years: float | None = None,
+    reference: Any = None,
+) -> AnalysisResult:
+    """Measure metacarpals II-IV on a radiograph given as an array with bone bright.
+
+    Parameters
+    ----------
+    image_bone_bright : array (rows, cols)
+        Grey values increasing with attenuation (any linear scale).
+    pixel_spacing_mm : float
+        Square pixel size (mm).
+    pixel_spacing_source : str
+        Where the spacing came from (reported).
+    laterality : ``L``, ``R`` or None
+        From the header only; reported, never used to find the bones.
+    """
+    from analysis.calibration import CalibrationError, check_spacing
+    from analysis.locate import locate_hand
+
+    image = np.ascontiguousarray(image_bone_bright, dtype=np.float64)
+    base = dict(
+        laterality=laterality, pixel_spacing_mm=float(pixel_spacing_mm), pixel_spacing_source=pixel_spacing_source,
+        image_shape=(int(image.shape[0]), int(image.shape[1])), sex=sex, age_years=age_years,
+    )
+    try:
+        check_spacing(float(pixel_spacing_mm))
+    except CalibrationError as exc:
+        return refused(exc.reason, exc.message, **base)
+    if image.ndim != 2 or min(image.shape) < 64 or not np.isfinite(image).all():
+        return AnalysisResult(status="error", reason="unreadable",
+                              message="The image is not a finite two-dimensional grayscale array.", **base)
+
+    return analyse_located(image, locate_hand(image, float(pixel_spacing_mm)), pixel_spacing_mm=pixel_spacing_mm,
+                           pixel_spacing_source=pixel_spacing_source, laterality=laterality, sex=sex,
+                           age_years=age_years, reference=reference)
+
+
+def analyse_located(
+    image_bone_bright: np.ndarray,
+    location: Any,
+    *,
+    pixel_spacing_mm: float,
+    pixel_spacing_source: str = "cli",
+    laterality: str | None = None,
+    sex: str | None = None,
+    age_years: float | None = None,
+    reference: Any = None,
+) -> AnalysisResult:
+    """The part of :func:`analyse_image` after the hand was located.
+
+    ``location`` is an ``analysis.locate.HandLocation`` (or any object with ``view``,
+    ``refusal``, ``metacarpals``, ``bone_refusals``, ``outline_rc``). Tests pass the phantom's
+    known axes here to check the measurement independently of the hand finder.
+    """
+    from analysis.measure import measure_bone
+
+    image = np.ascontiguousarray(image_bone_bright, dtype=np.float64)
+    base = dict(
+        laterality=laterality, pixel_spacing_mm=float(pixel_spacing_mm), pixel_spacing_source=pixel_spacing_source,
+        image_shape=(int(image.shape[0]), int(image.shape[1])), sex=sex, age_years=age_years,
+    )
+    base["view"] = location.view
+    base["metacarpal_axes_px"] = {n: a.axis_px() if hasattr(a, "axis_px") else
+                                  [(a.base_rc[1], a.base_rc[0]), (a.head_rc[1], a.head_rc[0])]
+                                  for n, a in location.metacarpals.items()}
+    outline = np.asarray(location.outline_rc).reshape(-1, 2)
+    base["hand_outline_px"] = [(float(c), float(r)) for r, c in outline]
+    if location.refusal is not None:
+        reason, message = location.refusal
+        return refused(reason, message, **base)
+
+    bones: dict[str, BoneResult] = {}
+    for name in BONE_NAMES:
+        if name in location.bone_refusals:
+            reason, message = location.bone_refusals[name]
+            bones[name] = BoneResult(name=name, status="refused", reason=reason, message=message)
+        elif name not in location.metacarpals:
+            bones[name] = BoneResult(name=name, status="refused", reason="bone_not_found",
+                                     message=f"Metacarpal {name} was not found.")
+        else:
+            bones[name] = measure_bone(image, location.metacarpals[name], float(pixel_spacing_mm), name)
+    return _finish(bones, base, sex=sex, age_years=age_years, reference=reference)
+
+
+def _finish(bones: dict[str, BoneResult], base: dict[str, Any], *, sex, age_years, reference) -> AnalysisResult:
+    """Per-bone indices, combination over the measured bones, scores; or the refusal."""
+    from analysis import indices
+
+    measured = [b for b in bones.values() if b.status == "ok"]
+    for b in measured:
+        b.mci = indices.mci(b.cortical_thickness_mm, b.outer_width_mm)
+        b.vpa_mm = indices.vpa_mm(b.cortical_thickness_mm, b.outer_width_mm)
+    if len(measured) < MIN_BONES:
+        reasons = Counter(b.reason for b in bones.values() if b.status != "ok" and b.reason)
+        reason = reasons.most_common(1)[0][0] if reasons else "bone_not_found"
+        first = next(b for b in bones.values() if b.reason == reason)
+        message = first.message or None
+        if reason == "bone_not_found" or message is None:
+            message = None  # the default sentence names II-IV
+        return refused(reason, message, bones=bones, **base)
+    combined = indices.combine([(b.cortical_thickness_mm, b.outer_width_mm, b.length_mm) for b in measured])
+    result = AnalysisResult(
+        status="ok", bones=bones, cortical_thickness_mm=combined.cortical_thickness_mm,
+        outer_width_mm=combined.outer_width_mm, length_mm=combined.length_mm, mci=combined.mci,
+        vpa_mm=combined.vpa_mm, bhi=combined.bhi, porosity=combined.porosity,
+        dxr_bmd_g_cm2=combined.dxr_bmd_g_cm2, **base,
+    )
+    if reference is None:
+        result.scores_omitted_reason = "T- and Z-scores omitted: no reference tables are configured."
+    else:
+        scores = reference.scores(combined.dxr_bmd_g_cm2, sex, age_years)
+        result.t_score, result.z_score = scores.t_score, scores.z_score
+        result.who_category = scores.who_category
+        result.reference_name = scores.reference_name
+        result.scores_omitted_reason = scores.omitted_reason
+    return result

@@ -44,6 +44,8 @@ _GH_T = np.sqrt(2.0) * _GH_U  # t = y - sigma * _GH_T
 _GH_W = _GH_W / np.sqrt(np.pi)
 _INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
 MIN_SIGMA_PX = 0.15
+STEP_TOL_PX = 1e-4
+"""The fit stops when no geometric parameter moves by more than this (px): 1e-5 mm at 0.1 mm pixels."""
 MIN_WALL_PX = 0.3
 
 # Fit status codes returned by fit_profiles.
@@ -126,7 +128,7 @@ def sample_profiles_numpy(image, centers_rc, normal_rc, tangent_rc, offsets_px, 
 
 
 # ----------------------------------------------------------------------------- the model
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=True)
 def _blurred_chord(y, radius, sigma, gl_x, gl_w):
     """B(y; R, s) and its derivatives dB/dy, dB/dR, dB/ds (one point)."""
     if radius <= 0.0:
@@ -376,7 +378,7 @@ def fit_one_profile(x, y, p0, free, max_iter, gl_x, gl_w):
         step_max = 0.0
         for a in range(5):
             step_max = max(step_max, abs(step[a]))
-        if step_max < 1e-7 and rel < 1e-12:
+        if step_max < STEP_TOL_PX:
             status = FIT_OK
             break
     rms = np.sqrt(cost / x.shape[0])
@@ -472,7 +474,7 @@ def fit_one_profile_numpy(x, y, p0, free, max_iter):
         if not improved:
             status = FIT_OK
             break
-        if np.abs(step[:5]).max() < 1e-7 and rel < 1e-12:
+        if np.abs(step[:5]).max() < STEP_TOL_PX:
             status = FIT_OK
             break
     return p, float(np.sqrt(cost / x.size)), it, status

@@ -20,8 +20,9 @@ Method (constants below; see docs/method.md):
 6. quality = (kept / total) * clip(1 - relative_rms / RELATIVE_RMS_LIMIT, 0, 1), where
    relative_rms is the median rms residual over the bone's contrast. A bone is measured when
    quality >= ``QUALITY_MIN`` and at least ``MIN_PROFILES_USED`` profiles were kept; otherwise it
-   is refused ``low_quality``. Profiles reaching far above the bone's own brightness (metal,
-   a cast) on more than ``FOREIGN_FRACTION`` of the ROI refuse it ``foreign_object_in_roi``.
+   is refused ``low_quality``. Profiles whose peak exceeds ``FOREIGN_PEAK_RATIO`` times the
+   median peak of the middle 60 % of the shaft (metal, a cast) on more than
+   ``FOREIGN_FRACTION`` of the ROI refuse it ``foreign_object_in_roi``.
 
 Coordinates: ``(row, col)`` inside this module; the BoneResult geometry is ``(column, row)``.
 """
@@ -47,6 +48,9 @@ RELATIVE_RMS_LIMIT = 0.25
 QUALITY_MIN = 0.5
 MIN_PROFILES_USED = 20
 FOREIGN_FRACTION = 0.1
+FOREIGN_PEAK_RATIO = 1.6
+"""A profile whose peak above background exceeds this multiple of the shaft's median peak holds
+foreign material (metal, a cast edge); bone itself varies far less along the shaft."""
 MARGIN_MM = 1.5
 """Background on each side of the bone included in a profile (at least 6 blur sigmas)."""
 MAX_ITER = 60
@@ -65,7 +69,8 @@ def _initial_params(x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
     """Rough start for the profile fit from the half-maximum crossings of the bone."""
     n = x.size
     k = max(3, n // 12)
-    bg = 0.5 * (np.median(y[:k]) + np.median(y[-k:]))
+    # The lower end: the other may reach a neighbouring bone or foreign material.
+    bg = min(np.median(y[:k]), np.median(y[-k:]))
     ys = np.convolve(y, np.ones(3) / 3, mode="same")
     ys[0], ys[-1] = y[0], y[-1]
     centre = int(np.argmin(np.abs(x)))
@@ -148,6 +153,19 @@ def measure_bone(image_bone_bright: np.ndarray, axis: Any, pixel_spacing_mm: flo
     half0 = 0.13 * length_px
     offsets0 = np.arange(-math.floor(half0), math.floor(half0) + 1, 1.0)
 
+    # 0. Foreign material: profile peaks far above the shaft's typical peak. The typical peak
+    # comes from the whole middle 60 % of the bone so that metal over the ROI cannot set it.
+    shaft_pos = np.linspace(-0.3, 0.3, 25) * length_px
+    shaft_centers = mid[None, :] + shaft_pos[:, None] * tangent[None, :]
+    shaft = kernels.sample_profiles(image, shaft_centers, normal, tangent, offsets0, 3, 1.0)
+    shaft = shaft[~np.isnan(shaft).any(axis=1)]
+    peak_limit = np.inf
+    if shaft.shape[0] >= 5:
+        k = max(3, shaft.shape[1] // 12)
+        background = 0.5 * (np.median(shaft[:, :k], axis=1) + np.median(shaft[:, -k:], axis=1))
+        peaks = shaft.max(axis=1) - background
+        peak_limit = FOREIGN_PEAK_RATIO * float(np.median(peaks))
+
     # 1. Refine the axis from the two halves of the ROI.
     quarter = roi_len / 4
     n_half = 8
@@ -198,12 +216,14 @@ def measure_bone(image_bone_bright: np.ndarray, axis: Any, pixel_spacing_mm: flo
     if np.isnan(profiles).any(axis=1).sum() > N_PROFILES // 4:
         return _bone_refused(name, "bone_not_found", **common)
 
-    # 3. Foreign material: intensities far above this bone's own maximum.
+    # 3. Foreign material in the ROI profiles.
     contrast = p_start[7] * 2.0 * math.sqrt(max(p_start[1] ** 2 - p_start[2] ** 2, 1e-9))
-    bone_top = p_start[5] + contrast
     finite = ~np.isnan(profiles).any(axis=1)
     foreign = np.zeros(N_PROFILES, dtype=bool)
-    foreign[finite] = np.nanmax(profiles[finite], axis=1) > bone_top + 0.75 * contrast
+    if finite.any():
+        k = max(3, profiles.shape[1] // 12)
+        bg = 0.5 * (np.median(profiles[finite, :k], axis=1) + np.median(profiles[finite, -k:], axis=1))
+        foreign[finite] = profiles[finite].max(axis=1) - bg > peak_limit
     if foreign.mean() > FOREIGN_FRACTION:
         return _bone_refused(name, "foreign_object_in_roi", **common)
 

@@ -435,7 +435,7 @@ def make_hand(
         uu, vv = frame.to_uv(cc[r0:r1, c0:c1].astype(float), rr[r0:r1, c0:c1].astype(float))
         along = (uu - mid[0]) * direction[0] + (vv - mid[1]) * direction[1]
         across = (uu - mid[0]) * normal[0] + (vv - mid[1]) * normal[1]
-        plate = (np.abs(along) < 6.0) & (np.abs(across) < 3.0 + mc.width_mm)  # 12 mm plate, 1 mm thick
+        plate = (np.abs(along) < 6.0) & (np.abs(across) < 2.0 + mc.width_mm / 2)  # 12 mm plate, 1 mm thick
         att[r0:r1, c0:c1] += MU_METAL * 1.0 * plate
 
     exposure = np.exp(-att)
@@ -623,3 +623,18 @@ def make_dataset(
         raise ValueError(f"unknown spacing_attribute {spacing_attribute!r}")
     ds.PixelData = stored.tobytes()
     return ds
+
+
+def truth_location(truth: PhantomTruth):
+    """An ``analysis.locate.HandLocation`` built from the phantom's known axes (test-only path).
+
+    Lets tests check measurement and orchestration independently of the hand finder.
+    """
+    from analysis.locate import HandLocation, MetacarpalAxis
+
+    axes = {}
+    for name, b in truth.bones.items():
+        ax = truth.axis(name)
+        axes[name] = MetacarpalAxis(name=name, base_rc=ax.base_rc, head_rc=ax.head_rc, length_mm=ax.length_mm,
+                                    width_mm=b.outer_width_mm)
+    return HandLocation(view="PA", metacarpals=axes)

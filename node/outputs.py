@@ -105,6 +105,7 @@ REASON_CODES: dict[str, hd.sr.CodedConcept] = {
     "low_quality": _private("DXR0109", "Low measurement quality"),
     "unreadable": _private("DXR0110", "Image unreadable"),
     "analysis_error": _private("DXR0111", "Analysis error"),
+    "non_square_pixels": _private("DXR0112", "Pixels not square"),
 }
 UNKNOWN_REASON = _private("DXR0199", "Other reason")
 
@@ -489,10 +490,12 @@ def _combined_group(image: _Image, hand: str, uid_seed: str):
     if result.reduced_service:
         measured = ", ".join(n for n in BONE_NAMES if result.bones.get(n) and result.bones[n].status == "ok")
         notes.append(f"Reduced service: only metacarpals {measured} could be measured.")
-    if result.t_score is None or result.z_score is None:
-        notes.append(f"T- and Z-scores omitted: {result.scores_omitted_reason or 'no reference population'}.")
-    elif result.reference_name:
+    if result.reference_name:
         notes.append(f"Reference population: {result.reference_name}.")
+    if result.scores_omitted_reason:
+        notes.append(result.scores_omitted_reason)
+    elif result.t_score is None and result.z_score is None:
+        notes.append("T- and Z-scores omitted: no reference population is configured.")
     notes.append("Computed estimate from a radiograph (digital X-ray radiogrammetry), not a DXA measurement.")
     return _with_comment(group, " ".join(notes))
 
@@ -671,30 +674,27 @@ def _patient_line(ds: Dataset, result: AnalysisResult):
 
 
 def _reference_bands(reference: Any, sex: str | None) -> tuple[list, str | None]:
-    """Age bands of the reference tables for ``sex`` as ``picture.ReferenceBand``s.
+    """The reference rows for ``sex`` as ``picture.ReferenceBand``s, and why there are none.
 
-    Returns (bands, why there are none). Reads ``reference.rows`` (or ``reference.bands``):
-    items with ``sex``, ``age_from``/``age_to`` (years), ``mean`` and ``sd`` (g/cm2).
+    ``reference`` is an ``analysis.reference.ReferenceTables`` (its ``rows`` carry ``sex``,
+    ``age_min``/``age_max`` in years, ``mean_g_cm2``, ``sd_g_cm2`` and ``kind``
+    ``young_adult`` or ``age_matched``).
     """
     from node.picture import ReferenceBand
 
     if reference is None:
-        return [], None
-    if not sex:
-        return [], "patient sex unknown"
-    rows = getattr(reference, "rows", None) or getattr(reference, "bands", None) or []
-    bands = []
-    for row in rows:
-        get = row.get if isinstance(row, dict) else (lambda key, row=row: getattr(row, key, None))
-        row_sex = str(get("sex") or "").upper()[:1]
-        age_from = get("age_from") if get("age_from") is not None else get("age_from_years")
-        age_to = get("age_to") if get("age_to") is not None else get("age_to_years")
-        mean = get("mean") if get("mean") is not None else get("mean_g_cm2")
-        sd = get("sd") if get("sd") is not None else get("sd_g_cm2")
-        if row_sex != sex.upper()[:1] or None in (age_from, age_to, mean, sd):
-            continue
-        bands.append(ReferenceBand(float(age_from), float(age_to), float(mean), float(sd)))
-    return sorted(bands, key=lambda b: b.age_from_years), (None if bands else f"no reference for sex {sex}")
+        return [], "no reference population is configured"
+    sex = (sex or "").upper()[:1]
+    if sex not in ("F", "M"):
+        return [], "the patient's sex is not known"
+    bands = [
+        ReferenceBand(float(row.age_min), float(row.age_max), float(row.mean_g_cm2), float(row.sd_g_cm2),
+                      kind=str(row.kind))
+        for row in getattr(reference, "rows", [])
+        if str(row.sex).upper()[:1] == sex
+    ]
+    word = "women" if sex == "F" else "men"
+    return sorted(bands, key=lambda b: b.age_from_years), (None if bands else f"no reference for {word} is configured")
 
 
 def _picture_sc(report: _HandReport, instance_number: int, *, uid_seed: str, options: OutputOptions) -> Dataset:

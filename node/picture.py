@@ -57,6 +57,8 @@ class ReferenceBand:
     age_to_years: float
     mean_g_cm2: float
     sd_g_cm2: float
+    kind: str = "age_matched"
+    """``age_matched`` (Z-score reference) or ``young_adult`` (T-score reference)."""
 
 
 @dataclass(frozen=True)
@@ -195,13 +197,22 @@ def table_rows(result: AnalysisResult) -> list[tuple[str, ...]]:
     return rows
 
 
+def _scores_note(result: AnalysisResult) -> str | None:
+    """Why a score is missing, verbatim from the analysis (one or two sentences)."""
+    if result.scores_omitted_reason:
+        return result.scores_omitted_reason
+    if result.t_score is None and result.z_score is None:
+        return "T- and Z-scores not given: no reference population is configured."
+    return None
+
+
 def summary_lines(result: AnalysisResult) -> list[str]:
     """The combined result as plain lines (the same words the picture draws)."""
     lines = [f"DXR-BMD {_fmt(result.dxr_bmd_g_cm2, 3)} g/cm\u00b2"]
     if result.t_score is not None or result.z_score is not None:
         lines.append(f"T-score {_fmt(result.t_score, 1, signed=True)}   Z-score {_fmt(result.z_score, 1, signed=True)}")
-    else:
-        lines.append(f"T- and Z-score not given: {result.scores_omitted_reason or 'no reference population'}")
+    if _scores_note(result):
+        lines.append(_scores_note(result))
     if result.who_category:
         lines.append(f"WHO category (from the DXR T-score): {result.who_category.capitalize()}")
     lines.append(f"BHI {_fmt(result.bhi, 2)}   porosity index {_fmt(result.porosity, 4)}   "
@@ -237,7 +248,13 @@ def _draw_chart(
         y = py1 - (bmd - bmd_lo) / (bmd_hi - bmd_lo) * (py1 - py0)
         return x, y
 
-    for band in bands:
+    matched = [b for b in bands if b.kind != "young_adult"]
+    young = next((b for b in bands if b.kind == "young_adult"), None)
+    # Age-matched bands where configured; else the young-adult band across all ages (a T-score
+    # reference applies at every age).
+    drawn = matched or ([ReferenceBand(age_lo, age_hi, young.mean_g_cm2, young.sd_g_cm2, "young_adult")]
+                        if young else [])
+    for band in drawn:
         a0, a1 = max(band.age_from_years, age_lo), min(band.age_to_years, age_hi)
         if a1 <= a0:
             continue
@@ -246,6 +263,15 @@ def _draw_chart(
             x1, y1 = xy(a1, band.mean_g_cm2 - k * band.sd_g_cm2)
             draw.rectangle((x0, y0, x1, y1), fill=colour)
         draw.line((xy(a0, band.mean_g_cm2), xy(a1, band.mean_g_cm2)), fill=(150, 230, 160), width=2)
+    if young is not None:
+        # The T-score scale across all ages: young-adult mean (T = 0) and T = -2.5.
+        for t, text in ((0.0, "T = 0"), (-2.5, f"T = {MINUS}2.5")):
+            y_t = xy(age_lo, young.mean_g_cm2 + t * young.sd_g_cm2)[1]
+            for xa in np.arange(px0, px1, 16):
+                draw.line((xa, y_t, min(xa + 8, px1), y_t), fill=(150, 230, 160) if t == 0 else (255, 140, 120),
+                          width=2)
+            draw.text((px1 - 6, y_t - 3), text, font=tick_font, fill=TEXT, anchor="rb",
+                      stroke_width=3, stroke_fill=(0, 0, 0))
     # axes, grid and ticks
     for tick in np.arange(bmd_lo, bmd_hi + 1e-9, 0.1):
         y = xy(age_lo, tick)[1]
@@ -258,8 +284,9 @@ def _draw_chart(
     draw.rectangle(plot, outline=MUTED, width=1)
     # legend
     lx, ly = px0 + 10, py0 + 8
-    if bands:
-        for colour, text in ((BAND_1SD, "mean \u00b11 SD"), (BAND_25SD, "\u00b12.5 SD")):
+    if drawn:
+        which = "age-matched" if matched else "young-adult"
+        for colour, text in ((BAND_1SD, f"{which} mean \u00b11 SD"), (BAND_25SD, "\u00b12.5 SD")):
             draw.rectangle((lx, ly + 3, lx + 22, ly + 19), fill=colour, outline=(150, 230, 160))
             draw.text((lx + 30, ly), text, font=tick_font, fill=TEXT)
             lx += 40 + draw.textlength(text, font=tick_font) + 12
@@ -267,7 +294,8 @@ def _draw_chart(
     if result.dxr_bmd_g_cm2 is not None and result.age_years is not None:
         x, y = xy(result.age_years, result.dxr_bmd_g_cm2)
         draw.ellipse((x - 9, y - 9, x + 9, y + 9), fill=ACCENT, outline=(0, 0, 0), width=2)
-        draw.text((x + 14, y), "patient", font=tick_font, fill=ACCENT, anchor="lm")
+        draw.text((x + 14, y - 8), "patient", font=tick_font, fill=ACCENT, anchor="lb",
+                  stroke_width=3, stroke_fill=(0, 0, 0))
     elif result.dxr_bmd_g_cm2 is not None:
         y = xy(age_lo, result.dxr_bmd_g_cm2)[1]
         draw.line((px0, y, px1, y), fill=ACCENT, width=2)
@@ -367,15 +395,15 @@ def compose_picture(
         draw.text((x0, y), f"T-score  {_fmt(result.t_score, 1, signed=True)}      "
                            f"Z-score  {_fmt(result.z_score, 1, signed=True)}", font=_font(32, bold=True), fill=TEXT)
         y += 46
-        if result.reference_name:
-            for line in _wrap(draw, f"Reference: {result.reference_name}", _font(20), x1 - x0)[:2]:
-                draw.text((x0, y), line, font=_font(20), fill=MUTED)
-                y += 26
-    else:
-        for line in _wrap(draw, f"T- and Z-score not given: {result.scores_omitted_reason or 'no reference population'}",
-                          _font(24), x1 - x0)[:2]:
-            draw.text((x0, y), line, font=_font(24), fill=WHO_COLOURS["osteopenia"])
-            y += 32
+    note = _scores_note(result)
+    if note:
+        for line in _wrap(draw, note, _font(22), x1 - x0)[:3]:
+            draw.text((x0, y), line, font=_font(22), fill=WHO_COLOURS["osteopenia"])
+            y += 29
+    if result.reference_name:
+        for line in _wrap(draw, f"Reference: {result.reference_name}", _font(20), x1 - x0)[:2]:
+            draw.text((x0, y), line, font=_font(20), fill=MUTED)
+            y += 26
     draw.text((x0, y + 4), f"BHI {_fmt(result.bhi, 2)}     porosity index {_fmt(result.porosity, 4)}     "
                            f"mean MCI {_fmt(result.mci, 3)}", font=_font(24), fill=TEXT)
     y += 40

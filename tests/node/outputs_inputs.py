@@ -21,6 +21,7 @@ import pytest
 from analysis.result import AnalysisResult, BoneResult, refused
 from tests.phantom import make_dataset, make_hand
 
+SCORES_OMITTED = "T- and Z-scores omitted: the patient's sex is not known (PatientSex)."
 SPACING_MM = 0.2
 """Coarse enough to keep the tests fast; outputs do not care about the resolution."""
 
@@ -116,7 +117,7 @@ def result_from_truth(
     scores = dict(
         t_score=t_score, z_score=(bmd - 0.55) / 0.06, who_category=who,
         reference_name="Test reference, women (synthetic)",
-    ) if with_scores else dict(scores_omitted_reason="patient age unknown")
+    ) if with_scores else dict(scores_omitted_reason=SCORES_OMITTED)
     return AnalysisResult(
         status="ok",
         laterality=laterality,

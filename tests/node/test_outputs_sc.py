@@ -8,7 +8,7 @@ import pytest
 
 from node import picture
 from node.outputs import OutputOptions, build_study_outputs
-from tests.node.outputs_inputs import hand_dataset, result_from_truth, save
+from tests.node.outputs_inputs import SCORES_OMITTED, hand_dataset, result_from_truth, save
 
 SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
 
@@ -89,20 +89,24 @@ def test_table_rows_carry_each_bone_and_say_why_one_is_missing():
 def test_summary_says_why_scores_are_omitted():
     ds, truth = hand_dataset()
     lines = picture.summary_lines(result_from_truth(truth, with_scores=False))
-    assert any("not given: patient age unknown" in line for line in lines)
+    assert SCORES_OMITTED in lines
     lines = picture.summary_lines(result_from_truth(truth, refuse_bone="II"))
     assert any(line.startswith("Reduced service: 2 of 3") for line in lines)
     assert any(line.startswith("T-score") for line in lines)
 
 
-class _Reference:
-    """Duck-typed reference tables: rows with sex, age band, mean and SD (g/cm2)."""
+REFERENCE_CSV = """sex,age_min,age_max,mean_g_cm2,sd_g_cm2,kind,source,derived
+F,30,46,0.598,0.034,young_adult,"test young-adult women",false
+F,20,50,0.598,0.034,age_matched,"test women 20-49",true
+F,50,90,0.52,0.05,age_matched,"test women 50-89",true
+M,20,90,0.67,0.04,age_matched,"test men",true
+"""
 
-    rows = [
-        {"sex": "F", "age_from": 20, "age_to": 50, "mean": 0.598, "sd": 0.034},
-        {"sex": "F", "age_from": 50, "age_to": 90, "mean": 0.52, "sd": 0.05},
-        {"sex": "M", "age_from": 20, "age_to": 90, "mean": 0.67, "sd": 0.04},
-    ]
+
+def _reference():
+    from analysis.reference import load_reference_tables
+
+    return load_reference_tables([REFERENCE_CSV])
 
 
 def _colour_count(image: np.ndarray, colour: tuple[int, int, int]) -> int:
@@ -112,7 +116,7 @@ def _colour_count(image: np.ndarray, colour: tuple[int, int, int]) -> int:
 def test_chart_draws_the_reference_band_and_the_patient():
     ds, truth = hand_dataset()
     result = result_from_truth(truth)
-    with_reference = _sc(ds, result, reference=_Reference()).pixel_array
+    with_reference = _sc(ds, result, reference=_reference()).pixel_array
     without = _sc(ds, result).pixel_array
     assert _colour_count(with_reference, picture.BAND_1SD) > 5000
     assert _colour_count(with_reference, picture.BAND_25SD) > 2000

@@ -263,7 +263,7 @@ def _find_fingers(body: np.ndarray, spacing_mm: float, finger_radius_mm: float) 
         if width > 1.6 * radius_px * 2 or width < 0.3 * radius_px:
             continue  # a broad lobe, or a sliver of tissue along an edge, not a finger
         on_edge = (pix[:, 0] <= 1) | (pix[:, 0] >= body.shape[0] - 2) | (pix[:, 1] <= 1) | (pix[:, 1] >= body.shape[1] - 2)
-        if on_edge.sum() > 0.5 * width:
+        if on_edge.sum() > 2.0 * width:
             continue  # runs along the image border: the rim of a cut-off limb
         fingers.append(_Finger(base, tip, length, width, area, k))
     return fingers, palm
@@ -806,7 +806,10 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
     # PA: II-V side by side, each separated from the next by soft tissue.
     gaps = (xs_mid[:-1] - xs_mid[1:]) / s
     missing = [n for n in ("II", "III", "IV") if n not in found]
-    if np.any(gaps < 0.45):
+    # Two or more of II-IV without a clean shaft ridge while the fingers are all apart: the
+    # shafts overlap, as on an oblique view.
+    poorly_traced = sum(1 for k in range(3) if support[k] < 0.5)
+    if np.any(gaps < 0.45) or poorly_traced >= 2:
         return _refuse("oblique_view", view="oblique", outline_rc=outline, details=details)
     if missing:
         return _refuse("bone_not_found", f"Metacarpal {', '.join(missing)} could not be traced.",

@@ -1,0 +1,132 @@
+"""Contact sheet of review overlays for every image in a folder (``make overlays``).
+
+Usage: ``python tools/contact_sheet.py [--pixel-spacing MM] [--out PNG] FOLDER``
+
+Each image is analysed with ``analysis.analyse_image`` (location + measurement) when that entry
+point exists, else with ``analysis.locate.locate_hand`` and ``analysis.measure.measure_bone``
+directly; the overlays (``node.overlay.draw_overlay``) are tiled, each captioned with the file
+name and the outcome. Images: PNG/JPEG (greyscale, bone bright) and DICOM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from analysis.result import BONE_NAMES, AnalysisResult, BoneResult, refused  # noqa: E402
+from node.overlay import _font, draw_overlay  # noqa: E402
+
+
+def load_image(path: Path) -> np.ndarray:
+    """Greyscale pixels, bone bright, float64."""
+    if path.suffix.lower() in (".dcm", ".dicom", ""):
+        from analysis.calibration import image_from_dataset
+        import pydicom
+
+        return image_from_dataset(pydicom.dcmread(path)).image
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L"), dtype=np.float64)
+
+
+def analyse_file(image: np.ndarray, spacing_mm: float) -> AnalysisResult:
+    try:
+        from analysis import analyse_image
+    except ImportError:
+        analyse_image = None
+    if analyse_image is not None:
+        return analyse_image(image, pixel_spacing_mm=spacing_mm, pixel_spacing_source="cli")
+    return locate_and_measure(image, spacing_mm)
+
+
+def locate_and_measure(image: np.ndarray, spacing_mm: float) -> AnalysisResult:
+    """Location plus per-bone measurement, without the indices (fallback)."""
+    from analysis.locate import locate_hand
+
+    loc = locate_hand(image, spacing_mm)
+    common = dict(
+        view=loc.view, pixel_spacing_mm=spacing_mm, pixel_spacing_source="cli", image_shape=image.shape,
+        hand_outline_px=[(float(c), float(r)) for r, c in loc.outline_rc],
+        metacarpal_axes_px={n: a.axis_px() for n, a in loc.metacarpals.items()},
+    )
+    if loc.refusal is not None:
+        return refused(loc.refusal[0], loc.refusal[1], **common)
+    bones: dict[str, BoneResult] = {}
+    try:
+        from analysis.measure import measure_bone
+    except ImportError:
+        measure_bone = None
+    for name in BONE_NAMES:
+        axis = loc.metacarpals[name]
+        if name in loc.bone_refusals:
+            reason, message = loc.bone_refusals[name]
+            bones[name] = BoneResult(name, status="refused", reason=reason, message=message,
+                                     roi_center_px=(axis.mid_rc[1], axis.mid_rc[0]), axis_px=axis.axis_px())
+        elif measure_bone is not None:
+            bones[name] = measure_bone(image, axis, spacing_mm, name)
+        else:
+            bones[name] = BoneResult(name, roi_center_px=(axis.mid_rc[1], axis.mid_rc[0]), axis_px=axis.axis_px())
+    ok = [b for b in bones.values() if b.status == "ok" and b.mci is not None]
+    mci = float(np.mean([b.mci for b in ok])) if ok else None
+    status = "ok" if len([b for b in bones.values() if b.status == "ok"]) >= 2 else "refused"
+    return AnalysisResult(status=status, bones=bones, mci=mci, **common)
+
+
+def caption(result: AnalysisResult) -> str:
+    if result.status != "ok":
+        return f"{result.status}: {result.reason}"
+    parts = []
+    for name, bone in result.bones.items():
+        parts.append(f"{name} {bone.mci:.2f}" if bone.mci is not None else f"{name} {bone.status}")
+    return "MCI " + ", ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("folder", type=Path)
+    p.add_argument("--pixel-spacing", type=float, default=0.1, help="pixel size in mm (default 0.1)")
+    p.add_argument("--out", type=Path, default=ROOT / "out" / "overlays" / "contact_sheet.png")
+    p.add_argument("--tile", type=int, default=480, help="longer side of each overlay (px)")
+    p.add_argument("--columns", type=int, default=5)
+    args = p.parse_args(argv)
+    if not args.folder.is_dir():
+        print(f"contact_sheet: {args.folder} is not a folder", file=sys.stderr)
+        return 2
+    files = sorted(f for f in args.folder.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".dcm"))
+    if not files:
+        print(f"contact_sheet: no images in {args.folder}", file=sys.stderr)
+        return 2
+    tiles = []
+    for path in files:
+        image = load_image(path)
+        result = analyse_file(image, args.pixel_spacing)
+        tile = draw_overlay(image, result, max_side_px=args.tile)
+        tiles.append((path.name, caption(result), tile))
+        print(f"{path.name}: {caption(result)}", file=sys.stderr)
+    cap_h = 40
+    cell = (args.tile, args.tile + cap_h)
+    cols = min(args.columns, len(tiles))
+    rows = (len(tiles) + cols - 1) // cols
+    sheet = Image.new("RGB", (cols * cell[0], rows * cell[1]), (24, 24, 24))
+    draw = ImageDraw.Draw(sheet)
+    font = _font(13)
+    for i, (name, text, tile) in enumerate(tiles):
+        x0, y0 = (i % cols) * cell[0], (i // cols) * cell[1]
+        sheet.paste(tile, (x0 + (cell[0] - tile.size[0]) // 2, y0 + cap_h))
+        draw.text((x0 + 4, y0 + 3), name.replace("fracatlas_", ""), fill=(255, 255, 255), font=font)
+        draw.text((x0 + 4, y0 + 21), text, fill=(255, 214, 10), font=font)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(args.out)
+    print(f"contact sheet: {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

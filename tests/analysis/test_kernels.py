@@ -1,0 +1,137 @@
+"""Numba kernels against their plain-numpy references, and the model against exact integrals."""
+
+import numpy as np
+import pytest
+from scipy import integrate, ndimage
+
+from analysis import kernels
+
+GL = (kernels._GL_X, kernels._GL_W)
+P_TRUE = np.array([0.7, 40.0, 22.0, 0.8, 1.3, 0.5, 0.002, 0.1, 0.085])
+X = np.arange(-60.0, 61.0, 1.0)
+
+
+def _rel(a, b):
+    return np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300)
+
+
+def test_sample_profiles_matches_numpy_and_scipy():
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(120, 150)).cumsum(axis=0).cumsum(axis=1)
+    centers = rng.uniform([-5, -5], [125, 155], size=(30, 2))  # some partly outside the image
+    ang = 0.6
+    normal = np.array([np.sin(ang), np.cos(ang)])
+    tangent = np.array([np.cos(ang), -np.sin(ang)])
+    offsets = np.arange(-20.0, 20.5, 0.5)
+    got = kernels.sample_profiles(image, centers, normal, tangent, offsets, 3, 0.7)
+    ref = kernels.sample_profiles_numpy(image, centers, normal, tangent, offsets, 3, 0.7)
+    assert np.array_equal(np.isnan(got), np.isnan(ref))
+    assert np.isnan(got).any() and (~np.isnan(got)).any()
+    ok = ~np.isnan(got)
+    assert _rel(got[ok], ref[ok]) < 1e-9
+    # Independent check of one-line bilinear sampling against scipy.
+    single = kernels.sample_profiles(image, centers, normal, tangent, offsets, 1, 1.0)
+    rr = centers[:, 0, None] + offsets[None, :] * normal[0]
+    cc = centers[:, 1, None] + offsets[None, :] * normal[1]
+    sc = ndimage.map_coordinates(image, [rr.ravel(), cc.ravel()], order=1).reshape(rr.shape)
+    ok = ~np.isnan(single)
+    assert _rel(single[ok], sc[ok]) < 1e-9
+
+
+# sigma/R up to 0.1 covers the worst real case: inner radius 2 mm at 0.08 mm pixels, blur 0.2 mm.
+@pytest.mark.parametrize("radius, sigma", [(40.0, 0.5), (40.0, 4.0), (12.0, 1.0), (25.0, 2.5), (12.0, 0.3)])
+def test_blurred_chord_against_adaptive_quadrature(radius, sigma):
+    def exact(y):
+        a, b = max(-radius, y - 10 * sigma), min(radius, y + 10 * sigma)
+        if a >= b:
+            return 0.0
+        f = lambda t: 2 * np.sqrt(max(radius**2 - t * t, 0.0)) * np.exp(-0.5 * ((y - t) / sigma) ** 2) / (
+            np.sqrt(2 * np.pi) * sigma)
+        pts = [p for p in (-radius, radius) if a < p < b]
+        return integrate.quad(f, a, b, points=pts or None, limit=200, epsabs=1e-11)[0]
+
+    ys = np.linspace(-radius - 8 * sigma, radius + 8 * sigma, 97) + 0.013
+    got = kernels.blurred_chord_numpy(ys, radius, sigma)[0]
+    ref = np.array([exact(y) for y in ys])
+    # 0.05 chord units at an edge slope of >= sqrt(R/sigma) units/px is < 0.01 px of edge position.
+    assert np.max(np.abs(got - ref)) < 0.05
+    numba_vals = np.array([kernels._blurred_chord(y, radius, sigma, *GL) for y in ys])
+    assert _rel(numba_vals.T, kernels.blurred_chord_numpy(ys, radius, sigma)) < 1e-9
+
+
+def test_profile_model_numba_equals_numpy_and_jacobian_is_the_derivative():
+    f, jac = kernels.profile_model(X, P_TRUE, *GL)
+    f_ref, jac_ref = kernels.profile_model_numpy(X, P_TRUE)
+    assert _rel(f, f_ref) < 1e-9
+    assert _rel(jac, jac_ref) < 1e-9
+    for k in range(kernels.N_PARAMS):
+        h = 1e-5 * max(1.0, abs(P_TRUE[k]))
+        up, dn = P_TRUE.copy(), P_TRUE.copy()
+        up[k] += h
+        dn[k] -= h
+        numeric = (kernels.profile_model_numpy(X, up)[0] - kernels.profile_model_numpy(X, dn)[0]) / (2 * h)
+        # The quadrature is not differentiated exactly (worst for sigma, whose integrand
+        # (z^2 - 1) G is the least smooth); a few per cent of the column's scale is plenty for LM.
+        tol = 0.1 if kernels.PARAMS[k] == "s" else 0.02
+        assert np.max(np.abs(numeric - jac_ref[:, k])) < tol * np.max(np.abs(jac_ref[:, k])) + 1e-9, kernels.PARAMS[k]
+
+
+def _start(p):
+    p0 = p.copy()
+    p0[0] += 1.5
+    p0[1] *= 1.04
+    p0[2] *= 0.93
+    p0[3] = 0.0
+    p0[4] *= 1.3
+    p0[7] *= 1.1
+    return p0
+
+
+def test_fit_recovers_noise_free_parameters():
+    y = kernels.profile_model_numpy(X, P_TRUE)[0]
+    free = np.ones(kernels.N_PARAMS, dtype=bool)
+    p, rms, iters, status = kernels.fit_one_profile(X, y, _start(P_TRUE), free, 100, *GL)
+    assert status == kernels.FIT_OK
+    assert rms < 1e-6
+    assert np.allclose(p[:5], P_TRUE[:5], atol=2e-3)
+
+
+def test_fit_numba_equals_numpy_on_noisy_profiles():
+    rng = np.random.default_rng(5)
+    free = np.ones(kernels.N_PARAMS, dtype=bool)
+    fixed_sigma = free.copy()
+    fixed_sigma[4] = False
+    for trial in range(4):
+        y = kernels.profile_model_numpy(X, P_TRUE)[0] + 0.01 * rng.standard_normal(X.size)
+        for mask in (free, fixed_sigma):
+            got = kernels.fit_one_profile(X, y, _start(P_TRUE), mask, 100, *GL)
+            ref = kernels.fit_one_profile_numpy(X, y, _start(P_TRUE), mask, 100)
+            assert got[3] == ref[3] == kernels.FIT_OK
+            assert got[2] == ref[2]
+            assert _rel(got[0], ref[0]) < 1e-9
+            assert abs(got[1] - ref[1]) <= 1e-9 * ref[1]
+            if not mask[4]:
+                assert got[0][4] == _start(P_TRUE)[4]  # a fixed parameter stays put
+
+
+def test_fit_profiles_batch_skips_nan_rows_and_matches_single_fits():
+    rng = np.random.default_rng(9)
+    y = kernels.profile_model_numpy(X, P_TRUE)[0]
+    profiles = y[None, :] + 0.01 * rng.standard_normal((4, X.size))
+    profiles[2, 7] = np.nan
+    p0 = np.tile(_start(P_TRUE), (4, 1))
+    free = np.ones(kernels.N_PARAMS, dtype=bool)
+    params, rms, iters, status = kernels.fit_profiles(X, profiles, p0, free, 100)
+    assert status[2] == kernels.FIT_BAD_INPUT and np.isinf(rms[2])
+    for i in (0, 1, 3):
+        single = kernels.fit_one_profile_numpy(X, profiles[i], p0[i], free, 100)
+        assert _rel(params[i], single[0]) < 1e-9
+
+
+def test_infeasible_start_is_reported_not_fitted():
+    bad = P_TRUE.copy()
+    bad[2] = bad[1] + 1.0  # canal wider than the bone
+    y = kernels.profile_model_numpy(X, P_TRUE)[0]
+    free = np.ones(kernels.N_PARAMS, dtype=bool)
+    assert kernels.fit_one_profile(X, y, bad, free, 50, *GL)[3] == kernels.FIT_BAD_INPUT
+    assert kernels.fit_one_profile_numpy(X, y, bad, free, 50)[3] == kernels.FIT_BAD_INPUT

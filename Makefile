@@ -31,5 +31,9 @@ debs:
 test: debs venv
 	$(PY) -m pytest -q tests
 
+# A phantom study's SR rendered by DCMTK dsr2html and its SC result picture, for a human to look at.
+sample-report: venv
+	$(PY) bench/sample_report.py
+
 clean:
 	rm -rf $(VENV) var out

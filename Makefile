@@ -35,5 +35,10 @@ test: debs venv
 sample-report: venv
 	$(PY) bench/sample_report.py
 
+# Contact sheet of review overlays for every image in ../shared/data/real-hands (0.1 mm/px assumed).
+REAL_HANDS ?= ../shared/data/real-hands
+overlays: venv
+	$(PY) tools/contact_sheet.py --pixel-spacing 0.1 --out out/overlays/contact_sheet.png $(REAL_HANDS)
+
 clean:
 	rm -rf $(VENV) var out

@@ -27,11 +27,11 @@ from tests.phantom import make_dataset, make_hand  # noqa: E402
 
 
 def _reference():
-    try:
-        from analysis.reference import load_default_reference  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return load_default_reference()
+    """The shipped reference tables (config/reference/*.csv), as the node loads them."""
+    from analysis.reference import load_reference_tables
+
+    texts = [p.read_text(encoding="utf-8") for p in sorted((REPO / "config" / "reference").glob("*.csv"))]
+    return load_reference_tables(texts)
 
 
 def main(out_dir: Path = REPO / "out") -> int:
@@ -52,7 +52,12 @@ def main(out_dir: Path = REPO / "out") -> int:
     if results[0].status != "ok":
         print(f"sample-report: the engine did not measure the phantom PA ({results[0].reason}); "
               "using the phantom's known geometry for the numbers")
-        results[0] = result_from_truth(truth, laterality="L", pixel_spacing_source="ImagerPixelSpacing").replace(age_years=67.0)
+        measured = result_from_truth(truth, laterality="L", pixel_spacing_source="ImagerPixelSpacing")
+        scores = reference.scores(measured.dxr_bmd_g_cm2, "F", 67.0)
+        results[0] = measured.replace(
+            age_years=67.0, t_score=scores.t_score, z_score=scores.z_score, who_category=scores.who_category,
+            reference_name=scores.reference_name, scores_omitted_reason=scores.omitted_reason,
+        )
     if results[1].status == "ok" or results[1].reason not in ("lateral_view", "oblique_view", "not_pa_hand"):
         print(f"sample-report: the engine did not call the lateral view lateral ({results[1].reason})")
         results[1] = analysis.result.refused("lateral_view", laterality="L", view="lateral")

@@ -362,7 +362,7 @@ REPORT_DECIMALS: dict[str, int] = {
 def _num(name, value: float | None, unit, **kwargs) -> hd.sr.Measurement | None:
     if value is None or not math.isfinite(float(value)):
         return None
-    value = round(float(value), REPORT_DECIMALS.get(name.value, 6))
+    value = round(float(value), REPORT_DECIMALS.get(name.value, 6)) + 0.0  # + 0.0: no "-0.0"
     return hd.sr.Measurement(name=name, value=value, unit=unit, **kwargs)
 
 
@@ -553,6 +553,7 @@ def _sr_dataset(
         series_description="DXR-BMD report (computed estimate)",
         **kwargs,
     )
+    _separate_containers(sr)
     sr.ManufacturerModelName = options.device_name
     sr.SoftwareVersions = options.software_version
     sr.SeriesDescription = "DXR-BMD report (computed estimate)"
@@ -560,6 +561,20 @@ def _sr_dataset(
     if replaces:
         _add_predecessors(sr, study_uid, replaces)
     return sr
+
+
+def _separate_containers(sr: Dataset) -> None:
+    """Mark every CONTAINER's content SEPARATE (highdicom writes CONTINUOUS).
+
+    The items are a list of measurements, not one running text; SEPARATE also makes renderers
+    such as DCMTK dsr2html print each measurement's name next to its value.
+    """
+    stack = [sr]
+    while stack:
+        item = stack.pop()
+        if item.get("ValueType") == "CONTAINER":
+            item.ContinuityOfContent = "SEPARATE"
+        stack.extend(item.get("ContentSequence", []))
 
 
 def _declare_private_scheme(ds: Dataset) -> None:

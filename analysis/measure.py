@@ -54,6 +54,8 @@ foreign material (metal, a cast edge); bone itself varies far less along the sha
 MARGIN_MM = 1.5
 """Background on each side of the bone included in a profile (at least 6 blur sigmas)."""
 MAX_ITER = 60
+SHAFT_WIDTH_MM = (3.0, 20.0)
+"""Plausible outer width of a metacarpal shaft; a fit outside it means the axis missed the bone."""
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -101,7 +103,7 @@ def _initial_params(x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
     return np.array([c, big_r, small_r, 0.0, sigma, bg, 0.0, a1, a2])
 
 
-def _fit_median_profile(image, centers, normal, tangent, offsets, n_lines, step):
+def _fit_median_profile(image, centers, normal, tangent, offsets, n_lines, step, spacing_mm):
     prof = kernels.sample_profiles(image, centers, normal, tangent, offsets, n_lines, step)
     prof = prof[~np.isnan(prof).any(axis=1)]
     if prof.shape[0] < 2:
@@ -113,6 +115,10 @@ def _fit_median_profile(image, centers, normal, tangent, offsets, n_lines, step)
     free = np.ones(kernels.N_PARAMS, dtype=np.bool_)
     p, rms, _, status = kernels.fit_one_profile(offsets, med, p0, free, MAX_ITER, kernels._GL_X, kernels._GL_W)
     if status == kernels.FIT_BAD_INPUT or not np.isfinite(rms):
+        return None
+    # A metacarpal shaft: 3..20 mm wide, crossed by the given axis, edges sharper than its walls.
+    radius_mm = p[1] * spacing_mm
+    if not (SHAFT_WIDTH_MM[0] / 2 <= radius_mm <= SHAFT_WIDTH_MM[1] / 2) or abs(p[0]) > p[1] or p[4] > 0.25 * p[1]:
         return None
     return p
 
@@ -176,7 +182,7 @@ def measure_bone(image_bone_bright: np.ndarray, axis: Any, pixel_spacing_mm: flo
         centers = centre[None, :] + pos[:, None] * tangent[None, :]
         pitch = roi_len / 2 / n_half
         n_lines = max(1, int(round(pitch)))
-        p = _fit_median_profile(image, centers, normal, tangent, offsets0, n_lines, pitch / n_lines)
+        p = _fit_median_profile(image, centers, normal, tangent, offsets0, n_lines, pitch / n_lines, pixel_spacing_mm)
         fits.append(p)
     if fits[0] is None or fits[1] is None:
         return _bone_refused(name, "bone_not_found", "No bone shaft was found along this metacarpal's axis.",

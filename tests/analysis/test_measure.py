@@ -1,0 +1,129 @@
+"""measure_bone on phantom hands: geometry of the ROI and edges, robustness, refusals."""
+
+import math
+
+import numpy as np
+import pytest
+
+import analysis
+from analysis import measure
+from analysis.reference import load_reference_tables
+from tests.phantom import TruthAxis, make_hand, truth_location
+
+SPACING = 0.1
+FIELD = (150.0, 130.0)  # mm: the metacarpals with margin, to keep the tests quick
+
+
+@pytest.fixture(scope="module")
+def hand():
+    return make_hand(0, spacing_mm=SPACING, field_mm=FIELD)
+
+
+def _dist_to_line(pts_cr, base_cr, head_cr):
+    p = np.asarray(pts_cr, float)
+    b, h = np.asarray(base_cr, float), np.asarray(head_cr, float)
+    t = (h - b) / np.linalg.norm(h - b)
+    d = p - b
+    return d[:, 0] * t[1] - d[:, 1] * t[0]  # signed distance (px)
+
+
+def test_roi_profiles_and_edges_follow_the_bone(hand):
+    image, truth = hand
+    bone = truth.bones["III"]
+    res = measure.measure_bone(image, truth.axis("III"), SPACING, "III")
+    assert res.status == "ok"
+    assert res.profiles_total == measure.N_PROFILES >= 30
+    assert res.profiles_used >= 0.9 * res.profiles_total
+    assert 0.5 <= res.quality <= 1.0
+    # ROI centred at mid-shaft, ROI_FRACTION * L long along the axis.
+    assert np.hypot(*(np.subtract(res.roi_center_px, bone.mid_px))) * SPACING < 0.5
+    poly = np.asarray(res.roi_polygon_px)
+    assert poly.shape == (4, 2)
+    roi_len_mm = np.hypot(*(poly[1] - poly[0])) * SPACING
+    assert roi_len_mm == pytest.approx(measure.ROI_FRACTION * bone.length_mm, rel=0.02)
+    # Edge polylines lie at the true radii on both sides (within 0.05 mm).
+    outer_r = bone.outer_width_mm / 2 / SPACING
+    inner_r = (bone.outer_width_mm / 2 - bone.cortical_thickness_mm) / SPACING
+    for key, expected in (("outer_a", outer_r), ("inner_a", inner_r), ("inner_b", inner_r), ("outer_b", outer_r)):
+        d = np.abs(_dist_to_line(res.edges_px[key], bone.base_px, bone.head_px))
+        assert len(d) == res.profiles_used
+        assert abs(np.median(d) - expected) * SPACING < 0.05, key
+    assert res.axis_px[0] == pytest.approx(bone.base_px) and res.length_mm == pytest.approx(bone.length_mm)
+
+
+@pytest.mark.parametrize("shift_mm, tilt_deg", [(1.0, 3.0), (-2.0, -4.0)])
+def test_imprecise_axis_is_refined(hand, shift_mm, tilt_deg):
+    """The hand finder's axis may be a mm or two off and tilted a few degrees."""
+    image, truth = hand
+    ax = truth.axis("II")
+    base, head = np.array(ax.base_rc), np.array(ax.head_rc)
+    mid = (base + head) / 2
+    t = (head - base) / np.linalg.norm(head - base)
+    n = np.array([-t[1], t[0]])
+    a = math.radians(tilt_deg)
+    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    moved = TruthAxis(tuple(mid + rot @ (base - mid) + shift_mm / SPACING * n),
+                      tuple(mid + rot @ (head - mid) + shift_mm / SPACING * n), ax.length_mm)
+    res = measure.measure_bone(image, moved, SPACING, "II")
+    bone = truth.bones["II"]
+    assert res.status == "ok"
+    assert abs(res.cortical_thickness_mm - bone.cortical_thickness_mm) < 0.05
+    assert abs(res.outer_width_mm - bone.outer_width_mm) < 0.05
+
+
+def test_axis_off_the_bone_is_refused(hand):
+    image, truth = hand
+    res = measure.measure_bone(image, TruthAxis((40.0, 40.0), (40.0, 600.0), 56.0), SPACING, "IV")
+    assert (res.status, res.reason) == ("refused", "bone_not_found")
+    assert res.cortical_thickness_mm is None
+    between = TruthAxis(tuple((np.array(truth.axis("II").base_rc) + truth.axis("III").base_rc) / 2),
+                        tuple((np.array(truth.axis("II").head_rc) + truth.axis("III").head_rc) / 2), 60.0)
+    assert measure.measure_bone(image, between, SPACING, "II").reason == "bone_not_found"
+
+
+def test_metal_over_a_bone_refuses_that_bone_only():
+    image, truth = make_hand(3, spacing_mm=SPACING, field_mm=FIELD, metal_over="III")
+    res = analysis.analyse_located(image, truth_location(truth), pixel_spacing_mm=SPACING)
+    assert res.bones["III"].reason == "foreign_object_in_roi"
+    assert res.bones["III"].cortical_thickness_mm is None
+    assert res.bones["II"].status == res.bones["IV"].status == "ok"
+    assert res.status == "ok" and res.reduced_service and res.bones_measured == 2
+
+
+def test_very_noisy_image_is_low_quality():
+    image, truth = make_hand(0, spacing_mm=SPACING, field_mm=FIELD, noise=0.2)
+    res = measure.measure_bone(image, truth.axis("III"), SPACING, "III")
+    assert (res.status, res.reason) == ("refused", "low_quality")
+    assert res.quality < measure.QUALITY_MIN and res.cortical_thickness_mm is None
+
+
+def test_orchestration_with_known_axes(hand):
+    image, truth = hand
+    ref = load_reference_tables(["sex,age_min,age_max,mean_g_cm2,sd_g_cm2,kind,source,derived\n"
+                                 "F,30,46,0.598,0.034,young_adult,Black 2001,false\n"])
+    res = analysis.analyse_located(image, truth_location(truth), pixel_spacing_mm=SPACING, laterality="L",
+                                   sex="F", age_years=70.0, reference=ref)
+    assert res.status == "ok" and res.bones_measured == 3 and not res.reduced_service
+    t = np.mean([truth.bones[n].cortical_thickness_mm for n in ("II", "III", "IV")])
+    w = np.mean([truth.bones[n].outer_width_mm for n in ("II", "III", "IV")])
+    assert res.cortical_thickness_mm == pytest.approx(t, abs=0.03)
+    assert res.outer_width_mm == pytest.approx(w, abs=0.03)
+    assert res.mci == pytest.approx(2 * res.cortical_thickness_mm / res.outer_width_mm)
+    assert res.t_score == pytest.approx((res.dxr_bmd_g_cm2 - 0.598) / 0.034)
+    assert res.who_category in ("normal", "osteopenia", "osteoporosis")
+    assert res.z_score is None and "age-matched" in res.scores_omitted_reason
+    assert set(res.metacarpal_axes_px) == {"I", "II", "III", "IV", "V"}
+    js = res.to_json()
+    assert js["laterality"] == "L" and js["bones"]["III"]["profiles_used"] >= 30
+    # Without a reference or without sex the scores are omitted with a reason, never guessed.
+    res2 = analysis.analyse_located(image, truth_location(truth), pixel_spacing_mm=SPACING, reference=ref)
+    assert res2.t_score is None and "sex" in res2.scores_omitted_reason
+
+
+def test_one_bone_left_is_a_refusal(hand):
+    image, truth = hand
+    loc = truth_location(truth)
+    loc.bone_refusals = {"II": ("foreign_object_in_roi", "Metal over II."), "IV": ("bone_not_found", "IV cut off.")}
+    res = analysis.analyse_located(image, loc, pixel_spacing_mm=SPACING)
+    assert res.status == "refused" and res.reason in ("foreign_object_in_roi", "bone_not_found")
+    assert res.bones["III"].status == "ok" and res.dxr_bmd_g_cm2 is None

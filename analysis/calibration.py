@@ -98,8 +98,8 @@ def image_from_dataset(ds, pixel_spacing_mm: float | None = None) -> CalibratedI
         ``reason`` is ``unreadable`` (no or undecodable pixel data, colour, multi-frame),
         ``no_pixel_spacing``, ``non_square_pixels`` or ``resolution_too_low``.
     """
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
+    # Pixels first: an unreadable file is an error even when its spacing is also missing.
+    image = bone_bright_pixels(ds)
     if pixel_spacing_mm is not None:
         spacing, source = float(pixel_spacing_mm), "cli"
     else:
@@ -117,6 +117,18 @@ def image_from_dataset(ds, pixel_spacing_mm: float | None = None) -> CalibratedI
             )
         spacing = 0.5 * (row_mm + col_mm)
     check_spacing(spacing)
+    return CalibratedImage(image=image, pixel_spacing_mm=spacing, pixel_spacing_source=source)
+
+
+def bone_bright_pixels(ds) -> np.ndarray:
+    """Decoded pixels as float64 with bone bright (Modality LUT applied, MONOCHROME1 inverted).
+
+    Raises
+    ------
+    CalibrationError
+        ``unreadable`` for missing or undecodable pixel data, colour or multi-frame images.
+    """
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     if "PixelData" not in ds:
         raise CalibrationError("unreadable", "The DICOM file has no pixel data.")
@@ -138,4 +150,4 @@ def image_from_dataset(ds, pixel_spacing_mm: float | None = None) -> CalibratedI
         image = np.asarray(apply_voi_lut(image, ds, prefer_lut=True), dtype=np.float64)
     if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper() == "MONOCHROME1":
         image = image.max() + image.min() - image
-    return CalibratedImage(image=np.ascontiguousarray(image), pixel_spacing_mm=spacing, pixel_spacing_source=source)
+    return np.ascontiguousarray(image)

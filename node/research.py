@@ -1,0 +1,270 @@
+"""``dxr-node analyze``: the research command line (JSON Lines on stdout).
+
+::
+
+    dxr-node analyze PATH... [--pixel-spacing MM] [--sex F|M] [--age YEARS]
+                     [--overlay-dir DIR] [--dicom-out DIR] [--reference-dir DIR]
+
+PATH may be DICOM files, PNG/JPEG files (pixel size then only from ``--pixel-spacing``) or
+folders (recursed; DICOM, PNG and JPEG files inside are analysed, others skipped; a progress bar
+goes to stderr). One JSON object per input file is printed on stdout, in input order (folders
+in sorted path order). Exit status: 0 when every input was measured or refused, 1 when any
+input could not be read or analysed, 2 for bad arguments (one line on stderr, never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["add_analyze_parser", "run_analyze"]
+
+log = logging.getLogger("dxr.research")
+
+DEFAULT_REFERENCE_DIR = Path(__file__).resolve().parents[1] / "config" / "reference"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
+
+
+def add_analyze_parser(subparsers: Any) -> None:
+    """Register the ``analyze`` verb on ``dxr-node``'s subparsers."""
+    p = subparsers.add_parser(
+        "analyze",
+        help="measure hand radiographs (DICOM, PNG, JPEG, folders); JSON Lines on stdout",
+        description="Measure metacarpals II-IV on hand radiographs and print one JSON object per file.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="DICOM/PNG/JPEG files or folders (recursed)")
+    p.add_argument("--pixel-spacing", type=float, metavar="MM", help="pixel size in mm (overrides the header)")
+    p.add_argument("--sex", type=str.upper, choices=("F", "M"), help="overrides PatientSex")
+    p.add_argument("--age", type=float, metavar="YEARS", help="overrides PatientAge")
+    p.add_argument("--overlay-dir", metavar="DIR", help="write one PNG per input with bones, ROIs and edges")
+    p.add_argument("--dicom-out", metavar="DIR", help="write the SR (+ SC picture) per DICOM input")
+    p.add_argument("--reference-dir", metavar="DIR", default=None,
+                   help=f"reference tables (*.csv) for T/Z-scores (default {DEFAULT_REFERENCE_DIR})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def _error(message: str) -> int:
+    print(f"dxr-node: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _expand(paths: list[str]) -> tuple[list[Path], bool]:
+    """Input files in order; folders recursed (sorted), keeping only DICOM/PNG/JPEG files."""
+    files: list[Path] = []
+    any_folder = False
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            any_folder = True
+            for f in sorted(p for p in path.rglob("*") if p.is_file()):
+                if f.name.startswith(".") or f.name.upper() == "DICOMDIR":
+                    continue
+                if f.suffix.lower() in IMAGE_SUFFIXES | DICOM_SUFFIXES or _has_dicm_preamble(f):
+                    files.append(f)
+        else:
+            files.append(path)
+    return files, any_folder
+
+
+def _has_dicm_preamble(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+class _Progress:
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled, self.done = total, enabled and total > 0, 0
+        self.tty = sys.stderr.isatty()
+        self._last_decile = -1
+
+    def step(self, name: str) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        frac = self.done / self.total
+        bar = "#" * int(30 * frac)
+        line = f"[{bar:<30}] {self.done}/{self.total} {name[-40:]}"
+        if self.tty:
+            sys.stderr.write("\r" + line.ljust(90))
+            if self.done == self.total:
+                sys.stderr.write("\n")
+        elif int(frac * 10) != self._last_decile or self.done == self.total:
+            self._last_decile = int(frac * 10)
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def _read_picture(path: Path) -> np.ndarray:
+    """A PNG/JPEG as a float grey image (bone bright as exported by a viewer)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        if im.mode in ("RGB", "RGBA", "P", "LA", "CMYK", "YCbCr"):
+            im = im.convert("L")
+        arr = np.asarray(im)
+    if arr.ndim != 2:
+        raise ValueError(f"unsupported image mode {arr.shape}")
+    return arr.astype(np.float64)
+
+
+def _analyse_file(path: Path, args: argparse.Namespace, reference: Any):
+    """(result, bone-bright image or None, dataset or None) for one input file; never raises."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    import analysis
+    from analysis.result import REASON_MESSAGES, AnalysisResult
+
+    def error(reason: str, message: str):
+        return AnalysisResult(status="error", reason=reason, message=message, file=str(path)), None, None
+
+    if not path.is_file():
+        return error("unreadable", f"No such file: {path}.")
+    ds = None
+    is_picture = path.suffix.lower() in IMAGE_SUFFIXES
+    if not is_picture:
+        try:
+            ds = pydicom.dcmread(path, force=path.suffix.lower() in DICOM_SUFFIXES)
+            if "PixelData" not in ds and "SOPClassUID" not in ds:
+                raise InvalidDicomError("no DICOM data elements")
+        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
+            ds = None
+            if not _has_image_magic(path):
+                return error("unreadable", f"The file is neither DICOM nor PNG/JPEG ({type(exc).__name__}).")
+            is_picture = True
+    try:
+        if ds is not None:
+            result = analysis.analyse(ds, pixel_spacing_mm=args.pixel_spacing, sex=args.sex,
+                                      age_years=args.age, reference=reference)
+            image = None
+            if args.overlay_dir and result.status != "error":
+                from analysis.calibration import CalibrationError, bone_bright_pixels
+
+                try:
+                    image = bone_bright_pixels(ds)
+                except CalibrationError:
+                    image = None
+        else:
+            try:
+                image = _read_picture(path)
+            except Exception as exc:  # Pillow raises many types for broken files
+                return error("unreadable", f"The image could not be read ({type(exc).__name__}: {exc}).")
+            if args.pixel_spacing is None:
+                result = analysis.refused("no_pixel_spacing", "A PNG/JPEG has no pixel size; give it with "
+                                          "--pixel-spacing MM.", sex=args.sex, age_years=args.age)
+            else:
+                result = analysis.analyse_image(image, pixel_spacing_mm=args.pixel_spacing, pixel_spacing_source="cli",
+                                                sex=args.sex, age_years=args.age, reference=reference)
+    except Exception as exc:  # an analysis bug must not stop the batch; logged, reported as error
+        log.exception("event=analysis_error file=%s", path)
+        return AnalysisResult(status="error", reason="analysis_error",
+                              message=f"{REASON_MESSAGES['analysis_error']} ({type(exc).__name__})",
+                              file=str(path)), None, None
+    result.file = str(path)
+    return result, image, ds
+
+
+def _has_image_magic(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return False
+    return head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8")
+
+
+def _load_reference(directory: Path | None, explicit: bool):
+    from analysis.reference import load_reference_tables
+
+    if directory is None or not directory.is_dir():
+        if explicit:
+            raise ValueError(f"--reference-dir {directory}: not a folder")
+        return None
+    files = sorted(directory.glob("*.csv"))
+    if not files:
+        return None
+    try:
+        return load_reference_tables([f.read_text(encoding="utf-8") for f in files])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"reference tables in {directory} are invalid: {exc}") from None
+
+
+def _unique_png(out_dir: Path, path: Path, used: set[str]) -> Path:
+    stem = path.stem or "image"
+    name = f"{stem}.png"
+    k = 1
+    while name in used:
+        k += 1
+        name = f"{stem}-{k}.png"
+    used.add(name)
+    return out_dir / name
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    """Run ``dxr-node analyze``; returns the exit status."""
+    if args.pixel_spacing is not None and not (0 < args.pixel_spacing < 10):
+        return _error("--pixel-spacing must be a positive pixel size in mm (e.g. 0.1)")
+    if args.age is not None and not (0 <= args.age <= 130):
+        return _error("--age must be an age in years between 0 and 130")
+    explicit_ref = args.reference_dir is not None
+    try:
+        reference = _load_reference(Path(args.reference_dir) if explicit_ref else DEFAULT_REFERENCE_DIR, explicit_ref)
+    except ValueError as exc:
+        return _error(str(exc))
+    overlay_dir = dicom_dir = None
+    draw_overlay = write_outputs = None
+    try:
+        if args.overlay_dir:
+            overlay_dir = Path(args.overlay_dir)
+            overlay_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                from node.overlay import draw_overlay
+            except ImportError:
+                print("dxr-node: warning: overlays are not available in this build (node.overlay missing)",
+                      file=sys.stderr)
+        if args.dicom_out:
+            dicom_dir = Path(args.dicom_out)
+            dicom_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                from node.outputs import write_dicom_outputs as write_outputs
+            except ImportError:
+                print("dxr-node: warning: DICOM outputs are not available in this build (node.outputs missing)",
+                      file=sys.stderr)
+    except OSError as exc:
+        return _error(f"cannot create output folder: {exc}")
+
+    files, any_folder = _expand(list(args.paths))
+    progress = _Progress(len(files), any_folder and not args.no_progress)
+    used_names: set[str] = set()
+    status = 0
+    for path in files:
+        result, image, ds = _analyse_file(path, args, reference)
+        if result.status == "error":
+            status = 1
+        sys.stdout.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+        if draw_overlay is not None and image is not None:
+            try:
+                draw_overlay(image, result).save(_unique_png(overlay_dir, path, used_names))
+            except Exception as exc:  # the measurement line is already out; say why the picture is not
+                print(f"dxr-node: warning: no overlay for {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if write_outputs is not None and ds is not None and "SOPInstanceUID" in ds:
+            try:
+                write_outputs(ds, result, dicom_dir)
+            except Exception as exc:
+                print(f"dxr-node: warning: no DICOM output for {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                status = 1
+        progress.step(path.name)
+    return status

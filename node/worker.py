@@ -197,7 +197,9 @@ def worker_main(config: Config, stop, index: int, parent_pid: int, poll_seconds:
             log.error("event=worker_db_error error=%r", str(exc))
             job = None
         if job is None:
-            stop.wait(poll_seconds)
+            # Not stop.wait(): a worker killed while waiting on a multiprocessing Event leaves a
+            # sleeper count behind, and the parent's stop.set() then blocks forever at shutdown.
+            time.sleep(poll_seconds)
             continue
         log.info("event=job_started job=J%d study=%s run=%d attempt=%d", job.id, job.study_instance_uid, job.run, job.attempts)
         run_job(store, config, job, reference)

@@ -105,6 +105,9 @@ def write_phantom_study(tmp_path: Path) -> Callable[..., tuple[str, list[Path]]]
         for k in range(n_images):
             image, truth = make_hand(seed=k, laterality="L" if k % 2 == 0 else "R")
             ds = make_dataset(image, truth, study_uid=study_uid, series_uid=series_uid, **kwargs)
+            # The node's default rules ignore Manufacturer "DXR Node*" (its own outputs); an input
+            # from a modality must not look like one.
+            ds.Manufacturer = "Phantom Modality Co"
             ds.InstanceNumber = k + 1
             files.append(dicom_samples.save(ds, directory / f"{ds.SOPInstanceUID}.dcm"))
         return study_uid, files

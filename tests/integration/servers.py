@@ -122,22 +122,27 @@ def _tail(path: Path, n_lines: int = 60) -> str:
         return "(no log)"
 
 
-def _terminate(proc: subprocess.Popen, *, sig: int = signal.SIGTERM, grace_seconds: float = 10.0) -> None:
-    """Stop ``proc`` (and its process group) by PID: ``sig`` first, SIGKILL after the grace time."""
+def _terminate(proc: subprocess.Popen, *, sig: int = signal.SIGTERM, grace_seconds: float = 10.0) -> bool:
+    """Stop ``proc`` (and its process group) by PID: ``sig`` first, SIGKILL after the grace time.
+
+    Returns True when it exited on ``sig`` alone, False when SIGKILL was needed.
+    """
     if proc.poll() is not None:
-        return
+        return True
     try:
         os.killpg(proc.pid, sig)
     except ProcessLookupError:
-        return
+        return True
     try:
         proc.wait(timeout=grace_seconds)
+        return True
     except subprocess.TimeoutExpired:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         proc.wait(timeout=10)
+        return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -579,6 +584,7 @@ class NodeProcess:
                 self.config[key] = value
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self.stop_needed_sigkill = False
 
     # ---- lifecycle ----
 
@@ -644,11 +650,15 @@ class NodeProcess:
             pass
 
     def stop(self, grace_seconds: float = 20.0) -> int | None:
-        """SIGTERM (graceful), SIGKILL after ``grace_seconds``; returns the exit code."""
+        """SIGTERM to the process group (as systemd does), SIGKILL after ``grace_seconds``.
+
+        Returns the exit code (negative: killed by that signal); :attr:`stop_needed_sigkill`
+        tells whether SIGTERM alone was not enough.
+        """
         if self.proc is None:
             return None
         proc = self.proc
-        _terminate(proc, grace_seconds=grace_seconds)
+        self.stop_needed_sigkill = not _terminate(proc, grace_seconds=grace_seconds)
         self._reap_group()
         self.proc = None
         return proc.returncode

@@ -77,7 +77,7 @@ def test_study_sent_to_orthanc_comes_back_with_the_node_sr_in_the_same_study(
     assert store_statuses(result) == ["Success"], result
     last_instance_in_orthanc = time.monotonic()
 
-    srs = orthanc.wait_for_instances(study_uid, lambda i: i.modality == "SR", timeout_seconds=120,
+    srs = orthanc.wait_for_instances(study_uid, lambda i: i.modality == "SR", timeout_seconds=90,
                                      interval_seconds=0.05)
     latency_seconds = time.monotonic() - last_instance_in_orthanc
     quiet = routed_node.config["study"]["quiet_period_seconds"]

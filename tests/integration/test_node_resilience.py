@@ -142,3 +142,21 @@ def _listed_id(lines: list[str], export_id: int) -> str:
         if m:
             return m.group(1)
     raise AssertionError(f"export {export_id} not in queue list lines {lines}")
+
+
+def test_sigterm_to_the_process_group_stops_the_node_cleanly(orthanc: OrthancServer, node_factory,
+                                                             write_study) -> None:
+    """systemd and terminals signal the whole group: workers and main process must all exit."""
+    node = node_factory(destinations=[orthanc.as_destination()], quiet_period_seconds=0.5)
+    node.start()
+    study_uid, files = write_study(1)
+    _send_direct(node, files)
+    orthanc.wait_for_instances(study_uid, lambda i: i.modality == "SR", timeout_seconds=60)
+    workers = node.child_pids()
+    assert workers
+    code = node.stop(grace_seconds=15)
+    assert not node.stop_needed_sigkill, node.log_tail()
+    assert code == 0, node.log_tail()
+    assert node.log_lines(r"event=node_stopped")
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()
+                and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]]

@@ -47,8 +47,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import io
 import logging
 import os
+import secrets
 import threading
 import time
 import uuid
@@ -73,8 +75,10 @@ from node.config import Config, ConfigError, HttpConfig
 from node.disk import DiskWatermark
 from node.ingest import IngestOutcome, ingest
 from node.store import Store
+from node.stow_export import send_stow  # node/export.py delivers type = "dicomweb" through this name
 
 __all__ = [
+    "send_stow",
     "create_app",
     "start_http_server",
     "HttpServer",
@@ -111,6 +115,9 @@ _STUDY_UID_MAX = 64
 def load_token(http: HttpConfig, config_path: Path | str = "config") -> str:
     """The bearer token from ``[http] token`` or ``[http] token_file`` (read once, at start).
 
+    A ``token_file`` that does not exist yet is created (mode 0600) with a random token, so a
+    first ``make run`` or a fresh container has a token the operator can read from the file.
+
     Raises
     ------
     ConfigError
@@ -122,8 +129,21 @@ def load_token(http: HttpConfig, config_path: Path | str = "config") -> str:
         raise ConfigError(
             f"{config_path}: [http] needs token or token_file: STOW-RS never accepts data without a bearer token"
         )
+    token_path = Path(http.token_file)
+    if not token_path.exists():
+        # First start (make run, a fresh container): make a random token the operator can read.
+        try:
+            token_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(secrets.token_urlsafe(32) + "\n")
+            log.warning("event=http_token_created path=%s hint='send it as Authorization: Bearer <token>'", token_path)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise ConfigError(f"{config_path}: [http] token_file {token_path} does not exist and cannot be created ({exc})") from None
     try:
-        token = Path(http.token_file).read_text(encoding="utf-8").strip()
+        token = token_path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{config_path}: [http] token_file {http.token_file} cannot be read ({exc})") from None
     if not token:
@@ -474,8 +494,9 @@ class _StowHandler:
         if media_type != "application/dicom":
             return refuse("not_dicom", FAILURE_REASON["cannot_understand"],
                           f"part {part.index} has content type {part.content_type!r}, not application/dicom")
+        data = _as_part10(part.path.read_bytes())
         try:
-            header = pydicom.dcmread(part.path, stop_before_pixels=True)
+            header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
             sop_class = str(header.get("SOPClassUID", "") or "") or None
             sop_uid = str(header.get("SOPInstanceUID", "") or "") or None
             study_uid = str(header.get("StudyInstanceUID", "") or "") or None
@@ -492,7 +513,6 @@ class _StowHandler:
         if study_in_url is not None and study_uid != study_in_url:
             return refuse("study_uid_mismatch", FAILURE_REASON["study_uid_mismatch"],
                           f"StudyInstanceUID {study_uid} differs from {study_in_url} in the URL", sop_class, sop_uid)
-        data = part.path.read_bytes()
         outcome: IngestOutcome = s.ingest(s.store, s.config, data, calling_ae=client, source="dicomweb")
         if outcome.accepted:
             metrics.instance_received(client, metrics.PROTOCOL_STOW)
@@ -502,6 +522,18 @@ class _StowHandler:
         metrics.instance_refused(metrics.PROTOCOL_STOW, outcome.outcome)
         return _PartResult(part.index, False, outcome.outcome, outcome.message, sop_class,
                            outcome.sop_instance_uid or sop_uid, outcome.status)
+
+
+def _as_part10(data: bytes) -> bytes:
+    """``data`` with the 128-byte preamble and ``DICM`` prefix, when only they are missing.
+
+    Some clients (dicomweb-client with pydicom 3 writing an in-memory dataset) send the File
+    Meta group without the preamble. The spool must hold proper Part 10 files, so the preamble
+    is added; anything else is left for the parser to judge.
+    """
+    if data[128:132] != b"DICM" and data[:2] == b"\x02\x00":
+        return bytes(128) + b"DICM" + data
+    return data
 
 
 def _too_large(limit: int) -> JSONResponse:

@@ -145,9 +145,19 @@ def bone_bright_pixels(ds) -> np.ndarray:
     if frames > 1 or arr.ndim != 2:
         raise CalibrationError("unreadable", "The image has several frames; DXR needs one single-frame radiograph.")
 
-    image = apply_modality_lut(arr, ds).astype(np.float64, copy=False)
+    if "ModalityLUTSequence" in ds:
+        image = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
+    else:
+        # Rescale in place: on a 2500 x 3000 image this is a third of apply_modality_lut's time.
+        image = arr.astype(np.float64)
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        if slope != 1.0:
+            image *= slope
+        if intercept != 0.0:
+            image += intercept
     if APPLY_VOI_LUT and ("VOILUTSequence" in ds or "WindowCenter" in ds):
         image = np.asarray(apply_voi_lut(image, ds, prefer_lut=True), dtype=np.float64)
     if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper() == "MONOCHROME1":
-        image = image.max() + image.min() - image
+        np.subtract(image.max() + image.min(), image, out=image)
     return np.ascontiguousarray(image)

@@ -466,7 +466,7 @@ class _Shaft:
         return self.a + self.b * y
 
 
-def _fit_shaft_lines(ridge: np.ndarray, finger_bases: np.ndarray, finger_dirs: np.ndarray, s: float):
+def _fit_shaft_lines(ridge: np.ndarray, finger_bases: np.ndarray, finger_dirs: np.ndarray, s: float, bone_for_centre: np.ndarray | None = None):
     """Straight lines along the shafts of metacarpals II-V (canonical frame).
 
     Ridge peaks on every row of the mid-palm band are assigned to the nearest predicted line
@@ -524,7 +524,40 @@ def _fit_shaft_lines(ridge: np.ndarray, finger_bases: np.ndarray, finger_dirs: n
             coef = np.polyfit(arr[:, 0], arr[:, 1], 1)
             lines[k] = [coef[1], coef[0]]
             rms[k] = float(np.sqrt(np.mean((arr[:, 1] - np.polyval(coef, arr[:, 0])) ** 2)))
+    # Re-centre: a ridge filter can lock onto one cortex of a hollow shaft; the centroid of the
+    # bone signal across the shaft cannot.
+    for k in range(len(lines)):
+        if support[k] < 0.3:
+            continue
+        a, b = lines[k]
+        half = CENTRE_HALF_WIDTH * s
+        ys_c, xs_c = [], []
+        for y in rows:
+            xc = a + b * y
+            lo, hi = int(max(0, np.floor(xc - half))), int(min(w - 1, np.ceil(xc + half)))
+            seg = bone_for_centre[y, lo : hi + 1] if bone_for_centre is not None else ridge[y, lo : hi + 1]
+            seg = seg - seg.min()
+            if seg.sum() <= 0:
+                continue
+            ys_c.append(y)
+            xs_c.append(lo + float(np.sum(seg * np.arange(seg.size)) / seg.sum()))
+        if len(ys_c) >= 5:
+            coef = np.polyfit(np.array(ys_c, float), np.array(xs_c), 1)
+            lines[k] = [coef[1], coef[0]]
     return lines, support, rms, y_web
+
+
+def _along_max(image: np.ndarray, a: float, b: float, ys: np.ndarray, half_px: float) -> np.ndarray:
+    """Maximum of ``image`` across +-half_px of the line x = a + b*y, per y.
+
+    Across a joint space nothing is bone, so the maximum drops; across the trabecular middle of
+    a metacarpal head the cortical rim keeps it high.
+    """
+    n = max(3, int(2 * half_px) + 1)
+    offs = np.linspace(-half_px, half_px, n)
+    xs = a + b * ys
+    vals = [ndi.map_coordinates(image, [ys, xs + o], order=1, mode="nearest") for o in offs]
+    return np.max(vals, axis=0)
 
 
 def _match_in_order(preds: np.ndarray, peaks: np.ndarray, max_dist: float) -> np.ndarray:
@@ -617,9 +650,18 @@ FINGER_RADIUS_MM = 10.0
 """Opening radius that separates fingers (narrower) from the palm (wider), mm."""
 
 # Metacarpal lengths relative to MC III (adult anatomy), used to bound the search for the base.
-_RELATIVE_LENGTH = {"II": 1.06, "III": 1.0, "IV": 0.88, "V": 0.82}
+_RELATIVE_LENGTH = {"II": 1.07, "III": 1.0, "IV": 0.87, "V": 0.82}
 # Median L(III) / finger-base spacing, measured on the real PA hands in ../shared/data/real-hands.
-_LENGTH_PER_SPACING = 2.6
+_LENGTH_PER_SPACING = 2.75
+BASE_DIP_MIN = 9.0
+HEAD_TOPHAT = 1.3
+HEAD_SEARCH = 2.0
+HEAD_BAND = 0.15
+FINE_BAND_MM = 1.5
+JOINT_SIGMA_MM = 0.4
+BASE_WINDOW = (0.85, 1.15)
+RIDGE_SIGMA = 0.12
+CENTRE_HALF_WIDTH = 0.35
 
 
 def _outline(body: np.ndarray, factor: int, n_max: int = 400) -> np.ndarray:
@@ -652,46 +694,65 @@ def _axial_profile(image: np.ndarray, p0: np.ndarray, p1: np.ndarray, step_px: f
     return t, np.mean(vals, axis=0)
 
 
-def _ends_along(profile_y: np.ndarray, prof: np.ndarray, y_web: float, s: float, rel: float):
-    """Head, base (canonical y) and a growth-plate score from one shaft's axial profile.
+def _ends_along(profile_y: np.ndarray, prof: np.ndarray, raw: np.ndarray, ridge: np.ndarray, y_web: float, s: float, rel: float, fine=None):
+    """Head, base (canonical y) and shaft level of one metacarpal from its axial profiles.
 
-    ``prof`` is the bone (top-hat) intensity along the shaft line, sampled at ``profile_y``.
+    ``prof`` is the bone (top-hat) intensity and ``raw`` the flattened image along the shaft
+    line, sampled at ``profile_y`` (0.5 working pixel steps). The head is the MCP joint space:
+    walking distally from mid-shaft, the first dip that is deep relative to the bone on both
+    sides of it. The base is one expected length proximal to the head (lengths relative to the
+    finger spacing, measured on real hands), moved to a clear carpometacarpal joint line when one
+    lies close to that point.
     """
-    def at(y):
-        return float(np.interp(y, profile_y, prof))
-
+    step = float(profile_y[1] - profile_y[0]) if profile_y.size > 1 else 1.0
     shaft = (profile_y > y_web + 1.2 * s) & (profile_y < y_web + 2.0 * s)
     if not shaft.any():
         return None
     level = float(np.median(prof[shaft]))
     if level <= 0:
         return None
-    # Head: walk distally from the shaft to the first clear dip (the MCP joint space); if
-    # there is none, the deepest point of the window.
-    win = (profile_y <= y_web + 1.0 * s) & (profile_y >= y_web - 0.7 * s)
-    if not win.any():
+    span = max(2, int(round(0.35 * s / step)))
+    # Mid-shaft: the strongest stretch of the shaft ridge (a clean hollow tube); from there walk
+    # distally to the first clear dip of the bone signal, the MCP joint space.
+    hump = (profile_y > y_web + 0.6 * s) & (profile_y < y_web + 3.0 * s)
+    if not hump.any():
         return None
-    yw, pw = profile_y[win][::-1], prof[win][::-1]
-    head = None
-    for k in range(1, len(pw) - 1):
-        if pw[k] <= pw[k - 1] and pw[k] <= pw[k + 1] and pw[k] < 0.5 * level:
-            head = float(yw[k])
-            break
-    if head is None:
-        head = float(yw[int(np.argmin(pw))])
+    k0 = int(np.argmax(np.where(hump, ridge, -np.inf)))
+    near = np.abs(profile_y - profile_y[k0]) < 0.3 * s
+    level = float(np.median(prof[near]))
+    if level <= 0:
+        return None
+    # Joint spaces are narrow dark bands (about 1-2 mm) between the bright subchondral plates
+    # of two bones: a strong positive second derivative of the axial profile at that scale.
+    # The broad, less dense middle of a metacarpal head is not. The MCP joint space is the
+    # strongest such band between mid-shaft and the PIP joint.
+    y_lo = float(profile_y[k0] - HEAD_SEARCH * s)
+    y_hi = float(profile_y[k0])
+    if fine is not None:
+        fy, fp, fstep_mm = fine(y_lo, y_hi)
+        sig = max(1.0, JOINT_SIGMA_MM / fstep_mm)
+        valley = ndi.gaussian_filter1d(fp, sig, order=2) * sig**2
+        if valley.size < 3 or valley.max() <= 0:
+            return None
+        head = float(fy[int(np.argmax(valley))])
+    else:
+        sig = max(1.0, 0.05 * s / step)
+        valley = ndi.gaussian_filter1d(raw, sig, order=2) * sig**2
+        stop = max(1, int(np.searchsorted(profile_y, y_lo)))
+        seg = valley[stop:k0]
+        if seg.size < 3 or seg.max() <= 0:
+            return None
+        head = float(profile_y[stop + int(np.argmax(seg))])
     expected = _LENGTH_PER_SPACING * s * rel
-    win = (profile_y > head + 0.8 * expected) & (profile_y < head + 1.2 * expected)
     base = head + expected
-    if win.any():
-        j = int(np.argmin(np.where(win, prof, np.inf)))
-        if prof[j] < 0.6 * float(np.median(prof[win])):
-            base = float(profile_y[j])
-    length = base - head
-    # Ossified carpus: an adult's capitate/hamate lie right behind the bases; a young child's
-    # carpus is mostly cartilage, i.e. soft tissue on the radiograph.
-    carp = (profile_y > base + 0.1 * length) & (profile_y < base + 0.5 * length)
-    growth = float(np.mean(prof[carp] > 0.3 * level)) if carp.any() else 1.0
-    return head, base, level, growth
+    if fine is not None:
+        # The carpometacarpal joint: the strongest joint-like band near the expected length.
+        fy, fp, fstep_mm = fine(head + BASE_WINDOW[0] * expected, head + BASE_WINDOW[1] * expected)
+        sig = max(1.0, JOINT_SIGMA_MM / fstep_mm)
+        valley = ndi.gaussian_filter1d(fp, sig, order=2) * sig**2
+        if valley.size >= 3 and valley.max() > 0:
+            base = float(fy[int(np.argmax(valley))])
+    return head, base, level, 1.0
 
 
 def _to_image_rc(frame: _HandFrame, factor: int, y: float, x: float) -> tuple[float, float]:
@@ -773,8 +834,10 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
     fd = ft - fb
     fd /= np.hypot(fd[:, 0], fd[:, 1])[:, None] + 1e-12
     bone = _tophat(canon, int(round(0.7 * s)))
-    ridge = _ridge_x(bone, 0.25 * s, 0.12 * s)
-    fit = _fit_shaft_lines(ridge, fb, fd, s)
+    ridge = _ridge_x(bone, 0.25 * s, RIDGE_SIGMA * s)
+    # Wider top-hat for the joint spaces: the 0.7 s one flattens the broad metacarpal heads.
+    bone_wide = _tophat(canon, int(round(HEAD_TOPHAT * s)))
+    fit = _fit_shaft_lines(ridge, fb, fd, s, bone)
     if fit is None:
         return _refuse("bone_not_found", outline_rc=outline, details=details)
     lines, support, rms, _ = fit
@@ -791,8 +854,18 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
         if support[k] < 0.5 or not np.isfinite(rms[k]):
             continue
         a, b = lines[k]
-        prof = ndi.gaussian_filter1d(_along(bone, a, b, ys, 1.0), 1.0)
-        ends = _ends_along(ys, prof, float(fb[k, 0]), s, _RELATIVE_LENGTH[name])
+        prof = ndi.gaussian_filter1d(_along(bone_wide, a, b, ys, 1.0), 1.0)
+        raw = ndi.gaussian_filter1d(_along(canon, a, b, ys, HEAD_BAND * s), 1.0)
+        rprof = ndi.gaussian_filter1d(_along(ridge, a, b, ys, 1.0), 2.0)
+        def fine(y0, y1, a=a, b=b):
+            # The same line on the full-resolution image, 0.1 mm steps, +-FINE_BAND_MM across.
+            p0 = np.array(_to_image_rc(frame, w.factor, y0, a + b * y0))
+            p1 = np.array(_to_image_rc(frame, w.factor, y1, a + b * y1))
+            step_px = max(1.0, 0.1 / pixel_spacing_mm)
+            t, vals = _axial_profile(image, p0, p1, step_px, FINE_BAND_MM / pixel_spacing_mm)
+            return y0 + t * (y1 - y0), vals, step_px * pixel_spacing_mm
+
+        ends = _ends_along(ys, prof, raw, rprof, float(fb[k, 0]), s, _RELATIVE_LENGTH[name], fine)
         if ends is None:
             continue
         head_y, base_y, level, growth = ends

@@ -11,6 +11,7 @@ import io
 import itertools
 import random
 import sqlite3
+import time
 from pathlib import Path
 
 import pydicom
@@ -80,6 +81,7 @@ class Node:
     """The app plus what it stored."""
 
     def __init__(self, tmp: Path, **cfg):
+        tmp.mkdir(parents=True, exist_ok=True)
         self.config = load_config(write_config(tmp, **cfg))
         self.store = Store(self.config.data_dir)
         self.client = TestClient(create_app(self.config, self.store), raise_server_exceptions=False)
@@ -360,3 +362,107 @@ def test_readyz_reports_unreadable_database(node: Node):
     resp = node.client.get("/readyz")
     assert resp.status_code == 503
     assert any("database" in r for r in resp.json()["reasons"])
+
+
+def test_part_without_preamble_is_spooled_as_part10(node: Node):
+    """pydicom 3 writes an in-memory dataset without the preamble unless told; such parts are fixed up."""
+    ds = small_image()
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, ds)  # file meta, no preamble / DICM
+    assert buf.getvalue()[128:132] != b"DICM"
+    resp = node.post(multipart([buf.getvalue()]))
+    assert resp.status_code == 200, resp.text
+    spooled = node.store.spool_path(ds.StudyInstanceUID, ds.SOPInstanceUID)
+    assert pydicom.dcmread(spooled).SOPInstanceUID == ds.SOPInstanceUID  # a proper Part 10 file
+
+
+# ------------------------------------------------------------------------------ STOW-RS export (node -> node)
+@pytest.fixture
+def peer(tmp_path: Path):
+    """A second node's HTTP server under uvicorn on a free port (the export target)."""
+    from node.dicomweb import HttpServer
+    from tests.integration.servers import free_port
+
+    target = Node(tmp_path / "peer")
+    server = HttpServer(target.client.app, "127.0.0.1", free_port()).start()
+    target.url = f"http://127.0.0.1:{server.port}/dicomweb"
+    try:
+        yield target
+    finally:
+        server.stop()
+
+
+def _write(tmp: Path, datasets) -> list[Path]:
+    tmp.mkdir(parents=True, exist_ok=True)
+    return [dicom_samples.save(d, tmp / f"{d.SOPInstanceUID}.dcm") for d in datasets]
+
+
+def test_send_stow_delivers_with_bearer_token_and_reports_per_instance(peer: Node, tmp_path: Path):
+    from node.config import DestinationConfig
+    from node.stow_export import send_stow
+
+    good = small_image()
+    pdf = small_image()
+    pdf.SOPClassUID = pdf.file_meta.MediaStorageSOPClassUID = dicom_samples.ENCAPSULATED_PDF_STORAGE
+    paths = _write(tmp_path / "out", [good, pdf]) + [tmp_path / "missing.dcm"]
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    dest = DestinationConfig(name="peer", type="dicomweb", url=peer.url, token_file=token_file)
+    results = send_stow(dest, paths)
+    assert [r.ok for r in results] == [True, False, False]
+    assert results[0].sop_instance_uid == good.SOPInstanceUID
+    assert "FailureReason 0x0122" in results[1].error
+    assert "cannot read output file" in results[2].error
+    assert peer.stored_uids() == [good.SOPInstanceUID]
+
+
+@pytest.mark.parametrize("auth", [{"token": "wrong"}, {"username": "u", "password": "p"}, {}])
+def test_send_stow_without_the_right_token_fails_with_401(peer: Node, tmp_path: Path, auth):
+    from node.config import DestinationConfig
+    from node.stow_export import send_stow
+
+    dest = DestinationConfig(name="peer", type="dicomweb", url=peer.url, **auth)
+    [result] = send_stow(dest, _write(tmp_path / "out", [small_image()]))
+    assert not result.ok and "HTTP 401" in result.error
+    assert peer.stored_uids() == []
+
+
+def test_dicomweb_destination_retries_with_backoff_until_it_is_up(tmp_path: Path):
+    """The exporter's retry path for type = "dicomweb": down -> queued again, up -> sent."""
+    from node.dicomweb import HttpServer
+    from node.export import deliver
+    from tests.integration.servers import free_port
+
+    port = free_port()
+    sender = Node(tmp_path / "sender")
+    cfg_path = sender.config.path
+    cfg_path.write_text(cfg_path.read_text().replace(
+        '[[destinations]]\nname = "outbox"\ntype = "folder"',
+        f'[[destinations]]\nname = "peer"\ntype = "dicomweb"\nurl = "http://127.0.0.1:{port}/dicomweb"\n'
+        f'token = "{TOKEN}"\n[export]\nretry_base_delay_seconds = 0.1\nmax_attempts = 3'))
+    config = load_config(cfg_path)
+    store = sender.store
+    out = dicom_samples.save(small_image(), store.outputs_dir / "s" / "o.dcm")
+    sop = pydicom.dcmread(out, stop_before_pixels=True).SOPInstanceUID
+    assert store.store_instance(b"x", sop_instance_uid="1.2.9", study_instance_uid="1.2.8") == "stored"
+    [job] = store.complete_due_studies(0, now=time.time() + 1)
+    store.claim_job(1)
+    store.finish_job(job.id, [(sop, dicom_samples.CR_IMAGE_STORAGE, "other", str(out.relative_to(store.data_dir)))],
+                     ["peer"])
+
+    [exp] = store.claim_due_exports()["peer"]
+    assert deliver(config, store, "peer", [exp]) == (0, 1)  # nobody listening yet
+    [after] = store.list_exports()
+    assert after.state == "queued" and after.attempts == 1 and "ConnectionError" in after.last_error
+    assert after.next_attempt_at > after.updated_at  # backoff
+
+    target = Node(tmp_path / "target")
+    server = HttpServer(target.client.app, "127.0.0.1", port).start()
+    try:
+        [exp] = store.claim_due_exports(now=time.time() + 10)["peer"]
+        assert deliver(config, store, "peer", [exp]) == (1, 0)
+    finally:
+        server.stop()
+    [after] = store.list_exports()
+    assert after.state == "sent" and after.attempts == 2
+    assert target.stored_uids() == [sop]

@@ -18,6 +18,10 @@ class _UTCFormatter(logging.Formatter):
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
         return time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created)) + f".{int(record.msecs):03d}Z"
 
+    def format(self, record: logging.LogRecord) -> str:
+        # Libraries (pydicom's decoders) log tracebacks; keep them on the record's one line.
+        return super().format(record).replace("\r", "").replace("\n", " | ")
+
 
 def setup_logging(level: int = logging.INFO, *, process_name: str | None = None) -> None:
     """Log to stderr, one line per record; safe to call again (in worker processes too)."""

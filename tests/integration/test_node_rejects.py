@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.encaps import encapsulate
+from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
 from pynetdicom import AE, _config
 
 from tests import dicom_samples
@@ -79,12 +81,12 @@ def test_allowed_ae_title_from_a_host_it_is_not_pinned_to_is_rejected(node: Node
 
 
 @contextlib.contextmanager
-def _association(node: NodeProcess, *sop_classes: str) -> Iterator:
+def _association(node: NodeProcess, *sop_classes: str, transfer_syntax: str = ExplicitVRLittleEndian) -> Iterator:
     """A pynetdicom association as TEST_SCU_AET that sends file bytes unchanged (no decode)."""
     ae = AE(ae_title=TEST_SCU_AET)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
     for sop_class in sop_classes:
-        ae.add_requested_context(sop_class, ["1.2.840.10008.1.2.1"])
+        ae.add_requested_context(sop_class, [transfer_syntax])
     previous = _config.STORE_SEND_CHUNKED_DATASET
     _config.STORE_SEND_CHUNKED_DATASET = True  # send the file's bytes as they are, even if broken
     assoc = ae.associate(HOST, node.port, ae_title=node.ae_title)
@@ -97,8 +99,8 @@ def _association(node: NodeProcess, *sop_classes: str) -> Iterator:
             assoc.release()
 
 
-def _send(node: NodeProcess, path: Path, sop_class: str) -> int:
-    with _association(node, sop_class) as assoc:
+def _send(node: NodeProcess, path: Path, sop_class: str, transfer_syntax: str = ExplicitVRLittleEndian) -> int:
+    with _association(node, sop_class, transfer_syntax=transfer_syntax) as assoc:
         status = assoc.send_c_store(path)
         assert "Status" in status, f"no C-STORE response for {path.name}\n{node.log_tail()}"
         return int(status.Status)
@@ -164,6 +166,30 @@ def test_wrong_pixel_data_length_never_takes_the_node_down(node: NodeProcess, or
     path = dicom_samples.save(ds, tmp_path / "short-pixels.dcm")
     status = _send(node, path, ds.SOPClassUID)
     _assert_refused_or_reported_unmeasurable(node, orthanc, status, ds)
+    _assert_still_serving(node)
+
+
+def test_undecodable_compressed_pixel_data_is_stored_and_reported_unmeasurable(
+        node: NodeProcess, orthanc: OrthancServer, tmp_path: Path) -> None:
+    """The receive path never decodes pixels, so a broken JPEG is stored; the job then says why."""
+    ds = dicom_samples.make_image_dataset()
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    not_a_jpeg = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40 + b"\xff\xd9"
+    ds.PixelData = encapsulate([not_a_jpeg])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    path = dicom_samples.save(ds, tmp_path / "broken-jpeg.dcm")
+    status = _send(node, path, ds.SOPClassUID, JPEGBaseline8Bit)
+    assert status == 0x0000, hex(status)
+    assert len(node.stored_instances(ds.StudyInstanceUID)) == 1
+    _assert_refused_or_reported_unmeasurable(node, orthanc, status, ds)
+    assert node.log_lines(rf"{ds.SOPInstanceUID}.*(unreadable|reason=unreadable)"), node.log_tail()
+    # The decoder's traceback must not break "one line per event".
+    stray = [line for line in node.log_text().splitlines()
+             if line and not line.startswith("===") and not re.match(r"\d{4}-\d\d-\d\dT", line)]
+    assert not stray, stray[:5]
     _assert_still_serving(node)
 
 

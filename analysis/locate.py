@@ -655,7 +655,8 @@ _RELATIVE_LENGTH = {"II": 1.07, "III": 1.0, "IV": 0.87, "V": 0.82}
 _LENGTH_PER_SPACING = 2.75
 BASE_DIP_MIN = 9.0
 HEAD_TOPHAT = 1.3
-HEAD_SEARCH = 2.0
+HEAD_SEARCH = 2.8
+HEAD_FROM_WEB = (-0.2, 1.3)
 HEAD_BAND = 0.15
 FINE_BAND_MM = 1.5
 JOINT_SIGMA_MM = 0.4
@@ -726,8 +727,12 @@ def _ends_along(profile_y: np.ndarray, prof: np.ndarray, raw: np.ndarray, ridge:
     # of two bones: a strong positive second derivative of the axial profile at that scale.
     # The broad, less dense middle of a metacarpal head is not. The MCP joint space is the
     # strongest such band between mid-shaft and the PIP joint.
-    y_lo = float(profile_y[k0] - HEAD_SEARCH * s)
-    y_hi = float(profile_y[k0])
+    # On real PA hands the MCP joint lies 0.2-1.0 finger spacings proximal to where the finger
+    # leaves the palm (measured on ../shared/data/real-hands), and distal to mid-shaft.
+    y_lo = float(max(profile_y[k0] - HEAD_SEARCH * s, y_web + HEAD_FROM_WEB[0] * s))
+    y_hi = float(min(profile_y[k0], y_web + HEAD_FROM_WEB[1] * s))
+    if y_hi - y_lo < 0.3 * s:
+        y_lo, y_hi = float(profile_y[k0] - HEAD_SEARCH * s), float(profile_y[k0])
     if fine is not None:
         fy, fp, fstep_mm = fine(y_lo, y_hi)
         sig = max(1.0, JOINT_SIGMA_MM / fstep_mm)

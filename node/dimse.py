@@ -9,6 +9,7 @@ in worker processes.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,7 +205,18 @@ def _scu_ae(calling_ae: str, timeout_seconds: float) -> AE:
     return ae
 
 
-def _assoc_failure(assoc) -> str:
+def _associate(ae: AE, dest: DestinationConfig):
+    """Associate with ``dest``; returns (association, whether the TCP connection ever opened)."""
+    opened = threading.Event()
+    assoc = ae.associate(
+        dest.host, dest.port, ae_title=dest.ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, lambda e: opened.set())]
+    )
+    return assoc, opened.is_set()
+
+
+def _assoc_failure(assoc, connected: bool = True) -> str:
+    if not connected:
+        return "connection failed (nothing listening, host unreachable or timed out)"
     if assoc.is_rejected:
         rsp = assoc.acceptor.primitive
         detail = f" (result {rsp.result}, source {rsp.result_source}, reason {rsp.diagnostic})" if rsp else ""
@@ -218,9 +230,9 @@ def echo(dest: DestinationConfig, calling_ae: str, timeout_seconds: float = 10.0
     """C-ECHO a DIMSE destination: (ok, one-line message)."""
     ae = _scu_ae(calling_ae, timeout_seconds)
     ae.add_requested_context(Verification)
-    assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title)
+    assoc, connected = _associate(ae, dest)
     if not assoc.is_established:
-        return False, f"{dest.name} ({dest.ae_title}@{dest.host}:{dest.port}): {_assoc_failure(assoc)}"
+        return False, f"{dest.name} ({dest.ae_title}@{dest.host}:{dest.port}): {_assoc_failure(assoc, connected)}"
     try:
         status = assoc.send_c_echo()
     finally:
@@ -254,9 +266,9 @@ def send_files(
             contexts.setdefault(str(ds.SOPClassUID), set()).update({ts, ExplicitVRLittleEndian, ImplicitVRLittleEndian})
         for sop_class, syntaxes in contexts.items():
             ae.add_requested_context(sop_class, sorted(syntaxes))
-        assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title)
+        assoc, connected = _associate(ae, dest)
         if not assoc.is_established:
-            why = f"{dest.ae_title}@{dest.host}:{dest.port}: {_assoc_failure(assoc)}"
+            why = f"{dest.ae_title}@{dest.host}:{dest.port}: {_assoc_failure(assoc, connected)}"
             for p, ds in readable:
                 results[p] = SendResult(p, str(ds.SOPInstanceUID), False, why)
         else:

@@ -1,0 +1,227 @@
+"""Jobs and export: real worker processes, real SQLite, a real pynetdicom SCP as the PACS."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from node.assembler import Assembler
+from node.export import Exporter, deliver, folder_target
+from node.store import Store
+from node.worker import WorkerPool, run_job
+from tests.dicom_samples import make_image_dataset
+
+from tests.node.node_helpers import TestPacs, encode, free_port, make_config, wait_until
+
+SR_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
+
+
+def _receive_study(store: Store, n: int = 2, study: str | None = None) -> str:
+    study = study or generate_uid()
+    for k in range(n):
+        ds = make_image_dataset(study, rows=64, columns=64, seed=k)
+        store.store_instance(encode(ds), sop_instance_uid=ds.SOPInstanceUID, study_instance_uid=study,
+                             sop_class_uid=ds.SOPClassUID)
+    return study
+
+
+def _complete_and_claim(store: Store):
+    store.complete_due_studies(0.0, now=time.time() + 1)
+    return store.claim_job(os.getpid())
+
+
+def test_job_writes_outputs_and_queues_one_export_per_destination(tmp_path):
+    cfg = make_config(tmp_path, destinations='[[destinations]]\nname = "a"\ntype = "folder"\n'
+                                             '[[destinations]]\nname = "b"\ntype = "folder"\npath = "other"\n')
+    store = Store(cfg.data_dir)
+    study = _receive_study(store)
+    job = _complete_and_claim(store)
+    assert run_job(store, cfg, job)
+    assert store.job(job.id).state == "done"
+    outputs = store._query("SELECT * FROM outputs WHERE job_id=?", (job.id,))
+    assert outputs, "a study always yields at least a (refusal) SR"
+    for o in outputs:
+        ds = pydicom.dcmread(store.data_dir / o["path"])
+        assert ds.StudyInstanceUID == study
+        assert ds.SOPInstanceUID == o["sop_instance_uid"]
+    assert any(o["sop_class_uid"].startswith(SR_PREFIX) and o["kind"] == "SR" for o in outputs)
+    exports = store.list_exports()
+    assert sorted((e.output_sop_instance_uid, e.destination) for e in exports) == sorted(
+        (o["sop_instance_uid"], d) for o in outputs for d in ("a", "b"))
+
+
+def test_rerunning_the_same_job_gives_the_same_output_uids(tmp_path):
+    cfg = make_config(tmp_path)
+    store = Store(cfg.data_dir)
+    _receive_study(store, 1)
+    job = _complete_and_claim(store)
+    run_job(store, cfg, job)
+    first = sorted(r["sop_instance_uid"] for r in store._query("SELECT * FROM outputs"))
+    n_exports = len(store.list_exports())
+    run_job(store, cfg, job)  # as after a crash between writing outputs and marking done
+    assert sorted(r["sop_instance_uid"] for r in store._query("SELECT * FROM outputs")) == first
+    assert len(store.list_exports()) == n_exports
+
+
+def test_reopened_study_gets_a_new_sr_that_replaces_the_first(tmp_path):
+    cfg = make_config(tmp_path)
+    store = Store(cfg.data_dir)
+    study = _receive_study(store, 1)
+    job1 = _complete_and_claim(store)
+    run_job(store, cfg, job1)
+    [sr1] = store.previous_sr_uids(study, before_run=2)
+    _receive_study(store, 1, study=study)  # a late instance re-opens the study
+    job2 = _complete_and_claim(store)
+    assert job2.run == 2
+    run_job(store, cfg, job2)
+    srs = [r for r in store._query("SELECT * FROM outputs WHERE job_id=? AND kind='SR'", (job2.id,))]
+    assert srs and sr1 not in {r["sop_instance_uid"] for r in srs}
+    new_sr = pydicom.dcmread(store.data_dir / srs[0]["path"])
+    referenced = {
+        item.ReferencedSOPInstanceUID
+        for study_item in new_sr.PredecessorDocumentsSequence
+        for series in study_item.ReferencedSeriesSequence
+        for item in series.ReferencedSOPSequence
+    }
+    assert sr1 in referenced
+
+
+def test_unreadable_spool_files_fail_the_job_visibly(tmp_path, caplog):
+    cfg = make_config(tmp_path)
+    store = Store(cfg.data_dir)
+    study = _receive_study(store, 1)
+    [rec] = store.study_instances(study)
+    (store.data_dir / rec.path).write_bytes(b"")  # the spool file vanished / is empty
+    job = _complete_and_claim(store)
+    caplog.set_level("INFO", logger="dxr.worker")
+    assert not run_job(store, cfg, job)
+    failed = store.job(job.id)
+    assert failed.state == "failed" and "could be read" in failed.last_error
+    assert any("event=job_failed" in r.getMessage() for r in caplog.records)
+
+
+def test_export_retries_with_backoff_until_a_late_destination_comes_up(tmp_path):
+    port = free_port()
+    cfg = make_config(
+        tmp_path,
+        destinations=f'[[destinations]]\nname = "pacs"\nae_title = "TESTPACS"\nhost = "127.0.0.1"\nport = {port}\n',
+        extra="",
+    )
+    cfg = cfg.__class__(**{**cfg.__dict__, "export": cfg.export.__class__(
+        retry_base_delay_seconds=0.2, retry_max_delay_seconds=0.4, max_attempts=50)})
+    store = Store(cfg.data_dir)
+    _receive_study(store, 1)
+    run_job(store, cfg, _complete_and_claim(store))
+    stop = threading.Event()
+    exporter = Exporter(cfg, store, stop, poll_seconds=0.05)
+    exporter.start()
+    pacs = TestPacs(port)
+    try:
+        wait_until(lambda: any(e.attempts >= 2 for e in store.list_exports()), 10, "two failed attempts")
+        assert all(e.state in ("queued", "sending") for e in store.list_exports())
+        pacs.start()
+        wait_until(lambda: all(e.state == "sent" for e in store.list_exports()), 10, "exports sent")
+    finally:
+        stop.set()
+        exporter.join(10)
+        pacs.stop()
+    outputs = {e.output_sop_instance_uid for e in store.list_exports()}
+    assert sorted(pacs.received) == sorted(outputs), "each output arrives exactly once"
+    assert set(pacs.calling) == {"DXRNODE"}
+    assert all(e.attempts >= 3 and e.last_error is None for e in store.list_exports())
+
+
+def test_export_ends_failed_and_queue_retry_delivers(tmp_path, capsys):
+    from node.cli import main
+
+    port = free_port()
+    cfg_dir = tmp_path / "cfg"
+    cfg = make_config(
+        cfg_dir,
+        destinations=f'[[destinations]]\nname = "pacs"\nae_title = "TESTPACS"\nhost = "127.0.0.1"\nport = {port}\n',
+    )  # max_attempts = 3, delays 0.2 / 0.4 s
+    store = Store(cfg.data_dir)
+    _receive_study(store, 1)
+    run_job(store, cfg, _complete_and_claim(store))
+
+    def drain():
+        for name, exps in store.claim_due_exports().items():
+            deliver(cfg, store, name, exps)
+
+    wait_until(lambda: drain() or all(e.state == "failed" for e in store.list_exports()), 10, "exports failed")
+    exports = store.list_exports()
+    assert all(e.attempts == 3 and "connection failed" in e.last_error for e in exports)
+
+    assert main(["queue", "list", "--config", str(cfg_dir / "node.toml")]) == 0
+    listing = capsys.readouterr().out
+    for e in exports:
+        assert any(line.startswith(f"E{e.id} ") and "failed" in line and "pacs" in line for line in listing.splitlines())
+
+    pacs = TestPacs(port, ae_title="TESTPACS").start()
+    try:
+        for e in exports:
+            assert main(["queue", "retry", f"E{e.id}", "--config", str(cfg_dir / "node.toml")]) == 0
+        drain()
+        assert [x.state for x in store.list_exports()] == ["sent"] * len(exports)
+        assert pacs.associations == 1, "one association per destination batch"
+        # Retrying something already sent is an error, in one line.
+        assert main(["queue", "retry", f"E{exports[0].id}", "--config", str(cfg_dir / "node.toml")]) == 1
+        assert "already sent" in capsys.readouterr().err
+    finally:
+        pacs.stop()
+    assert sorted(pacs.received) == sorted(e.output_sop_instance_uid for e in exports)
+
+
+def test_folder_destination_layout(tmp_path):
+    cfg = make_config(tmp_path)
+    store = Store(cfg.data_dir)
+    study = _receive_study(store, 1)
+    run_job(store, cfg, _complete_and_claim(store))
+    for name, exps in store.claim_due_exports().items():
+        deliver(cfg, store, name, exps)
+    dest = cfg.destination("outbox")
+    for e in store.list_exports():
+        assert e.state == "sent"
+        target = folder_target(dest, study, e.output_sop_instance_uid)
+        assert target == cfg.data_dir / "outbox" / study / f"{e.output_sop_instance_uid}.dcm"
+        assert pydicom.dcmread(target).SOPInstanceUID == e.output_sop_instance_uid
+
+
+@pytest.mark.slow
+def test_worker_processes_run_jobs_and_a_dead_worker_is_replaced(tmp_path):
+    cfg = make_config(tmp_path, quiet=0.2)
+    store = Store(cfg.data_dir)
+    pool = WorkerPool(cfg, store)
+    stop = threading.Event()
+    assembler = Assembler(store, cfg.study.quiet_period_seconds, stop)
+    pool.start()
+    assembler.start()
+    try:
+        study = _receive_study(store, 1)
+        wait_until(lambda: [j.state for j in store.list_jobs()] == ["done"], 60, "job done by a worker process")
+        [job] = store.list_jobs()
+        assert job.worker_pid == pool.procs[0].pid and job.worker_pid != os.getpid()
+
+        # A worker dies while "running" a job: the pool requeues the job and a new worker runs it.
+        store.complete_due_studies(0.0)  # nothing due
+        study2 = _receive_study(store, 1)
+        victim = pool.procs[0]
+        store.complete_due_studies(0.0, now=time.time() + 1)
+        claimed = store.claim_job(victim.pid)  # as if the victim had taken it
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.join(10)
+        pool.monitor()
+        assert pool.procs[0].pid != victim.pid
+        wait_until(lambda: store.job(claimed.id).state == "done", 60, "requeued job done by the new worker")
+        assert store.job(claimed.id).attempts == 2
+        assert study2 != study
+    finally:
+        stop.set()
+        assembler.join(5)
+        pool.stop()

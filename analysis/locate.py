@@ -490,7 +490,7 @@ def _fit_shaft_lines(ridge: np.ndarray, finger_bases: np.ndarray, finger_dirs: n
     yc0, yc1 = int(max(1, y_web + 1.4 * s)), int(min(h - 2, y_web + 2.2 * s))
     mean_prof = ridge[yc0 : yc1 + 1].mean(axis=0)
     yc = 0.5 * (yc0 + yc1)
-    pk = _peaks_1d(mean_prof, 0.1 * max(mean_prof.max(), 1e-9))
+    pk = _peaks_1d(mean_prof, SEED_PEAK_MIN * max(mean_prof.max(), 1e-9))
     pk = pk[np.argsort(-pk)]
     slopes, preds = [], []
     for (yb, xb), (dy, dx) in zip(finger_bases, finger_dirs):
@@ -660,7 +660,9 @@ HEAD_FROM_WEB = (-0.2, 1.3)
 HEAD_BAND = 0.15
 FINE_BAND_MM = 1.5
 JOINT_SIGMA_MM = 0.4
-BASE_WINDOW = (0.85, 1.15)
+BASE_WINDOW = (0.7, 1.35)
+BASE_PRIOR_SD = 0.2
+SEED_PEAK_MIN = 0.25
 RIDGE_SIGMA = 0.12
 CENTRE_HALF_WIDTH = 0.35
 
@@ -695,7 +697,7 @@ def _axial_profile(image: np.ndarray, p0: np.ndarray, p1: np.ndarray, step_px: f
     return t, np.mean(vals, axis=0)
 
 
-def _ends_along(profile_y: np.ndarray, prof: np.ndarray, raw: np.ndarray, ridge: np.ndarray, y_web: float, s: float, rel: float, fine=None):
+def _ends_along(profile_y: np.ndarray, prof: np.ndarray, raw: np.ndarray, ridge: np.ndarray, y_web: float, s: float, rel: float, fine=None, length_per_spacing: float = 0.0):
     """Head, base (canonical y) and shaft level of one metacarpal from its axial profiles.
 
     ``prof`` is the bone (top-hat) intensity and ``raw`` the flattened image along the shaft
@@ -748,7 +750,7 @@ def _ends_along(profile_y: np.ndarray, prof: np.ndarray, raw: np.ndarray, ridge:
         if seg.size < 3 or seg.max() <= 0:
             return None
         head = float(profile_y[stop + int(np.argmax(seg))])
-    expected = _LENGTH_PER_SPACING * s * rel
+    expected = (length_per_spacing or _LENGTH_PER_SPACING) * s * rel
     base = head + expected
     if fine is not None:
         # The carpometacarpal joint: the strongest joint-like band near the expected length.
@@ -756,7 +758,9 @@ def _ends_along(profile_y: np.ndarray, prof: np.ndarray, raw: np.ndarray, ridge:
         sig = max(1.0, JOINT_SIGMA_MM / fstep_mm)
         valley = ndi.gaussian_filter1d(fp, sig, order=2) * sig**2
         if valley.size >= 3 and valley.max() > 0:
-            base = float(fy[int(np.argmax(valley))])
+            # Strength of the joint line, weighted by how plausible its distance from the head is.
+            prior = np.exp(-0.5 * ((fy - (head + expected)) / (BASE_PRIOR_SD * expected)) ** 2)
+            base = float(fy[int(np.argmax(np.maximum(valley, 0.0) * prior))])
     return head, base, level, 1.0
 
 
@@ -855,32 +859,41 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
     xs_mid = lines[:, 0] + lines[:, 1] * y_mid
     details["shaft_gaps_spacing"] = [round(float(x), 2) for x in (xs_mid[:-1] - xs_mid[1:]) / s]
     ys = np.arange(0.0, canon.shape[0] - 1.0, 0.5)
+    def trace_ends(length_per_spacing: float) -> dict[str, tuple[float, float]]:
+        out = {}
+        for k, name in enumerate(names):
+            if support[k] < 0.5 or not np.isfinite(rms[k]):
+                continue
+            a, b = lines[k]
+            prof = ndi.gaussian_filter1d(_along(bone_wide, a, b, ys, 1.0), 1.0)
+            raw = ndi.gaussian_filter1d(_along(canon, a, b, ys, HEAD_BAND * s), 1.0)
+            rprof = ndi.gaussian_filter1d(_along(ridge, a, b, ys, 1.0), 2.0)
+
+            def fine(y0, y1, a=a, b=b):
+                # The same line on the full-resolution image, 0.1 mm steps, +-FINE_BAND_MM across.
+                p0 = np.array(_to_image_rc(frame, w.factor, y0, a + b * y0))
+                p1 = np.array(_to_image_rc(frame, w.factor, y1, a + b * y1))
+                step_px = max(1.0, 0.1 / pixel_spacing_mm)
+                t, vals = _axial_profile(image, p0, p1, step_px, FINE_BAND_MM / pixel_spacing_mm)
+                return y0 + t * (y1 - y0), vals, step_px * pixel_spacing_mm
+
+            ends = _ends_along(ys, prof, raw, rprof, float(fb[k, 0]), s, _RELATIVE_LENGTH[name], fine,
+                               length_per_spacing)
+            if ends is not None:
+                out[name] = (ends[0], ends[1])
+        return out
+
+    ends_by_bone = trace_ends(_LENGTH_PER_SPACING)
     for k, name in enumerate(names):
-        if support[k] < 0.5 or not np.isfinite(rms[k]):
+        if name not in ends_by_bone:
             continue
         a, b = lines[k]
-        prof = ndi.gaussian_filter1d(_along(bone_wide, a, b, ys, 1.0), 1.0)
-        raw = ndi.gaussian_filter1d(_along(canon, a, b, ys, HEAD_BAND * s), 1.0)
-        rprof = ndi.gaussian_filter1d(_along(ridge, a, b, ys, 1.0), 2.0)
-        def fine(y0, y1, a=a, b=b):
-            # The same line on the full-resolution image, 0.1 mm steps, +-FINE_BAND_MM across.
-            p0 = np.array(_to_image_rc(frame, w.factor, y0, a + b * y0))
-            p1 = np.array(_to_image_rc(frame, w.factor, y1, a + b * y1))
-            step_px = max(1.0, 0.1 / pixel_spacing_mm)
-            t, vals = _axial_profile(image, p0, p1, step_px, FINE_BAND_MM / pixel_spacing_mm)
-            return y0 + t * (y1 - y0), vals, step_px * pixel_spacing_mm
-
-        ends = _ends_along(ys, prof, raw, rprof, float(fb[k, 0]), s, _RELATIVE_LENGTH[name], fine)
-        if ends is None:
-            continue
-        head_y, base_y, level, growth = ends
-        growth_scores.append(growth)
+        head_y, base_y = ends_by_bone[name]
         head_rc = _to_image_rc(frame, w.factor, head_y, a + b * head_y)
         base_rc = _to_image_rc(frame, w.factor, base_y, a + b * base_y)
         length_mm = float(np.hypot(head_rc[0] - base_rc[0], head_rc[1] - base_rc[1])) * pixel_spacing_mm
         conf = float(np.clip(support[k], 0, 1) * np.exp(-max(rms[k] - 1.0, 0.0) / 2.0))
         found[name] = MetacarpalAxis(name, base_rc, head_rc, length_mm, None, conf)
-    details["growth_plate_scores"] = [round(g, 2) for g in growth_scores]
     # PA: II-V side by side, each separated from the next by soft tissue.
     gaps = (xs_mid[:-1] - xs_mid[1:]) / s
     missing = [n for n in ("II", "III", "IV") if n not in found]

@@ -702,9 +702,12 @@ class NodeProcess:
               called: str | None = None, extra: Sequence[str] = ()) -> ToolResult:
         return storescu(files, self.port, aet=aet, called=called or self.ae_title, extra=extra)
 
-    def cli(self, *args: str, timeout_seconds: float = 60.0) -> ToolResult:
-        """Run ``dxr-node ARGS --config node.toml`` (e.g. ``cli("queue", "list")``)."""
-        cmd = [str(node_binary()), *args, "--config", str(self.config_path)]
+    def cli(self, *args: str, timeout_seconds: float = 60.0, with_config: bool = True) -> ToolResult:
+        """Run ``dxr-node ARGS --config node.toml`` (e.g. ``cli("queue", "list")``).
+
+        ``with_config=False`` leaves ``--config`` out (``cli("check-config", path, with_config=False)``).
+        """
+        cmd = [str(node_binary()), *args, *(["--config", str(self.config_path)] if with_config else [])]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_seconds, cwd=self.workdir)
         return ToolResult(proc.returncode, proc.stdout + proc.stderr, cmd)
 

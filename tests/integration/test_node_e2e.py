@@ -124,3 +124,23 @@ def test_same_sop_instance_uid_twice_is_stored_once_and_analysed_once(
     spooled = [p for p in routed_node.data_dir.joinpath("spool").rglob("*") if p.is_file() and first.stem in p.name]
     assert len(spooled) == 1, spooled
     assert routed_node.log_lines(rf"(?i)duplicate.*{first.stem}|{first.stem}.*duplicate"), routed_node.log_tail()
+
+
+def test_cli_echo_reaches_orthanc_and_names_an_unreachable_destination_in_one_line(
+        orthanc: OrthancServer, node_factory) -> None:
+    node = node_factory(destinations=[orthanc.as_destination("pacs"),
+                                      {"name": "nobody", "ae_title": "NOBODY", "host": HOST, "port": free_port()}])
+    node.write_config()
+    assert node.cli("check-config", str(node.config_path), with_config=False).ok
+
+    echo = node.cli("echo", "pacs")
+    assert echo.ok, echo
+    assert "pacs" in echo.output
+
+    down = node.cli("echo", "nobody")
+    assert down.returncode != 0
+    lines = down.output.strip().splitlines()
+    assert len(lines) == 1 and "nobody" in lines[0] and "Traceback" not in down.output, down
+
+    unknown = node.cli("echo", "no-such-destination")
+    assert unknown.returncode != 0 and len(unknown.output.strip().splitlines()) == 1, unknown

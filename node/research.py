@@ -238,7 +238,7 @@ def run_analyze(args: argparse.Namespace) -> int:
             dicom_dir = Path(args.dicom_out)
             dicom_dir.mkdir(parents=True, exist_ok=True)
             try:
-                from node.outputs import write_dicom_outputs as write_outputs
+                from node.outputs import OutputOptions, write_dicom_outputs as write_outputs
             except ImportError:
                 print("dxr-node: warning: DICOM outputs are not available in this build (node.outputs missing)",
                       file=sys.stderr)
@@ -262,7 +262,7 @@ def run_analyze(args: argparse.Namespace) -> int:
                 print(f"dxr-node: warning: no overlay for {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
         if write_outputs is not None and ds is not None and "SOPInstanceUID" in ds:
             try:
-                write_outputs(ds, result, dicom_dir)
+                write_outputs(ds, result, dicom_dir, options=OutputOptions(reference=reference))
             except Exception as exc:
                 print(f"dxr-node: warning: no DICOM output for {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
                 status = 1

@@ -63,8 +63,11 @@ def load_reference(config: Config) -> Any:
         raise ReferenceTablesError(f"{ref_dir}: reference tables are invalid ({exc})") from exc
 
 
-def output_options(config: Config) -> Any:
-    """``node.outputs.OutputOptions`` from ``[outputs]`` (unknown extra keys are ignored with a log line)."""
+def output_options(config: Config, reference: Any = None) -> Any:
+    """``node.outputs.OutputOptions`` from ``[outputs]`` (unknown extra keys are ignored with a log line).
+
+    ``reference``: the loaded reference tables, for the SC picture's BMD-vs-age chart.
+    """
     import dataclasses
 
     from node.outputs import OutputOptions
@@ -78,6 +81,8 @@ def output_options(config: Config) -> Any:
             values[key] = value
         else:
             log.warning("event=config_ignored key=[outputs].%s reason='not an output option of this build'", key)
+    if reference is not None:
+        values["reference"] = reference
     return OutputOptions(**{k: v for k, v in values.items() if k in names})
 
 
@@ -134,7 +139,7 @@ def run_job(store: Store, config: Config, job: Job, reference: Any = None) -> bo
         outputs = build_study_outputs(
             images,
             uid_seed=f"{job.study_instance_uid}/{job.run}",
-            options=output_options(config),
+            options=output_options(config, reference=reference),
             replaces=replaces,
         )
         recorded = []

@@ -19,12 +19,13 @@ listener, when the config has an ``[http]`` table:
 
 STOW-RS request handling
 ------------------------
-The body is streamed, never held in memory: a ``Content-Length`` over ``[http]
+The body is streamed, never read whole into memory: a ``Content-Length`` over ``[http]
 max_body_bytes`` gets 413 before a byte is read, and a chunked body is cut off with 413 as
-soon as it passes the limit. Each part is written to a temporary file while it arrives;
-only when the whole body has arrived and its multipart framing is sound are the parts
-ingested one by one. So a request that is cut short, oversized or malformed stores nothing,
-and every instance that is stored is complete and fsynced.
+soon as it passes the limit. Parts are kept in memory up to 64 MiB per request and in
+temporary files beyond that while they arrive; only when the whole body has arrived and its
+multipart framing is sound are the parts ingested (a few at a time, so their fsyncs overlap).
+So a request that is cut short, oversized or malformed stores nothing, and every instance
+that is stored is complete and fsynced before the response.
 
 Statuses (PS3.18 Table 10.5.3-1): 200 all stored; 202 some stored, some failed; 400 bad
 syntax (malformed multipart, parts that are not DICOM or are truncated); 409 nothing stored
@@ -107,6 +108,11 @@ MAX_PART_HEADER_BYTES = 16 * 1024
 """A part's MIME header block larger than this is malformed (400)."""
 
 _STUDY_UID_MAX = 64
+
+INGEST_CONCURRENCY = 4
+MEMORY_BUDGET_BYTES = 64 * 1024**2
+"""Part bytes one request may hold in memory before the rest goes to temporary files."""
+"""Parts of one request ingested at the same time (each one spool write + fsync + SQLite row)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,8 +289,15 @@ def _content_type(value: str) -> tuple[str, dict[str, str]]:
 class _Part:
     index: int
     content_type: str
-    path: Path
+    path: Path | None = None
+    """Temporary file holding the part, or None while it is held in ``buffer``."""
+    buffer: bytearray | None = None
     size_bytes: int = 0
+
+    def read(self) -> bytes:
+        if self.path is not None:
+            return self.path.read_bytes()
+        return bytes(self.buffer or b"")
 
 
 @dataclass
@@ -304,36 +317,60 @@ class _BodyTooLarge(Exception):
 
 @dataclass
 class _StowState:
-    """What one request has spooled to temporary files so far."""
+    """The parts of one request received so far: in memory up to a budget, then in temporary files.
+
+    Small requests (the usual one to four radiographs) never touch the disk twice; a large one
+    keeps at most ``MEMORY_BUDGET_BYTES`` in memory and the rest in ``tmp_dir``.
+    """
 
     tmp_dir: Path
     default_type: str
     parts: list[_Part] = field(default_factory=list)
+    in_memory_bytes: int = 0
     _fh: Any = None
 
     def begin(self, headers: dict[str, str]) -> None:
         ctype = headers.get("content-type", self.default_type)
-        path = self.tmp_dir / f".stow-{uuid.uuid4().hex}-{len(self.parts)}.tmp"
-        self.parts.append(_Part(len(self.parts), ctype, path))
-        self._fh = open(path, "wb")  # noqa: SIM115 (closed in end()/cleanup())
+        part = _Part(len(self.parts), ctype)
+        self.parts.append(part)
+        if self.in_memory_bytes >= MEMORY_BUDGET_BYTES:
+            self._to_file(part)
+        else:
+            part.buffer = bytearray()
+
+    def _to_file(self, part: _Part) -> None:
+        part.path = self.tmp_dir / f".stow-{uuid.uuid4().hex}-{part.index}.tmp"
+        self._fh = open(part.path, "wb")  # noqa: SIM115 (closed in end()/cleanup())
+        if part.buffer:
+            self._fh.write(part.buffer)
+            self.in_memory_bytes -= len(part.buffer)
+        part.buffer = None
 
     def data(self, chunk: bytes) -> None:
-        self._fh.write(chunk)
-        self.parts[-1].size_bytes += len(chunk)
+        part = self.parts[-1]
+        part.size_bytes += len(chunk)
+        if part.buffer is not None:
+            part.buffer += chunk
+            self.in_memory_bytes += len(chunk)
+            if self.in_memory_bytes > MEMORY_BUDGET_BYTES:
+                self._to_file(part)
+        else:
+            self._fh.write(chunk)
 
     def end(self) -> None:
-        self._fh.close()
-        self._fh = None
-
-    def cleanup(self) -> None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+    def cleanup(self) -> None:
+        self.end()
         for part in self.parts:
-            try:
-                part.path.unlink()
-            except FileNotFoundError:
-                pass
+            part.buffer = None
+            if part.path is not None:
+                try:
+                    part.path.unlink()
+                except FileNotFoundError:
+                    pass
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -459,7 +496,14 @@ class _StowHandler:
                 return _error(400, "the client disconnected before the body was complete; nothing was stored")
             if not state.parts:
                 return _error(400, "the multipart body has no parts; nothing was stored")
-            results = [await run_in_threadpool(self._store_part, part, client, study_in_url) for part in state.parts]
+            # A few parts at a time: their fsyncs overlap, the response order stays the parts' order.
+            limit_parallel = asyncio.Semaphore(INGEST_CONCURRENCY)
+
+            async def store(part: _Part) -> _PartResult:
+                async with limit_parallel:
+                    return await run_in_threadpool(self._store_part, part, client, study_in_url)
+
+            results = list(await asyncio.gather(*(store(p) for p in state.parts)))
         finally:
             state.cleanup()
 
@@ -494,7 +538,7 @@ class _StowHandler:
         if media_type != "application/dicom":
             return refuse("not_dicom", FAILURE_REASON["cannot_understand"],
                           f"part {part.index} has content type {part.content_type!r}, not application/dicom")
-        data = _as_part10(part.path.read_bytes())
+        data = _as_part10(part.read())
         try:
             header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
             sop_class = str(header.get("SOPClassUID", "") or "") or None

@@ -331,6 +331,33 @@ def test_oversized_body_is_413_with_and_without_content_length(tmp_path: Path):
     assert node.post(ok).status_code == 200
 
 
+def test_parts_beyond_the_memory_budget_go_through_temporary_files(node: Node, monkeypatch):
+    import node.dicomweb as dicomweb
+
+    monkeypatch.setattr(dicomweb, "MEMORY_BUDGET_BYTES", 12_000)  # ~1.5 of these small parts
+    datasets = [small_image(seed=k) for k in range(3)]
+    parts = [encode(d) for d in datasets]
+    assert all(8_000 < len(p) < 12_000 for p in parts)
+    seen_tmp: list[list[Path]] = []
+    real_store_part = dicomweb._StowHandler._store_part
+
+    def spy(self, part, client, study):
+        seen_tmp.append(node.tmp_files())
+        return real_store_part(self, part, client, study)
+
+    monkeypatch.setattr(dicomweb._StowHandler, "_store_part", spy)
+    resp = node.post(multipart(parts))
+    assert resp.status_code == 200, resp.text
+    assert len(seen_tmp[0]) == 2  # part 0 in memory; part 1 spilled on overflow, part 2 straight to a file
+    assert node.stored_uids() == sorted(d.SOPInstanceUID for d in datasets)
+    assert [node.store.spool_path(d.StudyInstanceUID, d.SOPInstanceUID).read_bytes() for d in datasets] == parts
+    assert node.tmp_files() == []
+    # A cut-short body with spilled parts leaves no temporary file either.
+    more = [encode(small_image(seed=k)) for k in range(3)]
+    assert node.post(multipart(more)[:-100]).status_code == 400
+    assert node.tmp_files() == [] and len(node.stored_uids()) == 3
+
+
 def test_unknown_paths_and_methods_get_json_errors(node: Node):
     _assert_json_error(node.client.get("/dicomweb/studies"), 405)
     _assert_json_error(node.client.get("/nope"), 404)

@@ -90,11 +90,7 @@ def test_study_sent_to_orthanc_comes_back_with_the_node_sr_in_the_same_study(
     ds = orthanc.instance_dataset(sr.id)
     assert ds.StudyInstanceUID == study_uid
     assert ds.PatientID == "DXRTEST1"
-    evidence = {ref.ReferencedSOPInstanceUID
-                for study in ds.get("CurrentRequestedProcedureEvidenceSequence", [])
-                for series in study.ReferencedSeriesSequence
-                for ref in series.ReferencedSOPSequence}
-    assert evidence == {f.stem for f in files}
+    assert _referenced_uids(ds.get("CurrentRequestedProcedureEvidenceSequence", [])) == {f.stem for f in files}
 
     # The node analysed the study once and received only the CR (its SR was not routed back).
     jobs = routed_node.jobs(study_uid)
@@ -124,6 +120,26 @@ def test_same_sop_instance_uid_twice_is_stored_once_and_analysed_once(
     spooled = [p for p in routed_node.data_dir.joinpath("spool").rglob("*") if p.is_file() and first.stem in p.name]
     assert len(spooled) == 1, spooled
     assert routed_node.log_lines(rf"(?i)duplicate.*{first.stem}|{first.stem}.*duplicate"), routed_node.log_tail()
+
+
+def _referenced_uids(sequence) -> set[str]:
+    return {ref.ReferencedSOPInstanceUID for study in sequence for series in study.ReferencedSeriesSequence
+            for ref in series.ReferencedSOPSequence}
+
+
+def test_late_instance_reopens_the_study_and_the_new_sr_supersedes_the_first(
+        orthanc: OrthancServer, routed_node: NodeProcess, write_study, tmp_path: Path) -> None:
+    study_uid, files = write_study(2)
+    assert store_statuses(storescu(files[:1], orthanc.dicom_port, called=orthanc.aet)) == ["Success"]
+    (first,) = orthanc.wait_for_instances(study_uid, lambda i: i.modality == "SR", timeout_seconds=90)
+
+    assert store_statuses(storescu(files[1:], orthanc.dicom_port, called=orthanc.aet)) == ["Success"]
+    srs = orthanc.wait_for_instances(study_uid, lambda i: i.modality == "SR", count=2, timeout_seconds=90)
+    (second,) = [sr for sr in srs if sr.id != first.id]
+    ds = orthanc.instance_dataset(second.id)
+    assert _referenced_uids(ds.PredecessorDocumentsSequence) == {first.sop_instance_uid}
+    assert _referenced_uids(ds.CurrentRequestedProcedureEvidenceSequence) == {f.stem for f in files}
+    assert [(j["run"], j["state"]) for j in routed_node.jobs(study_uid)] == [(1, "done"), (2, "done")]
 
 
 def test_cli_echo_reaches_orthanc_and_names_an_unreachable_destination_in_one_line(

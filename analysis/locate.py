@@ -663,6 +663,10 @@ JOINT_SIGMA_MM = 0.4
 BASE_WINDOW = (0.7, 1.35)
 BASE_PRIOR_SD = 0.2
 SEED_PEAK_MIN = 0.25
+CARPAL_FILL_MIN = 0.45
+LATERAL_STRIP_ELONGATION = 1.8
+"""Below this ossified fraction of the carpus the hand is a young child's (adults 0.75-1.0,
+the FracAtlas 2-4 year old 0.16)."""
 RIDGE_SIGMA = 0.12
 CENTRE_HALF_WIDTH = 0.35
 
@@ -764,6 +768,45 @@ def _ends_along(profile_y: np.ndarray, prof: np.ndarray, raw: np.ndarray, ridge:
     return head, base, level, 1.0
 
 
+def _carpal_fill(canon: np.ndarray, lines: np.ndarray, ends: dict, names: tuple[str, ...]) -> float | None:
+    """Fraction of the carpus (just proximal to the metacarpal bases) that is ossified.
+
+    An adult's carpus is a block of bone between the metacarpal bases and the radius; a young
+    child's is mostly cartilage, which on a radiograph looks like soft tissue. Levels are
+    relative: 0 = soft tissue between the shafts, 1 = shaft of MC III, threshold halfway.
+    """
+    if not all(n in ends for n in ("II", "III", "IV")):
+        return None
+    k3 = names.index("III")
+    a3, b3 = lines[k3]
+    head3, base3 = ends["III"]
+    length = base3 - head3
+    if length <= 2:
+        return None
+    h, w = canon.shape
+    # Bone level: centre of the III shaft; soft tissue: midway between III and IV shafts.
+    ys = np.linspace(head3 + 0.35 * length, head3 + 0.65 * length, 15)
+    bone_level = float(np.median(_along(canon, a3, b3, ys, 1.0)))
+    k4 = names.index("IV")
+    a4, b4 = lines[k4]
+    soft_level = float(np.median(_along(canon, 0.5 * (a3 + a4), 0.5 * (b3 + b4), ys, 1.0)))
+    if bone_level - soft_level <= 1e-6:
+        return None
+    base_y = float(np.mean([ends[n][1] for n in ("II", "III", "IV")]))
+    x_lo = min(lines[names.index("IV")][0] + lines[names.index("IV")][1] * base_y,
+               lines[names.index("II")][0] + lines[names.index("II")][1] * base_y)
+    x_hi = max(lines[names.index("IV")][0] + lines[names.index("IV")][1] * base_y,
+               lines[names.index("II")][0] + lines[names.index("II")][1] * base_y)
+    y0, y1 = int(round(base_y + 0.08 * length)), int(round(base_y + 0.4 * length))
+    x0, x1 = int(round(x_lo)), int(round(x_hi))
+    y0, y1 = max(0, y0), min(h, y1)
+    x0, x1 = max(0, x0), min(w, x1)
+    if y1 - y0 < 2 or x1 - x0 < 2:
+        return None
+    patch = (canon[y0:y1, x0:x1] - soft_level) / (bone_level - soft_level)
+    return float(np.mean(patch > 0.5))
+
+
 def _to_image_rc(frame: _HandFrame, factor: int, y: float, x: float) -> tuple[float, float]:
     r, c = frame.to_work(np.asarray(y, float), np.asarray(x, float))
     # Working pixel k covers image pixels [k*f, (k+1)*f): its centre is k*f + (f-1)/2.
@@ -771,19 +814,24 @@ def _to_image_rc(frame: _HandFrame, factor: int, y: float, x: float) -> tuple[fl
 
 
 def _non_pa_view(w: _Work, cluster: list[_Finger], details: dict) -> HandLocation:
-    """Refusal for an image where the four fingers of a PA hand were not found side by side."""
-    outline_kw = {}
-    dt = ndi.distance_transform_edt(w.body)
-    thickness_mm = 2.0 * float(dt.max()) * w.spacing_mm  # widest inscribed disk of the body
-    widths = [f.width_px * w.spacing_mm for f in cluster]
-    details.update(fingers_found=len(cluster), body_max_diameter_mm=round(thickness_mm, 1))
+    """Refusal for an image where the four fingers of a PA hand were not found side by side.
+
+    No finger at all: not a hand (a chest, a knee, a forearm alone). One long, narrow strip:
+    the fingers stacked on top of each other, a lateral view. Anything in between (two or three
+    fingers apart, or one short broad lobe of partly overlapping fingers): an oblique view.
+    Calibrated on two lateral and two oblique FracAtlas views and the phantom's lateral and
+    oblique hands; a hand with fingers missing would also be refused here, as oblique.
+    """
+    details.update(fingers_found=len(cluster))
     if not cluster:
-        return _refuse("not_pa_hand", details=details, **outline_kw)
-    # A lateral hand stacks the fingers into one or two broad strips; an oblique hand shows a
-    # few of them apart. Either way it is a hand, seen from the wrong side.
-    if len(cluster) <= 2:
-        return _refuse("lateral_view", view="lateral", details=details, **outline_kw)
-    return _refuse("oblique_view", view="oblique", details=details, **outline_kw)
+        return _refuse("not_pa_hand", details=details)
+    if len(cluster) == 1:
+        f = cluster[0]
+        elongation = f.length_px / max(f.width_px, 1e-6)
+        details["finger_strip_elongation"] = round(float(elongation), 2)
+        if elongation >= LATERAL_STRIP_ELONGATION:
+            return _refuse("lateral_view", view="lateral", details=details)
+    return _refuse("oblique_view", view="oblique", details=details)
 
 
 def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandLocation:
@@ -894,6 +942,11 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
         length_mm = float(np.hypot(head_rc[0] - base_rc[0], head_rc[1] - base_rc[1])) * pixel_spacing_mm
         conf = float(np.clip(support[k], 0, 1) * np.exp(-max(rms[k] - 1.0, 0.0) / 2.0))
         found[name] = MetacarpalAxis(name, base_rc, head_rc, length_mm, None, conf)
+    carpus = _carpal_fill(canon, lines, ends_by_bone, names)
+    details["carpal_fill"] = None if carpus is None else round(carpus, 2)
+    if carpus is not None and carpus < CARPAL_FILL_MIN:
+        return _refuse("immature_skeleton", "The carpal bones are mostly not yet ossified (a young child's "
+                       "hand): DXR-BMD is only defined for adults.", view="PA", outline_rc=outline, details=details)
     # PA: II-V side by side, each separated from the next by soft tissue.
     gaps = (xs_mid[:-1] - xs_mid[1:]) / s
     missing = [n for n in ("II", "III", "IV") if n not in found]

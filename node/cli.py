@@ -90,7 +90,12 @@ def _start_http(config: Config, store: Any) -> Any:
         from node.dicomweb import start_http_server
     except ImportError as exc:
         raise CLIError(f"{config.path}: [http] is configured but the DICOMweb server is not available ({exc})", 2) from None
-    return start_http_server(config, store)
+    try:
+        return start_http_server(config, store)
+    except ConfigError as exc:
+        raise CLIError(str(exc), 2) from None
+    except OSError as exc:
+        raise CLIError(f"cannot listen on {config.http.bind}:{config.http.port} (HTTP): {exc.strerror or exc}") from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -34,6 +34,9 @@ log = logging.getLogger("dxr.worker")
 MAX_JOB_ATTEMPTS = 3
 """A job whose worker process dies this many times is marked failed (e.g. a crashing decoder)."""
 
+RESPAWN_MIN_SECONDS = 2.0
+"""A dead worker is replaced no sooner than this after its own start (no respawn storm)."""
+
 
 class ReferenceTablesError(ValueError):
     """The reference tables cannot be loaded (message is one line)."""
@@ -220,6 +223,7 @@ class WorkerPool:
         self.ctx = multiprocessing.get_context("spawn")
         self.stop_event = self.ctx.Event()
         self.procs: list[Any] = [None] * config.node.workers
+        self.spawned_at: list[float] = [0.0] * config.node.workers
 
     def _spawn(self, index: int) -> None:
         p = self.ctx.Process(
@@ -230,6 +234,7 @@ class WorkerPool:
         )
         p.start()
         self.procs[index] = p
+        self.spawned_at[index] = time.monotonic()
 
     def start(self) -> None:
         for i in range(len(self.procs)):
@@ -241,6 +246,8 @@ class WorkerPool:
             return
         for i, p in enumerate(self.procs):
             if p is not None and not p.is_alive():
+                if time.monotonic() - self.spawned_at[i] < RESPAWN_MIN_SECONDS:
+                    continue  # died right after start (e.g. broken install): don't spin, retry shortly
                 log.error("event=worker_died worker=%d pid=%s exitcode=%s", i, p.pid, p.exitcode)
                 for job in self.store.requeue_worker_jobs(p.pid, MAX_JOB_ATTEMPTS):
                     log.warning(

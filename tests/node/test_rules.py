@@ -18,6 +18,7 @@ def default_rules(tmp_path_factory):
     return make_config(tmp_path_factory.mktemp("rules")).rules
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR CS")  # lower-case on purpose
 @pytest.mark.parametrize(
     ("modality", "body_part", "analyse"),
     [("CR", "HAND", True), ("DX", "WRIST", True), ("CR", "", True), ("dx", "hand", True),

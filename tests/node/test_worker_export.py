@@ -209,15 +209,13 @@ def test_worker_processes_run_jobs_and_a_dead_worker_is_replaced(tmp_path):
         assert job.worker_pid == pool.procs[0].pid and job.worker_pid != os.getpid()
 
         # A worker dies while "running" a job: the pool requeues the job and a new worker runs it.
-        store.complete_due_studies(0.0)  # nothing due
         study2 = _receive_study(store, 1)
         victim = pool.procs[0]
         store.complete_due_studies(0.0, now=time.time() + 1)
         claimed = store.claim_job(victim.pid)  # as if the victim had taken it
         os.kill(victim.pid, signal.SIGKILL)
         victim.join(10)
-        pool.monitor()
-        assert pool.procs[0].pid != victim.pid
+        wait_until(lambda: pool.monitor() or pool.procs[0].pid != victim.pid, 10, "dead worker replaced")
         wait_until(lambda: store.job(claimed.id).state == "done", 60, "requeued job done by the new worker")
         assert store.job(claimed.id).attempts == 2
         assert study2 != study

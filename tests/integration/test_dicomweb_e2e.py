@@ -118,18 +118,6 @@ def orthanc_web(tmp_path_factory: pytest.TempPathFactory):
         server.stop()
 
 
-def _as_from_modality(files: list[Path]) -> list[pydicom.Dataset]:
-    """The phantom files as a modality would send them.
-
-    tests/phantom.py writes Manufacturer "DXR Node test phantom", which the default
-    ``own-output`` rule ("DXR Node*") drops as the node's own output; a modality's name is used.
-    """
-    datasets = [pydicom.dcmread(f) for f in files]
-    for ds in datasets:
-        ds.Manufacturer = "Phantom Modality"
-    return datasets
-
-
 def _wait_results(pacs: OrthancServer, web: WebNode, study_uid: str) -> list:
     """Every output the node made for the study (SR, and SC when measured), once all are in Orthanc."""
     pacs.wait_for_instances(study_uid, lambda i: i.sop_class_uid in SR_SOP_CLASSES, timeout_seconds=120,
@@ -149,7 +137,7 @@ def test_stow_rs_study_is_analysed_and_sr_reaches_orthanc_over_dimse(
     study_uid, files = write_phantom_study(1)
     before = web.metrics()
 
-    response = web.client().store_instances(_as_from_modality(files))
+    response = web.client().store_instances([pydicom.dcmread(f) for f in files])
     sop_uids = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files}
     assert {r.ReferencedSOPInstanceUID for r in response.ReferencedSOPSequence} == sop_uids
     assert "FailedSOPSequence" not in response
@@ -191,7 +179,7 @@ def test_results_go_to_orthanc_dicomweb_plugin_over_stow_rs(
     dest = {"name": "web", "type": "dicomweb", "url": orthanc_web.dicomweb_url}
     web = WebNode(node_factory, destinations=[dest]).start()
     study_uid, files = write_phantom_study(1)
-    response = web.client().store_instances(_as_from_modality(files), study_instance_uid=study_uid)
+    response = web.client().store_instances([pydicom.dcmread(f) for f in files], study_instance_uid=study_uid)
     assert len(response.ReferencedSOPSequence) == len(files)
 
     results = _wait_results(orthanc_web, web, study_uid)

@@ -14,15 +14,19 @@ Method (constants below; see docs/method.md):
    is the detector blur of this bone; then every profile with sigma fixed to it (one less free
    parameter: lower variance, same bias).
 5. Profiles whose fit failed, whose rms residual exceeds ``RMS_LIMIT`` times the median, or
-   whose T or W is more than ``MAD_LIMIT`` robust standard deviations (1.4826 * MAD) from the
-   median are rejected. T is the mean over kept profiles of ``R - r`` (the mean of the two wall
+   whose T or W is more than ``MAD_LIMIT`` robust standard deviations (1.4826 * MAD, at least
+   ``MAD_FLOOR_MM``) from the median are rejected. T is the mean over kept profiles of ``R - r`` (the mean of the two wall
    thicknesses ``R - r +/- e``), W the mean of ``2 R``.
+   Before all this the axis is checked: over its middle 60 % every profile must show bone
+   (peak >= ``GAP_RATIO`` x median), else ``bone_not_found`` (the axis crossed a joint).
 6. quality = (kept / total) * clip(1 - relative_rms / RELATIVE_RMS_LIMIT, 0, 1), where
    relative_rms is the median rms residual over the bone's contrast. A bone is measured when
    quality >= ``QUALITY_MIN`` and at least ``MIN_PROFILES_USED`` profiles were kept; otherwise it
    is refused ``low_quality``. Profiles whose peak exceeds ``FOREIGN_PEAK_RATIO`` times the
    median peak of the middle 60 % of the shaft (metal, a cast) on more than
-   ``FOREIGN_FRACTION`` of the ROI refuse it ``foreign_object_in_roi``.
+   ``FOREIGN_FRACTION`` of the ROI refuse it ``foreign_object_in_roi``. A width that varies
+   by more than ``MAX_TAPER`` (10th-90th percentile over the median) along the ROI means the ROI is on a flaring end of
+   the bone rather than the shaft (a misplaced axis): ``low_quality``.
 
 Coordinates: ``(row, col)`` inside this module; the BoneResult geometry is ``(column, row)``.
 """
@@ -33,6 +37,7 @@ import math
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from analysis import kernels
 from analysis.result import REASON_MESSAGES, BoneResult
@@ -43,6 +48,9 @@ N_PROFILES = 40
 """Profiles per bone (the issue asks for at least 30)."""
 SIGMA_SUBSET = 4
 MAD_LIMIT = 3.5
+MAD_FLOOR_MM = 0.01
+"""Floor of the robust SD (mm) in the outlier test: profiles within 3.5 x 0.01 mm of the median
+are never outliers, however tightly the others agree."""
 RMS_LIMIT = 3.0
 RELATIVE_RMS_LIMIT = 0.25
 QUALITY_MIN = 0.5
@@ -53,7 +61,12 @@ FOREIGN_PEAK_RATIO = 1.6
 foreign material (metal, a cast edge); bone itself varies far less along the shaft."""
 MARGIN_MM = 1.5
 """Background on each side of the bone included in a profile (at least 6 blur sigmas)."""
+GAP_RATIO = 0.35
+"""Over the middle 60 % of the axis every profile's bone peak must reach this fraction of the median."""
 MAX_ITER = 60
+MAX_TAPER = 0.08
+"""Largest spread of W along the ROI (10th to 90th percentile over the median); more means the
+ROI slid onto a flaring end of the bone. A mid-shaft varies by a few per cent."""
 SHAFT_WIDTH_MM = (3.0, 20.0)
 """Plausible outer width of a metacarpal shaft; a fit outside it means the axis missed the bone."""
 
@@ -156,21 +169,32 @@ def measure_bone(image_bone_bright: np.ndarray, axis: Any, pixel_spacing_mm: flo
     mid = 0.5 * (base + head)
     roi_len = ROI_FRACTION * length_px
     # Search window for the first look: a metacarpal is about 0.12 L wide.
-    half0 = 0.13 * length_px
+    # (not less than 7 mm nor more than 10 mm: the axis length from the hand finder may be off).
+    half0 = min(max(0.13 * length_px, 7.0 / pixel_spacing_mm), 10.0 / pixel_spacing_mm)
     offsets0 = np.arange(-math.floor(half0), math.floor(half0) + 1, 1.0)
 
     # 0. Foreign material: profile peaks far above the shaft's typical peak. The typical peak
     # comes from the whole middle 60 % of the bone so that metal over the ROI cannot set it.
     shaft_pos = np.linspace(-0.3, 0.3, 25) * length_px
     shaft_centers = mid[None, :] + shaft_pos[:, None] * tangent[None, :]
-    shaft = kernels.sample_profiles(image, shaft_centers, normal, tangent, offsets0, 3, 1.0)
+    shaft = kernels.sample_profiles(image, shaft_centers, normal, tangent, offsets0, 9, 1.0)
     shaft = shaft[~np.isnan(shaft).any(axis=1)]
+    if shaft.shape[0]:
+        # Peaks of noisy profiles: smooth over 5 samples first (the bone is 30+ samples wide).
+        shaft = ndimage.uniform_filter1d(shaft, 5, axis=1, mode="nearest")
     peak_limit = np.inf
     if shaft.shape[0] >= 5:
         k = max(3, shaft.shape[1] // 12)
-        background = 0.5 * (np.median(shaft[:, :k], axis=1) + np.median(shaft[:, -k:], axis=1))
+        background = np.minimum(np.median(shaft[:, :k], axis=1), np.median(shaft[:, -k:], axis=1))
         peaks = shaft.max(axis=1) - background
         peak_limit = FOREIGN_PEAK_RATIO * float(np.median(peaks))
+        # A correct axis runs along one bone over its whole middle: a joint space (or the end
+        # of the bone) there means the axis slid along the finger.
+        if np.any(peaks < GAP_RATIO * float(np.median(peaks))):
+            return _bone_refused(
+                name, "bone_not_found",
+                f"The axis found for metacarpal {name} does not run along a single bone "
+                "(a joint space lies in its middle).", length_mm=length_mm, axis_px=axis_px)
 
     # 1. Refine the axis from the two halves of the ROI.
     quarter = roi_len / 4
@@ -229,7 +253,8 @@ def measure_bone(image_bone_bright: np.ndarray, axis: Any, pixel_spacing_mm: flo
     if finite.any():
         k = max(3, profiles.shape[1] // 12)
         bg = 0.5 * (np.median(profiles[finite, :k], axis=1) + np.median(profiles[finite, -k:], axis=1))
-        foreign[finite] = profiles[finite].max(axis=1) - bg > peak_limit
+        smooth = ndimage.uniform_filter1d(profiles[finite], 5, axis=1, mode="nearest")
+        foreign[finite] = smooth.max(axis=1) - bg > peak_limit
     if foreign.mean() > FOREIGN_FRACTION:
         return _bone_refused(name, "foreign_object_in_roi", **common)
 
@@ -251,11 +276,21 @@ def measure_bone(image_bone_bright: np.ndarray, axis: Any, pixel_spacing_mm: flo
         ok &= rms <= RMS_LIMIT * np.median(rms[ok])
         for values in (thickness, width):
             med = np.median(values[ok])
-            mad = max(1.4826 * np.median(np.abs(values[ok] - med)), 1e-3)
+            mad = max(1.4826 * np.median(np.abs(values[ok] - med)), MAD_FLOOR_MM / pixel_spacing_mm)
             ok &= np.abs(values - med) <= MAD_LIMIT * mad
     used = int(ok.sum())
     if used == 0:
         return _bone_refused(name, "low_quality", profiles_used=0, quality=0.0, **common)
+
+    # The ROI must lie on the straight part of the shaft: near the head or base the width flares.
+    w_kept = width[ok]
+    taper = float(np.percentile(w_kept, 90) - np.percentile(w_kept, 10)) / max(float(np.median(w_kept)), 1e-9)
+    if taper > MAX_TAPER:
+        return _bone_refused(
+            name, "low_quality",
+            f"The measurement region of metacarpal {name} is not on the straight part of the shaft "
+            f"(its width changes by {100 * taper:.0f} % along it).",
+            profiles_used=used, quality=0.0, **common)
 
     # Residual tilt of the bone against the refined axis (centres drift along the ROI).
     slope = np.polyfit(pos[ok], params[ok, 0], 1)[0] if used >= 3 else 0.0

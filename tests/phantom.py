@@ -47,13 +47,13 @@ from scipy import ndimage
 
 # Linear attenuation coefficients in 1/mm at a hand-radiography spectrum (~40 keV effective),
 # given relative to soft tissue because bone displaces tissue.
-MU_SOFT_TISSUE = 0.027
-MU_CORTEX = 0.10
+MU_SOFT_TISSUE = 0.022
+MU_CORTEX = 0.16
 MU_MARROW_SHAFT = 0.004
 MU_TRABECULAR = 0.030
 MU_METAL = 3.0
 
-HAND_ANCHOR_MM = (0.0, 70.0)
+HAND_ANCHOR_MM = (0.0, 80.0)
 """The hand point (u, v) that lands at the image centre; u points to the thumb, v distally."""
 
 
@@ -115,10 +115,11 @@ _METACARPALS = {
     "V": ((-19.5, 26.0), (-28.0, 78.0), 7.0, 1.6),
 }
 _THUMB_LENGTH_MM = 45.0
-_THUMB_ANGLE_DEG = 38.0  # away from the index finger
+_THUMB_ANGLE_DEG = 30.0  # away from the index finger
 # (proximal, middle, distal) phalanx lengths per finger; the thumb has no middle phalanx.
 _PHALANGES = {"I": (31.0, 0.0, 23.0), "II": (40.0, 23.0, 17.0), "III": (44.0, 27.0, 18.0),
               "IV": (41.0, 26.0, 18.0), "V": (33.0, 18.0, 16.0)}
+_FINGER_SPREAD_DEG = {"I": 0.0, "II": 5.0, "III": 1.5, "IV": -2.5, "V": -7.0}
 _CARPALS = [  # centre (u, v), semi-axes (a along u, b along v), thickness in mm
     ((13.0, 21.0), (6.5, 5.0), 11.0),  # trapezoid
     ((23.0, 16.0), (6.0, 5.5), 12.0),  # trapezium
@@ -223,7 +224,11 @@ def _hand_bones(rng: np.random.Generator, *, cortical_scale: float, skeleton: st
             growth_plate_at=(0.12 if name == "I" else 0.86) if child else None,
         )
         # Phalanges continue along the metacarpal direction with small joint gaps.
-        direction = (h - b) / np.hypot(*(h - b))
+        # Fingers fan out a little more than their metacarpals, so they do not touch.
+        spread = math.radians(_FINGER_SPREAD_DEG[name])
+        ang = math.atan2(h[0] - b[0], h[1] - b[1]) + spread
+        direction = np.array([math.sin(ang) * (squeeze if name != "I" else 1.0), math.cos(ang)])
+        direction /= np.hypot(*direction)
         start = h + 1.5 * direction
         prox, mid, dist = _PHALANGES[name]
         for k, length in enumerate((prox, mid, dist)):
@@ -260,20 +265,47 @@ def _soft_tissue_thickness(metacarpals, phalanges, forearm, size, view, u, v):
         dy = v - (p0[1] + s * d01[1])
         return np.minimum(2.0 * np.sqrt(np.clip(radius * radius - dx * dx - dy * dy, 0.0, None)), cap)
 
-    squeeze = {"PA": 1.0, "oblique": 0.45, "lateral": 0.08}[view]
+    outline = []  # palm outline points (u, v): wrist, ulnar and radial borders, finger webs
+    webs = {}
     for name, mc in metacarpals.items():
         tip = [p for p in phalanges if p.name.startswith(name + "-")][-1].head
         direction = (tip - mc.head) / np.hypot(*(tip - mc.head))
-        r = (11.0 if name == "I" else 8.5 if name != "V" else 7.5) * size
-        t = np.maximum(t, capsule(mc.head, tip + 2.0 * direction, r, 18.0 * size))
-        t = np.maximum(t, capsule(mc.base, mc.head, r + 4.5 * size, 24.0 * size))
-    palm_a = np.array([-18.0 * squeeze, 52.0]) * size
-    palm_b = np.array([10.0 * squeeze, 52.0]) * size
-    t = np.maximum(t, capsule(palm_a, palm_b, 27.0 * size, 26.0 * size))
+        r = (10.0 if name == "I" else 7.0 if name != "V" else 6.5) * size
+        t = np.maximum(t, capsule(mc.head, tip + 2.0 * direction, r, 2 * r))
+        if name == "I":
+            t = np.maximum(t, capsule(mc.base, mc.head, r + 2.0 * size, 24.0 * size))  # thenar
+        else:
+            # The palm reaches past the MCP joints: the finger webs lie about 40 % along the
+            # proximal phalanges.
+            webs[name] = mc.head + 0.4 * _PHALANGES[name][0] * size * direction
+    side = np.array([1.0, 0.0])
+    mc2, mc5 = metacarpals["II"], metacarpals["V"]
+    outline += [webs["II"] + 7.0 * size * side, mc2.head + (mc2.width_mm / 2 + 5.0 * size) * side,
+                mc2.base + (mc2.width_mm / 2 + 9.0 * size) * side]
+    outline += [(webs[a] + webs[b]) / 2 for a, b in (("II", "III"), ("III", "IV"), ("IV", "V"))]
+    outline += [webs["V"] - 6.0 * size * side, mc5.head - (mc5.width_mm / 2 + 5.0 * size) * side,
+                mc5.base - (mc5.width_mm / 2 + 5.0 * size) * side]
+    wrist_u = [forearm[1].head[0] - forearm[1].width_mm / 2 - 4.0 * size,
+               forearm[0].head[0] + forearm[0].width_mm / 2 + 4.0 * size]
+    outline += [np.array([wrist_u[0], 0.0]), np.array([wrist_u[1], 0.0])]
+    t = np.maximum(t, _rounded_slab(np.array(outline), u, v, thickness=26.0 * size, ramp=11.0 * size))
     mid = (forearm[0].head + forearm[1].head) / 2
     t = np.maximum(t, capsule(mid - np.array([0.0, 120.0]), mid + np.array([0, 20.0]) * size,
                               34.0 * size, 36.0 * size))
     return t
+
+
+def _rounded_slab(points: np.ndarray, u: np.ndarray, v: np.ndarray, thickness: float, ramp: float) -> np.ndarray:
+    """Thickness of a slab over the convex hull of ``points`` (mm) with rounded edges ``ramp`` wide."""
+    from scipy.spatial import ConvexHull
+
+    hull = ConvexHull(points)
+    # hull.equations rows are (nx, ny, offset) with n.x + offset <= 0 inside.
+    outside = np.full(u.shape, -np.inf)
+    for nx, ny, off in hull.equations:
+        outside = np.maximum(outside, nx * u + ny * v + off)
+    depth = np.clip(-outside / ramp, 0.0, 1.0)
+    return thickness * np.sqrt(np.clip(1.0 - (1.0 - depth) ** 2, 0.0, 1.0))
 
 
 class _Frame:

@@ -91,7 +91,7 @@ def test_metal_over_a_bone_refuses_that_bone_only():
 
 
 def test_very_noisy_image_is_low_quality():
-    image, truth = make_hand(0, spacing_mm=SPACING, field_mm=FIELD, noise=0.2)
+    image, truth = make_hand(0, spacing_mm=SPACING, field_mm=FIELD, noise=0.18)  # 18x the usual noise
     res = measure.measure_bone(image, truth.axis("III"), SPACING, "III")
     assert (res.status, res.reason) == ("refused", "low_quality")
     assert res.quality < measure.QUALITY_MIN and res.cortical_thickness_mm is None
@@ -127,3 +127,15 @@ def test_one_bone_left_is_a_refusal(hand):
     res = analysis.analyse_located(image, loc, pixel_spacing_mm=SPACING)
     assert res.status == "refused" and res.reason in ("foreign_object_in_roi", "bone_not_found")
     assert res.bones["III"].status == "ok" and res.dxr_bmd_g_cm2 is None
+
+
+@pytest.mark.parametrize("slide", [0.3, 0.45, -0.4])
+def test_axis_slid_along_the_finger_gives_no_number(hand, slide):
+    """An axis shifted towards the head (or base) must be refused, never measured on the flare."""
+    image, truth = hand
+    ax = truth.axis("III")
+    base, head = np.array(ax.base_rc), np.array(ax.head_rc)
+    shift = slide * (head - base)
+    res = measure.measure_bone(image, TruthAxis(tuple(base + shift), tuple(head + shift), ax.length_mm), SPACING, "III")
+    assert res.status == "refused" and res.reason in ("bone_not_found", "low_quality")
+    assert res.cortical_thickness_mm is None and res.message

@@ -267,6 +267,7 @@ class OrthancServer:
         self.aet = aet
         self.node_aet = node_aet
         self.dicomweb = dicomweb
+        self._auto_ports = dicom_port is None and http_port is None
         self.dicom_port = dicom_port or free_port()
         self.http_port = http_port or free_port()
         self.modalities = dict(modalities or {})
@@ -334,6 +335,17 @@ class OrthancServer:
         return config
 
     def start(self, timeout_seconds: float = 30.0) -> OrthancServer:
+        """Start and wait for the REST API; with free ports chosen here, retry on a port race."""
+        for attempt in range(3 if self._auto_ports else 1):
+            try:
+                return self._start_once(timeout_seconds)
+            except RuntimeError:
+                if attempt == 2 or not self._auto_ports or "annot" not in self.log_text():
+                    raise
+                self.dicom_port, self.http_port = free_port(), free_port()  # someone took ours
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout_seconds: float) -> OrthancServer:
         binary = orthanc_binary()
         if binary is None:
             raise RuntimeError("Orthanc is not installed (Debian package orthanc)")
@@ -561,6 +573,7 @@ class NodeProcess:
                  extra: dict[str, Any] | None = None, port: int | None = None) -> None:
         self.workdir = Path(workdir)
         self.ae_title = ae_title
+        self._auto_port = port is None
         self.port = port or free_port()
         self.config_path = self.workdir / "node.toml"
         self.data_dir = self.workdir / "var"
@@ -606,7 +619,16 @@ class NodeProcess:
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir, start_new_session=True)
         self.starts += 1
         if wait:
-            self.wait_ready(timeout_seconds)
+            try:
+                self.wait_ready(timeout_seconds)
+            except RuntimeError:
+                # A port race on the first start (another process bound our free port): new port.
+                if self.starts == 1 and self._auto_port and "cannot listen" in self.log_text():
+                    self.proc = None
+                    self.port = free_port()
+                    self.config["node"]["port"] = self.port
+                    return self.start(wait=wait, timeout_seconds=timeout_seconds)
+                raise
         return self
 
     def wait_ready(self, timeout_seconds: float = 60.0) -> None:

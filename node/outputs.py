@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 import highdicom as hd
 import numpy as np
 import pydicom
+import pydicom.charset
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -378,6 +380,57 @@ def _with_comment(group, text: str):
     return group
 
 
+_ASCII_FALLBACKS = {"\u2014": "-", "\u2013": "-", "\u2212": "-", "\u2265": ">=", "\u2264": "<=",
+                    "\u00b1": "+/-", "\u00b2": "2", "\u00b7": "-", "\u2019": "'", "\u201c": '"', "\u201d": '"'}
+
+
+def _fit_charset(text: str, charset) -> str:
+    """``text`` as the output's Specific Character Set can carry it.
+
+    Outputs copy the source's character set (so patient names round-trip); text this module
+    adds (reference names, messages, configured names) is transliterated to ASCII when that
+    set cannot encode it. No character set (the default repertoire) means ASCII.
+    """
+    values = [charset] if isinstance(charset, str) else list(charset or [])
+    codecs = pydicom.charset.convert_encodings(values) if any(values) else ["ascii"]
+    codecs = ["ascii" if c == "iso8859" else c for c in codecs]  # pydicom's lenient default
+    def encodable(candidate: str) -> bool:
+        for codec in codecs:
+            try:
+                candidate.encode(codec)
+                return True
+            except (UnicodeEncodeError, LookupError):
+                continue
+        return False
+
+    if encodable(text):
+        return text
+    for char, plain in _ASCII_FALLBACKS.items():
+        text = text.replace(char, plain)
+    if encodable(text):
+        return text
+    kept = "".join(c if encodable(c) else unicodedata.normalize("NFKD", c) for c in text)
+    return kept.encode("ascii", "ignore").decode("ascii") if not encodable(kept) else kept
+
+
+def _fit_own_text(ds: Dataset, keywords: Sequence[str]) -> None:
+    """Apply :func:`_fit_charset` to the attributes named and every TEXT content item."""
+    charset = ds.get("SpecificCharacterSet")
+    for keyword in keywords:
+        if ds.get(keyword):
+            ds[keyword].value = _fit_charset(str(ds[keyword].value), charset)
+    stack = list(ds.get("ContentSequence", []))
+    while stack:
+        item = stack.pop()
+        if item.get("ValueType") == "TEXT" and "TextValue" in item:
+            item.TextValue = _fit_charset(item.TextValue, charset)
+        stack.extend(item.get("ContentSequence", []))
+
+
+OWN_TEXT_ATTRIBUTES = ("Manufacturer", "InstitutionName", "ManufacturerModelName", "SoftwareVersions",
+                       "SeriesDescription", "ImageComments")
+
+
 def _clip_ut(text: str) -> str:
     return text if len(text) < 1024 else text[:1020] + "..."
 
@@ -529,7 +582,6 @@ def _sr_dataset(
     instance_number: int,
     options: OutputOptions,
     replaces: Sequence[str],
-    description: str,
 ) -> hd.sr.ComprehensiveSR:
     source = evidence[0]
     study_uid = str(source.StudyInstanceUID)
@@ -557,6 +609,7 @@ def _sr_dataset(
     sr.ManufacturerModelName = options.device_name
     sr.SoftwareVersions = options.software_version
     sr.SeriesDescription = "DXR-BMD report (computed estimate)"
+    _fit_own_text(sr, OWN_TEXT_ATTRIBUTES)
     _declare_private_scheme(sr)
     if replaces:
         _add_predecessors(sr, study_uid, replaces)
@@ -627,7 +680,6 @@ def _measurement_sr(
         instance_number=instance_number,
         options=options,
         replaces=replaces,
-        description=f"DXR-BMD report, {_hand_words(report.hand)}",
     )
 
 
@@ -667,7 +719,6 @@ def _refusal_sr(entries: list[_Image], *, uid_seed: str, options: OutputOptions,
         instance_number=1,
         options=options,
         replaces=replaces,
-        description="DXR-BMD: no measurement",
     )
 
 
@@ -764,4 +815,5 @@ def _picture_sc(report: _HandReport, instance_number: int, *, uid_seed: str, opt
     sc.BurnedInAnnotation = "YES"
     if options.institution_name:
         sc.InstitutionName = options.institution_name
+    _fit_own_text(sc, OWN_TEXT_ATTRIBUTES)
     return sc

@@ -18,6 +18,7 @@ from tests.node.outputs_inputs import SCORES_OMITTED, hand_dataset, result_from_
 REPO = Path(__file__).resolve().parents[2]
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.33"
 SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
+SR_ONLY = OutputOptions(picture=False)
 
 
 def _read_back(ds: pydicom.Dataset, tmp_path: Path, name: str = "sr.dcm"):
@@ -56,7 +57,7 @@ def left_pa():
 
 def test_sr_measurements_equal_the_result(left_pa, tmp_path):
     ds, result = left_pa
-    sr_ds, sc_ds = build_study_outputs([(ds, result)], uid_seed="study/1")
+    (sr_ds,) = build_study_outputs([(ds, result)], uid_seed="study/1", options=SR_ONLY)
     _, report = _read_back(sr_ds, tmp_path)
 
     bone_groups = report.get_planar_roi_measurement_groups()
@@ -151,8 +152,9 @@ def test_uids_are_derived_from_the_seed(left_pa):
 
 def test_replaced_srs_are_named_as_predecessors(left_pa):
     ds, result = left_pa
-    old = build_study_outputs([(ds, result)], uid_seed="study/run-1")
-    new_sr = build_study_outputs([(ds, result)], uid_seed="study/run-2", replaces=[old[0].SOPInstanceUID])[0]
+    old = build_study_outputs([(ds, result)], uid_seed="study/run-1", options=SR_ONLY)
+    new_sr = build_study_outputs([(ds, result)], uid_seed="study/run-2", replaces=[old[0].SOPInstanceUID],
+                                 options=SR_ONLY)[0]
     (study,) = new_sr.PredecessorDocumentsSequence
     assert study.StudyInstanceUID == ds.StudyInstanceUID
     (series,) = study.ReferencedSeriesSequence
@@ -165,7 +167,7 @@ def test_reduced_service_is_stated(tmp_path):
     ds, truth = hand_dataset(laterality="R", seed=1)
     result = result_from_truth(truth, laterality="R", refuse_bone="IV")
     assert result.reduced_service
-    sr_ds, _ = build_study_outputs([(ds, result)], uid_seed="study/reduced")
+    (sr_ds,) = build_study_outputs([(ds, result)], uid_seed="study/reduced", options=SR_ONLY)
     _, report = _read_back(sr_ds, tmp_path)
     assert [g.tracking_identifier for g in report.get_planar_roi_measurement_groups()] == [
         "Metacarpal II, right hand", "Metacarpal III, right hand"]
@@ -182,7 +184,7 @@ def test_reduced_service_is_stated(tmp_path):
 def test_scores_omitted_reason_is_stated(tmp_path):
     ds, truth = hand_dataset(laterality="L")
     result = result_from_truth(truth, with_scores=False)
-    sr_ds, _ = build_study_outputs([(ds, result)], uid_seed="study/noscores")
+    (sr_ds,) = build_study_outputs([(ds, result)], uid_seed="study/noscores", options=SR_ONLY)
     _, report = _read_back(sr_ds, tmp_path)
     (combined,) = [g for g in report.get_image_measurement_groups() if g.tracking_identifier.startswith("DXR-BMD")]
     assert combined.get_measurements(name=outputs.T_SCORE) == []
@@ -283,3 +285,35 @@ def test_docs_list_every_private_code():
     for code in outputs.private_codes():
         assert listed.get(code.value) == code.meaning, code.value
     assert outputs.PRIVATE_SCHEME in text
+
+
+@pytest.mark.parametrize("charset", [None, "ISO_IR 100", "ISO_IR 192"])
+def test_own_text_fits_the_copied_character_set(charset, tmp_path):
+    ds, truth = hand_dataset(charset=charset, patient_name="Smith^Anna")
+    reference = "Kälvesten et al., Örebro women \u2014 Sweden (peak \u2265 40 y)"
+    result = result_from_truth(truth).replace(reference_name=reference)
+    options = OutputOptions(institution_name="Universitätsklinikum Jena")
+    for k, output in enumerate(build_study_outputs([(ds, result)], uid_seed="study/cs", options=options)):
+        back = pydicom.dcmread(save(output, tmp_path / f"out{k}.dcm"))
+        assert back.get("SpecificCharacterSet") == charset
+        texts = [back.InstitutionName] + [
+            item.TextValue for item in _walk(back) if item.get("ValueType") == "TEXT"]
+        joined = " ".join(texts)
+        expected = {  # what the report can say in each set
+            "ISO_IR 192": (reference, "Universitätsklinikum Jena"),
+            "ISO_IR 100": ("Kälvesten et al., Örebro women - Sweden (peak >= 40 y)", "Universitätsklinikum Jena"),
+            None: ("Kalvesten et al., Orebro women - Sweden (peak >= 40 y)", "Universitatsklinikum Jena"),
+        }[charset]
+        assert back.InstitutionName == expected[1]
+        if back.Modality == "SR":
+            assert expected[0] in joined
+        if charset is None:
+            assert joined.isascii()
+
+
+def _walk(ds):
+    stack = list(ds.get("ContentSequence", []))
+    while stack:
+        item = stack.pop()
+        yield item
+        stack.extend(item.get("ContentSequence", []))

@@ -37,6 +37,7 @@ from tests.integration.servers import (
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = "dxr-node:test"
+BASE_IMAGE = "python:3.11-slim"  # the Dockerfile's default ARG BASE_IMAGE
 BUILD_TIMEOUT_SECONDS = 1800
 
 
@@ -60,9 +61,21 @@ def _docker_unavailable() -> str | None:
     return None
 
 
+def _base_image_unavailable(base: str = BASE_IMAGE) -> str | None:
+    if _docker("image", "inspect", base, check=False).returncode == 0:
+        return None
+    try:
+        if _docker("pull", base, timeout=300, check=False).returncode == 0:
+            return None
+    except subprocess.TimeoutExpired:
+        pass
+    return (f"base image {base} is neither local nor pullable (no registry?); "
+            "run ../shared/tools/docker-local-base.sh as root")
+
+
 @pytest.fixture(scope="module")
 def image() -> str:
-    why = _docker_unavailable()
+    why = _docker_unavailable() or _base_image_unavailable()
     if why:
         pytest.skip(why)
     proc = _docker("build", "-t", IMAGE, str(REPO), timeout=BUILD_TIMEOUT_SECONDS, check=False)

@@ -646,8 +646,8 @@ def _shaft_ends(ridge: np.ndarray, bone: np.ndarray, a: float, b: float, y_web: 
 # Public entry point
 # --------------------------------------------------------------------------------------------
 
-FINGER_RADIUS_MM = 10.0
-"""Opening radius that separates fingers (narrower) from the palm (wider), mm."""
+FINGER_RADII_MM = (10.0, 13.0, 8.0)
+"""Opening radii that separate fingers (narrower) from the palm (wider), mm, in order of trial."""
 
 # Metacarpal lengths relative to MC III (adult anatomy), used to bound the search for the base.
 _RELATIVE_LENGTH = {"II": 1.07, "III": 1.0, "IV": 0.87, "V": 0.82}
@@ -656,12 +656,13 @@ _LENGTH_PER_SPACING = 2.75
 BASE_DIP_MIN = 9.0
 HEAD_TOPHAT = 1.3
 HEAD_SEARCH = 2.8
-HEAD_FROM_WEB = (-0.2, 1.3)
+HEAD_FROM_WEB = (-0.3, 2.0)
 HEAD_BAND = 0.15
 FINE_BAND_MM = 1.5
 JOINT_SIGMA_MM = 0.4
 BASE_WINDOW = (0.7, 1.35)
 BASE_PRIOR_SD = 0.2
+CONSENSUS_MIN_CHANGE = 0.05
 SEED_PEAK_MIN = 0.25
 CARPAL_FILL_MIN = 0.45
 LATERAL_STRIP_ELONGATION = 1.8
@@ -864,8 +865,17 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
     if body_area_mm2 < 1500.0:
         return _refuse("not_pa_hand", "No body part large enough to be a hand was found in the image.",
                        outline_rc=outline, details=details)
-    fingers, _palm = _find_fingers(w.body, w.spacing_mm, FINGER_RADIUS_MM)
-    cluster = _finger_cluster(fingers)
+    # Fingers are 10-25 mm thick depending on the hand and on the (possibly assumed) pixel
+    # size: try a few opening radii, keep the first that shows five fingers, else the most.
+    cluster: list[_Finger] = []
+    for radius_mm in FINGER_RADII_MM:
+        fingers, _palm = _find_fingers(w.body, w.spacing_mm, radius_mm)
+        candidate = _finger_cluster(fingers)
+        if len(candidate) > len(cluster) and len(candidate) <= 5:
+            cluster = candidate
+            details["finger_radius_mm"] = radius_mm
+        if len(cluster) == 5:
+            break
     if len(cluster) < 4:
         loc = _non_pa_view(w, cluster, details)
         loc.outline_rc = outline
@@ -932,6 +942,14 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
         return out
 
     ends_by_bone = trace_ends(_LENGTH_PER_SPACING)
+    # The finger spacing predicts the bone length only to 10-30 % (it depends on how the hand
+    # was laid down); the joint lines found agree on the hand's own scale: search again there.
+    ratios = [(bs - hd) / (_RELATIVE_LENGTH[n] * s) for n, (hd, bs) in ends_by_bone.items() if n != "V"]
+    if len(ratios) >= 3:
+        consensus = float(np.median(ratios))
+        details["length_per_spacing"] = round(consensus, 2)
+        if abs(consensus / _LENGTH_PER_SPACING - 1.0) > CONSENSUS_MIN_CHANGE:
+            ends_by_bone = trace_ends(consensus)
     for k, name in enumerate(names):
         if name not in ends_by_bone:
             continue

@@ -212,7 +212,11 @@ def build_study_outputs(
             _measurement_sr(report, instance_number, uid_seed=uid_seed, options=options, replaces=replaces)
         )
         if options.picture:
-            outputs.append(_picture_sc(report, instance_number, uid_seed=uid_seed, options=options))
+            try:
+                outputs.append(_picture_sc(report, instance_number, uid_seed=uid_seed, options=options))
+            except Exception as exc:  # noqa: BLE001 - the SR carries the result; a picture bug must not lose it
+                log.error("event=picture_failed study=%s hand=%s error=%r",
+                          images[0][0].StudyInstanceUID, report.hand, f"{type(exc).__name__}: {exc}")
     return outputs
 
 
@@ -440,7 +444,7 @@ def _bone_group(image: _Image, bone: BoneResult, hand: str, uid_seed: str):
     tracking = hd.sr.TrackingIdentifier(uid=_uid(uid_seed, "tracking", hand, bone.name), identifier=label)
     algorithm = _algorithm(image.result)
     site = _finding_site(hand)
-    if bone.status != "ok" or len(bone.roi_polygon_px) < 3:
+    if bone.status != "ok":
         group = hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=tracking,
             source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(image.dataset)],
@@ -456,6 +460,25 @@ def _bone_group(image: _Image, bone: BoneResult, hand: str, uid_seed: str):
         return _with_comment(
             group, f"{label}: not measured. {bone.message or REASON_MESSAGES.get(bone.reason or '', '')}".strip()
         )
+    # Finding site and algorithm are stated once on the group; repeating them on every
+    # measurement only makes the report harder to read.
+    measurements = [
+        _num(CORTICAL_THICKNESS, bone.cortical_thickness_mm, MM),
+        _num(OUTER_WIDTH, bone.outer_width_mm, MM),
+        _num(METACARPAL_INDEX, bone.mci, RATIO),
+        _num(VPA, bone.vpa_mm, MM),
+    ]
+    content = dict(
+        tracking_identifier=tracking,
+        finding_sites=[site],
+        algorithm_id=algorithm,
+        measurements=[m for m in measurements if m is not None],
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(ANALYSIS_OUTCOME, MEASURED)],
+    )
+    if len(bone.roi_polygon_px) < 3:  # measured, but no region to draw: a whole-image group
+        return hd.sr.MeasurementsAndQualitativeEvaluations(
+            source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(image.dataset)], **content
+        )
     # Result points are pixel centres (column, row); SCOORD puts (0, 0) at the top-left corner
     # of the top-left pixel, so centres sit at +0.5. Repeating the first point closes the ROI.
     polygon = np.asarray(bone.roi_polygon_px, dtype=np.float64) + 0.5
@@ -466,23 +489,7 @@ def _bone_group(image: _Image, bone: BoneResult, hand: str, uid_seed: str):
         graphic_data=polygon,
         source_image=hd.sr.SourceImageForRegion.from_source_image(image.dataset),
     )
-    # Finding site and algorithm are stated once on the group; repeating them on every
-    # measurement only makes the report harder to read.
-    common: dict = {}
-    measurements = [
-        _num(CORTICAL_THICKNESS, bone.cortical_thickness_mm, MM, **common),
-        _num(OUTER_WIDTH, bone.outer_width_mm, MM, **common),
-        _num(METACARPAL_INDEX, bone.mci, RATIO, **common),
-        _num(VPA, bone.vpa_mm, MM, **common),
-    ]
-    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=tracking,
-        referenced_region=region,
-        finding_sites=[site],
-        algorithm_id=algorithm,
-        measurements=[m for m in measurements if m is not None],
-        qualitative_evaluations=[hd.sr.QualitativeEvaluation(ANALYSIS_OUTCOME, MEASURED)],
-    )
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(referenced_region=region, **content)
 
 
 def _combined_group(image: _Image, hand: str, uid_seed: str):

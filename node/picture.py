@@ -13,6 +13,7 @@ Pure drawing with Pillow and the bundled DejaVu fonts; no DICOM is written here
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from analysis.result import BONE_NAMES, REASON_MESSAGES, AnalysisResult
+
+log = logging.getLogger(__name__)
 
 DISCLAIMER = "Computed estimate from a radiograph (digital X-ray radiogrammetry) \u2014 not a DXA measurement."
 PAGE_SIZE_PX = (1920, 1200)
@@ -141,7 +144,11 @@ def hand_panel(image_bone_bright: np.ndarray, result: AnalysisResult, max_side_p
         from node.overlay import draw_overlay
     except ImportError:
         return _plain_overlay(image_bone_bright, result, max_side_px)
-    return draw_overlay(image_bone_bright, result, max_side_px=max_side_px).convert("RGB")
+    try:
+        return draw_overlay(image_bone_bright, result, max_side_px=max_side_px).convert("RGB")
+    except Exception as exc:  # noqa: BLE001 - still show the ROIs, drawn plainly
+        log.warning("event=overlay_failed error=%r", f"{type(exc).__name__}: {exc}")
+        return _plain_overlay(image_bone_bright, result, max_side_px)
 
 
 def _fit(image: Image.Image, box_w: int, box_h: int) -> Image.Image:

@@ -48,3 +48,21 @@ def test_refusal_sr_passes_dciodvfy(tmp_path):
     lateral, _ = hand_dataset(view="lateral", modality="DX")
     (sr,) = build_study_outputs([(lateral, view_refusal("lateral"))], uid_seed="dciodvfy-refused")
     _check(save(sr, tmp_path / "refusal.dcm"), "refusal SR")
+
+
+def test_full_featured_sr_passes_dciodvfy(tmp_path):
+    """Three views, a reduced-service PA with orientation (TID 1603 descriptors), no scores, predecessors."""
+    from pydicom.uid import generate_uid
+
+    study = generate_uid()
+    pa, truth = hand_dataset(modality="DX", study_uid=study)
+    pa.PatientOrientation = ["P", "F"]  # with ImagerPixelSpacing: highdicom writes TID 1603 descriptors
+    oblique, _ = hand_dataset(view="oblique", study_uid=study, instance_number=2)
+    lateral, _ = hand_dataset(view="lateral", study_uid=study, instance_number=3)
+    images = [(pa, result_from_truth(truth, refuse_bone="II", with_scores=False)),
+              (oblique, view_refusal("oblique")), (lateral, view_refusal("lateral"))]
+    outputs = build_study_outputs(images, uid_seed="dciodvfy-full", replaces=[generate_uid(), generate_uid()])
+    assert [o.Modality for o in outputs] == ["SR", "OT"]
+    assert "PredecessorDocumentsSequence" in outputs[0]
+    for output in outputs:
+        _check(save(output, tmp_path / f"{output.Modality}.dcm"), f"full {output.Modality}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 
@@ -317,3 +318,25 @@ def _walk(ds):
         item = stack.pop()
         yield item
         stack.extend(item.get("ContentSequence", []))
+
+
+def test_a_measured_bone_without_a_region_keeps_its_numbers(tmp_path):
+    ds, truth = hand_dataset()
+    result = result_from_truth(truth)
+    result.bones["III"].roi_polygon_px = []
+    (sr_ds,) = build_study_outputs([(ds, result)], uid_seed="study/noroi", options=SR_ONLY)
+    _, report = _read_back(sr_ds, tmp_path)
+    assert [g.tracking_identifier for g in report.get_planar_roi_measurement_groups()] == [
+        "Metacarpal II, left hand", "Metacarpal IV, left hand"]
+    (group,) = [g for g in report.get_image_measurement_groups() if g.tracking_identifier.startswith("Metacarpal III")]
+    assert _value(group, outputs.CORTICAL_THICKNESS) == round(result.bones["III"].cortical_thickness_mm, 3)
+    assert _evaluation(group, outputs.ANALYSIS_OUTCOME) == outputs.MEASURED
+
+
+def test_a_picture_that_cannot_be_drawn_does_not_lose_the_sr(caplog):
+    ds, truth = hand_dataset()
+    ds = copy.deepcopy(ds)
+    ds.PixelData = ds.PixelData[:100]  # truncated: no picture can be made from it
+    outs = build_study_outputs([(ds, result_from_truth(truth))], uid_seed="study/nopicture")
+    assert [o.SOPClassUID for o in outs] == [SR_CLASS]
+    assert any("event=picture_failed" in r.getMessage() for r in caplog.records)

@@ -493,6 +493,14 @@ class OrthancServer:
         return wait_until(found, timeout_seconds, interval_seconds=interval_seconds,
                           what=f"{count} matching instance(s) of study {study_uid} in Orthanc {self.aet}")
 
+    def upload(self, path: os.PathLike | str) -> dict[str, Any]:
+        """Store one DICOM file over REST (``POST /instances``), in its own transfer syntax.
+
+        Lua routing applies as for C-STORE. Use it for compressed files, which DCMTK storescu
+        only sends with per-syntax options.
+        """
+        return self.post("/instances", Path(path).read_bytes(), content_type="application/dicom")
+
     def instance_file(self, instance_id: str) -> bytes:
         """The stored DICOM file (Part 10 bytes)."""
         return self.request("GET", f"/instances/{instance_id}/file")

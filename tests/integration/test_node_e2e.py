@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 
+import pydicom
 import pytest
 
 from tests import dicom_samples
@@ -120,6 +122,38 @@ def test_same_sop_instance_uid_twice_is_stored_once_and_analysed_once(
     spooled = [p for p in routed_node.data_dir.joinpath("spool").rglob("*") if p.is_file() and first.stem in p.name]
     assert len(spooled) == 1, spooled
     assert routed_node.log_lines(rf"(?i)duplicate.*{first.stem}|{first.stem}.*duplicate"), routed_node.log_tail()
+
+
+COMPRESSORS = {
+    # transfer syntax UID: DCMTK command compressing IN to OUT
+    "1.2.840.10008.1.2.4.70": ["dcmcjpeg", "+e1"],  # JPEG Lossless, first-order prediction (SV1)
+    "1.2.840.10008.1.2.4.51": ["dcmcjpeg", "+ee"],  # JPEG Extended (12 bit, lossy)
+    "1.2.840.10008.1.2.5": ["dcmcrle"],  # RLE Lossless
+}
+
+
+def test_compressed_cr_routed_by_orthanc_is_received_as_stored_and_decoded(
+        orthanc: OrthancServer, routed_node: NodeProcess, write_study, tmp_path: Path) -> None:
+    if missing := [cmd[0] for cmd in COMPRESSORS.values() if not shutil.which(cmd[0])]:
+        pytest.skip(f"DCMTK compressors missing: {missing}")
+    study_uid, files = write_study(len(COMPRESSORS))
+    compressed = []
+    for (syntax, cmd), src in zip(COMPRESSORS.items(), files):
+        out = tmp_path / f"{src.stem}.{cmd[0]}.dcm"
+        subprocess.run([*cmd, str(src), str(out)], check=True, capture_output=True)
+        compressed.append(out)
+    for path in compressed:
+        assert orthanc.upload(path)["Status"] == "Success"
+    orthanc.wait_for_instances(study_uid, lambda i: i.modality == "SR", timeout_seconds=90)
+
+    # Lossy compression gives the image a new SOP Instance UID: take the UIDs from the files sent.
+    sent = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID: syntax
+            for p, syntax in zip(compressed, COMPRESSORS)}
+    stored = {r["sop_instance_uid"]: r["transfer_syntax_uid"] for r in routed_node.stored_instances(study_uid)}
+    assert stored == sent  # nobody transcoded on the way
+    for sop_uid in sent:
+        (line,) = routed_node.log_lines(rf"event=image_analysed .*sop={sop_uid}")
+        assert "reason=unreadable" not in line and "status=error" not in line, line
 
 
 def _referenced_uids(sequence) -> set[str]:

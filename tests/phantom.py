@@ -378,6 +378,7 @@ def make_hand(
     repeat: int | None = None,
     cortical_scale: float = 1.0,
     shift_mm: tuple[float, float] = (0.0, 0.0),
+    blur_domain: str = "exposure",
 ) -> tuple[np.ndarray, PhantomTruth]:
     """A synthetic hand radiograph with known metacarpal geometry.
 
@@ -409,6 +410,9 @@ def make_hand(
         degrees on top of ``rotation_deg``, fresh noise.
     cortical_scale : float
         Multiplies every cortical thickness (osteoporotic hands < 1).
+    blur_domain : {"exposure", "attenuation"}
+        ``exposure`` (physical: the detector blurs the x-ray fluence, the image is its log) or
+        ``attenuation`` (blur applied after the log, as the measurement model assumes).
     """
     if laterality not in ("L", "R") or fingers not in ("up", "down"):
         raise ValueError("laterality must be L or R and fingers up or down")
@@ -470,8 +474,10 @@ def make_hand(
         plate = (np.abs(along) < 6.0) & (np.abs(across) < 2.0 + mc.width_mm / 2)  # 12 mm plate, 1 mm thick
         att[r0:r1, c0:c1] += MU_METAL * 1.0 * plate
 
+    if blur_domain == "attenuation" and blur_sigma_mm > 0:
+        att = ndimage.gaussian_filter(att, blur_sigma_mm / spacing_mm, mode="nearest", truncate=5.0)
     exposure = np.exp(-att)
-    if blur_sigma_mm > 0:
+    if blur_domain == "exposure" and blur_sigma_mm > 0:
         exposure = ndimage.gaussian_filter(exposure, blur_sigma_mm / spacing_mm, mode="nearest", truncate=5.0)
     if noise > 0:
         exposure = exposure + noise * np.sqrt(exposure) * noise_rng.standard_normal(exposure.shape)

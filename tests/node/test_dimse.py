@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pydicom
 import pytest
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, RLELossless, generate_uid
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGLosslessSV1,
+    RLELossless,
+    generate_uid,
+)
 
 from node.dimse import start_scp
 from node.store import Store
@@ -73,12 +83,30 @@ def test_store_then_duplicate_is_stored_once(node, caplog):
     assert not any("Quietsample" in m for m in messages), "patient names never reach the log"
 
 
-@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, RLELossless])
+REQUIRED_SYNTAXES = [ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
+                     JPEGBaseline8Bit, JPEGLosslessSV1, JPEG2000Lossless, JPEG2000, RLELossless]
+CR_DX_SC_SR = [CR_IMAGE_STORAGE, "1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1.1",
+               "1.2.840.10008.5.1.4.1.1.7", COMPREHENSIVE_SR_STORAGE]
+
+
+@pytest.mark.parametrize("syntax", REQUIRED_SYNTAXES)
+def test_every_required_transfer_syntax_is_accepted_for_cr_dx_sc_sr(node, syntax):
+    cfg, _ = node
+    assoc = scu(cfg.node.port, contexts=CR_DX_SC_SR, syntaxes=[syntax])
+    try:
+        accepted = {(c.abstract_syntax, c.transfer_syntax[0]) for c in assoc.accepted_contexts}
+    finally:
+        assoc.release()
+    assert accepted >= {(uid, syntax) for uid in CR_DX_SC_SR}
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, RLELossless,
+                                    JPEG2000Lossless])
 def test_transfer_syntaxes_are_spooled_as_received(node, syntax):
     cfg, store = node
     ds = make_image_dataset(rows=32, columns=32)
-    if syntax == RLELossless:
-        ds.compress(RLELossless)
+    if syntax in (RLELossless, JPEG2000Lossless):
+        ds.compress(syntax)
     else:
         ds.file_meta.TransferSyntaxUID = syntax
     assoc = scu(cfg.node.port, contexts=[CR_IMAGE_STORAGE], syntaxes=[syntax])

@@ -454,8 +454,10 @@ def test_send_stow_without_the_right_token_fails_with_401(peer: Node, tmp_path: 
     assert peer.stored_uids() == []
 
 
-def test_dicomweb_destination_retries_with_backoff_until_it_is_up(tmp_path: Path):
-    """The exporter's retry path for type = "dicomweb": down -> queued again, up -> sent."""
+def test_dicomweb_destination_backoff_failed_and_queue_retry(tmp_path: Path, capsys):
+    """type = "dicomweb" through the exporter: down -> queued with backoff -> failed at the cap;
+    `dxr-node queue retry` -> sent once the peer is up."""
+    from node.cli import main as cli_main
     from node.dicomweb import HttpServer
     from node.export import deliver
     from tests.integration.servers import free_port
@@ -466,7 +468,7 @@ def test_dicomweb_destination_retries_with_backoff_until_it_is_up(tmp_path: Path
     cfg_path.write_text(cfg_path.read_text().replace(
         '[[destinations]]\nname = "outbox"\ntype = "folder"',
         f'[[destinations]]\nname = "peer"\ntype = "dicomweb"\nurl = "http://127.0.0.1:{port}/dicomweb"\n'
-        f'token = "{TOKEN}"\n[export]\nretry_base_delay_seconds = 0.1\nmax_attempts = 3'))
+        f'token = "{TOKEN}"\n[export]\nretry_base_delay_seconds = 0.1\nmax_attempts = 2'))
     config = load_config(cfg_path)
     store = sender.store
     out = dicom_samples.save(small_image(), store.outputs_dir / "s" / "o.dcm")
@@ -482,14 +484,21 @@ def test_dicomweb_destination_retries_with_backoff_until_it_is_up(tmp_path: Path
     [after] = store.list_exports()
     assert after.state == "queued" and after.attempts == 1 and "ConnectionError" in after.last_error
     assert after.next_attempt_at > after.updated_at  # backoff
+    assert store.claim_due_exports() == {}  # not before the backoff delay
+    [exp] = store.claim_due_exports(now=time.time() + 10)["peer"]
+    assert deliver(config, store, "peer", [exp]) == (0, 1)
+    [after] = store.list_exports()
+    assert after.state == "failed" and after.attempts == 2
 
+    assert cli_main(["queue", "retry", f"E{after.id}", "--config", str(cfg_path)]) == 0
+    assert "queued" in capsys.readouterr().out
     target = Node(tmp_path / "target")
     server = HttpServer(target.client.app, "127.0.0.1", port).start()
     try:
-        [exp] = store.claim_due_exports(now=time.time() + 10)["peer"]
+        [exp] = store.claim_due_exports(now=time.time() + 1)["peer"]
         assert deliver(config, store, "peer", [exp]) == (1, 0)
     finally:
         server.stop()
     [after] = store.list_exports()
-    assert after.state == "sent" and after.attempts == 2
+    assert after.state == "sent" and after.attempts == 1
     assert target.stored_uids() == [sop]

@@ -119,6 +119,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config.node.ae_title, config.node.port, config.data_dir, config.node.workers,
         config.study.quiet_period_seconds, jobs, exports,
     )
+    if not config.sources:
+        log.warning("event=config_warning detail='no [[sources]] configured: every association will be rejected'")
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

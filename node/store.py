@@ -383,10 +383,16 @@ class Store:
         return created
 
     def claim_job(self, worker_pid: int) -> Job | None:
-        """Take the oldest queued job for this worker (atomically), or None."""
+        """Take the oldest queued job whose study has no running job (atomically), or None."""
         now = time.time()
         with self._tx() as c:
-            row = c.execute("SELECT id FROM jobs WHERE state='queued' ORDER BY id LIMIT 1").fetchone()
+            # One job per study at a time: a re-run waits for the earlier run to finish, so it
+            # knows the SRs it replaces.
+            row = c.execute(
+                "SELECT id FROM jobs j WHERE state='queued' AND NOT EXISTS ("
+                "  SELECT 1 FROM jobs r WHERE r.study_instance_uid=j.study_instance_uid AND r.state='running')"
+                " ORDER BY id LIMIT 1"
+            ).fetchone()
             if row is None:
                 return None
             c.execute(

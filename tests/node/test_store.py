@@ -190,3 +190,20 @@ def test_uid_filename_keeps_uids_and_hashes_anything_else():
     assert uid_filename("1.2.840.10008.5") == "1.2.840.10008.5"
     weird = uid_filename("../../etc/passwd")
     assert "/" not in weird and weird.startswith("x")
+
+
+def test_a_rerun_waits_while_the_earlier_run_of_the_same_study_is_running(tmp_path):
+    store = Store(tmp_path)
+    study, other = generate_uid(), generate_uid()
+    _store_one(store, study)
+    store.complete_due_studies(0.0, now=time.time() + 1)
+    first = store.claim_job(1)
+    _store_one(store, study)  # re-opens the study while run 1 runs
+    _store_one(store, other)
+    store.complete_due_studies(0.0, now=time.time() + 2)
+    nxt = store.claim_job(2)
+    assert nxt.study_instance_uid == other, "run 2 of a running study must wait"
+    assert store.claim_job(3) is None
+    store.finish_job(first.id, [], [])
+    rerun = store.claim_job(3)
+    assert (rerun.study_instance_uid, rerun.run) == (study, 2)

@@ -134,15 +134,23 @@ def _handlers(config: Config, store: Store) -> list:
             metrics.instance_refused(metrics.PROTOCOL_DIMSE, "unreadable_request")
             return 0xC210
         rq = event.request
-        outcome = ingest(
-            store,
-            config,
-            data,
-            calling_ae=calling,
-            source="dimse",
-            request_sop_instance_uid=str(rq.AffectedSOPInstanceUID or "") or None,
-            request_sop_class_uid=str(rq.AffectedSOPClassUID or "") or None,
-        )
+        try:
+            outcome = ingest(
+                store,
+                config,
+                data,
+                calling_ae=calling,
+                source="dimse",
+                request_sop_instance_uid=str(rq.AffectedSOPInstanceUID or "") or None,
+                request_sop_class_uid=str(rq.AffectedSOPClassUID or "") or None,
+            )
+        except Exception as exc:  # a bug must cost one instance a failure status, never the SCP
+            log.error(
+                "event=instance_refused calling_ae=%s sop=%s reason=internal_error detail=%r",
+                calling, rq.AffectedSOPInstanceUID, f"{type(exc).__name__}: {exc}",
+            )
+            metrics.instance_refused(metrics.PROTOCOL_DIMSE, "internal_error")
+            return 0x0110  # Processing failure (PS3.7 C.4)
         metrics.record_ingest_outcome(outcome, source=calling, protocol=metrics.PROTOCOL_DIMSE)
         if outcome.accepted:
             return outcome.status

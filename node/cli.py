@@ -24,7 +24,6 @@ import sys
 import threading
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from node.config import Config, ConfigError, load_config
@@ -52,13 +51,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 # ---------------------------------------------------------------------------------- helpers
-def _config(args: argparse.Namespace, *, overrides: bool = True) -> Config:
+def _config(args: argparse.Namespace) -> Config:
+    """The config named by ``args.config`` with the ``--port``/``--data-dir`` overrides a verb has."""
     try:
-        return load_config(
-            args.config,
-            port=getattr(args, "port", None) if overrides else None,
-            data_dir=getattr(args, "data_dir", None) if overrides else None,
-        )
+        return load_config(args.config, port=getattr(args, "port", None), data_dir=getattr(args, "data_dir", None))
     except ConfigError as exc:
         raise CLIError(str(exc), 2) from None
 

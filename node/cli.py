@@ -213,7 +213,15 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
 
     config = _config(args)
     try:
-        ds = pydicom.dcmread(args.file, stop_before_pixels=True, force=True)
+        try:
+            ds = pydicom.dcmread(args.file, stop_before_pixels=True)
+        except pydicom.errors.InvalidDicomError:
+            # No preamble/DICM: accept a bare data set only if it looks like one.
+            ds = pydicom.dcmread(args.file, stop_before_pixels=True, force=True)
+            if "SOPClassUID" not in ds and "Modality" not in ds:
+                raise CLIError(f"{args.file}: not a DICOM file") from None
+    except CLIError:
+        raise
     except FileNotFoundError:
         raise CLIError(f"{args.file}: no such file") from None
     except Exception as exc:

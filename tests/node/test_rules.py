@@ -98,6 +98,8 @@ def test_rules_test_verb_explains_the_decision(tmp_path, capsys):
     assert main(["rules", "test", str(tmp_path / "missing.dcm"), "--config", str(cfg_path)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no such file" in err
+    assert main(["rules", "test", str(cfg_path), "--config", str(cfg_path)]) == 1
+    assert capsys.readouterr().err == f"dxr-node: error: {cfg_path}: not a DICOM file\n"
 
 
 def test_rules_load_from_the_shipped_config():

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
+from analysis.qc import has_foreign_object
 from analysis.result import REASON_MESSAGES
 
 METACARPAL_NAMES: tuple[str, ...] = ("I", "II", "III", "IV", "V")
@@ -663,6 +664,7 @@ JOINT_SIGMA_MM = 0.4
 BASE_WINDOW = (0.7, 1.35)
 BASE_PRIOR_SD = 0.2
 CONSENSUS_MIN_CHANGE = 0.05
+METAL_ALONG_RATIO = 2.5
 SEED_PEAK_MIN = 0.25
 CARPAL_FILL_MIN = 0.45
 LATERAL_STRIP_ELONGATION = 1.8
@@ -917,6 +919,19 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
     xs_mid = lines[:, 0] + lines[:, 1] * y_mid
     details["shaft_gaps_spacing"] = [round(float(x), 2) for x in (xs_mid[:-1] - xs_mid[1:]) / s]
     ys = np.arange(0.0, canon.shape[0] - 1.0, 0.5)
+    # Metal over a shaft: along its line something several times brighter than the shaft.
+    metal_suspect = set()
+    for k, name in enumerate(names):
+        a, b = lines[k]
+        along_y = ys[(ys > fb[k, 0] + 0.3 * s) & (ys < fb[k, 0] + 4.0 * s)]
+        if along_y.size < 5:
+            continue
+        centre = _along(canon, a, b, along_y, 1.0)
+        level = float(np.median(centre))
+        if level > 0 and float(np.max(centre)) > METAL_ALONG_RATIO * level:
+            metal_suspect.add(name)
+    details["metal_suspect"] = sorted(metal_suspect)
+
     def trace_ends(length_per_spacing: float) -> dict[str, tuple[float, float]]:
         out = {}
         for k, name in enumerate(names):
@@ -941,25 +956,43 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
                 out[name] = (ends[0], ends[1])
         return out
 
-    ends_by_bone = trace_ends(_LENGTH_PER_SPACING)
-    # The finger spacing predicts the bone length only to 10-30 % (it depends on how the hand
-    # was laid down); the joint lines found agree on the hand's own scale: search again there.
-    ratios = [(bs - hd) / (_RELATIVE_LENGTH[n] * s) for n, (hd, bs) in ends_by_bone.items() if n != "V"]
-    if len(ratios) >= 3:
-        consensus = float(np.median(ratios))
-        details["length_per_spacing"] = round(consensus, 2)
-        if abs(consensus / _LENGTH_PER_SPACING - 1.0) > CONSENSUS_MIN_CHANGE:
-            ends_by_bone = trace_ends(consensus)
-    for k, name in enumerate(names):
-        if name not in ends_by_bone:
-            continue
+    def axis_of(name: str, head_y: float, base_y: float) -> MetacarpalAxis:
+        k = names.index(name)
         a, b = lines[k]
-        head_y, base_y = ends_by_bone[name]
         head_rc = _to_image_rc(frame, w.factor, head_y, a + b * head_y)
         base_rc = _to_image_rc(frame, w.factor, base_y, a + b * base_y)
         length_mm = float(np.hypot(head_rc[0] - base_rc[0], head_rc[1] - base_rc[1])) * pixel_spacing_mm
         conf = float(np.clip(support[k], 0, 1) * np.exp(-max(rms[k] - 1.0, 0.0) / 2.0))
-        found[name] = MetacarpalAxis(name, base_rc, head_rc, length_mm, None, conf)
+        return MetacarpalAxis(name, base_rc, head_rc, length_mm, None, conf)
+
+    def with_metal(ends: dict) -> set[str]:
+        out = set()
+        for n, (hd, bs) in ends.items():
+            ax = axis_of(n, hd, bs)
+            if n != "V" and has_foreign_object(image, ax.base_rc, ax.head_rc, pixel_spacing_mm):
+                out.add(n)
+        return out
+
+    ends_by_bone = trace_ends(_LENGTH_PER_SPACING)
+    metal = with_metal(ends_by_bone) | metal_suspect
+    # The finger spacing predicts the bone length only to 10-30 % (it depends on how the hand
+    # was laid down); the joint lines found agree on the hand's own scale: search again there.
+    # Bones under metal do not vote (the metal's edges look like joint lines).
+    ratios = [(bs - hd) / (_RELATIVE_LENGTH[n] * s) for n, (hd, bs) in ends_by_bone.items()
+              if n != "V" and n not in metal]
+    if len(ratios) >= 2:
+        consensus = float(np.median(ratios))
+        details["length_per_spacing"] = round(consensus, 2)
+        if abs(consensus / _LENGTH_PER_SPACING - 1.0) > CONSENSUS_MIN_CHANGE:
+            ends_by_bone = trace_ends(consensus)
+    for name in names:
+        if name in ends_by_bone:
+            found[name] = axis_of(name, *ends_by_bone[name])
+    bone_refusals = {
+        n: ("foreign_object_in_roi", REASON_MESSAGES["foreign_object_in_roi"])
+        for n in sorted((with_metal(ends_by_bone) | metal_suspect) - {"V"})
+    }
+    details["metal_over"] = sorted(bone_refusals)
     carpus = _carpal_fill(canon, lines, ends_by_bone, names)
     details["carpal_fill"] = None if carpus is None else round(carpus, 2)
     if carpus is not None and carpus < CARPAL_FILL_MIN:
@@ -976,7 +1009,7 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
     if missing:
         return _refuse("bone_not_found", f"Metacarpal {', '.join(missing)} could not be traced.",
                        view="PA", outline_rc=outline, details=details)
-    loc = HandLocation(view="PA", metacarpals=found, outline_rc=outline, details=details,
-                       fingers_direction_rc=(float(u[0]), float(u[1])))
+    loc = HandLocation(view="PA", metacarpals=found, bone_refusals=bone_refusals, outline_rc=outline,
+                       details=details, fingers_direction_rc=(float(u[0]), float(u[1])))
     loc.confidence = float(np.mean([found[n].confidence for n in ("II", "III", "IV")]))
     return loc

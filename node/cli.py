@@ -194,15 +194,30 @@ def cmd_echo(args: argparse.Namespace) -> int:
         except OSError as exc:
             ok, message = False, f"{dest.name} (folder {dest.path}): not writable ({exc.strerror or exc})"
     else:
-        try:
-            from node.dicomweb import echo_dicomweb
-        except ImportError:
-            raise CLIError(f"{dest.name}: DICOMweb echo is not available in this build") from None
-        ok, message = echo_dicomweb(dest, args.timeout)
+        ok, message = _echo_dicomweb(dest, args.timeout)
     if not ok:
         raise CLIError(message)
     print(message)
     return 0
+
+
+def _echo_dicomweb(dest: Any, timeout_seconds: float) -> tuple[bool, str]:
+    """A DICOMweb destination answers an authenticated QIDO-RS ``GET {url}/studies?limit=1``."""
+    try:
+        import requests
+
+        from node.stow_export import make_client
+    except ImportError as exc:
+        raise CLIError(f"{dest.name}: DICOMweb echo is not available in this build ({exc})") from None
+    where = f"{dest.name} ({dest.url})"
+    try:
+        make_client(dest, timeout_seconds).search_for_studies(limit=1)
+    except requests.exceptions.HTTPError as exc:
+        code = exc.response.status_code if exc.response is not None else "?"
+        return False, f"{where}: QIDO-RS answered HTTP {code}"
+    except (requests.exceptions.RequestException, ValueError) as exc:
+        return False, f"{where}: {type(exc).__name__}: {str(exc)[:200]}"
+    return True, f"{where}: QIDO-RS success"
 
 
 def cmd_rules_test(args: argparse.Namespace) -> int:

@@ -119,3 +119,43 @@ def test_queue_verbs_errors_are_one_line(tmp_path, capsys):
     assert "no job J7" in capsys.readouterr().err
     assert main(["queue", "retry", "what", "--config", str(cfg)]) == 2
     assert "must look like E12" in capsys.readouterr().err
+
+
+def test_echo_verb_for_a_dicomweb_destination_sends_the_token(tmp_path, capsys):
+    import http.server
+    import threading
+
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            seen.append((self.path, self.headers.get("Authorization")))
+            if self.headers.get("Authorization") != "Bearer s3cret":
+                self.send_response(401)
+                self.end_headers()
+                return
+            body = b"[]"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/dicom+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer((HOST, 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://{HOST}:{server.server_address[1]}/dicom-web"
+    try:
+        good = write_config(tmp_path / "good", destinations=(
+            f'[[destinations]]\nname = "web"\ntype = "dicomweb"\nurl = "{url}"\ntoken = "s3cret"\n'))
+        bad = write_config(tmp_path / "bad", destinations=(
+            f'[[destinations]]\nname = "web"\ntype = "dicomweb"\nurl = "{url}"\ntoken = "wrong"\n'))
+        assert main(["echo", "web", "--config", str(good)]) == 0
+        assert "QIDO-RS success" in capsys.readouterr().out
+        assert main(["echo", "web", "--config", str(bad)]) == 1
+        assert "HTTP 401" in capsys.readouterr().err
+    finally:
+        server.shutdown()
+    assert seen[0][0].startswith("/dicom-web/studies")

@@ -207,6 +207,13 @@ def main(argv: list[str] | None = None) -> int:
                     "instance_mb": round(total_mb / args.count, 2),
                 }
                 del instances
+            # The node's own split of each request: body received vs parts stored (fsync).
+            phases = [line for line in (workdir / "node.log").read_text().splitlines() if "event=stow_stored" in line]
+            for mode, lines in (("one_request", phases[:1]), ("per_instance_requests", phases[1:])):
+                def total(key: str) -> float:
+                    return sum(float(line.split(f"{key}=")[1].split()[0]) for line in lines)
+                report[mode]["node_receive_seconds"] = round(total("receive_seconds"), 2)
+                report[mode]["node_store_seconds"] = round(total("store_seconds"), 2)
         finally:
             stop_node(proc)
     if args.json:
@@ -217,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         for mode, label in (("one_request", "1 request"), ("per_instance_requests", f"{args.count} requests")):
             r = report[mode]
             print(f"  {label:>13}: {r['seconds']:7.2f} s  {r['instances_per_s']:6.1f} instances/s  "
-                  f"{r['mb_per_s']:7.1f} MB/s  (median request {r['median_request_ms']} ms)")
+                  f"{r['mb_per_s']:7.1f} MB/s  (median request {r['median_request_ms']} ms; node: receive "
+                  f"{r['node_receive_seconds']} s, store {r['node_store_seconds']} s)")
         print(json.dumps(report))
     return 0
 

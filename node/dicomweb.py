@@ -475,10 +475,11 @@ class _StowHandler:
             return _error(507, f"the node is refusing new data: {disk.message}")
 
         state = _StowState(s.store.tmp_dir, part_type)
+        started = time.monotonic()
+        received = 0
         try:
             try:
                 parser = MultipartParser(boundary.encode("latin-1"), state.begin, state.data, state.end)
-                received = 0
                 async for chunk in request.stream():
                     received += len(chunk)
                     if received > limit:
@@ -497,6 +498,7 @@ class _StowHandler:
                 return _error(400, "the client disconnected before the body was complete; nothing was stored")
             if not state.parts:
                 return _error(400, "the multipart body has no parts; nothing was stored")
+            received_at = time.monotonic()
             # A few parts at a time: their fsyncs overlap, the response order stays the parts' order.
             limit_parallel = asyncio.Semaphore(INGEST_CONCURRENCY)
 
@@ -505,6 +507,7 @@ class _StowHandler:
                     return await run_in_threadpool(self._store_part, part, client, study_in_url)
 
             results = list(await asyncio.gather(*(store(p) for p in state.parts)))
+            stored_at = time.monotonic()
         finally:
             state.cleanup()
 
@@ -512,8 +515,10 @@ class _StowHandler:
         body = _response_dataset(results).to_json_dict()
         n_ok = sum(r.accepted for r in results)
         log.info(
-            "event=stow_stored client=%s study=%s parts=%d accepted=%d failed=%d status=%d",
-            client, study_in_url or "-", len(results), n_ok, len(results) - n_ok, status,
+            "event=stow_stored client=%s study=%s parts=%d accepted=%d failed=%d status=%d bytes=%d "
+            "receive_seconds=%.3f store_seconds=%.3f",
+            client, study_in_url or "-", len(results), n_ok, len(results) - n_ok, status, received,
+            received_at - started, stored_at - received_at,
         )
         return JSONResponse(body, status_code=status, media_type=DICOM_JSON)
 

@@ -27,6 +27,7 @@ from pydicom.uid import (
     JPEGLossless,
     JPEGLosslessSV1,
     RLELossless,
+    UID,
 )
 from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import Verification
@@ -268,12 +269,16 @@ def send_files(
     }
     if readable:
         ae = _scu_ae(calling_ae, timeout_seconds)
-        contexts: dict[str, set[str]] = {}
+        # Per SOP class: one context for the uncompressed syntaxes (pynetdicom converts between
+        # them) plus one per compressed syntax in use (compressed data can only go as it is).
+        contexts: dict[tuple[str, tuple[str, ...]], None] = {}
         for _, ds in readable:
-            ts = str(ds.file_meta.TransferSyntaxUID)
-            contexts.setdefault(str(ds.SOPClassUID), set()).update({ts, ExplicitVRLittleEndian, ImplicitVRLittleEndian})
-        for sop_class, syntaxes in contexts.items():
-            ae.add_requested_context(sop_class, sorted(syntaxes))
+            sop_class, ts = str(ds.SOPClassUID), UID(str(ds.file_meta.TransferSyntaxUID))
+            contexts[(sop_class, (ExplicitVRLittleEndian, ImplicitVRLittleEndian))] = None
+            if ts.is_compressed:
+                contexts[(sop_class, (str(ts),))] = None
+        for sop_class, syntaxes in contexts:
+            ae.add_requested_context(sop_class, list(syntaxes))
         assoc, connected = _associate(ae, dest)
         if not assoc.is_established:
             why = f"{dest.ae_title}@{dest.host}:{dest.port}: {_assoc_failure(assoc, connected)}"

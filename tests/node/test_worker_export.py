@@ -223,3 +223,31 @@ def test_worker_processes_run_jobs_and_a_dead_worker_is_replaced(tmp_path):
         stop.set()
         assembler.join(5)
         pool.stop()
+
+
+def test_send_files_uses_one_association_and_keeps_compressed_data_as_it_is(tmp_path):
+    from pydicom.uid import RLELossless
+
+    from node.config import DestinationConfig
+    from node.dimse import send_files
+
+    port = free_port()
+    plain = make_image_dataset(rows=32, columns=32)
+    packed = make_image_dataset(rows=32, columns=32)
+    packed.compress(RLELossless)
+    paths = []
+    for name, ds in (("plain", plain), ("packed", packed)):
+        paths.append(tmp_path / f"{name}.dcm")
+        ds.save_as(paths[-1], enforce_file_format=True)
+    (tmp_path / "broken.dcm").write_bytes(b"nothing")
+    paths.append(tmp_path / "broken.dcm")
+    pacs = TestPacs(port).start()
+    try:
+        dest = DestinationConfig(name="p", ae_title="TESTPACS", host="127.0.0.1", port=port)
+        results = send_files(dest, paths, "DXRNODE")
+    finally:
+        pacs.stop()
+    assert [r.ok for r in results] == [True, True, False]
+    assert "cannot read output file" in results[2].error
+    assert pacs.received == [plain.SOPInstanceUID, packed.SOPInstanceUID]
+    assert pacs.associations == 1

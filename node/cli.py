@@ -68,6 +68,10 @@ def _store(config: Config):
         raise CLIError(str(exc)) from None
 
 
+def _one_line(text: str | None) -> str:
+    return " ".join(text.split()) if text else "-"
+
+
 def _fmt_time(t: float | None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else "-"
 
@@ -277,13 +281,13 @@ def cmd_queue_list(args: argparse.Namespace) -> int:
     print(f"{'ID':<6} {'STATE':<10} {'RUN':>3} {'ATT':>3} {'UPDATED':<20} {'STUDY':<64} LAST_ERROR")
     for j in jobs:
         print(f"{'J' + str(j.id):<6} {j.state:<10} {j.run:>3} {j.attempts:>3} {_fmt_time(j.updated_at):<20} "
-              f"{j.study_instance_uid:<64} {j.last_error or '-'}")
+              f"{j.study_instance_uid:<64} {_one_line(j.last_error)}")
     print(f"EXPORTS ({len(exports)})")
     print(f"{'ID':<6} {'STATE':<8} {'DESTINATION':<14} {'ATT':>3} {'NEXT_ATTEMPT':<20} {'OUTPUT':<64} LAST_ERROR")
     for e in exports:
         nxt = _fmt_time(e.next_attempt_at) if e.state == "queued" else "-"
         print(f"{'E' + str(e.id):<6} {e.state:<8} {e.destination:<14} {e.attempts:>3} {nxt:<20} "
-              f"{e.output_sop_instance_uid:<64} {e.last_error or '-'}")
+              f"{e.output_sop_instance_uid:<64} {_one_line(e.last_error)}")
     return 0
 
 

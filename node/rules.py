@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
+from pydicom.datadict import dictionary_VR
+
 from node.config import RuleConfig, RulesConfig
 
 __all__ = ["Decision", "evaluate", "attribute_text"]
@@ -23,7 +25,7 @@ class Decision:
     rule: str | None
     """Name of the deciding rule: the matching analyse rule, or the matching ignore rule."""
     reason: str
-    """One line saying why, naming keywords and values (never patient data: rules name the keywords)."""
+    """One line saying why, naming keywords and values (values of patient attributes are not shown)."""
 
 
 def attribute_text(dataset: Any, keyword: str) -> str:
@@ -39,6 +41,19 @@ def attribute_text(dataset: Any, keyword: str) -> str:
     return str(value).strip()
 
 
+def _is_patient_data(keyword: str) -> bool:
+    """Person names and Patient* attributes are never echoed into logs or explanations."""
+    try:
+        vr = dictionary_VR(keyword)
+    except KeyError:
+        vr = ""
+    return vr == "PN" or keyword.startswith("Patient") or keyword.startswith("OtherPatient")
+
+
+def _shown(keyword: str, text: str) -> str:
+    return f"{keyword} (value not shown: patient data)" if _is_patient_data(keyword) else f'{keyword} "{text}"'
+
+
 def _match_rule(rule: RuleConfig, dataset: Any) -> tuple[bool, str]:
     """(matches, explanation of the first failing or all passing conditions)."""
     seen = []
@@ -46,8 +61,8 @@ def _match_rule(rule: RuleConfig, dataset: Any) -> tuple[bool, str]:
         text = attribute_text(dataset, keyword)
         if not any(fnmatchcase(text.upper(), p.upper()) for p in patterns):
             shown = [p if p else '""' for p in patterns]
-            return False, f'{keyword} "{text}" is not one of {", ".join(shown)}'
-        seen.append(f'{keyword} "{text}"')
+            return False, f'{_shown(keyword, text)} is not one of {", ".join(shown)}'
+        seen.append(_shown(keyword, text))
     return True, ", ".join(seen)
 
 

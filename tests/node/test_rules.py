@@ -75,6 +75,7 @@ def test_custom_rules_with_wildcards(tmp_path):
     ds.PatientID = "TEST9"
     decision = evaluate(cfg.rules, ds)
     assert (decision.analyse, decision.rule) == (False, "test-patients")
+    assert "TEST9" not in decision.reason, "patient data never reaches logs or explanations"
 
 
 def test_rules_test_verb_explains_the_decision(tmp_path, capsys):

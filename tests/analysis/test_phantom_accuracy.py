@@ -100,3 +100,25 @@ def test_thinner_cortex_is_measured_thinner():
     rt = analysis.analyse_located(thin, truth_location(truth_t), pixel_spacing_mm=0.1)
     assert rt.cortical_thickness_mm == pytest.approx(0.7 * rn.cortical_thickness_mm, abs=0.05)
     assert rt.dxr_bmd_g_cm2 < 0.8 * rn.dxr_bmd_g_cm2
+
+
+@pytest.mark.parametrize("kw", [
+    dict(seed=4, rotation_deg=8.0),
+    dict(seed=14, rotation_deg=-30.0, laterality="R", fingers="down"),
+    dict(seed=5, spacing_mm=0.15, blur_sigma_mm=0.15),
+    dict(seed=10, rotation_deg=90.0),
+], ids=["L-up-8", "R-down-minus30", "L-0.15mm", "L-rot90"])
+def test_full_pipeline_from_dicom(kw):
+    """analysis.analyse on a DICOM phantom: the hand finder's axes, then the bars on every bone."""
+    image, truth = make_hand(**kw)
+    ds = make_dataset(image, truth, photometric="MONOCHROME1", bits_stored=12, sex="F", age="058Y")
+    res = analysis.analyse(ds)
+    assert res.status == "ok", (res.reason, res.message)
+    assert res.laterality == truth.laterality and res.view == "PA"
+    assert (res.sex, res.age_years) == ("F", 58.0)
+    assert res.bones_measured == 3
+    for name in BONES:
+        bone, ref = res.bones[name], truth.bones[name]
+        assert abs(bone.cortical_thickness_mm - ref.cortical_thickness_mm) <= BAR_MM, name
+        assert abs(bone.outer_width_mm - ref.outer_width_mm) <= BAR_MM, name
+        assert abs(bone.length_mm - ref.length_mm) <= 0.1 * ref.length_mm, name

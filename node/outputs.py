@@ -26,6 +26,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pydicom.charset
+import pydicom.valuerep
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -738,12 +739,21 @@ def _patient_line(ds: Dataset, result: AnalysisResult):
         date = f"{date[:4]}-{date[4:6]}-{date[6:]}"
     age = f"{result.age_years:.0f} y" if result.age_years is not None else str(ds.get("PatientAge", "") or "")
     return PatientLine(
-        name=str(ds.get("PatientName", "") or "").replace("^", " ").strip(),
+        name=_display_name(ds.get("PatientName")),
         patient_id=str(ds.get("PatientID", "") or ""),
         sex=str(result.sex or ds.get("PatientSex", "") or ""),
         age=age,
         study_date=date,
     )
+
+
+def _display_name(name) -> str:
+    """``Family, Given Middle`` as reading-room lists show it."""
+    if not name:
+        return ""
+    name = pydicom.valuerep.PersonName(name) if not isinstance(name, pydicom.valuerep.PersonName) else name
+    given = " ".join(p for p in (name.given_name, name.middle_name) if p)
+    return ", ".join(p for p in (name.family_name, given) if p) or str(name)
 
 
 def _reference_bands(reference: Any, sex: str | None) -> tuple[list, str | None]:

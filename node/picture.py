@@ -30,8 +30,10 @@ log = logging.getLogger(__name__)
 DISCLAIMER = "Computed estimate from a radiograph (digital X-ray radiogrammetry) \u2014 not a DXA measurement."
 PAGE_SIZE_PX = (1920, 1200)
 """(width, height) of the picture."""
-HAND_BOX_PX = (24, 92, 900, 1120)
+HAND_BOX_PX = (24, 92, 724, 1120)
 """(left, top, right, bottom) of the radiograph panel in the picture."""
+ZOOM_BOX_PX = (744, 92, 1024, 1120)
+"""(left, top, right, bottom) of the column of magnified measurement regions."""
 
 BACKGROUND = (0, 0, 0)
 TEXT = (235, 235, 235)
@@ -145,10 +147,108 @@ def hand_panel(image_bone_bright: np.ndarray, result: AnalysisResult, max_side_p
     except ImportError:
         return _plain_overlay(image_bone_bright, result, max_side_px)
     try:
-        return draw_overlay(image_bone_bright, result, max_side_px=max_side_px).convert("RGB")
+        # The hand outline is a reviewer's aid; on the radiologist's picture it only hides anatomy.
+        shown = result.replace(hand_outline_px=[])
+        return draw_overlay(image_bone_bright, shown, max_side_px=max_side_px).convert("RGB")
     except Exception as exc:  # noqa: BLE001 - still show the ROIs, drawn plainly
         log.warning("event=overlay_failed error=%r", f"{type(exc).__name__}: {exc}")
         return _plain_overlay(image_bone_bright, result, max_side_px)
+
+
+def _edge_colours() -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """(outer, inner) edge colours: the overlay's, so both pictures read the same."""
+    try:
+        from node.overlay import INNER_EDGE_COLOUR, OUTER_EDGE_COLOUR
+    except ImportError:
+        return (255, 40, 40), (60, 255, 60)
+    return OUTER_EDGE_COLOUR, INNER_EDGE_COLOUR
+
+
+def roi_tile(
+    image_bone_bright: np.ndarray,
+    bone,
+    *,
+    pixel_spacing_mm: float | None,
+    tile_px: tuple[int, int],
+    upsample: int = 3,
+) -> Image.Image:
+    """A magnified view of one bone's measurement region with its detected edges.
+
+    The crop is windowed on its own grey levels (so the cortex shows), drawn ``upsample``
+    times larger than the source, rotated so the shaft runs vertically (head up), and fitted
+    into ``tile_px`` (width, height). A 5 mm scale bar is drawn when the spacing is known.
+    """
+    tile_w, tile_h = tile_px
+    tile = Image.new("RGB", (tile_w, tile_h), BACKGROUND)
+    polygon = np.asarray(bone.roi_polygon_px, dtype=np.float64)  # (column, row)
+    if bone.status != "ok" or len(polygon) < 3:
+        return tile
+    if len(bone.axis_px) >= 2:
+        axis = np.asarray(bone.axis_px[1], float) - np.asarray(bone.axis_px[0], float)
+    else:  # the ROI's long side
+        centred = polygon - polygon.mean(axis=0)
+        axis = np.linalg.svd(centred, full_matrices=False)[2][0]
+    axis = axis / max(np.linalg.norm(axis), 1e-9)
+    normal = np.array([-axis[1], axis[0]])
+    centre = polygon.mean(axis=0)
+    along = (polygon - centre) @ axis
+    across = (polygon - centre) @ normal
+    half_len = float(np.abs(along).max()) * 1.25  # room below the ROI for the scale bar
+    half_wid = float(np.abs(across).max()) * 1.6
+    reach = math.hypot(half_len, half_wid) + 2
+    rows, cols = image_bone_bright.shape
+    c0, c1 = max(0, int(centre[0] - reach)), min(cols, int(centre[0] + reach) + 1)
+    r0, r1 = max(0, int(centre[1] - reach)), min(rows, int(centre[1] + reach) + 1)
+    crop = image_bone_bright[r0:r1, c0:c1]
+    if crop.size == 0:
+        return tile
+    low, high = np.percentile(crop, [1, 99])
+    grey = (np.clip((crop - low) / max(high - low, 1e-9), 0, 1) * 255).astype(np.uint8)
+    k = upsample
+    view = Image.fromarray(grey, mode="L").resize((grey.shape[1] * k, grey.shape[0] * k), Image.LANCZOS)
+    view = view.convert("RGB")
+    # Rotate counter-clockwise so the axis (base -> head) points up: its angle, y up, is
+    # atan2(-dy, dx) and must become 90 degrees. Lines are drawn afterwards, so they stay crisp.
+    angle = 90.0 - math.degrees(math.atan2(-axis[1], axis[0]))
+    a = math.radians(angle)
+    size = np.array(view.size, dtype=float)
+    rotated = view.rotate(angle, resample=Image.BICUBIC, expand=True, fillcolor=BACKGROUND)
+
+    def rotate(points_view: np.ndarray) -> np.ndarray:
+        offset = points_view - size / 2
+        x = math.cos(a) * offset[:, 0] + math.sin(a) * offset[:, 1]
+        y = -math.sin(a) * offset[:, 0] + math.cos(a) * offset[:, 1]
+        return np.stack([x + rotated.width / 2, y + rotated.height / 2], axis=1)
+
+    def to_view(points) -> np.ndarray:  # (column, row) pixel centres -> upsampled crop pixels
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        return np.stack([(pts[:, 0] - c0 + 0.5) * k, (pts[:, 1] - r0 + 0.5) * k], axis=1)
+
+    cx, cy = rotate(to_view([centre]))[0]
+    box = tuple(round(v) for v in (cx - half_wid * k, cy - half_len * k, cx + half_wid * k, cy + half_len * k))
+    zoom = _fit(rotated.crop(box), tile_w, tile_h)
+    scale = zoom.width / (box[2] - box[0])
+    left, top = (tile_w - zoom.width) // 2, (tile_h - zoom.height) // 2
+    tile.paste(zoom, (left, top))
+
+    def to_tile(points) -> list[tuple[float, float]]:
+        pts = rotate(to_view(points))
+        return [((x - box[0]) * scale + left, (y - box[1]) * scale + top) for x, y in pts]
+
+    draw = ImageDraw.Draw(tile)
+    outer, inner = _edge_colours()
+    for key, edge in bone.edges_px.items():
+        if len(edge) > 1:
+            draw.line(to_tile(edge), fill=outer if key.startswith("outer") else inner, width=2)
+    ring = to_tile(polygon)
+    draw.line(ring + ring[:1], fill=ACCENT, width=2)
+    if pixel_spacing_mm:
+        bar_px = 5.0 / pixel_spacing_mm * k * scale
+        bx, by = left + zoom.width - 8, top + zoom.height - 5
+        draw.line((bx - bar_px, by, bx, by), fill=TEXT, width=4)
+        draw.text((bx - bar_px / 2, by - 4), "5 mm", font=_font(18), fill=TEXT, anchor="mb",
+                  stroke_width=2, stroke_fill=(0, 0, 0))
+    return tile
 
 
 def _fit(image: Image.Image, box_w: int, box_h: int) -> Image.Image:
@@ -367,12 +467,26 @@ def compose_picture(
                  hand_box[2] - hand_box[0], hand_box[3] - hand_box[1])
     page.paste(panel, (hand_box[0] + (hand_box[2] - hand_box[0] - panel.width) // 2, hand_box[1]))
 
+    # magnified measurement regions (middle): what the edges were found on, shaft vertical
+    zx0, zy0, zx1, zy1 = ZOOM_BOX_PX
+    label_h = 34
+    tile_h = (zy1 - zy0) // len(BONE_NAMES) - label_h
+    for k, name in enumerate(BONE_NAMES):
+        top = zy0 + k * (tile_h + label_h)
+        bone = result.bones.get(name)
+        measured = bone is not None and bone.status == "ok"
+        draw.text((zx0, top), f"MC {name}" + ("" if measured else " \u2014 not measured"), font=_font(24, bold=True),
+                  fill=TEXT if measured else WHO_COLOURS["osteopenia"])
+        if measured:
+            page.paste(roi_tile(image_bone_bright, bone, pixel_spacing_mm=result.pixel_spacing_mm,
+                                tile_px=(zx1 - zx0, tile_h - 6)), (zx0, top + label_h))
+
     # results (right)
-    x0, x1 = hand_box[2] + 40, width - margin
+    x0, x1 = zx1 + 28, width - margin
     y = 100
     draw.text((x0, y), "Metacarpals (mid-shaft ROIs)", font=_font(26, bold=True), fill=TEXT)
     y += 42
-    columns = [("", 0), ("T mm", 150), ("W mm", 290), ("MCI", 430), ("VPA mm", 560), ("profiles", 730)]
+    columns = [("", 0), ("T mm", 125), ("W mm", 245), ("MCI", 365), ("VPA mm", 485), ("profiles", 625)]
     head_font, cell_font = _font(22, bold=True), _font(26)
     for title, dx in columns:
         draw.text((x0 + dx, y), title, font=head_font, fill=MUTED)
@@ -382,8 +496,8 @@ def compose_picture(
     for row in table_rows(result):
         if row[2] == "" and row[1]:
             draw.text((x0, y), row[0], font=_font(26, bold=True), fill=TEXT)
-            for k, line in enumerate(_wrap(draw, row[1], _font(22), x1 - x0 - 150)[:2]):
-                draw.text((x0 + 150, y + 2 + 28 * k), line, font=_font(22), fill=WHO_COLOURS["osteopenia"])
+            for k, line in enumerate(_wrap(draw, row[1], _font(22), x1 - x0 - 125)[:2]):
+                draw.text((x0 + 125, y + 2 + 28 * k), line, font=_font(22), fill=WHO_COLOURS["osteopenia"])
             y += 62
             continue
         for (title, dx), cell in zip(columns, row):

@@ -27,8 +27,9 @@ SPACING_MM = 0.2
 
 
 @lru_cache(maxsize=None)
-def _hand(seed: int, laterality: str, view: str):
-    return make_hand(seed=seed, spacing_mm=SPACING_MM, laterality=laterality, view=view, noise=0.005)
+def _hand(seed: int, laterality: str, view: str, rotation_deg: float = 0.0):
+    return make_hand(seed=seed, spacing_mm=SPACING_MM, laterality=laterality, view=view, noise=0.005,
+                     rotation_deg=rotation_deg)
 
 
 def hand_dataset(
@@ -42,9 +43,10 @@ def hand_dataset(
     study_uid: str | None = None,
     instance_number: int = 1,
     seed: int = 0,
+    rotation_deg: float = 0.0,
 ):
     """A phantom hand radiograph as a pydicom Dataset, and its truth."""
-    image, truth = _hand(seed, laterality or "L", view)
+    image, truth = _hand(seed, laterality or "L", view, rotation_deg)
     ds = make_dataset(
         image,
         truth,
@@ -60,6 +62,19 @@ def hand_dataset(
     if view != "PA":
         ds.ViewPosition = ""  # a modality writes no PA for an oblique/lateral
     return ds, truth
+
+
+def _edges(base_px, head_px, outer_radius_px: float, inner_radius_px: float) -> dict[str, list]:
+    """Straight cortical edges along the ROI (as a perfect detector would find on the phantom)."""
+    base, head = np.asarray(base_px, float), np.asarray(head_px, float)
+    along = head - base
+    normal = np.array([-along[1], along[0]]) / np.linalg.norm(along)
+    start, end = base + 0.35 * along, base + 0.65 * along
+    edges = {}
+    for key, offset in (("outer_a", -outer_radius_px), ("inner_a", -inner_radius_px),
+                        ("inner_b", inner_radius_px), ("outer_b", outer_radius_px)):
+        edges[key] = [tuple(map(float, start + offset * normal)), tuple(map(float, end + offset * normal))]
+    return edges
 
 
 def _roi_polygon(base_px, head_px, width_px: float) -> list[tuple[float, float]]:
@@ -106,6 +121,7 @@ def result_from_truth(
             roi_center_px=t.mid_px,
             roi_polygon_px=polygon,
             axis_px=[t.base_px, t.head_px],
+            edges_px=_edges(t.base_px, t.head_px, width_px / 2, (width - 2 * thickness) / truth.spacing_mm / 2),
         )
     ok = [b for b in bones.values() if b.status == "ok"]
     mean_t = float(np.mean([b.cortical_thickness_mm for b in ok]))

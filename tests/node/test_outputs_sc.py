@@ -124,3 +124,27 @@ def test_chart_draws_the_reference_band_and_the_patient():
     # the patient's point: the only accent colour in the right column above the footer
     right_column = with_reference[: picture.PAGE_SIZE_PX[1] - 80, picture.HAND_BOX_PX[2]:]
     assert _colour_count(right_column, picture.ACCENT) > 200
+
+
+@pytest.mark.parametrize("rotation_deg", [0.0, 25.0])
+def test_roi_tile_shows_the_shaft_upright_with_its_edges(rotation_deg):
+    ds, truth = hand_dataset(rotation_deg=rotation_deg)
+    result = result_from_truth(truth)
+    image = picture.bone_bright_image(ds)
+    bone = result.bones["III"]
+    tile = np.asarray(picture.roi_tile(image, bone, pixel_spacing_mm=truth.spacing_mm, tile_px=(280, 300)))
+    outer, inner = picture._edge_colours()
+    for colour in (outer, inner, picture.ACCENT):
+        assert _colour_count(tile, colour) > 100, colour
+
+    def outer_edge_columns(band: np.ndarray) -> tuple[float, float]:
+        columns = np.nonzero(np.all(band == np.asarray(outer, dtype=band.dtype), axis=-1))[1]
+        middle = tile.shape[1] / 2
+        return columns[columns < middle].mean(), columns[columns > middle].mean()
+
+    # Upright: the two outer edges run down the tile at the same columns at its top and bottom.
+    top = outer_edge_columns(tile[60:110])
+    bottom = outer_edge_columns(tile[190:240])
+    assert abs(top[0] - bottom[0]) < 3 and abs(top[1] - bottom[1]) < 3, (top, bottom)
+    # and their distance is the outer width at the tile's scale, on both sides of the centre
+    assert top[1] - top[0] > 0.3 * tile.shape[1]

@@ -625,9 +625,12 @@ def _spool_writable(store: Store) -> tuple[bool, str]:
         finally:
             os.close(fd)
         probe.unlink()
-        return True, f"spool {store.tmp_dir} is writable"
     except OSError as exc:
         return False, f"spool {store.tmp_dir} is not writable ({exc.strerror or exc})"
+    # Spool files are written in tmp_dir and renamed into spool_dir: both must be writable.
+    if not os.access(store.spool_dir, os.W_OK | os.X_OK):
+        return False, f"spool {store.spool_dir} is not writable"
+    return True, f"spool {store.spool_dir} is writable"
 
 
 def _readiness(s: AppState) -> tuple[bool, dict[str, Any]]:

@@ -502,3 +502,18 @@ def test_dicomweb_destination_backoff_failed_and_queue_retry(tmp_path: Path, cap
     [after] = store.list_exports()
     assert after.state == "sent" and after.attempts == 1
     assert target.stored_uids() == [sop]
+
+
+def test_readyz_reports_a_spool_it_cannot_write(node: Node):
+    tmp_dir = node.store.tmp_dir
+    tmp_dir.rename(tmp_dir.with_name("tmp.moved"))
+    tmp_dir.write_text("a file where the spool's temporary folder should be")  # fails even for root
+    try:
+        resp = node.client.get("/readyz")
+    finally:
+        tmp_dir.unlink()
+        tmp_dir.with_name("tmp.moved").rename(tmp_dir)
+    assert resp.status_code == 503
+    [reason] = resp.json()["reasons"]
+    assert "not writable" in reason and str(tmp_dir) in reason
+    assert node.client.get("/readyz").status_code == 200

@@ -1,6 +1,7 @@
 """DICOMweb end to end: STOW-RS into ``dxr-node serve`` (uvicorn), results out to a real Orthanc.
 
-* a phantom study posted with dicomweb-client is analysed and its SR + SC reach Orthanc over
+* a phantom study posted with dicomweb-client is analysed and all its outputs (SR, and SC when
+  measured) reach Orthanc over
   DIMSE, and, in the other test, over STOW-RS into Orthanc's DICOMweb plugin;
 * /metrics counters move as instances arrive by either protocol;
 * bad requests against the real server (streamed, chunked) get their status and store nothing;
@@ -36,9 +37,6 @@ from tests.integration.servers import (
     store_statuses,
     wait_until,
 )
-
-SC_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.7"
-
 
 # ------------------------------------------------------------------------------ helpers
 class WebNode:

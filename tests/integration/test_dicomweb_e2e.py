@@ -1,8 +1,8 @@
 """DICOMweb end to end: STOW-RS into ``dxr-node serve`` (uvicorn), results out to a real Orthanc.
 
 * a phantom study posted with dicomweb-client is analysed and all its outputs (SR, and SC when
-  measured) reach Orthanc over
-  DIMSE, and, in the other test, over STOW-RS into Orthanc's DICOMweb plugin;
+  measured) reach Orthanc over DIMSE, and, in the other test, over STOW-RS into Orthanc's
+  DICOMweb plugin;
 * /metrics counters move as instances arrive by either protocol;
 * bad requests against the real server (streamed, chunked) get their status and store nothing;
 * the disk watermark: crossing it makes /readyz unready, C-STORE answer A700 and STOW-RS 507;

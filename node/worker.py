@@ -205,13 +205,30 @@ def worker_main(config: Config, stop, index: int, parent_pid: int, poll_seconds:
             log.error("event=worker_db_error error=%r", str(exc))
             job = None
         if job is None:
-            # Not stop.wait(): a worker killed while waiting on a multiprocessing Event leaves a
-            # sleeper count behind, and the parent's stop.set() then blocks forever at shutdown.
+            # Plain sleep: ``stop`` is a lock-free flag (see StopFlag), polled between jobs.
             time.sleep(poll_seconds)
             continue
         log.info("event=job_started job=J%d study=%s run=%d attempt=%d", job.id, job.study_instance_uid, job.run, job.attempts)
         run_job(store, config, job, reference)
     store.close()
+
+
+class StopFlag:
+    """A lock-free stop flag shared with spawned workers.
+
+    Not a ``multiprocessing.Event``: a worker killed while inside the Event's lock (SIGTERM or
+    SIGKILL to the process group, OOM) would leave it held, and the parent's ``set()`` would
+    then block shutdown forever. A raw shared byte cannot deadlock.
+    """
+
+    def __init__(self, ctx: Any):
+        self._value = ctx.RawValue("b", 0)
+
+    def set(self) -> None:
+        self._value.value = 1
+
+    def is_set(self) -> bool:
+        return bool(self._value.value)
 
 
 class WorkerPool:
@@ -221,7 +238,7 @@ class WorkerPool:
         self.config = config
         self.store = store
         self.ctx = multiprocessing.get_context("spawn")
-        self.stop_event = self.ctx.Event()
+        self.stop_event = StopFlag(self.ctx)
         self.procs: list[Any] = [None] * config.node.workers
         self.spawned_at: list[float] = [0.0] * config.node.workers
 
@@ -271,5 +288,8 @@ class WorkerPool:
                 log.warning("event=worker_terminated pid=%d reason='still busy at shutdown; its job runs again at next start'", p.pid)
                 p.terminate()
                 p.join(2)
+                if p.is_alive():
+                    p.kill()
+                    p.join(2)
 
 

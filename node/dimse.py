@@ -8,7 +8,9 @@ in worker processes.
 
 from __future__ import annotations
 
+import functools
 import logging
+import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,12 +79,22 @@ TRANSFER_SYNTAXES: list[str] = [
 
 
 # ------------------------------------------------------------------------------------ SCP
+@functools.lru_cache(maxsize=256)
+def _addresses(host: str) -> frozenset[str]:
+    """The addresses a configured ``[[sources]] host`` stands for (an IP, or a name resolved once)."""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return frozenset({host})
+    return frozenset({host} | {info[4][0] for info in infos})
+
+
 def _allowed(config: Config, calling_ae: str, peer_host: str) -> str | None:
     """None when the peer may associate, else why not (one phrase)."""
     matches = [s for s in config.sources if s.ae_title == calling_ae]
     if not matches:
         return "calling AE title not in [[sources]]"
-    if any(s.host is None or s.host == peer_host for s in matches):
+    if any(s.host is None or peer_host in _addresses(s.host) for s in matches):
         return None
     hosts = ", ".join(sorted({s.host for s in matches if s.host}))
     return f"host {peer_host} is not allowed for this AE title (allowed: {hosts})"

@@ -27,7 +27,8 @@ from tests.node.node_helpers import SCU_AET, make_config, scu
 def node(tmp_path_factory):
     """One SCP for the module; allow-list: TESTSCU from 127.0.0.1, PINNED only from 10.9.9.9."""
     tmp = tmp_path_factory.mktemp("scp")
-    cfg = make_config(tmp, '[[sources]]\nae_title = "PINNED"\nhost = "10.9.9.9"\n')
+    cfg = make_config(tmp, '[[sources]]\nae_title = "PINNED"\nhost = "10.9.9.9"\n'
+                           '[[sources]]\nae_title = "BYNAME"\nhost = "localhost"\n')
     store = Store(cfg.data_dir)
     server = start_scp(cfg, store)
     yield cfg, store
@@ -39,9 +40,14 @@ def _rows(store: Store, sop: str) -> int:
     return len(store._query("SELECT 1 FROM instances WHERE sop_instance_uid=?", (sop,)))
 
 
-def test_echo_from_an_allowed_source(node):
+@pytest.mark.parametrize("calling", [SCU_AET, "BYNAME"])
+def test_echo_from_an_allowed_source(node, calling):
+    _assert_echo(node, calling)
+
+
+def _assert_echo(node, calling=SCU_AET):
     cfg, _ = node
-    assoc = scu(cfg.node.port)
+    assoc = scu(cfg.node.port, calling=calling)
     assert assoc.is_established
     assert assoc.send_c_echo().Status == 0x0000
     assoc.release()
@@ -133,7 +139,7 @@ def test_missing_study_uid_gets_a_failure_status_and_the_node_keeps_serving(node
     assert status.Status == 0xA900
     assert "StudyInstanceUID" in status.ErrorComment
     assert _rows(store, ds.SOPInstanceUID) == 0
-    test_echo_from_an_allowed_source(node)
+    _assert_echo(node)
 
 
 def test_wrong_pixel_data_length_is_refused(node):

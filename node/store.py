@@ -16,7 +16,7 @@ Tables (the CLI and the other node modules rely on these names and states):
                last_received_at, runs (number of jobs created so far)
 ``jobs``       id (PK), study_instance_uid, run (1, 2, ... per study), state ('queued'|'running'|
                'done'|'failed'|'superseded'), attempts, worker_pid, last_error, created_at,
-               updated_at
+               updated_at, started_at (when a worker last took it)
 ``outputs``    sop_instance_uid (PK), job_id, study_instance_uid, sop_class_uid, kind ('SR'|'SC'|
                'other'), path (relative to data_dir)
 ``exports``    id (PK), output_sop_instance_uid, destination, state ('queued'|'sending'|'sent'|

@@ -41,6 +41,10 @@ DICOMWEB_PLUGIN = ORTHANC_PLUGINS_DIR / "libOrthancDicomWeb.so"
 # Loopback only: the tests never listen on a routable address.
 HOST = "127.0.0.1"
 
+# Deadline for a node result to appear (seconds). Generous on purpose: the first analysis in a
+# fresh worker may compile numba kernels on a loaded 2-core machine. Passing tests never wait it out.
+RESULT_TIMEOUT_SECONDS = 180.0
+
 # AE title the harness uses as a DICOM client towards the node (allow-listed by NodeProcess).
 TEST_SCU_AET = "TESTSCU"
 
@@ -500,6 +504,13 @@ class OrthancServer:
         only sends with per-syntax options.
         """
         return self.post("/instances", Path(path).read_bytes(), content_type="application/dicom")
+
+    def wait_for_srs(self, study_uid: str, *, count: int = 1,
+                     timeout_seconds: float = RESULT_TIMEOUT_SECONDS,
+                     interval_seconds: float = 0.1) -> list[OrthancInstance]:
+        """Wait until the study holds at least ``count`` SR instances (Modality SR); return them all."""
+        return self.wait_for_instances(study_uid, lambda i: i.modality == "SR", count=count,
+                                       timeout_seconds=timeout_seconds, interval_seconds=interval_seconds)
 
     def instance_file(self, instance_id: str) -> bytes:
         """The stored DICOM file (Part 10 bytes)."""

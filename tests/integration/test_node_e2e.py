@@ -35,7 +35,7 @@ def _send_marker_study(node: NodeProcess, orthanc: OrthancServer, tmp_path: Path
     study_uid, files = dicom_samples.write_study(tmp_path / "marker", 1, patient_id="MARKER")
     result = node.store(files)
     assert store_statuses(result) == ["Success"], result
-    orthanc.wait_for_instances(study_uid, lambda i: i.modality == "SR", timeout_seconds=90)
+    orthanc.wait_for_srs(study_uid)
 
 
 def test_orthanc_routes_cr_dx_to_the_node_address_and_never_returns_node_outputs(
@@ -73,14 +73,13 @@ def test_orthanc_routes_cr_dx_to_the_node_address_and_never_returns_node_outputs
 
 
 def test_study_sent_to_orthanc_comes_back_with_the_node_sr_in_the_same_study(
-        orthanc: OrthancServer, routed_node: NodeProcess, write_phantom_study) -> None:
+        orthanc: OrthancServer, routed_node: NodeProcess, write_phantom_study, tmp_path: Path) -> None:
     study_uid, files = write_phantom_study(1, patient_name=dicom_samples.PATIENT_NAME, patient_id="DXRTEST1")
     result = storescu(files, orthanc.dicom_port, called=orthanc.aet)
     assert store_statuses(result) == ["Success"], result
     last_instance_in_orthanc = time.monotonic()
 
-    srs = orthanc.wait_for_instances(study_uid, lambda i: i.modality == "SR", timeout_seconds=90,
-                                     interval_seconds=0.05)
+    srs = orthanc.wait_for_srs(study_uid, interval_seconds=0.05)
     latency_seconds = time.monotonic() - last_instance_in_orthanc
     quiet = routed_node.config["study"]["quiet_period_seconds"]
     print(f"\nE2E latency, last instance stored in Orthanc -> node SR stored in Orthanc: "
@@ -93,6 +92,11 @@ def test_study_sent_to_orthanc_comes_back_with_the_node_sr_in_the_same_study(
     assert ds.StudyInstanceUID == study_uid
     assert ds.PatientID == "DXRTEST1"
     assert _referenced_uids(ds.get("CurrentRequestedProcedureEvidenceSequence", [])) == {f.stem for f in files}
+    # The copy Orthanc holds is a readable SR for DCMTK too (full validation: issue 5's tests).
+    sr_file = tmp_path / "sr.dcm"
+    sr_file.write_bytes(orthanc.instance_file(sr.id))
+    dump = subprocess.run(["dsrdump", str(sr_file)], capture_output=True, text=True)
+    assert dump.returncode == 0 and "E:" not in dump.stderr, dump.stderr
 
     # The node analysed the study once and received only the CR (its SR was not routed back).
     jobs = routed_node.jobs(study_uid)
@@ -110,7 +114,7 @@ def test_same_sop_instance_uid_twice_is_stored_once_and_analysed_once(
     # Twice in one association, before the study is complete ...
     result = routed_node.store([first, first, second])
     assert store_statuses(result) == ["Success"] * 3, result
-    orthanc.wait_for_instances(study_uid, lambda i: i.modality == "SR", timeout_seconds=90)
+    orthanc.wait_for_srs(study_uid)
     # ... and again after its job ran: acknowledged, but must not re-open the study.
     result = routed_node.store([first])
     assert store_statuses(result) == ["Success"], result
@@ -150,7 +154,7 @@ def test_compressed_cr_routed_by_orthanc_is_received_as_stored_and_decoded(
         compressed.append(out)
     for path in compressed:
         assert orthanc.upload(path)["Status"] == "Success"
-    orthanc.wait_for_instances(study_uid, lambda i: i.modality == "SR", timeout_seconds=90)
+    orthanc.wait_for_srs(study_uid)
 
     # Lossy compression gives the image a new SOP Instance UID: take the UIDs from the files sent.
     sent = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID: syntax
@@ -171,10 +175,10 @@ def test_late_instance_reopens_the_study_and_the_new_sr_supersedes_the_first(
         orthanc: OrthancServer, routed_node: NodeProcess, write_study, tmp_path: Path) -> None:
     study_uid, files = write_study(2)
     assert store_statuses(storescu(files[:1], orthanc.dicom_port, called=orthanc.aet)) == ["Success"]
-    (first,) = orthanc.wait_for_instances(study_uid, lambda i: i.modality == "SR", timeout_seconds=90)
+    (first,) = orthanc.wait_for_srs(study_uid)
 
     assert store_statuses(storescu(files[1:], orthanc.dicom_port, called=orthanc.aet)) == ["Success"]
-    srs = orthanc.wait_for_instances(study_uid, lambda i: i.modality == "SR", count=2, timeout_seconds=90)
+    srs = orthanc.wait_for_srs(study_uid, count=2)
     (second,) = [sr for sr in srs if sr.id != first.id]
     ds = orthanc.instance_dataset(second.id)
     assert _referenced_uids(ds.PredecessorDocumentsSequence) == {first.sop_instance_uid}

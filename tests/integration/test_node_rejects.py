@@ -119,7 +119,7 @@ def _assert_refused_or_reported_unmeasurable(node: NodeProcess, orthanc: Orthanc
         assert node.log_lines(rf"instance_refused.*{sop_uid}"), node.log_tail()
         assert node.stored_instances(ds.StudyInstanceUID) == []
     else:
-        srs = orthanc.wait_for_instances(ds.StudyInstanceUID, lambda i: i.modality == "SR", timeout_seconds=90)
+        srs = orthanc.wait_for_srs(ds.StudyInstanceUID)
         assert len(srs) == 1
         report = orthanc.instance_dataset(srs[0].id)
         texts = [item.get("TextValue", "") for item in _walk_content(report)]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.servers import (
+    RESULT_TIMEOUT_SECONDS,
     HOST,
     NodeProcess,
     OrthancServer,
@@ -21,7 +22,7 @@ from tests.integration.servers import (
 
 
 def _assert_delivered_once(node: NodeProcess, pacs: OrthancServer, study_uid: str) -> None:
-    srs = pacs.wait_for_instances(study_uid, lambda i: i.modality == "SR", timeout_seconds=120)
+    srs = pacs.wait_for_srs(study_uid)
     assert len(srs) == 1, srs
     jobs = node.jobs(study_uid)
     assert [(j["run"], j["state"]) for j in jobs] == [(1, "done")], jobs
@@ -59,7 +60,7 @@ def test_sigkill_while_the_job_runs_reruns_it_once_and_delivers_once(
         study_uid, files = write_phantom_study(1)
         _send_direct(node, files)
         job = wait_until(lambda: next((j for j in node.jobs(study_uid) if j["state"] in ("running", "done")), None),
-                         60, interval_seconds=0.005, what="the job to start")
+                         RESULT_TIMEOUT_SECONDS, interval_seconds=0.005, what="the job to start")
         if job["state"] == "running" and job["worker_pid"]:
             try:
                 os.kill(job["worker_pid"], signal.SIGSTOP)
@@ -90,14 +91,15 @@ def test_destination_down_when_results_are_ready_then_up_20_s_later_gets_the_res
     _send_direct(node, files)
 
     # Results are ready and the first delivery attempt has failed: the destination is down.
-    wait_until(lambda: any(e["attempts"] >= 1 and e["state"] != "sent" for e in node.exports(study_uid)), 60,
+    wait_until(lambda: any(e["attempts"] >= 1 and e["state"] != "sent" for e in node.exports(study_uid)),
+               RESULT_TIMEOUT_SECONDS,
                what="a failed export attempt")
     down_since = time.monotonic()
     assert node.log_lines(r"(?i)export.*(fail|retry)"), node.log_tail()
     time.sleep(max(0.0, 20.0 - (time.monotonic() - down_since)))  # the scenario: up 20 s later
 
     with OrthancServer(tmp_path / "late-pacs", aet="LATEPACS", node_aet=None, dicom_port=late_port) as late:
-        srs = late.wait_for_instances(study_uid, lambda i: i.modality == "SR", timeout_seconds=30)
+        srs = late.wait_for_srs(study_uid, timeout_seconds=30)
         assert len(srs) == 1
         assert srs[0].remote_aet == node.ae_title
         wait_until(lambda: all(e["state"] == "sent" for e in node.exports(study_uid)), 10, what="exports sent")
@@ -115,7 +117,7 @@ def test_destination_never_up_fails_visibly_and_queue_retry_delivers_once_it_is_
     study_uid, files = write_study(1)
     _send_direct(node, files)
     exports = wait_until(lambda: (e := node.exports(study_uid)) and all(x["state"] == "failed" for x in e) and e,
-                         60, what="exports to end failed")
+                         RESULT_TIMEOUT_SECONDS, what="exports to end failed")
     assert all(e["attempts"] == 3 for e in exports), exports
 
     listing = node.cli("queue", "list")
@@ -128,7 +130,7 @@ def test_destination_never_up_fails_visibly_and_queue_retry_delivers_once_it_is_
             export_id = _listed_id(failed_lines, export["id"])
             retry = node.cli("queue", "retry", export_id)
             assert retry.ok, retry
-        srs = pacs.wait_for_instances(study_uid, lambda i: i.modality == "SR", timeout_seconds=30)
+        srs = pacs.wait_for_srs(study_uid, timeout_seconds=30)
         assert len(srs) == 1
         wait_until(lambda: all(e["state"] == "sent" for e in node.exports(study_uid)), 10, what="exports sent")
     listing = node.cli("queue", "list")
@@ -151,12 +153,19 @@ def test_sigterm_to_the_process_group_stops_the_node_cleanly(orthanc: OrthancSer
     node.start()
     study_uid, files = write_study(1)
     _send_direct(node, files)
-    orthanc.wait_for_instances(study_uid, lambda i: i.modality == "SR", timeout_seconds=60)
+    orthanc.wait_for_srs(study_uid)
     workers = node.child_pids()
     assert workers
     code = node.stop(grace_seconds=15)
     assert not node.stop_needed_sigkill, node.log_tail()
     assert code == 0, node.log_tail()
     assert node.log_lines(r"event=node_stopped")
-    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()
-                and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]]
+    # Children exit right after the main process (PDEATHSIG, closed pipes): none may linger.
+    wait_until(lambda: not [pid for pid in workers if _alive(pid)], 10, what=f"node children {workers} to exit")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] not in ("Z", "X")
+    except OSError:
+        return False

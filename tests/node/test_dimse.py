@@ -216,3 +216,19 @@ def test_truncated_file_sent_raw_is_refused(node, tmp_path):
         _config.STORE_SEND_CHUNKED_DATASET = old
     assert status.Status == 0xA900
     assert _rows(store, ds.SOPInstanceUID) == 0
+
+
+def test_the_same_instance_from_concurrent_associations_is_stored_once(node):
+    from concurrent.futures import ThreadPoolExecutor
+
+    cfg, store = node
+    ds = make_image_dataset(rows=64, columns=64)
+
+    def send(_):
+        return _send(cfg.node.port, ds).Status
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(send, range(4)))
+    assert statuses == [0x0000] * 4
+    assert _rows(store, ds.SOPInstanceUID) == 1
+    assert len(list((store.spool_dir / ds.StudyInstanceUID).iterdir())) == 1

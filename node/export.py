@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from node.config import Config, DestinationConfig
@@ -105,7 +105,11 @@ def deliver(config: Config, store: Store, dest_name: str, exports: list[Export])
 
 
 class Exporter(threading.Thread):
-    """Background thread: deliver due exports, destinations in parallel."""
+    """Background thread: deliver due exports, each destination in its own thread.
+
+    A slow or unreachable destination (e.g. a firewall that drops packets: connection timeout)
+    only delays its own exports; a destination gets its next batch when its last one is done.
+    """
 
     def __init__(self, config: Config, store: Store, stop: threading.Event, poll_seconds: float = 0.5):
         super().__init__(name="exporter", daemon=True)
@@ -113,30 +117,40 @@ class Exporter(threading.Thread):
         self.store = store
         self.stop = stop
         self.poll_seconds = poll_seconds
-        self.pool = ThreadPoolExecutor(max_workers=max(len(config.destinations), 1), thread_name_prefix="export")
+        self.pool = ThreadPoolExecutor(max_workers=max(len(config.destinations), 1) + 1, thread_name_prefix="export")
+        self.in_flight: dict[str, Future] = {}
 
-    def tick(self) -> int:
-        """Deliver everything due now; returns the number of exports attempted."""
+    def _deliver(self, name: str, exports: list[Export]) -> None:
         try:
-            batches = self.store.claim_due_exports()
+            deliver(self.config, self.store, name, exports)
+        except Exception as exc:  # never let one destination's surprise stop the exporter
+            error = f"{type(exc).__name__}: {exc}"
+            log.error("event=exporter_error destination=%s error=%r", name, error)
+            for e in exports:
+                try:
+                    self.store.export_attempt_failed(
+                        e.id, error, max_attempts=self.config.export.max_attempts,
+                        delay_seconds=self.config.export.delay_seconds,
+                    )
+                except StoreError:
+                    pass
+
+    def tick(self, wait: bool = False) -> int:
+        """Start delivering everything due for idle destinations; returns the number of exports claimed.
+
+        ``wait``: return only when those deliveries are done (tests, CLI).
+        """
+        busy = {name for name, f in self.in_flight.items() if not f.done()}
+        try:
+            batches = self.store.claim_due_exports(exclude=busy)
         except StoreError as exc:
             log.error("event=exporter_db_error error=%r", str(exc))
             return 0
-        futures = [(self.pool.submit(deliver, self.config, self.store, name, exps), exps) for name, exps in batches.items()]
-        for f, exps in futures:
-            try:
-                f.result()
-            except Exception as exc:  # never let one destination's surprise stop the exporter
-                error = f"{type(exc).__name__}: {exc}"
-                log.error("event=exporter_error error=%r", error)
-                for e in exps:
-                    try:
-                        self.store.export_attempt_failed(
-                            e.id, error, max_attempts=self.config.export.max_attempts,
-                            delay_seconds=self.config.export.delay_seconds,
-                        )
-                    except StoreError:
-                        pass
+        for name, exps in batches.items():
+            self.in_flight[name] = self.pool.submit(self._deliver, name, exps)
+        if wait:
+            for name in batches:
+                self.in_flight[name].result()
         return sum(len(v) for v in batches.values())
 
     def run(self) -> None:

@@ -471,8 +471,13 @@ class Store:
         return changed
 
     # ---------------------------------------------------------------- exports
-    def claim_due_exports(self, now: float | None = None) -> dict[str, list[Export]]:
-        """Queued exports whose time has come, marked 'sending', grouped by destination."""
+    def claim_due_exports(
+        self, now: float | None = None, exclude: frozenset[str] | set[str] = frozenset()
+    ) -> dict[str, list[Export]]:
+        """Queued exports whose time has come, marked 'sending', grouped by destination.
+
+        Destinations in ``exclude`` (e.g. still busy with an earlier batch) are left alone.
+        """
         now = time.time() if now is None else now
         by_dest: dict[str, list[Export]] = {}
         with self._tx() as c:
@@ -483,6 +488,8 @@ class Store:
                 (now,),
             ).fetchall()
             for r in rows:
+                if r["destination"] in exclude:
+                    continue
                 c.execute("UPDATE exports SET state='sending', updated_at=? WHERE id=?", (now, r["id"]))
                 by_dest.setdefault(r["destination"], []).append(Export(**{**dict(r), "state": "sending"}))
         return by_dest

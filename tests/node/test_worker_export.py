@@ -251,3 +251,29 @@ def test_send_files_uses_one_association_and_keeps_compressed_data_as_it_is(tmp_
     assert "cannot read output file" in results[2].error
     assert pacs.received == [plain.SOPInstanceUID, packed.SOPInstanceUID]
     assert pacs.associations == 1
+
+
+def test_a_hanging_destination_does_not_hold_up_the_others(tmp_path):
+    """A peer that accepts TCP but never answers the association request (like a stuck PACS)."""
+    import socket
+
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen()
+    cfg = make_config(tmp_path, destinations=(
+        f'[[destinations]]\nname = "stuck"\nae_title = "STUCK"\nhost = "127.0.0.1"\nport = {hang.getsockname()[1]}\n'
+        '[[destinations]]\nname = "outbox"\ntype = "folder"\n'))
+    store = Store(cfg.data_dir)
+    _receive_study(store, 1)
+    run_job(store, cfg, _complete_and_claim(store))
+    stop = threading.Event()
+    exporter = Exporter(cfg, store, stop, poll_seconds=0.05)
+    exporter.start()
+    try:
+        wait_until(lambda: {e.state for e in store.list_exports() if e.destination == "outbox"} == {"sent"}, 5,
+                   "folder exports sent while the stuck peer holds its batch")
+        assert {e.state for e in store.list_exports() if e.destination == "stuck"} == {"sending"}
+    finally:
+        stop.set()
+        hang.close()
+        exporter.join(60)

@@ -178,6 +178,10 @@ def ingest(
         return invalid(
             "uid_mismatch", f"SOPInstanceUID {sop_uid} differs from the request's {request_sop_instance_uid}"
         )
+    if sop_class and request_sop_class_uid and sop_class != request_sop_class_uid:
+        return invalid(
+            "sop_class_mismatch", f"SOPClassUID {sop_class} differs from the request's {request_sop_class_uid}"
+        )
     problem = instance_problem(ds, check_pixels=False)
     if problem:
         return invalid(*problem)

@@ -232,3 +232,27 @@ def test_the_same_instance_from_concurrent_associations_is_stored_once(node):
     assert statuses == [0x0000] * 4
     assert _rows(store, ds.SOPInstanceUID) == 1
     assert len(list((store.spool_dir / ds.StudyInstanceUID).iterdir())) == 1
+
+
+def test_data_set_that_contradicts_its_request_is_refused(node):
+    from pynetdicom import _config
+
+    cfg, store = node
+    ds = make_image_dataset(rows=16, columns=16)  # CR, in the file meta and in the data set
+    path = store.data_dir.parent / "mismatch.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    raw = path.read_bytes()
+    cr, sc = CR_IMAGE_STORAGE.encode(), b"1.2.840.10008.5.1.4.1.1.7"  # same length
+    meta_end = raw.index(cr) + len(cr)
+    path.write_bytes(raw[:meta_end] + raw[meta_end:].replace(cr, sc, 1))  # the data set now says SC
+    old = _config.STORE_SEND_CHUNKED_DATASET
+    _config.STORE_SEND_CHUNKED_DATASET = True  # send the file as it is; the request comes from its meta
+    try:
+        assoc = scu(cfg.node.port)
+        status = assoc.send_c_store(path)
+        assoc.release()
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = old
+    assert status.Status == 0xA900
+    assert status.ErrorComment.startswith("SOPClassUID 1.2.840.10008.5.1.4.1.1.7 differs")
+    assert _rows(store, ds.SOPInstanceUID) == 0

@@ -483,6 +483,9 @@ def _bone_group(image: _Image, bone: BoneResult, hand: str, uid_seed: str):
     # Result points are pixel centres (column, row); SCOORD puts (0, 0) at the top-left corner
     # of the top-left pixel, so centres sit at +0.5. Repeating the first point closes the ROI.
     polygon = np.asarray(bone.roi_polygon_px, dtype=np.float64) + 0.5
+    # Viewers expect the region on the image: clip to its extent (0 .. columns, 0 .. rows).
+    polygon[:, 0] = np.clip(polygon[:, 0], 0.0, float(image.dataset.Columns))
+    polygon[:, 1] = np.clip(polygon[:, 1], 0.0, float(image.dataset.Rows))
     if not np.array_equal(polygon[0], polygon[-1]):
         polygon = np.vstack([polygon, polygon[:1]])
     region = hd.sr.ImageRegion(
@@ -814,15 +817,15 @@ def _picture_sc(report: _HandReport, instance_number: int, *, uid_seed: str, opt
         instance_number=instance_number,
         manufacturer=options.manufacturer,
         laterality=report.hand if report.hand in ("L", "R") else None,
-        # The picture shows the hand as stored, so the source's orientation still holds; a
-        # placeholder satisfies highdicom and is emptied below when the source had none.
-        patient_orientation=tuple(orientation) if has_orientation else ("L", "F"),
+        # highdicom wants an orientation for PATIENT coordinates and accepts only single-letter
+        # values; a placeholder is replaced below by the source's own (the picture shows the
+        # hand as stored, so it still holds), or emptied when the source had none.
+        patient_orientation=("L", "F"),
         transfer_syntax_uid=ExplicitVRLittleEndian,
         series_description="DXR-BMD result picture (computed estimate)",
         **kwargs,
     )
-    if not has_orientation:
-        sc.PatientOrientation = None
+    sc.PatientOrientation = list(orientation) if has_orientation else None
     if report.hand == "U":
         sc.Laterality = None
     sc.ManufacturerModelName = options.device_name

@@ -148,3 +148,9 @@ def test_roi_tile_shows_the_shaft_upright_with_its_edges(rotation_deg):
     assert abs(top[0] - bottom[0]) < 3 and abs(top[1] - bottom[1]) < 3, (top, bottom)
     # and their distance is the outer width at the tile's scale, on both sides of the centre
     assert top[1] - top[0] > 0.3 * tile.shape[1]
+
+
+def test_source_orientation_is_kept_even_when_highdicom_would_refuse_it():
+    ds, truth = hand_dataset(modality="DX")
+    ds.PatientOrientation = ["AR", "FL"]  # oblique-looking combined values are valid DICOM
+    assert list(_sc(ds, result_from_truth(truth)).PatientOrientation) == ["AR", "FL"]

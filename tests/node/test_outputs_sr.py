@@ -340,3 +340,14 @@ def test_a_picture_that_cannot_be_drawn_does_not_lose_the_sr(caplog):
     outs = build_study_outputs([(ds, result_from_truth(truth))], uid_seed="study/nopicture")
     assert [o.SOPClassUID for o in outs] == [SR_CLASS]
     assert any("event=picture_failed" in r.getMessage() for r in caplog.records)
+
+
+def test_regions_reaching_outside_the_image_are_clipped_to_it(tmp_path):
+    ds, truth = hand_dataset()
+    result = result_from_truth(truth)
+    result.bones["II"].roi_polygon_px[0] = (-20.0, ds.Rows + 40.0)
+    (sr_ds,) = build_study_outputs([(ds, result)], uid_seed="study/clip", options=SR_ONLY)
+    _, report = _read_back(sr_ds, tmp_path)
+    region = report.get_planar_roi_measurement_groups()[0].roi.value
+    assert region[:, 0].min() == 0.0 and region[:, 1].max() == ds.Rows
+    np.testing.assert_allclose(region[1:-1], np.asarray(result.bones["II"].roi_polygon_px[1:]) + 0.5, atol=1e-3)

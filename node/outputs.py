@@ -201,7 +201,12 @@ def build_study_outputs(
     study_uids = {str(ds.StudyInstanceUID) for ds, _ in images}
     if len(study_uids) != 1:
         raise ValueError(f"All images must belong to one study; got {len(study_uids)} Study Instance UIDs.")
-    entries = [_Image(ds, result, _hand_of(ds, result)) for ds, result in images]
+    entries = [_Image(ds, result, _hand_of(ds, result)) for ds, result in images if _is_image(ds)]
+    if len(entries) < len(images):
+        log.warning("event=outputs_non_image_skipped study=%s skipped=%d",
+                    next(iter(study_uids)), len(images) - len(entries))
+    if not entries:  # e.g. only a foreign SR or PDF: nothing an SR could reference as an image
+        return []
     reports = _plan_reports(entries)
     outputs: list[Dataset] = []
     if not reports:
@@ -245,6 +250,16 @@ def write_dicom_outputs(
 
 
 # --- planning: which image each hand's report uses -------------------------------------------
+def _is_image(ds: Dataset) -> bool:
+    """An instance the SR can reference as an image (Image Library, SCOORD)."""
+    try:
+        from highdicom._standard_utils import does_iod_have_pixel_data
+    except ImportError:  # private helper moved: fall back to the image attributes
+        return "Rows" in ds and "Columns" in ds
+    return "Rows" in ds and "Columns" in ds and does_iod_have_pixel_data(str(ds.SOPClassUID))
+
+
+
 def _hand_of(ds: Dataset, result: AnalysisResult) -> str:
     for value in (result.laterality, ds.get("ImageLaterality"), ds.get("Laterality")):
         if value and str(value).upper() in ("L", "R"):

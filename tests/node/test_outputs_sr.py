@@ -351,3 +351,18 @@ def test_regions_reaching_outside_the_image_are_clipped_to_it(tmp_path):
     region = report.get_planar_roi_measurement_groups()[0].roi.value
     assert region[:, 0].min() == 0.0 and region[:, 1].max() == ds.Rows
     np.testing.assert_allclose(region[1:-1], np.asarray(result.bones["II"].roi_polygon_px[1:]) + 0.5, atol=1e-3)
+
+
+def test_non_image_instances_of_the_study_are_left_out(left_pa, caplog):
+    from tests.dicom_samples import make_sr_dataset
+
+    ds, result = left_pa
+    foreign = make_sr_dataset(ds.StudyInstanceUID)
+    unreadable = view_refusal("lateral").replace(status="error", reason="unreadable")
+    outs = build_study_outputs([(ds, result), (foreign, unreadable)], uid_seed="study/foreign", options=SR_ONLY)
+    (sr,) = outs
+    evidence = {ref.ReferencedSOPInstanceUID for study in sr.CurrentRequestedProcedureEvidenceSequence
+                for series in study.ReferencedSeriesSequence for ref in series.ReferencedSOPSequence}
+    assert evidence == {ds.SOPInstanceUID}
+    assert build_study_outputs([(foreign, unreadable)], uid_seed="study/foreign-only") == []
+    assert any("event=outputs_non_image_skipped" in r.getMessage() for r in caplog.records)

@@ -517,3 +517,21 @@ def test_readyz_reports_a_spool_it_cannot_write(node: Node):
     [reason] = resp.json()["reasons"]
     assert "not writable" in reason and str(tmp_dir) in reason
     assert node.client.get("/readyz").status_code == 200
+
+
+def test_http_server_listens_on_a_tcp_socket_so_asyncio_disables_nagle(node: Node):
+    """asyncio sets TCP_NODELAY only on sockets whose proto is TCP; with proto 0 every keep-alive
+    response waited ~40 ms for a delayed ACK (found by bench/stow_rate.py)."""
+    import socket
+
+    from node.dicomweb import HttpServer
+    from tests.integration.servers import free_port
+
+    server = HttpServer(node.client.app, "127.0.0.1", free_port()).start()
+    try:
+        assert server._socket.proto == socket.IPPROTO_TCP
+        with socket.create_connection(("127.0.0.1", server.port)) as client:
+            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert client.recv(100).startswith(b"HTTP/1.1 200")
+    finally:
+        server.stop()

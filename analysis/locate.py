@@ -665,6 +665,10 @@ BASE_WINDOW = (0.7, 1.35)
 BASE_PRIOR_SD = 0.2
 CONSENSUS_MIN_CHANGE = 0.05
 METAL_ALONG_RATIO = 2.5
+SCALE_RANGE = (2.2, 4.2)
+"""Plausible length of MC III in finger spacings (real hands 2.4-3.3, the phantom 3.6)."""
+SCALE_TOLERANCE = 0.06
+SCALE_PEAK_FRACTION = 0.6
 SEED_PEAK_MIN = 0.25
 CARPAL_FILL_MIN = 0.45
 LATERAL_STRIP_ELONGATION = 1.8
@@ -769,6 +773,61 @@ def _ends_along(profile_y: np.ndarray, prof: np.ndarray, raw: np.ndarray, ridge:
             prior = np.exp(-0.5 * ((fy - (head + expected)) / (BASE_PRIOR_SD * expected)) ** 2)
             base = float(fy[int(np.argmax(np.maximum(valley, 0.0) * prior))])
     return head, base, level, 1.0
+
+
+def _bases_by_scale(ends: dict, fines: dict, s: float, *, exclude: set, details: dict) -> dict:
+    """Re-place the bases of the traced metacarpals at one common hand scale.
+
+    ``ends``: name -> (head_y, base_y) in canonical y; ``fines``: name -> callable returning the
+    full-resolution axial profile between two canonical y. The scale ``lam`` is the length of
+    MC III in finger spacings ``s``; each bone's base is expected at
+    ``head + lam * _RELATIVE_LENGTH[name] * s``.
+    """
+    voters = [n for n in ends if n not in exclude]
+    if len(voters) < 2:
+        return ends
+    lams = np.linspace(SCALE_RANGE[0], SCALE_RANGE[1], 81)
+    valleys = {}
+    for n, (head, _) in ends.items():
+        rel = _RELATIVE_LENGTH[n] * s
+        fy, fp, fstep_mm = fines[n](head + 0.9 * SCALE_RANGE[0] * rel, head + 1.1 * SCALE_RANGE[1] * rel)
+        sig = max(1.0, JOINT_SIGMA_MM / fstep_mm)
+        v = np.maximum(ndi.gaussian_filter1d(fp, sig, order=2) * sig**2, 0.0)
+        if v.size < 3 or v.max() <= 0:
+            continue
+        valleys[n] = (fy, v / v.max())
+    voters = [n for n in voters if n in valleys]
+    if len(voters) < 2:
+        return ends
+    score = np.zeros(lams.size)
+    for n in voters:
+        fy, v = valleys[n]
+        head = ends[n][0]
+        rel = _RELATIVE_LENGTH[n] * s
+        for i, lam in enumerate(lams):
+            pred = head + lam * rel
+            near = np.abs(fy - pred) <= SCALE_TOLERANCE * lam * rel
+            score[i] += float(v[near].max()) if near.any() else 0.0
+    # The most distal joint line that the bones agree on nearly as well as on the best one: the
+    # carpometacarpal joints, not the midcarpal joint line further up, which is just as straight.
+    peaks = [i for i in range(lams.size) if (i == 0 or score[i] >= score[i - 1])
+             and (i == lams.size - 1 or score[i] >= score[i + 1])]
+    good = [i for i in peaks if score[i] >= SCALE_PEAK_FRACTION * score.max()]
+    lam = float(lams[min(good)]) if good else float(lams[int(np.argmax(score))])
+    details["length_per_spacing"] = round(lam, 2)
+    out = {}
+    for n, (head, base) in ends.items():
+        if n not in valleys:
+            out[n] = (head, head + lam * _RELATIVE_LENGTH[n] * s)
+            continue
+        fy, v = valleys[n]
+        pred = head + lam * _RELATIVE_LENGTH[n] * s
+        sd = SCALE_TOLERANCE * (pred - head)
+        near = np.abs(fy - pred) <= 1.5 * sd
+        weighted = np.where(near, v * np.exp(-0.5 * ((fy - pred) / sd) ** 2), 0.0)
+        # No clear joint line near the predicted base: trust the hand scale.
+        out[n] = (head, float(fy[int(np.argmax(weighted))]) if weighted.max() > 0.25 else float(pred))
+    return out
 
 
 def _carpal_fill(canon: np.ndarray, lines: np.ndarray, ends: dict, names: tuple[str, ...]) -> float | None:
@@ -932,6 +991,19 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
             metal_suspect.add(name)
     details["metal_suspect"] = sorted(metal_suspect)
 
+    def fine_for(k: int):
+        a, b = lines[k]
+
+        def fine(y0, y1):
+            # The same line on the full-resolution image, 0.1 mm steps, +-FINE_BAND_MM across.
+            p0 = np.array(_to_image_rc(frame, w.factor, y0, a + b * y0))
+            p1 = np.array(_to_image_rc(frame, w.factor, y1, a + b * y1))
+            step_px = max(1.0, 0.1 / pixel_spacing_mm)
+            t, vals = _axial_profile(image, p0, p1, step_px, FINE_BAND_MM / pixel_spacing_mm)
+            return y0 + t * (y1 - y0), vals, step_px * pixel_spacing_mm
+
+        return fine
+
     def trace_ends(length_per_spacing: float) -> dict[str, tuple[float, float]]:
         out = {}
         for k, name in enumerate(names):
@@ -941,16 +1013,7 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
             prof = ndi.gaussian_filter1d(_along(bone_wide, a, b, ys, 1.0), 1.0)
             raw = ndi.gaussian_filter1d(_along(canon, a, b, ys, HEAD_BAND * s), 1.0)
             rprof = ndi.gaussian_filter1d(_along(ridge, a, b, ys, 1.0), 2.0)
-
-            def fine(y0, y1, a=a, b=b):
-                # The same line on the full-resolution image, 0.1 mm steps, +-FINE_BAND_MM across.
-                p0 = np.array(_to_image_rc(frame, w.factor, y0, a + b * y0))
-                p1 = np.array(_to_image_rc(frame, w.factor, y1, a + b * y1))
-                step_px = max(1.0, 0.1 / pixel_spacing_mm)
-                t, vals = _axial_profile(image, p0, p1, step_px, FINE_BAND_MM / pixel_spacing_mm)
-                return y0 + t * (y1 - y0), vals, step_px * pixel_spacing_mm
-
-            ends = _ends_along(ys, prof, raw, rprof, float(fb[k, 0]), s, _RELATIVE_LENGTH[name], fine,
+            ends = _ends_along(ys, prof, raw, rprof, float(fb[k, 0]), s, _RELATIVE_LENGTH[name], fine_for(k),
                                length_per_spacing)
             if ends is not None:
                 out[name] = (ends[0], ends[1])
@@ -975,16 +1038,16 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
 
     ends_by_bone = trace_ends(_LENGTH_PER_SPACING)
     metal = with_metal(ends_by_bone) | metal_suspect
-    # The finger spacing predicts the bone length only to 10-30 % (it depends on how the hand
-    # was laid down); the joint lines found agree on the hand's own scale: search again there.
-    # Bones under metal do not vote (the metal's edges look like joint lines).
-    ratios = [(bs - hd) / (_RELATIVE_LENGTH[n] * s) for n, (hd, bs) in ends_by_bone.items()
-              if n != "V" and n not in metal]
-    if len(ratios) >= 2:
-        consensus = float(np.median(ratios))
-        details["length_per_spacing"] = round(consensus, 2)
-        if abs(consensus / _LENGTH_PER_SPACING - 1.0) > CONSENSUS_MIN_CHANGE:
-            ends_by_bone = trace_ends(consensus)
+    # The finger spacing predicts the bone length only to 10-30 % (it depends on the hand and on
+    # how it was laid down). The carpometacarpal joint lines of II-V, however, must agree on one
+    # hand scale (the bones' relative lengths are nearly fixed): try every scale, score it by
+    # the joint lines found where it puts the bases, keep the best. Bones under metal do not
+    # vote (the metal's edges look like joint lines).
+    # Ossified carpus? Judged behind the first-pass bases (a young child's unossified carpus
+    # offers no joint lines, so the scale search below would wander into the forearm).
+    carpus = _carpal_fill(canon, lines, ends_by_bone, names)
+    ends_by_bone = _bases_by_scale(ends_by_bone, {n: fine_for(names.index(n)) for n in ends_by_bone},
+                                   s, exclude=metal, details=details)
     for name in names:
         if name in ends_by_bone:
             found[name] = axis_of(name, *ends_by_bone[name])
@@ -993,7 +1056,6 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
         for n in sorted((with_metal(ends_by_bone) | metal_suspect) - {"V"})
     }
     details["metal_over"] = sorted(bone_refusals)
-    carpus = _carpal_fill(canon, lines, ends_by_bone, names)
     details["carpal_fill"] = None if carpus is None else round(carpus, 2)
     if carpus is not None and carpus < CARPAL_FILL_MIN:
         return _refuse("immature_skeleton", "The carpal bones are mostly not yet ossified (a young child's "

@@ -31,7 +31,8 @@ Statuses (PS3.18 Table 10.5.3-1): 200 all stored; 202 some stored, some failed; 
 syntax (malformed multipart, parts that are not DICOM or are truncated); 409 nothing stored
 for another reason (SOP class not supported, StudyInstanceUID differs from the URL, or a
 mixture); 413 body too large; 415 not ``multipart/related; type="application/dicom"``;
-401 missing or wrong token; 507 the disk watermark is crossed.
+401 missing or wrong token; 503 nothing stored because of a disk or database failure; 507 the
+disk watermark is crossed.
 
 Per-instance FailureReason (0008,1197) codes: the DIMSE status the C-STORE path would answer
 (0xA700 out of resources, 0xA900 data set does not match its SOP class, 0xC210 cannot

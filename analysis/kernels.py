@@ -259,6 +259,9 @@ def _feasible(p, x_lo, x_hi):
         return False
     if p[2] < MIN_WALL_PX or p[1] - p[2] - abs(p[3]) < MIN_WALL_PX:
         return False
+    # A blur wider than the thinner wall cannot be told from a thinner wall: not allowed.
+    if p[4] > p[1] - p[2] - abs(p[3]):
+        return False
     if p[0] - p[1] < x_lo or p[0] + p[1] > x_hi:
         return False
     return True
@@ -422,6 +425,8 @@ def _feasible_numpy(p, x_lo, x_hi):
     if p[4] < MIN_SIGMA_PX or p[4] > 0.25 * (x_hi - x_lo):
         return False
     if p[2] < MIN_WALL_PX or p[1] - p[2] - abs(p[3]) < MIN_WALL_PX:
+        return False
+    if p[4] > p[1] - p[2] - abs(p[3]):
         return False
     return not (p[0] - p[1] < x_lo or p[0] + p[1] > x_hi)
 

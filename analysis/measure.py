@@ -64,7 +64,15 @@ MARGIN_MM = 1.5
 GAP_RATIO = 0.35
 """Over the middle 60 % of the axis every profile's bone peak must reach this fraction of the median."""
 MAX_ITER = 60
-MAX_TAPER = 0.08
+CANAL_STARTS = (0.45, 0.6, 0.75)
+"""Start values of the canal radius r / R for the median-profile fits."""
+CANAL_GAP_MM = 4.0
+"""Dark stretches shorter than this inside a bone's half-maximum run are its medullary canal."""
+ISTHMUS_SEARCH = 0.10
+"""The ROI centre may move up to this fraction of L from the middle, to the narrowest shaft."""
+MCI_RANGE = (0.15, 0.95)
+"""Plausible 2T/W; outside it the canal or the walls were not resolved (osteoporotic hands reach ~0.3)."""
+MAX_TAPER = 0.15
 """Largest spread of W along the ROI (10th to 90th percentile over the median); more means the
 ROI slid onto a flaring end of the bone. A mid-shaft varies by a few per cent."""
 SHAFT_WIDTH_MM = (3.0, 20.0)
@@ -80,8 +88,13 @@ def _bone_refused(name: str, reason: str, message: str | None = None, **fields: 
                       message=message or REASON_MESSAGES.get(reason, reason), **fields)
 
 
-def _initial_params(x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
-    """Rough start for the profile fit from the half-maximum crossings of the bone."""
+def _bone_run(x: np.ndarray, y: np.ndarray, gap_px: float):
+    """Background, peak and the (left, right) sample indices of the bone nearest the axis.
+
+    The bone is the run of samples above half maximum nearest ``x = 0``; runs separated by less
+    than ``gap_px`` are joined first (a dark medullary canal can split a bone into its two
+    cortices). None when there is no such run inside the window.
+    """
     n = x.size
     k = max(3, n // 12)
     # The lower end: the other may reach a neighbouring bone or foreign material.
@@ -91,11 +104,14 @@ def _initial_params(x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
     centre = int(np.argmin(np.abs(x)))
     lo_i, hi_i = max(centre - n // 4, 1), min(centre + n // 4, n - 1)
     peak = ys[lo_i:hi_i].max()
-    half = bg + 0.5 * (peak - bg)
-    above = ys > half
-    if not above[lo_i:hi_i].any() or peak - bg <= 0:
+    if not peak - bg > 0:
         return None
-    # The run of samples above half maximum that is nearest the axis.
+    above = ys > bg + 0.5 * (peak - bg)
+    gap = int(round(gap_px))
+    if gap >= 1:
+        above = ndimage.binary_closing(above, structure=np.ones(gap + 1, dtype=bool)) | above
+    if not above[lo_i:hi_i].any():
+        return None
     idx = np.flatnonzero(above)
     start = idx[np.argmin(np.abs(x[idx]))]
     left = start
@@ -104,8 +120,17 @@ def _initial_params(x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
     right = start
     while right < n - 1 and above[right + 1]:
         right += 1
-    if left == 0 or right == n - 1:
+    if left == 0 or right == n - 1 or right - left < 4:
         return None
+    return bg, peak, left, right
+
+
+def _initial_params(x: np.ndarray, y: np.ndarray, gap_px: float = 0.0) -> np.ndarray | None:
+    """Rough start for the profile fit from the half-maximum crossings of the bone."""
+    run = _bone_run(x, y, gap_px)
+    if run is None:
+        return None
+    bg, peak, left, right = run
     c = 0.5 * (x[left] + x[right])
     big_r = 0.5 * (x[right] - x[left])
     small_r = 0.55 * big_r
@@ -116,19 +141,52 @@ def _initial_params(x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
     return np.array([c, big_r, small_r, 0.0, sigma, bg, 0.0, a1, a2])
 
 
+def _isthmus_shift(shaft, offsets, positions, roi_len, length_px, spacing_mm) -> float:
+    """Shift (px along the axis) of the ROI centre to the narrowest ROI-long stretch of shaft."""
+    widths = np.full(positions.size, np.nan)
+    for i, y in enumerate(shaft):
+        run = _bone_run(offsets, y, CANAL_GAP_MM / spacing_mm)
+        if run is not None:
+            widths[i] = offsets[run[3]] - offsets[run[2]]
+    ok = np.isfinite(widths)
+    if ok.sum() < 0.8 * positions.size:
+        return 0.0
+    widths = np.interp(positions, positions[ok], widths[ok])
+    limit = ISTHMUS_SEARCH * length_px
+    best, best_mean = 0.0, np.inf
+    for c in np.linspace(-limit, limit, 9):
+        inside = np.abs(positions - c) <= roi_len / 2
+        if inside.sum() < 3:
+            continue
+        # Prefer the middle on near-ties (a flat shaft): 0.5 % per ISTHMUS_SEARCH * L.
+        score = float(np.mean(widths[inside])) * (1.0 + 0.005 * abs(c) / max(limit, 1e-9))
+        if score < best_mean:
+            best, best_mean = c, score
+    return best
+
+
 def _fit_median_profile(image, centers, normal, tangent, offsets, n_lines, step, spacing_mm):
     prof = kernels.sample_profiles(image, centers, normal, tangent, offsets, n_lines, step)
     prof = prof[~np.isnan(prof).any(axis=1)]
     if prof.shape[0] < 2:
         return None
     med = np.median(prof, axis=0)
-    p0 = _initial_params(offsets, med)
+    p0 = _initial_params(offsets, med, CANAL_GAP_MM / spacing_mm)
     if p0 is None:
         return None
     free = np.ones(kernels.N_PARAMS, dtype=np.bool_)
-    p, rms, _, status = kernels.fit_one_profile(offsets, med, p0, free, MAX_ITER, kernels._GL_X, kernels._GL_W)
-    if status == kernels.FIT_BAD_INPUT or not np.isfinite(rms):
+    # Several starts for the canal radius: processed images can hold a false minimum with a
+    # thin wall and a wide blur. The lowest residual wins.
+    best = None
+    for canal in CANAL_STARTS:
+        start = p0.copy()
+        start[2] = canal * p0[1]
+        p, rms, _, status = kernels.fit_one_profile(offsets, med, start, free, MAX_ITER, kernels._GL_X, kernels._GL_W)
+        if status != kernels.FIT_BAD_INPUT and np.isfinite(rms) and (best is None or rms < best[1]):
+            best = (p, rms)
+    if best is None:
         return None
+    p = best[0]
     # A metacarpal shaft: 3..20 mm wide, crossed by the given axis, edges sharper than its walls.
     radius_mm = p[1] * spacing_mm
     if not (SHAFT_WIDTH_MM[0] / 2 <= radius_mm <= SHAFT_WIDTH_MM[1] / 2) or abs(p[0]) > p[1] or p[4] > 0.25 * p[1]:
@@ -178,7 +236,8 @@ def measure_bone(image_bone_bright: np.ndarray, axis: Any, pixel_spacing_mm: flo
     shaft_pos = np.linspace(-0.3, 0.3, 25) * length_px
     shaft_centers = mid[None, :] + shaft_pos[:, None] * tangent[None, :]
     shaft = kernels.sample_profiles(image, shaft_centers, normal, tangent, offsets0, 9, 1.0)
-    shaft = shaft[~np.isnan(shaft).any(axis=1)]
+    keep = ~np.isnan(shaft).any(axis=1)
+    shaft = shaft[keep]
     if shaft.shape[0]:
         # Peaks of noisy profiles: smooth over 5 samples first (the bone is 30+ samples wide).
         shaft = ndimage.uniform_filter1d(shaft, 5, axis=1, mode="nearest")
@@ -195,6 +254,13 @@ def measure_bone(image_bone_bright: np.ndarray, axis: Any, pixel_spacing_mm: flo
                 name, "bone_not_found",
                 f"The axis found for metacarpal {name} does not run along a single bone "
                 "(a joint space lies in its middle).", length_mm=length_mm, axis_px=axis_px)
+
+        # Centre the ROI on the narrowest stretch of the shaft within ISTHMUS_SEARCH * L of the
+        # middle: where the mean half-maximum width over an ROI-long window is least. Real
+        # shafts are narrowest near (not exactly at) the middle and widen towards both ends, so
+        # this keeps the ROI off the flares even when the ends found are a few mm off.
+        shift = _isthmus_shift(shaft, offsets0, shaft_pos[keep], roi_len, length_px, pixel_spacing_mm)
+        mid = mid + shift * tangent
 
     # 1. Refine the axis from the two halves of the ROI.
     quarter = roi_len / 4
@@ -281,6 +347,14 @@ def measure_bone(image_bone_bright: np.ndarray, axis: Any, pixel_spacing_mm: flo
     used = int(ok.sum())
     if used == 0:
         return _bone_refused(name, "low_quality", profiles_used=0, quality=0.0, **common)
+
+    # A cortex thinner than MCI_RANGE allows is a fit that did not resolve the canal.
+    mci_est = 2.0 * float(np.mean(thickness[ok])) / max(float(np.mean(width[ok])), 1e-9)
+    if not MCI_RANGE[0] <= mci_est <= MCI_RANGE[1]:
+        return _bone_refused(
+            name, "low_quality",
+            f"The cortex of metacarpal {name} could not be resolved (2T/W = {mci_est:.2f} is implausible).",
+            profiles_used=used, quality=0.0, **common)
 
     # The ROI must lie on the straight part of the shaft: near the head or base the width flares.
     w_kept = width[ok]

@@ -139,3 +139,31 @@ def test_axis_slid_along_the_finger_gives_no_number(hand, slide):
     res = measure.measure_bone(image, TruthAxis(tuple(base + shift), tuple(head + shift), ax.length_mm), SPACING, "III")
     assert res.status == "refused" and res.reason in ("bone_not_found", "low_quality")
     assert res.cortical_thickness_mm is None and res.message
+
+
+# Real radiographs: FracAtlas (Abedeen et al., Sci Data 2023, doi:10.1038/s41597-023-02432-4),
+# CC BY 4.0; read from ../shared, never copied into the repository. No pixel spacing is
+# published, so only agreement between two exposures of one hand and unitless MCI are checked.
+REAL = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "data" / "real-hands"
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason=f"real hand images not present at {REAL}")
+def test_real_hand_two_exposures_agree():
+    """IMG0000203 (fingers up) and IMG0000204 (fingers down) show the same hand."""
+    from PIL import Image
+
+    results = []
+    for name in ("fracatlas_IMG0000203_adult_R_PA_rotated180.jpg", "fracatlas_IMG0000204_adult_R_PA.jpg"):
+        path = REAL / name
+        if not path.is_file():
+            pytest.skip(f"{path} missing")
+        image = np.asarray(Image.open(path).convert("L"), dtype=np.float64)
+        results.append(analysis.analyse_image(image, pixel_spacing_mm=0.1))
+    a, b = results
+    assert a.status == b.status == "ok"
+    for name in ("II", "III", "IV"):
+        ba, bb = a.bones[name], b.bones[name]
+        assert ba.status == bb.status == "ok", name
+        assert 0.3 <= ba.mci <= 0.8 and 0.3 <= bb.mci <= 0.8, name
+        assert abs(ba.mci - bb.mci) <= 0.05 * ba.mci, name
+        assert abs(ba.outer_width_mm - bb.outer_width_mm) <= 0.03 * ba.outer_width_mm, name

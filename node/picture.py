@@ -13,6 +13,7 @@ Pure drawing with Pillow and the bundled DejaVu fonts; no DICOM is written here
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Sequence
@@ -140,19 +141,71 @@ def _plain_overlay(image_bone_bright: np.ndarray, result: AnalysisResult, max_si
     return picture
 
 
+def _hand_crop_box(result: AnalysisResult, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(c0, r0, c1, r1) pixel box around the hand, or the whole image when nothing was located.
+
+    From the hand outline when there is one, else from the metacarpal axes grown to a hand's
+    size (fingers and wrist reach about one metacarpal length beyond each end).
+    """
+    rows, cols = shape
+    points = list(result.hand_outline_px)
+    if len(points) < 3:
+        for axis in result.metacarpal_axes_px.values():
+            if len(axis) >= 2:
+                (bc, br), (hc, hr) = axis[0], axis[1]
+                points += [(bc - (hc - bc), br - (hr - br)), (hc + 1.6 * (hc - bc), hr + 1.6 * (hr - br))]
+                points += [axis[0], axis[1]]
+        for bone in result.bones.values():
+            points += list(bone.roi_polygon_px)
+    if len(points) < 3:
+        return 0, 0, cols, rows
+    pts = np.asarray(points, dtype=np.float64)
+    (cmin, rmin), (cmax, rmax) = pts.min(axis=0), pts.max(axis=0)
+    pad = 0.08 * max(cmax - cmin, rmax - rmin) + 10
+    c0, r0 = max(0, int(cmin - pad)), max(0, int(rmin - pad))
+    c1, r1 = min(cols, int(cmax + pad) + 1), min(rows, int(rmax + pad) + 1)
+    if (c1 - c0) * (r1 - r0) > 0.8 * rows * cols or c1 - c0 < 32 or r1 - r0 < 32:
+        return 0, 0, cols, rows  # cropping would gain little (or the box is implausible)
+    return c0, r0, c1, r1
+
+
+def _shifted(result: AnalysisResult, dc: float, dr: float) -> AnalysisResult:
+    """A copy of ``result`` with every (column, row) point moved by (-dc, -dr)."""
+    def move(points):
+        return [(c - dc, r - dr) for c, r in points]
+
+    bones = {
+        name: dataclasses.replace(
+            bone,
+            roi_center_px=None if bone.roi_center_px is None else move([bone.roi_center_px])[0],
+            roi_polygon_px=move(bone.roi_polygon_px),
+            axis_px=move(bone.axis_px),
+            edges_px={key: move(edge) for key, edge in bone.edges_px.items()},
+        )
+        for name, bone in result.bones.items()
+    }
+    return result.replace(
+        bones=bones,
+        metacarpal_axes_px={name: move(axis) for name, axis in result.metacarpal_axes_px.items()},
+        hand_outline_px=move(result.hand_outline_px),
+    )
+
+
 def hand_panel(image_bone_bright: np.ndarray, result: AnalysisResult, max_side_px: int = 1024) -> Image.Image:
-    """The hand with ROIs and edges: ``node.overlay.draw_overlay`` when present."""
+    """The hand, cropped to it, with ROIs and edges: ``node.overlay.draw_overlay`` when present."""
+    c0, r0, c1, r1 = _hand_crop_box(result, image_bone_bright.shape)
+    image = image_bone_bright[r0:r1, c0:c1]
+    # The hand outline is a reviewer's aid; on the radiologist's picture it only hides anatomy.
+    shown = _shifted(result, c0, r0).replace(hand_outline_px=[])
     try:
         from node.overlay import draw_overlay
     except ImportError:
-        return _plain_overlay(image_bone_bright, result, max_side_px)
+        return _plain_overlay(image, shown, max_side_px)
     try:
-        # The hand outline is a reviewer's aid; on the radiologist's picture it only hides anatomy.
-        shown = result.replace(hand_outline_px=[])
-        return draw_overlay(image_bone_bright, shown, max_side_px=max_side_px).convert("RGB")
+        return draw_overlay(image, shown, max_side_px=max_side_px).convert("RGB")
     except Exception as exc:  # noqa: BLE001 - still show the ROIs, drawn plainly
         log.warning("event=overlay_failed error=%r", f"{type(exc).__name__}: {exc}")
-        return _plain_overlay(image_bone_bright, result, max_side_px)
+        return _plain_overlay(image, shown, max_side_px)
 
 
 def _edge_colours() -> tuple[tuple[int, int, int], tuple[int, int, int]]:

@@ -154,3 +154,21 @@ def test_source_orientation_is_kept_even_when_highdicom_would_refuse_it():
     ds, truth = hand_dataset(modality="DX")
     ds.PatientOrientation = ["AR", "FL"]  # oblique-looking combined values are valid DICOM
     assert list(_sc(ds, result_from_truth(truth)).PatientOrientation) == ["AR", "FL"]
+
+
+def test_hand_panel_is_cropped_to_the_hand_and_geometry_follows():
+    ds, truth = hand_dataset()
+    result = result_from_truth(truth)
+    rows, cols = truth.shape
+    # No outline: the box grows from the metacarpal axes; a hand in a big field is cropped.
+    big = (rows * 2, cols * 2)
+    c0, r0, c1, r1 = picture._hand_crop_box(result, big)
+    assert (c1 - c0) * (r1 - r0) < 0.8 * big[0] * big[1]
+    for bone in result.bones.values():
+        for c, r in bone.roi_polygon_px:
+            assert c0 <= c <= c1 and r0 <= r <= r1
+    moved = picture._shifted(result, c0, r0)
+    np.testing.assert_allclose(np.asarray(moved.bones["III"].roi_polygon_px) + (c0, r0),
+                               np.asarray(result.bones["III"].roi_polygon_px))
+    # Nothing located: the whole image.
+    assert picture._hand_crop_box(result.replace(bones={}, metacarpal_axes_px={}), big) == (0, 0, big[1], big[0])

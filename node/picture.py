@@ -6,8 +6,11 @@ Pure drawing with Pillow and the bundled DejaVu fonts; no DICOM is written here
 
 * header: report title, hand, patient identity (burned in so a screenshot cannot be
   mixed up with another patient's);
-* left: the radiograph with the three ROIs and detected edges (``node.overlay``);
-* right: per-bone table, combined result, DXR-BMD-vs-age chart, provenance;
+* left: the radiograph, cropped to the hand, with axes, the three ROIs and detected edges
+  (``node.overlay``; the hand outline is left out);
+* middle: each ROI magnified (about 3x), shaft upright, with its edges and a 5 mm bar, so the
+  reader can judge whether the edges sit on the cortex;
+* right: per-bone table, combined result, DXR-BMD-vs-age chart, provenance, unused images;
 * bottom: the statement that this is a computed estimate, not a DXA measurement.
 """
 

@@ -264,7 +264,7 @@ def _find_fingers(body: np.ndarray, spacing_mm: float, finger_radius_mm: float) 
         if width > 1.6 * radius_px * 2 or width < 0.3 * radius_px:
             continue  # a broad lobe, or a sliver of tissue along an edge, not a finger
         on_edge = (pix[:, 0] <= 1) | (pix[:, 0] >= body.shape[0] - 2) | (pix[:, 1] <= 1) | (pix[:, 1] >= body.shape[1] - 2)
-        if on_edge.sum() > 2.0 * width:
+        if on_edge.sum() > 4.0 * width:
             continue  # runs along the image border: the rim of a cut-off limb
         fingers.append(_Finger(base, tip, length, width, area, k))
     return fingers, palm

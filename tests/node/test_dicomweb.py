@@ -535,3 +535,19 @@ def test_http_server_listens_on_a_tcp_socket_so_asyncio_disables_nagle(node: Nod
             assert client.recv(100).startswith(b"HTTP/1.1 200")
     finally:
         server.stop()
+
+
+def test_token_from_config_or_file_created_once(tmp_path: Path):
+    from node.config import ConfigError, HttpConfig
+    from node.dicomweb import load_token
+
+    assert load_token(HttpConfig(token=" abc ")) == "abc"
+    token_file = tmp_path / "var" / "http-token"
+    first = load_token(HttpConfig(token_file=token_file))
+    assert len(first) >= 32 and token_file.stat().st_mode & 0o777 == 0o600
+    assert load_token(HttpConfig(token_file=token_file)) == first  # kept across restarts
+    token_file.write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        load_token(HttpConfig(token_file=token_file))
+    with pytest.raises(ConfigError, match="needs token or token_file"):
+        load_token(HttpConfig())

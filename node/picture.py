@@ -50,6 +50,15 @@ WHO_COLOURS = {"normal": (120, 200, 120), "osteopenia": (255, 190, 60), "osteopo
 MINUS = "\u2212"
 
 
+SPACING_SOURCE_WORDS = {
+    "PixelSpacing": "Pixel Spacing (calibrated at the patient)",
+    "ImagerPixelSpacing": "Imager Pixel Spacing (at the detector, not corrected for magnification)",
+    "ImagerPixelSpacing/magnification": "Imager Pixel Spacing / estimated magnification",
+    "cli": "given by the operator",
+}
+"""How the picture names ``AnalysisResult.pixel_spacing_source``: its mm depend on it."""
+
+
 @dataclass(frozen=True)
 class UnusedImage:
     """An image of the study the report did not measure on, and why (one line)."""
@@ -591,9 +600,10 @@ def compose_picture(
 
     # provenance and unused images (bottom of the right column), chart in between
     notes = [
-        f"Measured on: {measured_label}" if measured_label else "",
-        f"Pixel spacing {_fmt(result.pixel_spacing_mm, 3)} mm from {result.pixel_spacing_source or 'unknown'}"
-        f"   \u00b7   analysis version {result.analysis_version}",
+        (f"Measured on: {measured_label}   \u00b7   " if measured_label else "")
+        + f"analysis version {result.analysis_version}",
+        f"Pixel spacing {_fmt(result.pixel_spacing_mm, 3)} mm: "
+        f"{SPACING_SOURCE_WORDS.get(result.pixel_spacing_source or '', result.pixel_spacing_source or 'source unknown')}",
     ]
     notes = [n for n in notes if n]
     notes += [f"Not used: {item.label} \u2014 {item.reason}" for item in unused]

@@ -366,3 +366,10 @@ def test_non_image_instances_of_the_study_are_left_out(left_pa, caplog):
     assert evidence == {ds.SOPInstanceUID}
     assert build_study_outputs([(foreign, unreadable)], uid_seed="study/foreign-only") == []
     assert any("event=outputs_non_image_skipped" in r.getMessage() for r in caplog.records)
+
+
+def test_every_refusal_reason_of_the_engine_has_its_own_code():
+    from analysis.result import REASON_MESSAGES
+
+    assert set(REASON_MESSAGES) <= set(outputs.REASON_CODES), set(REASON_MESSAGES) - set(outputs.REASON_CODES)
+    assert len({code.value for code in outputs.REASON_CODES.values()}) == len(outputs.REASON_CODES)

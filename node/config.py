@@ -58,6 +58,8 @@ class NodeConfig:
     workers: int = 2
     max_associations: int = 10
     """Concurrent inbound associations (pynetdicom ``maximum_associations``)."""
+    job_timeout_seconds: float = 600.0
+    """A job running longer is stopped (its worker is killed) and retried, then failed."""
 
 
 @dataclass(frozen=True)
@@ -347,7 +349,10 @@ def load_config(path: str | Path, *, port: int | None = None, data_dir: str | Pa
         if key not in known_top:
             raise ConfigError(f"{cfg_path}: unknown section or key {key!r} (known: {', '.join(sorted(known_top))})")
 
-    n = _Section(cfg_path, "[node]", raw.get("node", {}), {"ae_title", "bind", "port", "data_dir", "workers", "max_associations"})
+    n = _Section(
+        cfg_path, "[node]", raw.get("node", {}),
+        {"ae_title", "bind", "port", "data_dir", "workers", "max_associations", "job_timeout_seconds"},
+    )
     node = NodeConfig(
         ae_title=n.ae("ae_title", "DXRNODE"),
         bind=n.str("bind", "0.0.0.0"),
@@ -355,6 +360,7 @@ def load_config(path: str | Path, *, port: int | None = None, data_dir: str | Pa
         data_dir=_resolve(base, n.str("data_dir", "var")),
         workers=n.int("workers", 2, 1, 64),
         max_associations=n.int("max_associations", 10, 1, 1000),
+        job_timeout_seconds=n.number("job_timeout_seconds", 600.0, 0.0, exclusive=True),
     )
     if port is not None:
         if not 1 <= port <= 65535:

@@ -445,6 +445,9 @@ class Store:
             )
         return queued
 
+    def running_jobs(self) -> list[Job]:
+        return [Job(**dict(r)) for r in self._query("SELECT * FROM jobs WHERE state='running' ORDER BY id")]
+
     def fail_job(self, job_id: int, error: str) -> None:
         with self._tx() as c:
             c.execute(
@@ -452,17 +455,21 @@ class Store:
                 (error[:2000], time.time(), job_id),
             )
 
-    def requeue_worker_jobs(self, worker_pid: int, max_attempts: int) -> list[Job]:
-        """Jobs left running by a worker that died: queued again, or failed after ``max_attempts``."""
+    def requeue_worker_jobs(self, worker_pid: int, max_attempts: int, why: str = "died") -> list[Job]:
+        """Jobs left running by a worker that died: queued again, or failed after ``max_attempts``.
+
+        ``why`` completes "the worker process ... while running this job" (e.g. "died",
+        "was stopped after the 600 s job timeout").
+        """
         now = time.time()
         changed = []
         with self._tx() as c:
             rows = c.execute("SELECT * FROM jobs WHERE state='running' AND worker_pid=?", (worker_pid,)).fetchall()
             for r in rows:
                 if r["attempts"] >= max_attempts:
-                    state, err = "failed", f"the worker process died {r['attempts']} times running this job"
+                    state, err = "failed", f"the worker process {why} while running this job ({r['attempts']} attempts)"
                 else:
-                    state, err = "queued", "the worker process died while running this job"
+                    state, err = "queued", f"the worker process {why} while running this job"
                 c.execute(
                     "UPDATE jobs SET state=?, worker_pid=NULL, last_error=?, updated_at=? WHERE id=?",
                     (state, err, now, r["id"]),

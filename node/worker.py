@@ -241,6 +241,7 @@ class WorkerPool:
         self.stop_event = StopFlag(self.ctx)
         self.procs: list[Any] = [None] * config.node.workers
         self.spawned_at: list[float] = [0.0] * config.node.workers
+        self.timed_out: dict[int, str] = {}
 
     def _spawn(self, index: int) -> None:
         p = self.ctx.Process(
@@ -257,16 +258,38 @@ class WorkerPool:
         for i in range(len(self.procs)):
             self._spawn(i)
 
+    def _stop_overdue_jobs(self) -> None:
+        """Kill the worker of any job running longer than ``[node] job_timeout_seconds``."""
+        timeout = self.config.node.job_timeout_seconds
+        ours = {p.pid: p for p in self.procs if p is not None and p.is_alive()}
+        try:
+            running = self.store.running_jobs()
+        except StoreError:
+            return
+        now = time.time()
+        for job in running:
+            started = job.started_at or job.updated_at
+            if job.worker_pid in ours and now - started > timeout and job.worker_pid not in self.timed_out:
+                log.error(
+                    "event=job_timeout job=J%d study=%s worker_pid=%d seconds=%.0f",
+                    job.id, job.study_instance_uid, job.worker_pid, now - started,
+                )
+                self.timed_out[job.worker_pid] = f"was stopped after the {timeout:g} s job timeout"
+                ours[job.worker_pid].kill()
+
     def monitor(self) -> None:
-        """Restart dead workers; their running job goes back to the queue (or fails after retries)."""
+        """Stop overdue jobs; restart dead workers, whose running job goes back to the queue
+        (or fails after ``MAX_JOB_ATTEMPTS``)."""
         if self.stop_event.is_set():
             return
+        self._stop_overdue_jobs()
         for i, p in enumerate(self.procs):
             if p is not None and not p.is_alive():
-                if time.monotonic() - self.spawned_at[i] < RESPAWN_MIN_SECONDS:
+                why = self.timed_out.pop(p.pid, None)
+                if why is None and time.monotonic() - self.spawned_at[i] < RESPAWN_MIN_SECONDS:
                     continue  # died right after start (e.g. broken install): don't spin, retry shortly
                 log.error("event=worker_died worker=%d pid=%s exitcode=%s", i, p.pid, p.exitcode)
-                for job in self.store.requeue_worker_jobs(p.pid, MAX_JOB_ATTEMPTS):
+                for job in self.store.requeue_worker_jobs(p.pid, MAX_JOB_ATTEMPTS, why or "died"):
                     log.warning(
                         "event=job_%s job=J%d study=%s reason=%r",
                         "requeued" if job.state == "queued" else "failed", job.id, job.study_instance_uid, job.last_error,

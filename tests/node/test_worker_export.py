@@ -277,3 +277,27 @@ def test_a_hanging_destination_does_not_hold_up_the_others(tmp_path):
         stop.set()
         hang.close()
         exporter.join(60)
+
+
+@pytest.mark.slow
+def test_a_job_over_its_timeout_is_stopped_retried_then_failed(tmp_path):
+    # 0.05 s is far below one job's real duration (a fresh worker imports the analysis and
+    # highdicom inside its first job), so every attempt overruns.
+    cfg = make_config(tmp_path, quiet=0.1)
+    cfg = cfg.__class__(**{**cfg.__dict__, "node": cfg.node.__class__(
+        **{**cfg.node.__dict__, "job_timeout_seconds": 0.05})})
+    store = Store(cfg.data_dir)
+    pool = WorkerPool(cfg, store)
+    pool.start()
+    try:
+        _receive_study(store, 1)
+        store.complete_due_studies(0.0, now=time.time() + 1)
+        [job] = store.list_jobs()
+        wait_until(lambda: pool.monitor() or store.job(job.id).state == "failed", 120, "job failed after timeouts",
+                   interval=0.02)
+        failed = store.job(job.id)
+        assert failed.attempts == 3
+        assert "was stopped after the 0.05 s job timeout" in failed.last_error
+        assert all(p.is_alive() for p in pool.procs), "the pool keeps its workers"
+    finally:
+        pool.stop()

@@ -117,9 +117,12 @@ def instance_problem(ds: pydicom.Dataset, *, check_pixels: bool = True) -> tuple
         if not value:
             return reason, f"the data set has no {keyword}"
     if check_pixels:
-        if "PixelData" not in ds:
-            return "no_pixel_data", "the image has no PixelData (truncated or not an image)"
-        problem = _pixel_length_problem(ds)
+        try:
+            if "PixelData" not in ds:
+                return "no_pixel_data", "the image has no PixelData (truncated or not an image)"
+            problem = _pixel_length_problem(ds)
+        except Exception as exc:  # a corrupt element (bad VR, bad transfer syntax UID) in the image header
+            return "malformed_header", f"the image header cannot be read ({type(exc).__name__}: {exc})"
         if problem:
             return "bad_pixel_data", problem
     return None
@@ -186,7 +189,12 @@ def ingest(
     if problem:
         return invalid(*problem)
 
-    decision = evaluate(config.rules, ds)
+    try:
+        decision = evaluate(config.rules, ds)
+        modality = str(ds.get("Modality", "") or "")
+    except Exception as exc:
+        return invalid("malformed_header", f"the header cannot be read ({type(exc).__name__}: {exc})",
+                       STATUS["cannot_understand"])
     if not decision.analyse:
         log.info("event=instance_dropped %s sop=%s study=%s why=%r", who, sop_uid, study_uid, decision.reason)
         return IngestOutcome("dropped", STATUS["success"], decision.reason, sop_uid, study_uid)
@@ -195,8 +203,11 @@ def ingest(
     if problem:
         return invalid(*problem)
 
-    meta = getattr(ds, "file_meta", None)
-    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    try:
+        meta = getattr(ds, "file_meta", None)
+        ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    except Exception:
+        ts = None
     try:
         result = store.store_instance(
             data,
@@ -216,6 +227,6 @@ def ingest(
         return IngestOutcome("duplicate", STATUS["success"], "already stored", sop_uid, study_uid)
     log.info(
         "event=instance_stored %s sop=%s study=%s modality=%s bytes=%d%s",
-        who, sop_uid, study_uid, ds.get("Modality", ""), len(data), " study_reopened=1" if result == "reopened" else "",
+        who, sop_uid, study_uid, modality, len(data), " study_reopened=1" if result == "reopened" else "",
     )
     return IngestOutcome(result, STATUS["success"], "stored", sop_uid, study_uid)

@@ -189,7 +189,8 @@ def _prepare(image: np.ndarray, pixel_spacing_mm: float) -> _Work:
     surface = _background_surface(g, (g < t_tissue) & ~bands)
     resid = g - surface
     rv = resid[~bands]
-    noise = 1.4826 * np.median(np.abs(rv[g[~bands] < t_tissue])) + 1e-6
+    background = rv[g[~bands] < t_tissue]
+    noise = (1.4826 * float(np.median(np.abs(background))) if background.size else 0.0) + 1e-6
     # Tissue: clearly above the local background (Otsu of the residual, but never within noise).
     t_body = max(8.0 * noise, 0.025)
     tissue = (resid > t_body) & ~bands
@@ -678,19 +679,43 @@ RIDGE_SIGMA = 0.12
 CENTRE_HALF_WIDTH = 0.35
 
 
-def _outline(body: np.ndarray, factor: int, n_max: int = 400) -> np.ndarray:
-    """Boundary pixels of the body mask, ordered by angle about its centroid, in image pixels."""
-    edge = body & ~ndi.binary_erosion(body)
-    pts = np.argwhere(edge).astype(float)
-    if pts.shape[0] == 0:
+def _trace_boundary(mask: np.ndarray) -> np.ndarray:
+    """Outer boundary of the largest blob, in order (Moore-neighbour tracing), ``(row, col)``."""
+    padded = np.pad(mask, 1)
+    rows, cols = np.nonzero(padded)
+    if rows.size == 0:
         return np.zeros((0, 2))
-    # Order along the contour by walking nearest neighbours would be exact; angle order is
-    # enough for a drawn outline of a star-shaped hand and costs nothing.
-    c = pts.mean(axis=0)
-    ang = np.arctan2(pts[:, 0] - c[0], pts[:, 1] - c[1])
-    pts = pts[np.argsort(ang)]
+    k = int(np.lexsort((cols, rows))[0])  # top-most, then left-most pixel
+    start = (int(rows[k]), int(cols[k]))
+    # 8 neighbours clockwise starting west
+    nbr = [(0, -1), (-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1)]
+    contour = [start]
+    cur = start
+    back = 0  # direction index we came from (west of the start is background)
+    for _ in range(4 * int(mask.size ** 0.5) * 8 + 16):
+        found = False
+        for step in range(8):
+            d = (back + 1 + step) % 8
+            r, c = cur[0] + nbr[d][0], cur[1] + nbr[d][1]
+            if padded[r, c]:
+                back = (d + 4) % 8
+                cur = (r, c)
+                found = True
+                break
+        if not found or cur == start:
+            break
+        contour.append(cur)
+    return np.array(contour, dtype=float) - 1.0
+
+
+def _outline(body: np.ndarray, factor: int, n_max: int = 400) -> np.ndarray:
+    """Boundary of the body mask as an ordered polygon, in image pixels ``(row, col)``."""
+    pts = _trace_boundary(body)
+    if pts.shape[0] == 0:
+        return pts
     step = max(1, pts.shape[0] // n_max)
-    return (pts[::step] + 0.5) * factor - 0.5
+    pts = pts[::step]
+    return pts * factor + 0.5 * (factor - 1)
 
 
 def _axial_profile(image: np.ndarray, p0: np.ndarray, p1: np.ndarray, step_px: float, half_width_px: float):

@@ -271,6 +271,9 @@ def cmd_queue_list(args: argparse.Namespace) -> int:
     store = _store(config)
     jobs, exports = store.list_jobs(), store.list_exports()
     store.close()
+    if args.state:
+        jobs = [j for j in jobs if j.state == args.state]
+        exports = [e for e in exports if e.state == args.state]
     if args.json:
         print(json.dumps({
             "jobs": [{"id": f"J{j.id}", **asdict(j)} | {"id": f"J{j.id}", "job_id": j.id} for j in jobs],
@@ -355,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     config_opt(ql)
     ql.add_argument("--data-dir", help="overrides [node] data_dir")
     ql.add_argument("--json", action="store_true", help="machine-readable output")
+    ql.add_argument("--state", choices=("queued", "running", "done", "failed", "superseded", "sending", "sent"),
+                    help="only jobs and exports in this state")
     ql.set_defaults(func=cmd_queue_list)
     qr = qsub.add_parser("retry", help="re-queue a failed export (E<n>) or job (J<n>)")
     qr.add_argument("id", metavar="ID")

@@ -162,6 +162,9 @@ def test_export_ends_failed_and_queue_retry_delivers(tmp_path, capsys):
     listing = capsys.readouterr().out
     for e in exports:
         assert any(line.startswith(f"E{e.id} ") and "failed" in line and "pacs" in line for line in listing.splitlines())
+    assert main(["queue", "list", "--state", "failed", "--config", str(cfg_dir / "node.toml")]) == 0
+    listing = capsys.readouterr().out
+    assert "JOBS (0)" in listing and f"EXPORTS ({len(exports)})" in listing
 
     pacs = TestPacs(port, ae_title="TESTPACS").start()
     try:

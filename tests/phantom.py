@@ -379,6 +379,7 @@ def make_hand(
     cortical_scale: float = 1.0,
     shift_mm: tuple[float, float] = (0.0, 0.0),
     blur_domain: str = "exposure",
+    unsharp: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, PhantomTruth]:
     """A synthetic hand radiograph with known metacarpal geometry.
 
@@ -410,6 +411,8 @@ def make_hand(
         degrees on top of ``rotation_deg``, fresh noise.
     cortical_scale : float
         Multiplies every cortical thickness (osteoporotic hands < 1).
+    unsharp : (radius_mm, amount), optional
+        Vendor-style edge enhancement of the final image: ``image + amount * (image - G_radius * image)``.
     blur_domain : {"exposure", "attenuation"}
         ``exposure`` (physical: the detector blurs the x-ray fluence, the image is its log) or
         ``attenuation`` (blur applied after the log, as the measurement model assumes).
@@ -482,6 +485,10 @@ def make_hand(
     if noise > 0:
         exposure = exposure + noise * np.sqrt(exposure) * noise_rng.standard_normal(exposure.shape)
     image = -np.log(np.clip(exposure, 1e-4, None))
+    if unsharp is not None:
+        # Vendor edge enhancement on the log image: image + amount * (image - blurred image).
+        radius_mm, amount = unsharp
+        image = image + amount * (image - ndimage.gaussian_filter(image, radius_mm / spacing_mm, mode="nearest"))
 
     bones = {}
     for name, mc in metacarpals.items():

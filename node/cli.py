@@ -145,7 +145,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         exporter.start()
         log.info("event=node_ready ae_title=%s port=%d", config.node.ae_title, config.node.port)
         while not stop.wait(0.5):
-            pool.monitor()
+            try:
+                pool.monitor()
+            except Exception as exc:  # the database may be busy or failing: keep serving, say so
+                log.error("event=monitor_error error=%r", f"{type(exc).__name__}: {exc}")
     finally:
         stop.set()
         scp.shutdown()

@@ -35,10 +35,13 @@ test: debs venv
 sample-report: venv
 	$(PY) bench/sample_report.py
 
-# Contact sheet of review overlays for every image in ../shared/data/real-hands (0.1 mm/px assumed).
+# Contact sheet of review overlays for every image in ../shared/data/real-hands (0.1 mm/px assumed):
+# the research CLI draws one overlay per image, tools/contact_sheet.py tiles them.
 REAL_HANDS ?= ../shared/data/real-hands
 overlays: venv
-	$(PY) tools/contact_sheet.py --pixel-spacing 0.1 --out out/overlays/contact_sheet.png $(REAL_HANDS)
+	rm -rf out/overlays/tiles && mkdir -p out/overlays/tiles
+	$(VENV)/bin/dxr-node analyze --pixel-spacing 0.1 --overlay-dir out/overlays/tiles $(REAL_HANDS) > out/overlays/results.jsonl
+	$(PY) tools/contact_sheet.py --tiles out/overlays/tiles --results out/overlays/results.jsonl --out out/overlays/contact_sheet.png
 
 clean:
 	rm -rf $(VENV) var out

@@ -133,17 +133,28 @@ def draw_overlay(image_bone_bright: np.ndarray, result: AnalysisResult, *, max_s
                 continue
             colour = OUTER_EDGE_COLOUR if key.startswith("outer") else INNER_EDGE_COLOUR
             draw.line(_scaled(edge, scale), fill=colour, width=max(1, line_w - 1) if scale < 1 else 1)
-        if bone.status != "ok" and (bone.roi_center_px or len(bone.axis_px) >= 2):
-            centre = bone.roi_center_px or tuple(np.mean(np.asarray(bone.axis_px, float), axis=0))
+        if bone.status != "ok":
+            # Name the reason beside the bone: at its ROI, else at the middle of its axis.
+            axis = bone.axis_px if len(bone.axis_px) >= 2 else result.metacarpal_axes_px.get(name, [])
+            if bone.roi_center_px is not None:
+                centre = bone.roi_center_px
+            elif len(axis) >= 2:
+                centre = tuple(np.mean(np.asarray(axis[:2], float), axis=0))
+            else:
+                continue
             (cx, cy), = _scaled([centre], scale)
-            draw.text((cx, cy), f"{name}: {bone.reason or 'not measured'}", fill=REFUSED_COLOUR,
-                      font=_font(max(11, round(side / 60)), bold=True), anchor="mm",
-                      stroke_width=2, stroke_fill=(0, 0, 0))
+            small = _font(max(10, round(side / 75)), bold=True)
+            draw.text((cx, cy), f"{name}: {(bone.reason or 'not measured').replace('_', ' ')}",
+                      fill=REFUSED_COLOUR, font=small, anchor="mm", stroke_width=2, stroke_fill=(0, 0, 0))
 
     if result.status != "ok":
-        big = _font(max(18, round(side / 14)), bold=True)
-        small = _font(max(12, round(side / 36)))
         title = (result.reason or result.status).replace("_", " ").upper()
+        big_size = max(18, round(side / 14))
+        big = _font(big_size, bold=True)
+        while big_size > 12 and draw.textlength(title, font=big) > 0.94 * size[0]:
+            big_size -= 2
+            big = _font(big_size, bold=True)
+        small = _font(max(12, round(side / 36)))
         lines = _wrap(result.message or "", small, int(0.9 * size[0]), draw)
         height = big.size * 1.3 + len(lines) * small.size * 1.25 + 0.04 * side
         draw.rectangle([0, 0, size[0], height], fill=(0, 0, 0))

@@ -1,11 +1,15 @@
 """Contact sheet of review overlays for every image in a folder (``make overlays``).
 
-Usage: ``python tools/contact_sheet.py [--pixel-spacing MM] [--out PNG] FOLDER``
+Two ways in:
 
-Each image is analysed with ``analysis.analyse_image`` (location + measurement) when that entry
-point exists, else with ``analysis.locate.locate_hand`` and ``analysis.measure.measure_bone``
-directly; the overlays (``node.overlay.draw_overlay``) are tiled, each captioned with the file
-name and the outcome. Images: PNG/JPEG (greyscale, bone bright) and DICOM.
+* ``python tools/contact_sheet.py --tiles DIR --results JSONL [--out PNG]``: tile the overlay
+  PNGs that ``dxr-node analyze --overlay-dir DIR`` wrote, captioned from its JSON Lines output
+  (what ``make overlays`` does: the same code path as the research CLI).
+* ``python tools/contact_sheet.py [--pixel-spacing MM] [--out PNG] FOLDER``: analyse every image
+  in FOLDER here (``analysis.analyse_image``, or location plus ``measure_bone`` without it) and
+  draw the overlays with ``node.overlay.draw_overlay``.
+
+Images: PNG/JPEG (greyscale, bone bright) and DICOM.
 """
 
 from __future__ import annotations
@@ -88,28 +92,68 @@ def caption(result: AnalysisResult) -> str:
     return "MCI " + ", ".join(parts)
 
 
+def caption_json(obj: dict) -> str:
+    if obj.get("status") != "ok":
+        return f"{obj.get('status')}: {obj.get('reason')}"
+    parts = []
+    for name, bone in (obj.get("bones") or {}).items():
+        mci = bone.get("mci")
+        parts.append(f"{name} {mci:.2f}" if mci is not None else f"{name} {bone.get('reason') or bone.get('status')}")
+    return "MCI " + ", ".join(parts)
+
+
+def tiles_from_cli(tile_dir: Path, results: Path, tile_px: int) -> list[tuple[str, str, Image.Image]]:
+    import json
+
+    tiles = []
+    for line in results.read_text().splitlines():
+        if not line.strip():
+            continue
+        obj = json.loads(line)
+        name = Path(obj["file"]).name
+        png = tile_dir / (Path(name).stem + ".png")
+        if not png.is_file():
+            continue
+        with Image.open(png) as im:
+            tile = im.convert("RGB")
+        tile.thumbnail((tile_px, tile_px))
+        tiles.append((name, caption_json(obj), tile))
+    return tiles
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("folder", type=Path)
+    p.add_argument("folder", type=Path, nargs="?")
+    p.add_argument("--tiles", type=Path, help="overlay PNGs written by dxr-node analyze --overlay-dir")
+    p.add_argument("--results", type=Path, help="the JSON Lines dxr-node analyze printed")
     p.add_argument("--pixel-spacing", type=float, default=0.1, help="pixel size in mm (default 0.1)")
     p.add_argument("--out", type=Path, default=ROOT / "out" / "overlays" / "contact_sheet.png")
     p.add_argument("--tile", type=int, default=480, help="longer side of each overlay (px)")
     p.add_argument("--columns", type=int, default=5)
     args = p.parse_args(argv)
-    if not args.folder.is_dir():
-        print(f"contact_sheet: {args.folder} is not a folder", file=sys.stderr)
-        return 2
-    files = sorted(f for f in args.folder.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".dcm"))
-    if not files:
-        print(f"contact_sheet: no images in {args.folder}", file=sys.stderr)
-        return 2
-    tiles = []
-    for path in files:
-        image = load_image(path)
-        result = analyse_file(image, args.pixel_spacing)
-        tile = draw_overlay(image, result, max_side_px=args.tile)
-        tiles.append((path.name, caption(result), tile))
-        print(f"{path.name}: {caption(result)}", file=sys.stderr)
+    if args.tiles is not None:
+        if args.results is None or not args.results.is_file() or not args.tiles.is_dir():
+            print("contact_sheet: --tiles needs an existing folder and --results JSONL", file=sys.stderr)
+            return 2
+        tiles = tiles_from_cli(args.tiles, args.results, args.tile)
+        if not tiles:
+            print(f"contact_sheet: no overlays in {args.tiles}", file=sys.stderr)
+            return 2
+    else:
+        if args.folder is None or not args.folder.is_dir():
+            print(f"contact_sheet: {args.folder} is not a folder", file=sys.stderr)
+            return 2
+        files = sorted(f for f in args.folder.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".dcm"))
+        if not files:
+            print(f"contact_sheet: no images in {args.folder}", file=sys.stderr)
+            return 2
+        tiles = []
+        for path in files:
+            image = load_image(path)
+            result = analyse_file(image, args.pixel_spacing)
+            tile = draw_overlay(image, result, max_side_px=args.tile)
+            tiles.append((path.name, caption(result), tile))
+            print(f"{path.name}: {caption(result)}", file=sys.stderr)
     cap_h = 40
     cell = (args.tile, args.tile + cap_h)
     cols = min(args.columns, len(tiles))

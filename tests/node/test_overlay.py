@@ -65,3 +65,21 @@ def test_refused_image_shows_reason_in_large_red_text():
     assert red.sum() > 300  # large letters, not a speck
     bottom = np.asarray(pic).astype(int)[400:]
     assert not np.any(np.all(np.abs(bottom - np.array(REFUSED_COLOUR)) <= 40, axis=-1))
+
+
+def test_refused_bone_is_named_at_its_axis():
+    result = _result()
+    result.bones["III"] = BoneResult("III", status="refused", reason="foreign_object_in_roi")
+    pic = draw_overlay(_image(), result, max_side_px=600)
+    # III's axis runs down column 450 (overlay column 225) between rows 300 and 900.
+    assert _has_colour(pic, REFUSED_COLOUR, (225 - 60, 280, 225 + 60, 320))
+    assert not _has_colour(pic, ROI_COLOUR, (225 - 10, 240, 225 + 10, 260))  # no ROI drawn for III
+
+
+def test_long_refusal_title_fits_a_narrow_picture():
+    narrow = _image(1000, 300)
+    pic = draw_overlay(narrow, refused("immature_skeleton"), max_side_px=600)
+    a = np.asarray(pic).astype(int)
+    red = np.all(np.abs(a - np.array(REFUSED_COLOUR)) <= 40, axis=-1)
+    assert red.sum() > 100
+    assert not red[:, :2].any() and not red[:, -2:].any()  # the title is not cut at the edges

@@ -100,3 +100,29 @@ def test_not_measurable_images_are_refused_at_all():
     refused_names = [n for n in ANNOTATIONS["refused"] if n not in KNOWN_WRONG_REFUSAL]
     for name in refused_names:
         assert _located(name).refusal is not None
+
+
+@pytest.mark.parametrize("name", sorted(ANNOTATIONS["images"]))
+def test_end_to_end_roi_on_the_right_bone_and_mci_in_adult_range(name):
+    """analysis.analyse_image (location + measure.py): each measured ROI sits on the annotated
+    shaft (within 2.5 mm of its axis line, in the middle 40 % of its length) and the image's MCI
+    = 2T/W (combined over the measured bones) is between 0.25 and 0.75. Images where measure.py measures fewer than two bones are skipped,
+    naming its reasons (that is the measurement's call, not the locator's)."""
+    from analysis import analyse_image
+
+    result = analyse_image(_load(name), pixel_spacing_mm=SPACING)
+    assert result.view == "PA"
+    measured = {n: b for n, b in result.bones.items() if b.status == "ok"}
+    if result.status != "ok":
+        reasons = {n: b.reason for n, b in result.bones.items() if b.status != "ok"}
+        pytest.skip(f"measure.py measured {sorted(measured)} only; refused {reasons}")
+    assert 0.25 <= result.mci <= 0.75, f"MCI {result.mci:.3f}"
+    for bone_name, bone in measured.items():
+        base, head = (np.asarray(p, float) for p in ANNOTATIONS["ends"][name][bone_name])
+        along = head - base
+        length = float(np.hypot(*along))
+        rel = np.asarray(bone.roi_center_px, float) - base
+        t = float(rel @ along) / length**2
+        off_axis_mm = abs(float(rel[0] * along[1] - rel[1] * along[0])) / length * SPACING
+        assert 0.3 <= t <= 0.7, f"{bone_name}: ROI centre at {t:.2f} of the annotated bone length"
+        assert off_axis_mm < 2.5, f"{bone_name}: ROI centre {off_axis_mm:.1f} mm off the annotated axis"

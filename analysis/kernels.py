@@ -9,14 +9,18 @@ Two hot loops live here:
 
 The profile model (all lengths in pixels along the profile, ``x = 0`` on the given axis)::
 
-    f(x) = b0 + b1*x + A1*B(x - c; R, s) - A2*B(x - c - e; r, s)
+    f(x) = b0 + b1*x + A1*U(x - c; R) - A2*U(x - c - e; r)
+    U(y; R) = (1 + k)*B(y; R, s) - k*B(y; R, s*sqrt(1 + m^2))
 
     B(y; R, s) = integral 2*sqrt(R^2 - t^2) * G_s(y - t) dt   (chord of a disc, blurred)
 
 ``c`` is the bone centre, ``R`` the periosteal (outer) radius, ``r`` the endosteal (inner)
 radius, ``e`` the offset of the medullary canal (walls of unequal thickness), ``s`` the
 Gaussian blur sigma, ``b0 + b1*x`` the soft-tissue background, ``A1`` the cortical
-attenuation and ``A2`` the cortex-minus-marrow attenuation. Walls: ``R - r + e`` on the low-x
+attenuation and ``A2`` the cortex-minus-marrow attenuation. ``U`` is the vendor's edge
+enhancement (unsharp mask ``image + k*(image - G_w * image)`` with ``w = m*s``): a Gaussian
+blur of a blurred disc is a blurred disc with the variances added, so the enhanced profile
+stays analytic; the linear background is unchanged by it. ``k = 0`` is an unprocessed image. Walls: ``R - r + e`` on the low-x
 side and ``R - r - e`` on the high-x side; their mean is ``R - r``.
 
 ``B`` and its derivatives are evaluated by quadrature. Where the Gaussian window ``|y - t| <= 6 s``
@@ -32,7 +36,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-PARAMS = ("c", "R", "r", "e", "s", "b0", "b1", "A1", "A2")
+PARAMS = ("c", "R", "r", "e", "s", "b0", "b1", "A1", "A2", "k", "m")
 """Order of the profile-model parameters (pixels for c, R, r, e, s)."""
 N_PARAMS = len(PARAMS)
 N_QUADRATURE = 16
@@ -44,6 +48,10 @@ _GH_T = np.sqrt(2.0) * _GH_U  # t = y - sigma * _GH_T
 _GH_W = _GH_W / np.sqrt(np.pi)
 _INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
 MIN_SIGMA_PX = 0.15
+MAX_UNSHARP_AMOUNT = 3.0
+UNSHARP_RATIO = (2.0, 40.0)
+"""Bounds of m = (unsharp-mask radius) / (detector blur): an enhancement kernel is wider than
+the detector's blur; without this bound a wide blur plus strong sharpening mimics a narrow blur."""
 STEP_TOL_PX = 1e-4
 """The fit stops when no geometric parameter moves by more than this (px): 1e-5 mm at 0.1 mm pixels."""
 MIN_WALL_PX = 0.3
@@ -214,38 +222,70 @@ def blurred_chord_numpy(y, radius, sigma):
 
 
 @numba.njit(cache=True)
-def profile_model(x, p, gl_x, gl_w):
-    """Model values f (m,) and Jacobian J (m, 9) at sample positions x for parameters p."""
+def profile_model(x, p, gl_x, gl_w, unsharp):
+    """Model values f (m,) and Jacobian J (m, 11) at sample positions x for parameters p.
+
+    ``unsharp`` False skips the edge-enhancement terms (exact when ``k == 0``; the k and m
+    columns of J are then zero).
+    """
     m = x.shape[0]
     f = np.empty(m)
-    jac = np.empty((m, N_PARAMS))
+    jac = np.zeros((m, N_PARAMS))
     c, big_r, small_r, e, s, b0, b1, a1, a2 = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]
+    k, ratio = p[9], p[10]
+    q = np.sqrt(1.0 + ratio * ratio)
+    sw = s * q
     for j in range(m):
         bo, boy, bor, bos = _blurred_chord(x[j] - c, big_r, s, gl_x, gl_w)
         bi, biy, bir, bis = _blurred_chord(x[j] - c - e, small_r, s, gl_x, gl_w)
-        f[j] = b0 + b1 * x[j] + a1 * bo - a2 * bi
-        jac[j, 0] = -a1 * boy + a2 * biy
-        jac[j, 1] = a1 * bor
-        jac[j, 2] = -a2 * bir
-        jac[j, 3] = a2 * biy
-        jac[j, 4] = a1 * bos - a2 * bis
+        if unsharp:
+            wo, woy, wor, wos = _blurred_chord(x[j] - c, big_r, sw, gl_x, gl_w)
+            wi, wiy, wir, wis = _blurred_chord(x[j] - c - e, small_r, sw, gl_x, gl_w)
+        else:
+            wo = woy = wor = wos = wi = wiy = wir = wis = 0.0
+        uo = (1.0 + k) * bo - k * wo
+        ui = (1.0 + k) * bi - k * wi
+        uoy = (1.0 + k) * boy - k * woy
+        uiy = (1.0 + k) * biy - k * wiy
+        f[j] = b0 + b1 * x[j] + a1 * uo - a2 * ui
+        jac[j, 0] = -a1 * uoy + a2 * uiy
+        jac[j, 1] = a1 * ((1.0 + k) * bor - k * wor)
+        jac[j, 2] = -a2 * ((1.0 + k) * bir - k * wir)
+        jac[j, 3] = a2 * uiy
+        jac[j, 4] = a1 * ((1.0 + k) * bos - k * wos * q) - a2 * ((1.0 + k) * bis - k * wis * q)
         jac[j, 5] = 1.0
         jac[j, 6] = x[j]
-        jac[j, 7] = bo
-        jac[j, 8] = -bi
+        jac[j, 7] = uo
+        jac[j, 8] = -ui
+        if unsharp:
+            jac[j, 9] = a1 * (bo - wo) - a2 * (bi - wi)
+            jac[j, 10] = -k * (a1 * wos - a2 * wis) * s * ratio / q
     return f, jac
 
 
-def profile_model_numpy(x, p):
+def profile_model_numpy(x, p, unsharp=True):
     """Plain-numpy reference for :func:`profile_model` (without the quadrature arguments)."""
     x = np.asarray(x, dtype=np.float64)
-    c, big_r, small_r, e, s, b0, b1, a1, a2 = p
+    c, big_r, small_r, e, s, b0, b1, a1, a2, k, ratio = p
+    q = np.sqrt(1.0 + ratio * ratio)
     bo = blurred_chord_numpy(x - c, big_r, s)
     bi = blurred_chord_numpy(x - c - e, small_r, s)
-    f = b0 + b1 * x + a1 * bo[0] - a2 * bi[0]
+    if unsharp:
+        wo = blurred_chord_numpy(x - c, big_r, s * q)
+        wi = blurred_chord_numpy(x - c - e, small_r, s * q)
+    else:
+        wo = np.zeros_like(bo)
+        wi = np.zeros_like(bi)
+    uo = (1.0 + k) * bo - k * wo  # rows: value, d/dy, d/dR, d/ds (wo's d/ds is d/dsw)
+    ui = (1.0 + k) * bi - k * wi
+    f = b0 + b1 * x + a1 * uo[0] - a2 * ui[0]
+    zero = np.zeros_like(x)
     jac = np.stack(
-        [-a1 * bo[1] + a2 * bi[1], a1 * bo[2], -a2 * bi[2], a2 * bi[1], a1 * bo[3] - a2 * bi[3],
-         np.ones_like(x), x, bo[0], -bi[0]],
+        [-a1 * uo[1] + a2 * ui[1], a1 * uo[2], -a2 * ui[2], a2 * ui[1],
+         a1 * ((1.0 + k) * bo[3] - k * wo[3] * q) - a2 * ((1.0 + k) * bi[3] - k * wi[3] * q),
+         np.ones_like(x), x, uo[0], -ui[0],
+         a1 * (bo[0] - wo[0]) - a2 * (bi[0] - wi[0]) if unsharp else zero,
+         -k * (a1 * wo[3] - a2 * wi[3]) * s * ratio / q if unsharp else zero],
         axis=1,
     )
     return f, jac
@@ -322,7 +362,8 @@ def fit_one_profile(x, y, p0, free, max_iter, gl_x, gl_w):
     x_hi = x[x.shape[0] - 1]
     if not _feasible(p, x_lo, x_hi):
         return p, np.inf, 0, FIT_BAD_INPUT
-    f, jac = profile_model(x, p, gl_x, gl_w)
+    unsharp = free[9] or p[9] != 0.0
+    f, jac = profile_model(x, p, gl_x, gl_w, unsharp)
     res = y - f
     cost = np.sum(res * res)
     lam = 1e-3
@@ -360,10 +401,14 @@ def fit_one_profile(x, y, p0, free, max_iter, gl_x, gl_w):
                 lam *= 10.0
                 continue
             trial = p + step
+            # Bounds of the enhancement parameters are projections, not rejections: k = 0
+            # (no enhancement) is a common optimum.
+            trial[9] = min(max(trial[9], 0.0), MAX_UNSHARP_AMOUNT)
+            trial[10] = min(max(trial[10], UNSHARP_RATIO[0]), UNSHARP_RATIO[1])
             if not _feasible(trial, x_lo, x_hi):
                 lam *= 10.0
                 continue
-            f_t, jac_t = profile_model(x, trial, gl_x, gl_w)
+            f_t, jac_t = profile_model(x, trial, gl_x, gl_w, unsharp)
             res_t = y - f_t
             cost_t = np.sum(res_t * res_t)
             if cost_t <= cost:
@@ -439,7 +484,8 @@ def fit_one_profile_numpy(x, y, p0, free, max_iter):
     p = np.array(p0, dtype=np.float64)
     if not _feasible_numpy(p, x[0], x[-1]):
         return p, np.inf, 0, FIT_BAD_INPUT
-    f, jac = profile_model_numpy(x, p)
+    unsharp = bool(free[9]) or p[9] != 0.0
+    f, jac = profile_model_numpy(x, p, unsharp)
     res = y - f
     cost = float(res @ res)
     lam = 1e-3
@@ -463,10 +509,12 @@ def fit_one_profile_numpy(x, y, p0, free, max_iter):
                 continue
             step = np.linalg.solve(damped, g)
             trial = p + step
+            trial[9] = min(max(trial[9], 0.0), MAX_UNSHARP_AMOUNT)
+            trial[10] = min(max(trial[10], UNSHARP_RATIO[0]), UNSHARP_RATIO[1])
             if not _feasible_numpy(trial, x[0], x[-1]):
                 lam *= 10.0
                 continue
-            f_t, jac_t = profile_model_numpy(x, trial)
+            f_t, jac_t = profile_model_numpy(x, trial, unsharp)
             res_t = y - f_t
             cost_t = float(res_t @ res_t)
             if cost_t <= cost:

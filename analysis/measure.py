@@ -9,10 +9,11 @@ Method (constants below; see docs/method.md):
    widen every profile by ``1/cos(tilt)``).
 3. ``N_PROFILES`` profiles perpendicular to the refined axis, evenly spaced over the ROI, each
    the mean of the parallel lines between it and its neighbours (all ROI pixels are used once).
-4. Each profile is fitted with the blurred projected hollow cylinder of ``analysis.kernels``.
-   First every ``SIGMA_SUBSET``-th profile with the blur sigma free; the median of those sigmas
-   is the detector blur of this bone; then every profile with sigma fixed to it (one less free
-   parameter: lower variance, same bias).
+4. Each profile is fitted with the blurred projected hollow cylinder of ``analysis.kernels``
+   (with the vendor's unsharp-mask edge enhancement in the model). First every
+   ``SIGMA_SUBSET``-th profile with the blur sigma and the enhancement (k, m) free; their medians
+   are this bone's detector blur and processing; then every profile with those fixed (fewer
+   free parameters: lower variance, same bias). Amounts below ``MIN_UNSHARP_AMOUNT`` count as none.
 5. Profiles whose fit failed, whose rms residual exceeds ``RMS_LIMIT`` times the median, or
    whose T or W is more than ``MAD_LIMIT`` robust standard deviations (1.4826 * MAD, at least
    ``MAD_FLOOR_MM``) from the median are rejected. T is the mean over kept profiles of ``R - r`` (the mean of the two wall
@@ -64,6 +65,9 @@ MARGIN_MM = 1.5
 GAP_RATIO = 0.35
 """Over the middle 60 % of the axis every profile's bone peak must reach this fraction of the median."""
 MAX_ITER = 60
+UNSHARP_START = (0.3, 4.0)
+"""Start of the edge-enhancement amount k and radius ratio m (see analysis.kernels)."""
+MIN_UNSHARP_AMOUNT = 0.02
 CANAL_STARTS = (0.45, 0.6, 0.75)
 """Start values of the canal radius r / R for the median-profile fits."""
 CANAL_GAP_MM = 4.0
@@ -138,7 +142,7 @@ def _initial_params(x: np.ndarray, y: np.ndarray, gap_px: float = 0.0) -> np.nda
     a1 = (peak - bg) / chord_peak * 1.2
     a2 = 0.8 * a1
     sigma = max(1.0, 0.02 * big_r)
-    return np.array([c, big_r, small_r, 0.0, sigma, bg, 0.0, a1, a2])
+    return np.array([c, big_r, small_r, 0.0, sigma, bg, 0.0, a1, a2, UNSHARP_START[0], UNSHARP_START[1]])
 
 
 def _isthmus_shift(shaft, offsets, positions, roi_len, length_px, spacing_mm) -> float:
@@ -331,8 +335,12 @@ def measure_bone(image_bone_bright: np.ndarray, axis: Any, pixel_spacing_mm: flo
     p_sub, _, _, st_sub = kernels.fit_profiles(offsets, profiles[sub], p0[sub], free, MAX_ITER)
     good_sub = st_sub != kernels.FIT_BAD_INPUT
     sigma = float(np.median(p_sub[good_sub, 4])) if good_sub.any() else sigma0
-    p0[:, 4] = sigma
-    free[4] = False
+    amount = float(np.median(p_sub[good_sub, 9])) if good_sub.any() else p_start[9]
+    ratio = float(np.median(p_sub[good_sub, 10])) if good_sub.any() else p_start[10]
+    if amount < MIN_UNSHARP_AMOUNT:
+        amount = 0.0  # no measurable enhancement: the cheaper exact model without it
+    p0[:, 4], p0[:, 9], p0[:, 10] = sigma, amount, ratio
+    free[4] = free[9] = free[10] = False
     params, rms, _, status = kernels.fit_profiles(offsets, profiles, p0, free, MAX_ITER)
 
     ok = (status != kernels.FIT_BAD_INPUT) & np.isfinite(rms) & ~foreign

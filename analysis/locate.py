@@ -468,7 +468,8 @@ class _Shaft:
         return self.a + self.b * y
 
 
-def _fit_shaft_lines(ridge: np.ndarray, finger_bases: np.ndarray, finger_dirs: np.ndarray, s: float, bone_for_centre: np.ndarray | None = None):
+def _fit_shaft_lines(ridge: np.ndarray, finger_bases: np.ndarray, finger_dirs: np.ndarray, s: float,
+                     bone_for_centre: np.ndarray | None = None, window=(1.2, 3.0), seed_window=(1.4, 2.2)):
     """Straight lines along the shafts of metacarpals II-V (canonical frame).
 
     Ridge peaks on every row of the mid-palm band are assigned to the nearest predicted line
@@ -477,8 +478,8 @@ def _fit_shaft_lines(ridge: np.ndarray, finger_bases: np.ndarray, finger_dirs: n
     """
     h, w = ridge.shape
     y_web = float(np.median(finger_bases[:, 0]))
-    y0 = int(max(1, y_web + 1.2 * s))
-    y1 = int(min(h - 2, y_web + 3.0 * s))
+    y0 = int(max(1, y_web + window[0] * s))
+    y1 = int(min(h - 2, y_web + window[1] * s))
     rows = np.arange(y0, y1 + 1)
     if rows.size < 5:
         return None
@@ -489,7 +490,7 @@ def _fit_shaft_lines(ridge: np.ndarray, finger_bases: np.ndarray, finger_dirs: n
         peak_rows.append((y, pk.astype(float), prof[pk]))
     # Seed each line on a peak of the ridge averaged over the middle of the shafts, matching
     # the four fingers to four peaks in order (II has the largest x: the thumb side).
-    yc0, yc1 = int(max(1, y_web + 1.4 * s)), int(min(h - 2, y_web + 2.2 * s))
+    yc0, yc1 = int(max(1, y_web + seed_window[0] * s)), int(min(h - 2, y_web + seed_window[1] * s))
     mean_prof = ridge[yc0 : yc1 + 1].mean(axis=0)
     yc = 0.5 * (yc0 + yc1)
     pk = _peaks_1d(mean_prof, SEED_PEAK_MIN * max(mean_prof.max(), 1e-9))
@@ -652,7 +653,7 @@ FINGER_RADII_MM = (10.0, 13.0, 8.0)
 """Opening radii that separate fingers (narrower) from the palm (wider), mm, in order of trial."""
 
 # Metacarpal lengths relative to MC III (adult anatomy), used to bound the search for the base.
-_RELATIVE_LENGTH = {"II": 1.07, "III": 1.0, "IV": 0.87, "V": 0.82}
+_RELATIVE_LENGTH = {"I": 0.72, "II": 1.07, "III": 1.0, "IV": 0.87, "V": 0.82}
 # Median L(III) / finger-base spacing, measured on the real PA hands in ../shared/data/real-hands.
 _LENGTH_PER_SPACING = 2.75
 BASE_DIP_MIN = 9.0
@@ -669,6 +670,9 @@ METAL_ALONG_RATIO = 2.5
 SCALE_RANGE = (2.2, 4.2)
 """Plausible length of MC III in finger spacings (real hands 2.4-3.3, the phantom 3.6)."""
 SCALE_TOLERANCE = 0.06
+THUMB_WINDOW = (0.2, 1.6)
+THUMB_SEED_WINDOW = (0.4, 1.2)
+THUMB_WEB_OFFSET = 0.0
 SCALE_PEAK_FRACTION = 0.6
 SEED_PEAK_MIN = 0.25
 CARPAL_FILL_MIN = 0.45
@@ -853,6 +857,46 @@ def _bases_by_scale(ends: dict, fines: dict, s: float, *, exclude: set, details:
         # No clear joint line near the predicted base: trust the hand scale.
         out[n] = (head, float(fy[int(np.argmax(weighted))]) if weighted.max() > 0.25 else float(pred))
     return out
+
+
+def _thumb_metacarpal(image, w: _Work, thumb: _Finger, s: float, lam: float, pixel_spacing_mm: float):
+    """Axis of metacarpal I, traced like II-V in a frame aligned with the thumb (display only)."""
+    u = thumb.direction
+    v = np.array([u[1], -u[0]])
+    frame = _HandFrame(thumb.base_rc - 1.2 * s * u, u, v, (int(4.5 * s), int(2.5 * s)))
+    canon = frame.sample(w.g)
+    yb, xb = (float(q) for q in frame.from_work(np.array(thumb.base_rc[0]), np.array(thumb.base_rc[1])))
+    bone = _tophat(canon, int(round(0.7 * s)))
+    ridge = _ridge_x(bone, 0.25 * s, RIDGE_SIGMA * s)
+    fit = _fit_shaft_lines(ridge, np.array([[yb, xb]]), np.array([[-1.0, 0.0]]), s, bone,
+                           window=THUMB_WINDOW, seed_window=THUMB_SEED_WINDOW)
+    if fit is None:
+        return None
+    lines, support, rms, _ = fit
+    if support[0] < 0.5:
+        return None
+    a, b = lines[0]
+    ys = np.arange(0.0, canon.shape[0] - 1.0, 0.5)
+    prof = ndi.gaussian_filter1d(_along(_tophat(canon, int(round(HEAD_TOPHAT * s))), a, b, ys, 1.0), 1.0)
+    raw = ndi.gaussian_filter1d(_along(canon, a, b, ys, HEAD_BAND * s), 1.0)
+    rprof = ndi.gaussian_filter1d(_along(ridge, a, b, ys, 1.0), 2.0)
+
+    def fine(y0, y1):
+        p0 = np.array(_to_image_rc(frame, w.factor, y0, a + b * y0))
+        p1 = np.array(_to_image_rc(frame, w.factor, y1, a + b * y1))
+        step_px = max(1.0, 0.1 / pixel_spacing_mm)
+        t, vals = _axial_profile(image, p0, p1, step_px, FINE_BAND_MM / pixel_spacing_mm)
+        return y0 + t * (y1 - y0), vals, step_px * pixel_spacing_mm
+
+    # The thumb's web is deep: its MCP joint lies about where the thumb leaves the palm.
+    ends = _ends_along(ys, prof, raw, rprof, yb + THUMB_WEB_OFFSET * s, s, _RELATIVE_LENGTH["I"], fine, lam)
+    if ends is None:
+        return None
+    head_y, base_y = ends[0], ends[1]
+    head_rc = _to_image_rc(frame, w.factor, head_y, a + b * head_y)
+    base_rc = _to_image_rc(frame, w.factor, base_y, a + b * base_y)
+    length_mm = float(np.hypot(head_rc[0] - base_rc[0], head_rc[1] - base_rc[1])) * pixel_spacing_mm
+    return MetacarpalAxis("I", base_rc, head_rc, length_mm, None, float(np.clip(support[0], 0, 1)))
 
 
 def _carpal_fill(canon: np.ndarray, lines: np.ndarray, ends: dict, names: tuple[str, ...]) -> float | None:
@@ -1096,6 +1140,14 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
     if missing:
         return _refuse("bone_not_found", f"Metacarpal {', '.join(missing)} could not be traced.",
                        view="PA", outline_rc=outline, details=details)
+    if thumb is not None:
+        try:
+            axis_i = _thumb_metacarpal(image, w, thumb, s, details.get("length_per_spacing", _LENGTH_PER_SPACING),
+                                       pixel_spacing_mm)
+        except (ValueError, IndexError):  # display only: never let the thumb cost the result
+            axis_i = None
+        if axis_i is not None:
+            found = {"I": axis_i, **found}
     loc = HandLocation(view="PA", metacarpals=found, bone_refusals=bone_refusals, outline_rc=outline,
                        details=details, fingers_direction_rc=(float(u[0]), float(u[1])))
     loc.confidence = float(np.mean([found[n].confidence for n in ("II", "III", "IV")]))

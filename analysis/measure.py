@@ -69,7 +69,7 @@ SUBSET_MAX_ITER = 25
 """The sigma/enhancement fits only feed medians; a few creep along the shallow sigma-k valley."""
 UNSHARP_START = (0.3, 4.0)
 """Start of the edge-enhancement amount k and radius ratio m (see analysis.kernels)."""
-MIN_UNSHARP_AMOUNT = 0.02
+MIN_UNSHARP_AMOUNT = 0.05
 CANAL_STARTS = (0.45, 0.6, 0.75)
 """Start values of the canal radius r / R for the median-profile fits."""
 CANAL_GAP_MM = 4.0
@@ -198,7 +198,8 @@ def _fit_median_profile(image, centers, normal, tangent, offsets, n_lines, step,
     start = best[0].copy()
     start[9], start[10] = p0[9], p0[10]
     free = np.ones(kernels.N_PARAMS, dtype=np.bool_)
-    p, rms, _, status = kernels.fit_one_profile(offsets, med, start, free, MAX_ITER, kernels._GL_X, kernels._GL_W)
+    p, rms, _, status = kernels.fit_one_profile(offsets, med, start, free, SUBSET_MAX_ITER, kernels._GL_X,
+                                                kernels._GL_W)
     if status == kernels.FIT_BAD_INPUT or not np.isfinite(rms) or rms > best[1]:
         p = best[0]
     # A metacarpal shaft: 3..20 mm wide, crossed by the given axis, edges sharper than its walls.

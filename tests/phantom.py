@@ -22,7 +22,11 @@ API (pixel points are ``(column, row)``; lengths in mm)::
     image, truth = make_hand(seed=0, repeat=k)   # same hand, repositioned (shift/rotation), new noise
     image, truth = make_hand(view="lateral")     # or "oblique": for the view refusals
     image, truth = make_hand(skeleton="child")   # open growth plates
+    image, truth = make_hand(metal_over="III")   # a metal plate across III's mid-shaft
+    image, truth = make_hand(unsharp=(1.0, 1.0)) # vendor edge enhancement (radius mm, amount)
+    image, truth = make_hand(blur_domain="attenuation")  # blur after the log (no detector nonlinearity)
     image = make_non_hand(seed=0)                # a knee-like radiograph, no hand in it
+    location = truth_location(truth)             # analysis.locate.HandLocation from the known axes
 
 Physics. Every bone is a hollow tube (cortex around a marrow canal) whose radius varies slowly
 along its axis, so a ray at perpendicular distance ``d`` crosses ``2*sqrt(R^2 - d^2)`` of bone

@@ -899,7 +899,8 @@ def _thumb_metacarpal(image, w: _Work, thumb: _Finger, s: float, lam: float, pix
     return MetacarpalAxis("I", base_rc, head_rc, length_mm, None, float(np.clip(support[0], 0, 1)))
 
 
-def _carpal_fill(canon: np.ndarray, lines: np.ndarray, ends: dict, names: tuple[str, ...]) -> float | None:
+def _carpal_fill(canon: np.ndarray, lines: np.ndarray, ends: dict, names: tuple[str, ...],
+                 inside: np.ndarray | None = None) -> float | None:
     """Fraction of the carpus (just proximal to the metacarpal bases) that is ossified.
 
     An adult's carpus is a block of bone between the metacarpal bases and the radius; a young
@@ -935,6 +936,11 @@ def _carpal_fill(canon: np.ndarray, lines: np.ndarray, ends: dict, names: tuple[
     if y1 - y0 < 2 or x1 - x0 < 2:
         return None
     patch = (canon[y0:y1, x0:x1] - soft_level) / (bone_level - soft_level)
+    if inside is not None:
+        valid = inside[y0:y1, x0:x1]
+        if valid.mean() < 0.8:
+            return None  # the carpus is (partly) outside the field or the hand: no verdict
+        return float(np.mean(patch[valid] > 0.5))
     return float(np.mean(patch > 0.5))
 
 
@@ -1114,32 +1120,48 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
     # vote (the metal's edges look like joint lines).
     # Ossified carpus? Judged behind the first-pass bases (a young child's unossified carpus
     # offers no joint lines, so the scale search below would wander into the forearm).
-    carpus = _carpal_fill(canon, lines, ends_by_bone, names)
+    inside = frame.sample(((w.body) & ~w.bands).astype(float), order=0) > 0.5
+    carpus = _carpal_fill(canon, lines, ends_by_bone, names, inside)
+    details["carpal_fill"] = None if carpus is None else round(carpus, 2)
+    if carpus is not None and carpus < CARPAL_FILL_MIN:
+        return _refuse("immature_skeleton", "The carpal bones are mostly not yet ossified (a young child's "
+                       "hand): DXR-BMD is only defined for adults.", view="PA", outline_rc=outline, details=details)
+    # PA: II-V side by side, each separated from the next by soft tissue. Two or more of II-IV
+    # without a clean shaft ridge while the fingers are all apart: the shafts overlap, as on an
+    # oblique view.
+    gaps = (xs_mid[:-1] - xs_mid[1:]) / s
+    poorly_traced = sum(1 for k in range(3) if support[k] < 0.5)
+    if np.any(gaps < 0.45) or poorly_traced >= 2:
+        return _refuse("oblique_view", view="oblique", outline_rc=outline, details=details)
     ends_by_bone = _bases_by_scale(ends_by_bone, {n: fine_for(names.index(n)) for n in ends_by_bone},
                                    s, exclude=metal, details=details)
     for name in names:
         if name in ends_by_bone:
             found[name] = axis_of(name, *ends_by_bone[name])
+    missing = [n for n in ("II", "III", "IV") if n not in found]
+    if missing:
+        return _refuse("bone_not_found", f"Metacarpal {', '.join(missing)} could not be traced.",
+                       view="PA", outline_rc=outline, details=details)
+    # Every measured bone must lie wholly in the field: both ends inside the image and on the hand.
+    margin_px = 1.0 / pixel_spacing_mm
+    rows_img, cols_img = image.shape
+    cut = []
+    for name in ("II", "III", "IV"):
+        for r, c in (found[name].base_rc, found[name].head_rc):
+            rw, cw = int(round(r / w.factor)), int(round(c / w.factor))
+            on_hand = 0 <= rw < w.body.shape[0] and 0 <= cw < w.body.shape[1] and bool(w.body[rw, cw])
+            if not (margin_px <= r < rows_img - margin_px and margin_px <= c < cols_img - margin_px) or not on_hand:
+                cut.append(name)
+                break
+    if cut:
+        details["cut_by_field"] = cut
+        return _refuse("bone_not_found", f"Metacarpal {', '.join(cut)} is not wholly inside the image.",
+                       view="PA", outline_rc=outline, details=details)
     bone_refusals = {
         n: ("foreign_object_in_roi", REASON_MESSAGES["foreign_object_in_roi"])
         for n in sorted((with_metal(ends_by_bone) | metal_suspect) - {"V"})
     }
     details["metal_over"] = sorted(bone_refusals)
-    details["carpal_fill"] = None if carpus is None else round(carpus, 2)
-    if carpus is not None and carpus < CARPAL_FILL_MIN:
-        return _refuse("immature_skeleton", "The carpal bones are mostly not yet ossified (a young child's "
-                       "hand): DXR-BMD is only defined for adults.", view="PA", outline_rc=outline, details=details)
-    # PA: II-V side by side, each separated from the next by soft tissue.
-    gaps = (xs_mid[:-1] - xs_mid[1:]) / s
-    missing = [n for n in ("II", "III", "IV") if n not in found]
-    # Two or more of II-IV without a clean shaft ridge while the fingers are all apart: the
-    # shafts overlap, as on an oblique view.
-    poorly_traced = sum(1 for k in range(3) if support[k] < 0.5)
-    if np.any(gaps < 0.45) or poorly_traced >= 2:
-        return _refuse("oblique_view", view="oblique", outline_rc=outline, details=details)
-    if missing:
-        return _refuse("bone_not_found", f"Metacarpal {', '.join(missing)} could not be traced.",
-                       view="PA", outline_rc=outline, details=details)
     if thumb is not None:
         try:
             axis_i = _thumb_metacarpal(image, w, thumb, s, details.get("length_per_spacing", _LENGTH_PER_SPACING),

@@ -159,3 +159,12 @@ def test_axis_px_is_column_row():
     axis = MetacarpalAxis("III", base_rc=(100.0, 20.0), head_rc=(10.0, 30.0), length_mm=9.0)
     assert axis.axis_px() == [(20.0, 100.0), (30.0, 10.0)]
     assert axis.mid_rc == (55.0, 25.0)
+
+
+def test_metacarpals_cut_by_the_field_edge_refused_bone_not_found():
+    image, truth = make_hand(seed=12, spacing_mm=SPACING)
+    mids = [0.5 * (truth.axis(n).base_rc[0] + truth.axis(n).head_rc[0]) for n in ("II", "III", "IV")]
+    cropped = image[: int(max(mids)) + 20].copy()  # the field ends across the shafts
+    loc = locate_hand(cropped, SPACING)
+    assert loc.refusal is not None and loc.refusal[0] == "bone_not_found"
+    assert loc.metacarpals == {}

@@ -126,3 +126,11 @@ def test_end_to_end_roi_on_the_right_bone_and_mci_in_adult_range(name):
         off_axis_mm = abs(float(rel[0] * along[1] - rel[1] * along[0])) / length * SPACING
         assert 0.3 <= t <= 0.7, f"{bone_name}: ROI centre at {t:.2f} of the annotated bone length"
         assert off_axis_mm < 2.5, f"{bone_name}: ROI centre {off_axis_mm:.1f} mm off the annotated axis"
+
+
+def test_real_hand_cut_across_the_metacarpals_refused_bone_not_found():
+    """030 with the field ending across the shafts (its wrist is at the top)."""
+    name = "fracatlas_IMG0000030_adult_R_PA.jpg"
+    rows = [p[1] for p in ANNOTATIONS["images"][name].values()]
+    loc = locate_hand(_load(name)[int(min(rows)) :].copy(), SPACING)
+    assert loc.refusal is not None and loc.refusal[0] == "bone_not_found"

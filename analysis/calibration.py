@@ -95,8 +95,8 @@ def image_from_dataset(ds, pixel_spacing_mm: float | None = None) -> CalibratedI
     Raises
     ------
     CalibrationError
-        ``reason`` is ``unreadable`` (no or undecodable pixel data, colour, multi-frame),
-        ``no_pixel_spacing``, ``non_square_pixels`` or ``resolution_too_low``.
+        ``reason`` is ``unreadable`` (no or undecodable pixel data), ``not_pa_hand`` (colour,
+        multi-frame), ``no_pixel_spacing``, ``non_square_pixels`` or ``resolution_too_low``.
     """
     # Pixels first: an unreadable file is an error even when its spacing is also missing.
     image = bone_bright_pixels(ds)
@@ -126,14 +126,15 @@ def bone_bright_pixels(ds) -> np.ndarray:
     Raises
     ------
     CalibrationError
-        ``unreadable`` for missing or undecodable pixel data, colour or multi-frame images.
+        ``unreadable`` for missing or undecodable pixel data; ``not_pa_hand`` for colour or
+        multi-frame images (readable, but not a single radiograph).
     """
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     if "PixelData" not in ds:
         raise CalibrationError("unreadable", "The DICOM file has no pixel data.")
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-        raise CalibrationError("unreadable", "The image is in colour; DXR needs a grayscale radiograph.")
+        raise CalibrationError("not_pa_hand", "The image is in colour; DXR needs a grayscale radiograph.")
     try:
         frames = int(ds.get("NumberOfFrames", 1) or 1)
     except (TypeError, ValueError):
@@ -143,7 +144,7 @@ def bone_bright_pixels(ds) -> np.ndarray:
     except Exception as exc:  # pydicom raises many types for corrupt or unsupported pixel data
         raise CalibrationError("unreadable", f"The pixel data could not be decoded ({type(exc).__name__}: {exc}).") from exc
     if frames > 1 or arr.ndim != 2:
-        raise CalibrationError("unreadable", "The image has several frames; DXR needs one single-frame radiograph.")
+        raise CalibrationError("not_pa_hand", "The image has several frames; DXR needs one single-frame radiograph.")
 
     if "ModalityLUTSequence" in ds:
         image = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)

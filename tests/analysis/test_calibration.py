@@ -152,3 +152,18 @@ def test_header_laterality_sex_age():
     assert analysis.age_from_dataset(ds) == 62.0
     ds.PatientAge = "018M"
     assert analysis.age_from_dataset(ds) == 1.5
+
+
+def test_colour_and_multiframe_images_are_refused_not_errors(small_image):
+    ds = _ds(small_image)
+    rgb = np.repeat((small_image / small_image.max() * 255).astype(np.uint8)[..., None], 3, axis=2)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = rgb.tobytes()
+    r = analysis.analyse(ds)
+    assert (r.status, r.reason) == ("refused", "not_pa_hand") and "colour" in r.message
+    ds = _ds(small_image)
+    ds.NumberOfFrames = 2
+    ds.PixelData = ds.PixelData * 2
+    r = analysis.analyse(ds)
+    assert (r.status, r.reason) == ("refused", "not_pa_hand") and "frames" in r.message

@@ -147,6 +147,7 @@ class _LongBone:
     head_flare: float = 1.35  # head width / W
     metacarpal: bool = False
     growth_plate_at: float | None = None  # fraction of L where an open physis (gap) sits
+    canal_offset_mm: float = 0.0  # canal shifted towards +normal: walls T + offset and T - offset
 
     @property
     def length_mm(self) -> float:
@@ -188,7 +189,9 @@ def _tube_attenuation(bone: _LongBone, u: np.ndarray, v: np.ndarray) -> np.ndarr
     d = -du * d_axis[1] + dv * d_axis[0]
     R, r, flare = _tube_radii(bone, s)
     outer = 2.0 * np.sqrt(np.clip(R * R - d * d, 0.0, None))
-    inner = 2.0 * np.sqrt(np.clip(r * r - d * d, 0.0, None))
+    # An eccentric canal (unequal walls) on the shaft, centred again towards the ends.
+    dc = d - bone.canal_offset_mm * (1.0 - flare)
+    inner = 2.0 * np.sqrt(np.clip(r * r - dc * dc, 0.0, None))
     mu_marrow = MU_MARROW_SHAFT + (MU_TRABECULAR - MU_MARROW_SHAFT) * flare
     att = MU_CORTEX * (outer - inner) + mu_marrow * inner
     if bone.growth_plate_at is not None:
@@ -198,7 +201,8 @@ def _tube_attenuation(bone: _LongBone, u: np.ndarray, v: np.ndarray) -> np.ndarr
     return att
 
 
-def _hand_bones(rng: np.random.Generator, *, cortical_scale: float, skeleton: str, view: str):
+def _hand_bones(rng: np.random.Generator, *, cortical_scale: float, skeleton: str, view: str,
+                wall_asymmetry: float = 0.0):
     size = rng.uniform(0.94, 1.06)
     squeeze = {"PA": 1.0, "oblique": 0.45, "lateral": 0.08}[view]
     child = skeleton == "child"
@@ -226,6 +230,7 @@ def _hand_bones(rng: np.random.Generator, *, cortical_scale: float, skeleton: st
             name, b, h, W_i, T_i, metacarpal=True,
             # Metacarpal II-V physes are at the head, the thumb's at its base.
             growth_plate_at=(0.12 if name == "I" else 0.86) if child else None,
+            canal_offset_mm=wall_asymmetry * T_i / 2,
         )
         # Phalanges continue along the metacarpal direction with small joint gaps.
         # Fingers fan out a little more than their metacarpals, so they do not touch.
@@ -384,6 +389,7 @@ def make_hand(
     shift_mm: tuple[float, float] = (0.0, 0.0),
     blur_domain: str = "exposure",
     unsharp: tuple[float, float] | None = None,
+    wall_asymmetry: float = 0.0,
 ) -> tuple[np.ndarray, PhantomTruth]:
     """A synthetic hand radiograph with known metacarpal geometry.
 
@@ -415,6 +421,9 @@ def make_hand(
         degrees on top of ``rotation_deg``, fresh noise.
     cortical_scale : float
         Multiplies every cortical thickness (osteoporotic hands < 1).
+    wall_asymmetry : float
+        Relative difference of the two shaft walls: ``0.11`` makes one wall 11 % thicker than
+        the other (as the radial cortex of MC II is, research 1.1); T stays their mean.
     unsharp : (radius_mm, amount), optional
         Vendor-style edge enhancement of the final image: ``image + amount * (image - G_radius * image)``.
     blur_domain : {"exposure", "attenuation"}
@@ -425,7 +434,7 @@ def make_hand(
         raise ValueError("laterality must be L or R and fingers up or down")
     rng = np.random.default_rng(seed)
     metacarpals, phalanges, forearm, carpals, size = _hand_bones(
-        rng, cortical_scale=cortical_scale, skeleton=skeleton, view=view
+        rng, cortical_scale=cortical_scale, skeleton=skeleton, view=view, wall_asymmetry=wall_asymmetry
     )
     if shape_px is None:
         shape_px = (int(round(field_mm[0] / spacing_mm)), int(round(field_mm[1] / spacing_mm)))

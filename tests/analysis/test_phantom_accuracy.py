@@ -131,3 +131,19 @@ def test_accuracy_under_vendor_edge_enhancement(unsharp):
                              unsharp=unsharp)
     for name, (dt, dw) in _errors(image, truth, 0.1).items():
         assert abs(dt) <= BAR_MM / 2 and abs(dw) <= BAR_MM / 2, (name, dt, dw)
+
+
+def test_unequal_walls_are_measured_as_they_are():
+    """The radial cortex is thicker than the ulnar one (research 1.1): T is their mean, and the
+    detected edges show the two different walls."""
+    image, truth = make_hand(61, spacing_mm=0.1, field_mm=FIELD, wall_asymmetry=0.3, rotation_deg=-15.0)
+    for name in BONES:
+        res = measure_bone(image, truth.axis(name), 0.1, name)
+        bone = truth.bones[name]
+        assert abs(res.cortical_thickness_mm - bone.cortical_thickness_mm) <= BAR_MM
+        walls = []
+        for outer, inner in (("outer_a", "inner_a"), ("outer_b", "inner_b")):
+            d = np.hypot(*(np.array(res.edges_px[outer]) - np.array(res.edges_px[inner])).T) * 0.1
+            walls.append(float(np.mean(d)))
+        expected = (bone.cortical_thickness_mm * 1.15, bone.cortical_thickness_mm * 0.85)
+        assert sorted(walls) == pytest.approx(sorted(expected), abs=BAR_MM), name

@@ -677,6 +677,7 @@ SCALE_PEAK_FRACTION = 0.6
 SEED_PEAK_MIN = 0.25
 CARPAL_FILL_MIN = 0.45
 LATERAL_STRIP_ELONGATION = 1.8
+FINGER_MIN_LENGTH_MM = 22.0
 """Below this ossified fraction of the carpus the hand is a young child's (adults 0.75-1.0,
 the FracAtlas 2-4 year old 0.16)."""
 RIDGE_SIGMA = 0.12
@@ -966,6 +967,10 @@ def _non_pa_view(w: _Work, cluster: list[_Finger], details: dict) -> HandLocatio
         f = cluster[0]
         elongation = f.length_px / max(f.width_px, 1e-6)
         details["finger_strip_elongation"] = round(float(elongation), 2)
+        details["finger_strip_length_mm"] = round(float(f.length_px * w.spacing_mm), 1)
+        if f.length_px * w.spacing_mm < FINGER_MIN_LENGTH_MM:
+            # A nub (a marker touching the skin, a styloid) is no finger: no hand in view.
+            return _refuse("not_pa_hand", details=details)
         if elongation >= LATERAL_STRIP_ELONGATION:
             return _refuse("lateral_view", view="lateral", details=details)
     return _refuse("oblique_view", view="oblique", details=details)

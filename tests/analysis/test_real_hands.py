@@ -134,3 +134,11 @@ def test_real_hand_cut_across_the_metacarpals_refused_bone_not_found():
     rows = [p[1] for p in ANNOTATIONS["images"][name].values()]
     loc = locate_hand(_load(name)[int(min(rows)) :].copy(), SPACING)
     assert loc.refusal is not None and loc.refusal[0] == "bone_not_found"
+
+
+def test_real_forearm_without_hand_refused_not_pa_hand():
+    """101 cut at the wrist (its forearm is at the top; the burned-in 'L' touches the skin)."""
+    name = "fracatlas_IMG0000101_adult_L_PA.jpg"
+    rows = [p[1] for e in ANNOTATIONS["ends"][name].values() for p in e]
+    loc = locate_hand(_load(name)[: int(min(rows)) - 150].copy(), SPACING)
+    assert loc.refusal is not None and loc.refusal[0] == "not_pa_hand"

@@ -161,6 +161,32 @@ def _blurred_chord(y, radius, sigma, gl_x, gl_w):
             br += _GH_W[q] * 2.0 * radius / root
             bs += _GH_W[q] * slope * (-_GH_T[q])
         return b, by, br, bs
+    if lo > -1.0 or hi < 1.0:
+        # One edge in the window: t = +-R*(1 - u^2) removes the square-root singularity with
+        # one sqrt per node (no trigonometry). The left edge mirrors the right: B(y) = B(-y).
+        sign = 1.0 if lo > -1.0 else -1.0
+        yy = sign * y
+        u_max = np.sqrt(1.0 - (sign * lo if sign > 0.0 else -hi))
+        half = 0.5 * u_max
+        inv_s = 1.0 / sigma
+        b = 0.0
+        by = 0.0
+        br = 0.0
+        bs = 0.0
+        r2 = radius * radius
+        for q in range(gl_x.shape[0]):
+            u = half * (gl_x[q] + 1.0)
+            root = np.sqrt(2.0 - u * u)
+            t = radius * (1.0 - u * u)
+            z = (yy - t) * inv_s
+            g = _INV_SQRT_2PI * inv_s * np.exp(-0.5 * z * z)
+            w = gl_w[q] * half
+            chord_jac = 4.0 * r2 * u * u * root
+            b += w * chord_jac * g
+            by += w * chord_jac * (-z * inv_s) * g
+            br += w * 4.0 * radius / root * g
+            bs += w * chord_jac * g * (z * z - 1.0) * inv_s
+        return b, sign * by, br, bs
     th1 = np.arcsin(max(lo, -1.0))
     th2 = np.arcsin(min(hi, 1.0))
     half = 0.5 * (th2 - th1)
@@ -209,6 +235,25 @@ def blurred_chord_numpy(y, radius, sigma):
     out[2] = (w * 2.0 * radius * g).sum(-1)
     out[3] = (w * chord_jac * g * (z * z - 1.0) / sigma).sum(-1)
     out[:, ~live] = 0.0
+    for sign in (1.0, -1.0):
+        # One edge in the window (see _blurred_chord): t = +-R*(1 - u^2), mirrored for the left.
+        sel = live & ((lo > -1.0) & (hi >= 1.0) if sign > 0 else (lo <= -1.0) & (hi < 1.0))
+        if not sel.any():
+            continue
+        yy = sign * y[sel]
+        u_max = np.sqrt(1.0 - (lo[sel] if sign > 0 else -hi[sel]))
+        half_u = 0.5 * u_max
+        u = half_u[..., None] * (_GL_X + 1.0)
+        root = np.sqrt(2.0 - u * u)
+        t = radius * (1.0 - u * u)
+        z = (yy[..., None] - t) / sigma
+        g = _INV_SQRT_2PI / sigma * np.exp(-0.5 * z * z)
+        w = _GL_W * half_u[..., None]
+        chord_jac = 4.0 * radius * radius * u * u * root
+        out[0, sel] = (w * chord_jac * g).sum(-1)
+        out[1, sel] = sign * (w * chord_jac * (-z / sigma) * g).sum(-1)
+        out[2, sel] = (w * 4.0 * radius / root * g).sum(-1)
+        out[3, sel] = (w * chord_jac * g * (z * z - 1.0) / sigma).sum(-1)
     inner = (lo > -1.0) & (hi < 1.0)
     if inner.any():
         t = y[inner][..., None] - sigma * _GH_T

@@ -25,10 +25,10 @@ side and ``R - r - e`` on the high-x side; their mean is ``R - r``.
 
 ``B`` and its derivatives are evaluated by quadrature. Where the Gaussian window ``|y - t| <= 6 s``
 lies inside the disc the chord is smooth and ``N_HERMITE`` Gauss-Hermite nodes in ``t`` are exact
-to ~1e-8. Near the edge the integral is taken over ``t = R*sin(theta)`` (which removes the
-square-root singularity) on that window with ``N_QUADRATURE`` Gauss-Legendre nodes (absolute error
-< 0.01 in chord units, i.e. < 1e-3 px of edge position, checked against adaptive quadrature
-in the tests). Parameter vectors use the order of :data:`PARAMS`.
+to ~1e-8. Near one edge the integral is taken over ``t = +-R*(1 - u^2)`` (which removes the
+square-root singularity with one sqrt per node; ``t = R*sin(theta)`` when the window holds both
+edges) with ``N_QUADRATURE`` Gauss-Legendre nodes (absolute error < 0.03 in chord units, i.e.
+< 0.01 px of edge position, checked against adaptive quadrature in the tests). Parameter vectors use the order of :data:`PARAMS`.
 """
 
 from __future__ import annotations

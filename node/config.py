@@ -41,7 +41,7 @@ DESTINATION_TYPES = ("dimse", "folder", "dicomweb")
 
 # The SR and SC storage classes the node itself produces; the default rules never analyse them.
 SR_SC_SOP_CLASS_PATTERNS = ("1.2.840.10008.5.1.4.1.1.88.*", "1.2.840.10008.5.1.4.1.1.7*")
-NODE_MANUFACTURER_PATTERN = "DXR Node*"
+NODE_MANUFACTURER_PATTERN = "DXR Node project"  # node.outputs.OutputOptions.manufacturer
 
 
 class ConfigError(ValueError):

@@ -56,6 +56,8 @@ def test_sr_and_our_own_outputs_are_never_analysed(default_rules):
     own.Manufacturer = "DXR Node project"
     decision = evaluate(default_rules, own)
     assert (decision.analyse, decision.rule) == (False, "own-output")
+    own.Manufacturer = "DXR Node test phantom"  # a test input, not an output of ours
+    assert evaluate(default_rules, own).analyse
 
 
 def test_custom_rules_with_wildcards(tmp_path):

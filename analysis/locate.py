@@ -659,6 +659,7 @@ _LENGTH_PER_SPACING = 2.75
 BASE_DIP_MIN = 9.0
 HEAD_TOPHAT = 1.3
 HEAD_SEARCH = 2.8
+HEAD_VALLEY_FRACTION = 0.7
 HEAD_FROM_WEB = (-0.3, 2.0)
 HEAD_BAND = 0.15
 FINE_BAND_MM = 1.5
@@ -782,7 +783,13 @@ def _ends_along(profile_y: np.ndarray, prof: np.ndarray, raw: np.ndarray, ridge:
         valley = ndi.gaussian_filter1d(fp, sig, order=2) * sig**2
         if valley.size < 3 or valley.max() <= 0:
             return None
-        head = float(fy[int(np.argmax(valley))])
+        # The first strong joint line distal to mid-shaft: the MCP joint space. (The base of the
+        # proximal phalanx can hold a similar line just beyond it.)
+        strong = valley >= HEAD_VALLEY_FRACTION * float(valley.max())
+        is_peak = np.r_[False, (valley[1:-1] >= valley[:-2]) & (valley[1:-1] >= valley[2:]), False]
+        candidates = np.nonzero(strong & is_peak)[0]
+        k = int(candidates.max()) if candidates.size else int(np.argmax(valley))  # fy increases proximally
+        head = float(fy[k])
     else:
         sig = max(1.0, 0.05 * s / step)
         valley = ndi.gaussian_filter1d(raw, sig, order=2) * sig**2

@@ -98,19 +98,28 @@ def _start_http(config: Config, store: Any) -> Any:
         raise CLIError(f"cannot listen on {config.http.bind}:{config.http.port} (HTTP): {exc.strerror or exc}") from None
 
 
+def _validate_at_start(config: Config) -> Any:
+    """What the file alone cannot tell: reference tables and [outputs] options; returns the tables."""
+    from node.worker import load_reference, output_options
+
+    try:
+        reference = load_reference(config)  # workers load their own copy
+        output_options(config, strict=True)
+    except ValueError as exc:  # ConfigError and reference-table errors: one line each
+        raise CLIError(str(exc), 2) from None
+    return reference
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from node.assembler import Assembler
     from node.dimse import start_scp
     from node.export import Exporter
     from node.log import setup_logging
-    from node.worker import WorkerPool, load_reference
+    from node.worker import WorkerPool
 
     config = _config(args)
     setup_logging()
-    try:
-        load_reference(config)  # validate at start; workers load their own copy
-    except ValueError as exc:
-        raise CLIError(str(exc), 2) from None
+    _validate_at_start(config)
     store = _store(config)
     jobs, exports = store.recover()
     log.info(
@@ -165,13 +174,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------- small verbs
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from node.worker import load_reference
-
     config = _config(args)
-    try:
-        ref = load_reference(config)
-    except ValueError as exc:
-        raise CLIError(str(exc), 2) from None
+    ref = _validate_at_start(config)
     dests = ", ".join(f"{d.name} ({d.type})" for d in config.destinations) or "none"
     print(
         f"{config.path}: OK (ae_title {config.node.ae_title}, port {config.node.port}, data_dir {config.data_dir}, "

@@ -66,22 +66,32 @@ def load_reference(config: Config) -> Any:
         raise ReferenceTablesError(f"{ref_dir}: reference tables are invalid ({exc})") from exc
 
 
-def output_options(config: Config, reference: Any = None) -> Any:
-    """``node.outputs.OutputOptions`` from ``[outputs]`` (unknown extra keys are ignored with a log line).
+def output_options(config: Config, reference: Any = None, *, strict: bool = False) -> Any:
+    """``node.outputs.OutputOptions`` from ``[outputs]``.
 
     ``reference``: the loaded reference tables, for the SC picture's BMD-vs-age chart.
+    ``strict``: an ``[outputs]`` key that is not an output option (or has the wrong type) raises
+    :class:`node.config.ConfigError` naming it (serve and check-config validate at start);
+    otherwise it is ignored with a log line.
     """
     import dataclasses
 
+    from node.config import ConfigError
     from node.outputs import OutputOptions
 
-    names = {f.name for f in dataclasses.fields(OutputOptions)}
+    fields = {f.name: f for f in dataclasses.fields(OutputOptions)}
+    names = set(fields) - {"reference"}
     values: dict[str, Any] = {"refusal_sr": config.outputs.refusal_sr, "picture": config.outputs.picture}
     if config.outputs.institution_name:
         values["institution_name"] = config.outputs.institution_name
     for key, value in config.outputs.extra:
-        if key in names:
+        default = fields[key].default if key in names else None
+        if key in names and (default is None or default is dataclasses.MISSING or isinstance(value, type(default))):
             values[key] = value
+        elif strict:
+            why = (f"must be a {type(default).__name__}, got {value!r}" if key in names
+                   else f"is not an output option (known: {', '.join(sorted(names))})")
+            raise ConfigError(f"{config.path}: [outputs] {key} {why}")
         else:
             log.warning("event=config_ignored key=[outputs].%s reason='not an output option of this build'", key)
     if reference is not None:

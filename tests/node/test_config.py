@@ -137,3 +137,19 @@ def test_console_script_errors_never_show_a_traceback(tmp_path):
         assert proc.returncode != 0, args
         assert "Traceback" not in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
+
+
+def test_outputs_options_are_checked_against_node_outputs_at_start(tmp_path, capsys):
+    path = write_config(tmp_path, '[outputs]\ncolour = "red"\n')
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: [outputs] colour is not an output option (known: " in err and err.count("\n") == 1
+    path = write_config(tmp_path, '[outputs]\nmanufacturer = 3\n')
+    assert main(["check-config", str(path)]) == 2
+    assert "[outputs] manufacturer must be a str, got 3" in capsys.readouterr().err
+    path = write_config(tmp_path, '[outputs]\nrefusal_sr = false\ninstitution_name = "St. Elsewhere"\n')
+    assert main(["check-config", str(path)]) == 0
+    from node.worker import output_options
+
+    options = output_options(load_config(path), strict=True)
+    assert (options.refusal_sr, options.institution_name) == (False, "St. Elsewhere")

@@ -676,11 +676,10 @@ THUMB_SEED_WINDOW = (0.4, 1.2)
 THUMB_WEB_OFFSET = 0.0
 SCALE_PEAK_FRACTION = 0.6
 SEED_PEAK_MIN = 0.25
-CARPAL_FILL_MIN = 0.45
-LATERAL_STRIP_ELONGATION = 1.8
-FINGER_MIN_LENGTH_MM = 22.0
-"""Below this ossified fraction of the carpus the hand is a young child's (adults 0.75-1.0,
-the FracAtlas 2-4 year old 0.16)."""
+CARPAL_FILL_MIN = 0.35
+"""Below this ossified fraction of the least ossified band of the carpus the hand is a young
+child's (real adults 0.58-0.99, adult phantoms about 0.6-0.7; the FracAtlas 2-4 year old 0.17,
+child phantoms 0)."""
 RIDGE_SIGMA = 0.12
 CENTRE_HALF_WIDTH = 0.35
 
@@ -937,19 +936,26 @@ def _carpal_fill(canon: np.ndarray, lines: np.ndarray, ends: dict, names: tuple[
                lines[names.index("II")][0] + lines[names.index("II")][1] * base_y)
     x_hi = max(lines[names.index("IV")][0] + lines[names.index("IV")][1] * base_y,
                lines[names.index("II")][0] + lines[names.index("II")][1] * base_y)
-    y0, y1 = int(round(base_y + 0.08 * length)), int(round(base_y + 0.4 * length))
+    # Rows from a little before the bases to well into the forearm; the least ossified band of
+    # CARPAL_BAND * L is the verdict, so that where exactly the bases were put matters little:
+    # an adult's carpus is bone all the way (joint spaces are thin), a young child's has a
+    # wide band of cartilage somewhere between the metacarpals and the radius.
+    y0, y1 = int(round(base_y - 0.05 * length)), int(round(base_y + 0.6 * length))
     x0, x1 = int(round(x_lo)), int(round(x_hi))
     y0, y1 = max(0, y0), min(h, y1)
     x0, x1 = max(0, x0), min(w, x1)
-    if y1 - y0 < 2 or x1 - x0 < 2:
+    band = max(2, int(round(CARPAL_BAND * length)))
+    if y1 - y0 < band + 1 or x1 - x0 < 2:
         return None
-    patch = (canon[y0:y1, x0:x1] - soft_level) / (bone_level - soft_level)
-    if inside is not None:
-        valid = inside[y0:y1, x0:x1]
-        if valid.mean() < 0.8:
-            return None  # the carpus is (partly) outside the field or the hand: no verdict
-        return float(np.mean(patch[valid] > 0.5))
-    return float(np.mean(patch > 0.5))
+    bony = ((canon[y0:y1, x0:x1] - soft_level) / (bone_level - soft_level)) > 0.5
+    valid = inside[y0:y1, x0:x1] if inside is not None else np.ones_like(bony)
+    if valid.mean() < 0.8:
+        return None  # the carpus is (partly) outside the field or the hand: no verdict
+    row_bone = bony.sum(axis=1).astype(float)
+    row_valid = valid.sum(axis=1).astype(float)
+    kernel = np.ones(band)
+    fill = np.convolve(row_bone, kernel, "valid") / np.maximum(np.convolve(row_valid, kernel, "valid"), 1.0)
+    return float(fill.min())
 
 
 def _to_image_rc(frame: _HandFrame, factor: int, y: float, x: float) -> tuple[float, float]:

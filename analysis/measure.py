@@ -72,6 +72,9 @@ UNSHARP_START = (0.3, 4.0)
 MIN_UNSHARP_AMOUNT = 0.05
 CANAL_STARTS = (0.45, 0.6, 0.75)
 """Start values of the canal radius r / R for the median-profile fits."""
+RUN_LEVEL = 0.35
+"""Level (fraction of peak over background) that separates bone from soft tissue for start values;
+below half maximum so that a medullary canal darker than half the cortex still counts as bone."""
 CANAL_GAP_MM = 4.0
 """Dark stretches shorter than this inside a bone's half-maximum run are its medullary canal."""
 ISTHMUS_SEARCH = 0.10
@@ -97,7 +100,7 @@ def _bone_refused(name: str, reason: str, message: str | None = None, **fields: 
 def _bone_run(x: np.ndarray, y: np.ndarray, gap_px: float):
     """Background, peak and the (left, right) sample indices of the bone nearest the axis.
 
-    The bone is the run of samples above half maximum nearest ``x = 0``; runs separated by less
+    The bone is the run of samples above ``RUN_LEVEL`` of the peak nearest ``x = 0``; runs separated by less
     than ``gap_px`` are joined first (a dark medullary canal can split a bone into its two
     cortices). None when there is no such run inside the window.
     """
@@ -112,7 +115,7 @@ def _bone_run(x: np.ndarray, y: np.ndarray, gap_px: float):
     peak = ys[lo_i:hi_i].max()
     if not peak - bg > 0:
         return None
-    above = ys > bg + 0.5 * (peak - bg)
+    above = ys > bg + RUN_LEVEL * (peak - bg)
     gap = int(round(gap_px))
     if gap >= 1:
         above = ndimage.binary_closing(above, structure=np.ones(gap + 1, dtype=bool)) | above

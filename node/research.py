@@ -168,7 +168,8 @@ def _analyse_file(path: Path, args: argparse.Namespace, reference: Any):
                 result = analysis.analyse_image(image, pixel_spacing_mm=args.pixel_spacing, pixel_spacing_source="cli",
                                                 sex=args.sex, age_years=args.age, reference=reference)
     except Exception as exc:  # an analysis bug must not stop the batch; logged, reported as error
-        log.exception("event=analysis_error file=%s", path)
+        # One line, never a traceback on a user's terminal (the JSON line says the rest).
+        log.error("event=analysis_error file=%s error=%s: %s", path, type(exc).__name__, exc)
         return AnalysisResult(status="error", reason="analysis_error",
                               message=f"{REASON_MESSAGES['analysis_error']} ({type(exc).__name__})",
                               file=str(path)), None, None

@@ -25,6 +25,8 @@ __all__ = ["ANALYSIS_VERSION", "AnalysisResult", "BoneResult", "analyse", "analy
 
 MIN_BONES = 2
 """Fewest measured metacarpals (of II-IV) for a result."""
+MCI_CONSISTENCY = 0.35
+"""Largest relative deviation of one bone's 2T/W from the hand's median (see _check_consistency)."""
 
 
 def laterality_from_dataset(ds: Any) -> str | None:
@@ -198,6 +200,29 @@ def analyse_located(
     return _finish(bones, base, sex=sex, age_years=age_years, reference=reference)
 
 
+def _check_consistency(measured: list[BoneResult]) -> None:
+    """Refuse (in place) bones whose 2T/W disagrees with the other metacarpals of the hand.
+
+    II-IV of one hand have similar cortical indices; a bone more than ``MCI_CONSISTENCY``
+    (relative) from the median of three is a failed measurement, not anatomy we can use. With
+    two bones nobody can tell which one failed, so both are refused when they disagree that much.
+    """
+    if len(measured) < 2:
+        return
+    values = np.array([b.mci for b in measured])
+    centre = float(np.median(values))
+    if len(measured) >= 3:
+        bad = [b for b in measured if abs(b.mci - centre) > MCI_CONSISTENCY * centre]
+    else:
+        bad = measured if values.max() * (1.0 - MCI_CONSISTENCY) > values.min() else []
+    names = ", ".join(b.name for b in measured)
+    for b in bad:
+        b.status, b.reason = "refused", "low_quality"
+        b.message = (f"The cortical index of metacarpal {b.name} (2T/W = {b.mci:.2f}) disagrees with the "
+                     f"other measured metacarpals ({names}); the measurement is not trusted.")
+        b.cortical_thickness_mm = b.outer_width_mm = b.mci = b.vpa_mm = None
+
+
 def _finish(bones: dict[str, BoneResult], base: dict[str, Any], *, sex, age_years, reference) -> AnalysisResult:
     """Per-bone indices, combination over the measured bones, scores; or the refusal."""
     from analysis import indices
@@ -206,6 +231,8 @@ def _finish(bones: dict[str, BoneResult], base: dict[str, Any], *, sex, age_year
     for b in measured:
         b.mci = indices.mci(b.cortical_thickness_mm, b.outer_width_mm)
         b.vpa_mm = indices.vpa_mm(b.cortical_thickness_mm, b.outer_width_mm)
+    _check_consistency(measured)
+    measured = [b for b in bones.values() if b.status == "ok"]
     if len(measured) < MIN_BONES:
         reasons = Counter(b.reason for b in bones.values() if b.status != "ok" and b.reason)
         reason = reasons.most_common(1)[0][0] if reasons else "bone_not_found"

@@ -167,3 +167,25 @@ def test_real_hand_two_exposures_agree():
         assert 0.3 <= ba.mci <= 0.8 and 0.3 <= bb.mci <= 0.8, name
         assert abs(ba.mci - bb.mci) <= 0.05 * ba.mci, name
         assert abs(ba.outer_width_mm - bb.outer_width_mm) <= 0.03 * ba.outer_width_mm, name
+
+
+def test_bone_disagreeing_with_the_others_is_refused():
+    """A failed fit on one bone (here: a bone result forged with half the cortex) is not averaged in."""
+    from analysis import _check_consistency
+    from analysis.result import BoneResult
+
+    bones = [BoneResult(name=n, cortical_thickness_mm=t, outer_width_mm=8.0) for n, t in
+             (("II", 2.0), ("III", 1.9), ("IV", 0.9))]
+    for b in bones:
+        b.mci = 2 * b.cortical_thickness_mm / b.outer_width_mm
+    _check_consistency(bones)
+    assert [b.status for b in bones] == ["ok", "ok", "refused"]
+    assert bones[2].reason == "low_quality" and bones[2].cortical_thickness_mm is None
+    two = [BoneResult(name="II", cortical_thickness_mm=2.0, outer_width_mm=8.0, mci=0.5),
+           BoneResult(name="III", cortical_thickness_mm=0.8, outer_width_mm=8.0, mci=0.2)]
+    _check_consistency(two)
+    assert [b.status for b in two] == ["refused", "refused"]
+    agree = [BoneResult(name="II", cortical_thickness_mm=2.0, outer_width_mm=8.0, mci=0.5),
+             BoneResult(name="III", cortical_thickness_mm=1.7, outer_width_mm=8.0, mci=0.425)]
+    _check_consistency(agree)
+    assert [b.status for b in agree] == ["ok", "ok"]

@@ -649,39 +649,73 @@ def _shaft_ends(ridge: np.ndarray, bone: np.ndarray, a: float, b: float, y_web: 
 # Public entry point
 # --------------------------------------------------------------------------------------------
 
+# Tuning constants. Lengths in "s" are multiples of the finger spacing (the distance between
+# neighbouring fingers where they leave the palm), the hand's own scale; "L" is bone length.
+# Values were set on the 10 adult PA hands of ../shared/data/real-hands (assumed 0.1 mm/px)
+# and checked on the phantom (tests/phantom.py) at 0.08-0.2 mm/px.
+
 FINGER_RADII_MM = (10.0, 13.0, 8.0)
 """Opening radii that separate fingers (narrower) from the palm (wider), mm, in order of trial."""
+FINGER_MIN_LENGTH_MM = 22.0
+"""A protrusion shorter than this is no finger (a marker touching the skin, a styloid)."""
+LATERAL_STRIP_ELONGATION = 1.8
+"""A single finger strip at least this many times longer than wide is a lateral view's stacked
+fingers; a shorter, broader lobe is an oblique hand (FracAtlas lateral views 2.0 and 4.1,
+phantom lateral 3.4-3.7, phantom oblique 1.7-2.1: the oblique phantom is borderline)."""
 
-# Metacarpal lengths relative to MC III (adult anatomy), used to bound the search for the base.
 _RELATIVE_LENGTH = {"I": 0.72, "II": 1.07, "III": 1.0, "IV": 0.87, "V": 0.82}
-# Median L(III) / finger-base spacing, measured on the real PA hands in ../shared/data/real-hands.
+"""Metacarpal lengths relative to MC III (adult anatomy)."""
 _LENGTH_PER_SPACING = 2.75
-BASE_DIP_MIN = 9.0
-HEAD_TOPHAT = 1.3
-HEAD_SEARCH = 2.8
-HEAD_VALLEY_FRACTION = 0.7
-HEAD_FROM_WEB = (-0.3, 2.0)
-HEAD_BAND = 0.15
-FINE_BAND_MM = 1.5
-JOINT_SIGMA_MM = 0.4
+"""First guess of L(III) in s (median on the real hands; the hand's own scale replaces it)."""
 BASE_WINDOW = (0.7, 1.35)
 BASE_PRIOR_SD = 0.2
-CONSENSUS_MIN_CHANGE = 0.05
-METAL_ALONG_RATIO = 2.5
+"""First pass: the base is the strongest joint line within BASE_WINDOW of the expected length,
+weighted by a Gaussian of this relative SD about it."""
 SCALE_RANGE = (2.2, 4.2)
-"""Plausible length of MC III in finger spacings (real hands 2.4-3.3, the phantom 3.6)."""
+"""Plausible L(III) in s (real hands 2.4-3.3, the phantom 3.6)."""
 SCALE_TOLERANCE = 0.06
+"""Relative tolerance of a base position about the common hand scale."""
+SCALE_PEAK_FRACTION = 0.6
+"""A hand scale whose joint-line score reaches this fraction of the best is a candidate; the
+shortest candidate wins (the carpometacarpal line, not the midcarpal one behind it)."""
+
+SEED_PEAK_MIN = 0.25
+"""Ridge peaks weaker than this fraction of the strongest do not seed a shaft line."""
+RIDGE_SIGMA = 0.12
+"""Across-shaft scale of the ridge filter, in s."""
+CENTRE_HALF_WIDTH = 0.35
+"""Half-width (in s) of the window in which a shaft line is re-centred on the bone signal."""
+
+HEAD_TOPHAT = 1.3
+"""Top-hat size (in s) for the bone signal along a shaft."""
+HEAD_SEARCH = 2.8
+"""How far distal to mid-shaft (in s) the MCP joint is looked for."""
+HEAD_FROM_WEB = (-0.3, 2.0)
+"""Where the MCP joint may lie relative to where the finger leaves the palm (in s, + = proximal)."""
+HEAD_VALLEY_FRACTION = 0.7
+"""The MCP joint is the first joint line distal to mid-shaft at least this fraction as strong as
+the strongest in the search window."""
+HEAD_BAND = 0.15
+"""Half-width (in s) of the band averaged along a shaft on the working copy."""
+FINE_BAND_MM = 1.5
+"""Half-width (mm) of the band averaged along a shaft on the full-resolution image."""
+JOINT_SIGMA_MM = 0.4
+"""Scale (mm) of the second-derivative filter that finds joint spaces (1-2 mm dark bands)."""
+
 THUMB_WINDOW = (0.2, 1.6)
+"""Where metacarpal I's shaft lies relative to the thumb's base (in s), for its line fit."""
 THUMB_SEED_WINDOW = (0.4, 1.2)
 THUMB_WEB_OFFSET = 0.0
-SCALE_PEAK_FRACTION = 0.6
-SEED_PEAK_MIN = 0.25
+
+METAL_ALONG_RATIO = 2.5
+"""Something this many times brighter than the shaft on a shaft line is metal."""
+
 CARPAL_FILL_MIN = 0.35
 """Below this ossified fraction of the least ossified band of the carpus the hand is a young
 child's (real adults 0.58-0.99, adult phantoms about 0.6-0.7; the FracAtlas 2-4 year old 0.17,
 child phantoms 0)."""
-RIDGE_SIGMA = 0.12
-CENTRE_HALF_WIDTH = 0.35
+CARPAL_BAND = 0.2
+"""Height of that band, as a fraction of L."""
 
 
 def _trace_boundary(mask: np.ndarray) -> np.ndarray:

@@ -649,7 +649,7 @@ def make_dataset(
         ds.ImageLaterality = lat
     elif modality == "DX":
         ds.ImageLaterality = "U"
-    ds.PatientOrientation = ""
+    ds.PatientOrientation = ["R", "H"] if modality == "DX" else ""
     if modality == "DX":
         ds.PresentationIntentType = "FOR PRESENTATION"
         ds.ImageType = ["ORIGINAL", "PRIMARY"]
@@ -657,6 +657,18 @@ def make_dataset(
         ds.DetectorType = "SCINTILLATOR"
         ds.PixelIntensityRelationship = "LOG"
         ds.PixelIntensityRelationshipSign = 1 if photometric == "MONOCHROME2" else -1
+        ds.PresentationLUTShape = "IDENTITY" if photometric == "MONOCHROME2" else "INVERSE"
+        ds.LossyImageCompression = "00"
+        ds.PositionerType = ""
+        region = pydicom.Dataset()
+        region.CodeValue, region.CodingSchemeDesignator, region.CodeMeaning = "85562004", "SCT", "Hand"
+        ds.AnatomicRegionSequence = [region]
+        ds.AcquisitionContextSequence = []
+        view = pydicom.Dataset()
+        view.CodeValue, view.CodingSchemeDesignator, view.CodeMeaning = "R-10214", "SRT", "postero-anterior"
+        ds.ViewCodeSequence = [view]
+        if window is None:
+            window = (2 ** (bits_stored - 1), 2**bits_stored)  # DX for presentation needs a VOI
     else:
         ds.ImageType = ["ORIGINAL", "PRIMARY"]
     ds.SamplesPerPixel = 1

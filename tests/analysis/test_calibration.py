@@ -167,3 +167,18 @@ def test_colour_and_multiframe_images_are_refused_not_errors(small_image):
     ds.PixelData = ds.PixelData * 2
     r = analysis.analyse(ds)
     assert (r.status, r.reason) == ("refused", "not_pa_hand") and "frames" in r.message
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools dciodvfy not installed")
+@pytest.mark.parametrize("modality, photometric, spacing", [("CR", "MONOCHROME2", "PixelSpacing"),
+                                                            ("CR", "MONOCHROME1", "magnified"),
+                                                            ("DX", "MONOCHROME1", "ImagerPixelSpacing")])
+def test_phantom_datasets_are_valid_dicom(small_image, tmp_path, modality, photometric, spacing):
+    ds = _ds(small_image, modality=modality, photometric=photometric, spacing_attribute=spacing,
+             patient_name="Müller^Jürgen", charset="ISO_IR 192", bits_stored=14)
+    path = tmp_path / "p.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    errors = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.startswith("Error")]
+    assert errors == []
+    assert pydicom.dcmread(path).PatientName == "Müller^Jürgen"

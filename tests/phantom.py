@@ -649,6 +649,8 @@ def make_dataset(
         ds.ImageLaterality = lat
     elif modality == "DX":
         ds.ImageLaterality = "U"
+    else:
+        ds.Laterality = ""  # Type 2C for a paired body part without ImageLaterality: present, empty
     ds.PatientOrientation = ["R", "H"] if modality == "DX" else ""
     if modality == "DX":
         ds.PresentationIntentType = "FOR PRESENTATION"

@@ -138,12 +138,23 @@ def _unexposed_bands(g: np.ndarray) -> np.ndarray:
     return ndi.binary_dilation(bands, iterations=3) if bands.any() else bands
 
 
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Fill holes: background pieces that do not reach the image border (labelling, not the
+    iterated dilation of ``ndi.binary_fill_holes``, which is slow on large masks)."""
+    lab, n = ndi.label(~mask)
+    if n == 0:
+        return mask
+    border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    outside = np.isin(lab, border[border > 0])
+    return ~outside
+
+
 def _background_surface(g: np.ndarray, background: np.ndarray) -> np.ndarray:
     """Quadratic surface fitted to background pixels (exposure gradients, heel effect)."""
     rows, cols = np.nonzero(background)
     if rows.size < 100:
         return np.full(g.shape, float(np.median(g)))
-    step = max(1, rows.size // 20000)
+    step = max(1, rows.size // 5000)
     r = rows[::step] / g.shape[0] - 0.5
     c = cols[::step] / g.shape[1] - 0.5
     design = np.stack([np.ones_like(r), r, c, r * r, r * c, c * c], axis=1)
@@ -154,9 +165,8 @@ def _background_surface(g: np.ndarray, background: np.ndarray) -> np.ndarray:
         resid = values - design @ coef
         mad = np.median(np.abs(resid[keep])) + 1e-9
         keep = np.abs(resid) < 3.0 * 1.4826 * mad
-    rr, cc = np.mgrid[0 : g.shape[0], 0 : g.shape[1]]
-    rr = rr / g.shape[0] - 0.5
-    cc = cc / g.shape[1] - 0.5
+    rr = (np.arange(g.shape[0]) / g.shape[0] - 0.5)[:, None]
+    cc = (np.arange(g.shape[1]) / g.shape[1] - 0.5)[None, :]
     return coef[0] + coef[1] * rr + coef[2] * cc + coef[3] * rr * rr + coef[4] * rr * cc + coef[5] * cc * cc
 
 
@@ -201,7 +211,7 @@ def _prepare(image: np.ndarray, pixel_spacing_mm: float) -> _Work:
     else:
         sizes = ndi.sum(tissue, lab, index=np.arange(1, n + 1))
         body = lab == (1 + int(np.argmax(sizes)))
-        body = ndi.binary_fill_holes(body)
+        body = _fill_holes(body)
     g = resid  # background-flattened image from here on
     soft = g[body & (g < t_bone)]
     tissue_level = float(np.median(soft)) if soft.size else t_body
@@ -228,34 +238,42 @@ class _Finger:
         return d / (np.hypot(*d) + 1e-12)
 
 
-def _open_disk(mask: np.ndarray, radius_px: float) -> np.ndarray:
-    """Binary opening with a disk, via two distance transforms (fast for large radii)."""
-    eroded = ndi.distance_transform_edt(mask) > radius_px
+def _open_disk(mask: np.ndarray, radius_px: float, dist: np.ndarray | None = None) -> np.ndarray:
+    """Binary opening with a disk, via two distance transforms (fast for large radii).
+
+    ``dist`` may pass in the mask's distance transform when it is reused for several radii.
+    """
+    eroded = (ndi.distance_transform_edt(mask) if dist is None else dist) > radius_px
     if not eroded.any():
         return eroded
     return ndi.distance_transform_edt(~eroded) <= radius_px
 
 
-def _find_fingers(body: np.ndarray, spacing_mm: float, finger_radius_mm: float) -> tuple[list[_Finger], np.ndarray]:
+def _find_fingers(body: np.ndarray, spacing_mm: float, finger_radius_mm: float,
+                  dist: np.ndarray | None = None) -> tuple[list[_Finger], np.ndarray]:
     """Protrusions thinner than ``2 * finger_radius_mm``: fingers (and thumb) on a PA hand."""
     radius_px = finger_radius_mm / spacing_mm
-    palm = _open_disk(body, radius_px)
+    palm = _open_disk(body, radius_px, dist)
     thin = body & ~palm
     thin = ndi.binary_opening(thin, iterations=1)
     lab, n = ndi.label(thin)
     near_palm = ndi.binary_dilation(palm, iterations=2)
     fingers = []
     min_len = 1.2 * radius_px
-    for k in range(1, n + 1):
-        m = lab == k
+    rows, cols = body.shape
+    for k, box in enumerate(ndi.find_objects(lab), start=1):
+        if box is None:
+            continue
+        m = lab[box] == k
         area = int(m.sum())
         if area < 0.8 * radius_px**2:
             continue
-        base_pix = np.argwhere(m & near_palm)
+        offset = np.array([box[0].start, box[1].start])
+        base_pix = np.argwhere(m & near_palm[box])
         if base_pix.shape[0] < 2:
             continue  # free-floating piece (e.g. an edge fragment), not a finger
-        base = base_pix.mean(axis=0)
-        pix = np.argwhere(m)
+        base = base_pix.mean(axis=0) + offset
+        pix = np.argwhere(m) + offset
         d = np.hypot(*(pix - base).T)
         tip = pix[np.argmax(d)].astype(float)
         length = float(d.max())
@@ -264,7 +282,7 @@ def _find_fingers(body: np.ndarray, spacing_mm: float, finger_radius_mm: float) 
         width = area / max(length, 1.0)
         if width > 1.6 * radius_px * 2 or width < 0.3 * radius_px:
             continue  # a broad lobe, or a sliver of tissue along an edge, not a finger
-        on_edge = (pix[:, 0] <= 1) | (pix[:, 0] >= body.shape[0] - 2) | (pix[:, 1] <= 1) | (pix[:, 1] >= body.shape[1] - 2)
+        on_edge = (pix[:, 0] <= 1) | (pix[:, 0] >= rows - 2) | (pix[:, 1] <= 1) | (pix[:, 1] >= cols - 2)
         if on_edge.sum() > 4.0 * width:
             continue  # runs along the image border: the rim of a cut-off limb
         fingers.append(_Finger(base, tip, length, width, area, k))
@@ -1056,8 +1074,9 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
     # Fingers are 10-25 mm thick depending on the hand and on the (possibly assumed) pixel
     # size: try a few opening radii, keep the first that shows five fingers, else the most.
     cluster: list[_Finger] = []
+    body_dist = ndi.distance_transform_edt(w.body)
     for radius_mm in FINGER_RADII_MM:
-        fingers, _palm = _find_fingers(w.body, w.spacing_mm, radius_mm)
+        fingers, _palm = _find_fingers(w.body, w.spacing_mm, radius_mm, body_dist)
         candidate = _finger_cluster(fingers)
         if len(candidate) > len(cluster) and len(candidate) <= 5:
             cluster = candidate

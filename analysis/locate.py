@@ -13,9 +13,16 @@ the pixels of the image it was given. Steps:
 3. The thumb is the finger whose base is furthest from the others (it leaves the hand from the
    side, proximal to the other four); metacarpals are numbered I-V from it, so a mirrored image
    never changes which bone is II.
-4. Each metacarpal II-V is traced proximally from its finger along the ridge of a bone-enhanced
-   image; the shaft ends where the ridge stops (the MCP joint space distally, the crowded
-   carpometacarpal region proximally).
+4. In a canonical frame (fingers up, thumb to the right) the shafts of II-V are straight lines
+   fitted to the peaks of a ridge filter, seeded where each finger points and re-centred on
+   the bone signal (the ridge of a hollow tube can lock onto one cortex).
+5. Along each line, on the full-resolution image, joint spaces are narrow dark bands between
+   bright subchondral plates (a second-derivative filter at about 0.4 mm). The head is the first
+   strong one distal to mid-shaft (the MCP joint). The bases of II-V are placed at one common
+   hand scale: the scale whose predicted bases fall on carpometacarpal joint lines of all the
+   bones best (the first such line, not the midcarpal one behind it).
+6. Checks: an unossified carpus (a young child), shafts that overlap (oblique), bones cut by
+   the field edge, metal over a shaft (``analysis.qc``; that bone alone is refused).
 
 Refusals (``lateral_view``, ``oblique_view``, ``not_pa_hand``, ``immature_skeleton``,
 ``bone_not_found``) come from what these steps find: see :func:`locate_hand`.
@@ -441,51 +448,6 @@ def _peaks_1d(profile: np.ndarray, min_height: float) -> np.ndarray:
     return idx
 
 
-def _trace_ridge(ridge: np.ndarray, y0: int, x0: float, step: int, max_rows: int, slope0: float = 0.0) -> list[tuple[int, float, float]]:
-    """Follow a near-vertical ridge from ``(y0, x0)`` row by row; returns (y, x, strength)."""
-    h, w = ridge.shape
-    out = []
-    x = float(x0)
-    slope = slope0
-    for k in range(max_rows):
-        y = y0 + step * k
-        if y < 1 or y >= h - 1:
-            break
-        xc = x + slope * step if k else x
-        lo = max(1, int(round(xc)) - 2)
-        hi = min(w - 2, int(round(xc)) + 2)
-        if hi <= lo:
-            break
-        seg = ridge[y, lo : hi + 1]
-        j = int(np.argmax(seg))
-        xi = lo + j
-        # Sub-pixel: parabola through the peak and its neighbours.
-        a, b, c = ridge[y, xi - 1], ridge[y, xi], ridge[y, xi + 1]
-        den = a - 2 * b + c
-        xs = xi + (0.5 * (a - c) / den if den < 0 else 0.0)
-        if k:
-            slope = 0.8 * slope + 0.2 * (xs - x) / step
-        x = xs
-        out.append((y, x, float(b)))
-    return out
-
-
-@dataclass
-class _Shaft:
-    """One metacarpal shaft in the canonical frame (y grows towards the wrist)."""
-
-    a: float  # line x = a + b * y
-    b: float
-    head_y: float
-    base_y: float
-    strength: float  # peak ridge strength over the shaft
-    support: float  # fraction of rows in the fit window where a ridge peak was found on the line
-    rms_px: float  # scatter of the ridge peaks about the line
-
-    def x(self, y):
-        return self.a + self.b * y
-
-
 def _fit_shaft_lines(ridge: np.ndarray, finger_bases: np.ndarray, finger_dirs: np.ndarray, s: float,
                      bone_for_centre: np.ndarray | None = None, window=(1.2, 3.0), seed_window=(1.4, 2.2)):
     """Straight lines along the shafts of metacarpals II-V (canonical frame).
@@ -568,19 +530,6 @@ def _fit_shaft_lines(ridge: np.ndarray, finger_bases: np.ndarray, finger_dirs: n
     return lines, support, rms, y_web
 
 
-def _along_max(image: np.ndarray, a: float, b: float, ys: np.ndarray, half_px: float) -> np.ndarray:
-    """Maximum of ``image`` across +-half_px of the line x = a + b*y, per y.
-
-    Across a joint space nothing is bone, so the maximum drops; across the trabecular middle of
-    a metacarpal head the cortical rim keeps it high.
-    """
-    n = max(3, int(2 * half_px) + 1)
-    offs = np.linspace(-half_px, half_px, n)
-    xs = a + b * ys
-    vals = [ndi.map_coordinates(image, [ys, xs + o], order=1, mode="nearest") for o in offs]
-    return np.max(vals, axis=0)
-
-
 def _match_in_order(preds: np.ndarray, peaks: np.ndarray, max_dist: float) -> np.ndarray:
     """Pick one peak per prediction, keeping the order (both sorted descending), minimising the
     total distance; a prediction with no peak within ``max_dist`` keeps its own position."""
@@ -622,45 +571,6 @@ def _along(image: np.ndarray, a: float, b: float, ys: np.ndarray, half_px: float
     xs = a + b * ys
     vals = [ndi.map_coordinates(image, [ys, xs + o], order=1, mode="nearest") for o in offs]
     return np.mean(vals, axis=0)
-
-
-def _shaft_ends(ridge: np.ndarray, bone: np.ndarray, a: float, b: float, y_web: float, s: float):
-    """Head and base positions (canonical y) of one shaft, and its peak ridge strength.
-
-    The shaft is the run of strong ridge response along the line (the hollow tube is a clean
-    ridge; the joints and the crowded bases are not). The head is the MCP joint space, the
-    darkest point along the line just distal to that run; the base is placed symmetrically
-    about the run's centre.
-    """
-    h = ridge.shape[0]
-    ys = np.arange(max(0.0, y_web - 1.0 * s), min(h - 1.0, y_web + 6.0 * s))
-    if ys.size < 10:
-        return None
-    r = ndi.gaussian_filter1d(_along(ridge, a, b, ys), 0.1 * s)
-    inten = ndi.gaussian_filter1d(_along(bone, a, b, ys), 0.03 * s)
-    search = (ys > y_web + 0.6 * s) & (ys < y_web + 3.6 * s)
-    if not search.any():
-        return None
-    k = int(np.argmax(np.where(search, r, -np.inf)))
-    peak = r[k]
-    if peak <= 0:
-        return None
-    lo = k
-    while lo > 0 and r[lo - 1] > 0.4 * peak:
-        lo -= 1
-    hi = k
-    while hi < ys.size - 1 and r[hi + 1] > 0.4 * peak:
-        hi += 1
-    mid = 0.5 * (ys[lo] + ys[hi])
-    # MCP joint space: the deepest dip of the axial intensity near the run's distal end.
-    win = (ys > ys[lo] - 1.0 * s) & (ys < ys[lo] + 0.5 * s)
-    if win.any():
-        j = int(np.argmin(np.where(win, inten, np.inf)))
-        head = ys[j]
-    else:
-        head = ys[lo]
-    base = 2 * mid - head
-    return float(head), float(base), float(peak), float(mid)
 
 
 # --------------------------------------------------------------------------------------------
@@ -791,14 +701,16 @@ def _axial_profile(image: np.ndarray, p0: np.ndarray, p1: np.ndarray, step_px: f
 
 
 def _ends_along(profile_y: np.ndarray, prof: np.ndarray, raw: np.ndarray, ridge: np.ndarray, y_web: float, s: float, rel: float, fine=None, length_per_spacing: float = 0.0):
-    """Head, base (canonical y) and shaft level of one metacarpal from its axial profiles.
+    """Head, first-guess base (canonical y) and shaft level of one metacarpal.
 
-    ``prof`` is the bone (top-hat) intensity and ``raw`` the flattened image along the shaft
-    line, sampled at ``profile_y`` (0.5 working pixel steps). The head is the MCP joint space:
-    walking distally from mid-shaft, the first dip that is deep relative to the bone on both
-    sides of it. The base is one expected length proximal to the head (lengths relative to the
-    finger spacing, measured on real hands), moved to a clear carpometacarpal joint line when one
-    lies close to that point.
+    ``prof`` is the bone (top-hat) signal and ``ridge`` the ridge strength along the shaft line,
+    sampled at ``profile_y``; ``fine(y0, y1)`` returns the full-resolution axial profile between
+    two canonical y. Mid-shaft is the strongest stretch of ridge; the head (MCP joint space) is
+    the first strong joint line distal to it, within ``HEAD_FROM_WEB`` of where the finger
+    leaves the palm (``y_web``). The first-guess base is the strongest joint line near
+    ``length_per_spacing * s * rel`` proximal to the head (:func:`_bases_by_scale` then places
+    the bases of all the bones at one hand scale). ``raw`` (the flattened working image) is used
+    only when ``fine`` is not given.
     """
     step = float(profile_y[1] - profile_y[0]) if profile_y.size > 1 else 1.0
     shaft = (profile_y > y_web + 1.2 * s) & (profile_y < y_web + 2.0 * s)
@@ -1119,7 +1031,6 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
     details["shaft_rms_px"] = [round(float(x), 2) if np.isfinite(x) else None for x in rms]
     names = ("II", "III", "IV", "V")
     found: dict[str, MetacarpalAxis] = {}
-    growth_scores = []
     y_mid = float(np.median(fb[:, 0]) + 1.6 * s)
     xs_mid = lines[:, 0] + lines[:, 1] * y_mid
     details["shaft_gaps_spacing"] = [round(float(x), 2) for x in (xs_mid[:-1] - xs_mid[1:]) / s]

@@ -388,7 +388,8 @@ def _thumb_and_axis(cluster: list[_Finger], body: np.ndarray) -> tuple[np.ndarra
         # finger spacing: the thumb leaves the hand far proximal to the others.
         spacing = np.median(np.diff(np.sort(bases @ v))) + 1e-9
         scores = []
-        for end, rest in ((ordered[0], ordered[1:]), (ordered[-1], ordered[:-1])):
+        # rest: the other fingers, nearest first (the neighbours set the reference level)
+        for end, rest in ((ordered[0], ordered[1:]), (ordered[-1], ordered[-2::-1])):
             prox = (np.mean([f.base_rc @ u for f in rest[:2]]) - end.base_rc @ u) / spacing
             angle = math.degrees(math.acos(np.clip(np.dot(end.direction, np.mean([f.direction for f in rest], 0) / (np.hypot(*np.mean([f.direction for f in rest], 0)) + 1e-12)), -1, 1)))
             scores.append(prox + angle / 30.0)

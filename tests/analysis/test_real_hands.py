@@ -142,3 +142,23 @@ def test_real_forearm_without_hand_refused_not_pa_hand():
     rows = [p[1] for e in ANNOTATIONS["ends"][name].values() for p in e]
     loc = locate_hand(_load(name)[: int(min(rows)) - 150].copy(), SPACING)
     assert loc.refusal is not None and loc.refusal[0] == "not_pa_hand"
+
+
+@pytest.mark.parametrize("name", ["fracatlas_IMG0000122_adult_R_PA.jpg", "fracatlas_IMG0000165_adult_L_PA.jpg",
+                                  "fracatlas_IMG0000203_adult_R_PA_rotated180.jpg"])
+def test_mirrored_and_turned_real_hand_keeps_the_numbering(name):
+    """A left-right flip (a mirrored display) and a quarter turn find the same II, III, IV."""
+    image = _load(name)
+    rows, cols = image.shape
+    plain = _located(name)
+    views = [
+        (np.ascontiguousarray(image[:, ::-1]), lambda r, c: (r, cols - 1 - c)),
+        (np.ascontiguousarray(np.rot90(image)), lambda r, c: (cols - 1 - c, r)),
+    ]
+    for view, to_view in views:
+        loc = locate_hand(view, SPACING)
+        assert loc.refusal is None, loc.refusal
+        for bone in ("II", "III", "IV"):
+            expected = np.array(to_view(*plain.metacarpals[bone].mid_rc))
+            moved_mm = float(np.hypot(*(np.array(loc.metacarpals[bone].mid_rc) - expected))) * SPACING
+            assert moved_mm < 1.5, f"{bone} moved {moved_mm:.1f} mm"

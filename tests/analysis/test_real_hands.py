@@ -161,4 +161,6 @@ def test_mirrored_and_turned_real_hand_keeps_the_numbering(name):
         for bone in ("II", "III", "IV"):
             expected = np.array(to_view(*plain.metacarpals[bone].mid_rc))
             moved_mm = float(np.hypot(*(np.array(loc.metacarpals[bone].mid_rc) - expected))) * SPACING
-            assert moved_mm < 1.5, f"{bone} moved {moved_mm:.1f} mm"
+            # a swapped number moves a bone by a whole shaft spacing (about 10 mm here); the
+            # working grid alone moves the ends by a pixel or two
+            assert moved_mm < 3.0, f"{bone} moved {moved_mm:.1f} mm"

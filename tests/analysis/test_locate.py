@@ -187,3 +187,24 @@ def test_metacarpals_cut_by_the_field_edge_refused_bone_not_found():
     loc = locate_hand(cropped, SPACING)
     assert loc.refusal is not None and loc.refusal[0] == "bone_not_found"
     assert loc.metacarpals == {}
+
+
+def test_unexposed_band_and_burned_in_label_are_ignored():
+    """A bright collimator band along one edge and a burned-in marker box beside the hand."""
+    image, truth = make_hand(seed=14, spacing_mm=SPACING, rotation_deg=180.0)
+    lo, hi = np.percentile(image, [1, 99.9])
+    marked = image.copy()
+    band = int(12 / SPACING)
+    marked[:band, :] = hi * 1.05  # unexposed: flat and brighter than any bone
+    rows, cols = image.shape
+    r0, c0 = rows // 2, int(8 / SPACING)
+    box = np.full((int(15 / SPACING), int(12 / SPACING)), lo)
+    box[::6, :] = hi  # letter-like strokes
+    box[:, ::7] = hi
+    marked[r0 : r0 + box.shape[0], c0 : c0 + box.shape[1]] = box
+    loc = locate_hand(marked, SPACING)
+    _assert_located(loc, truth)
+    assert loc.outline_rc[:, 0].min() > band - 1.0 / SPACING  # the outline stops at the band, not the edge
+    in_box = ((loc.outline_rc[:, 0] >= r0) & (loc.outline_rc[:, 0] < r0 + box.shape[0])
+              & (loc.outline_rc[:, 1] >= c0) & (loc.outline_rc[:, 1] < c0 + box.shape[1]))
+    assert not in_box.any()

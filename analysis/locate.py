@@ -587,7 +587,11 @@ FINGER_RADII_MM = (10.0, 13.0, 8.0)
 """Opening radii that separate fingers (narrower) from the palm (wider), mm, in order of trial."""
 FINGER_MIN_LENGTH_MM = 22.0
 """A protrusion shorter than this is no finger (a marker touching the skin, a styloid)."""
+LATERAL_MAX_RIDGES = 2
+"""At most this many bone ridges across the palm: the metacarpals are stacked (lateral view)."""
 LATERAL_STRIP_ELONGATION = 1.8
+FINGER_MAX_ELONGATION = 8.0
+"""A strip longer than this many widths is no finger (a sliver along the field edge)."""
 """A single finger strip at least this many times longer than wide is a lateral view's stacked
 fingers; a shorter, broader lobe is an oblique hand (FracAtlas lateral views 2.0 and 4.1,
 phantom lateral 3.4-3.7, phantom oblique 1.7-2.1: the oblique phantom is borderline)."""
@@ -929,26 +933,68 @@ def _to_image_rc(frame: _HandFrame, factor: int, y: float, x: float) -> tuple[fl
     return (float(r) * factor + 0.5 * (factor - 1), float(c) * factor + 0.5 * (factor - 1))
 
 
+def _palm_ridge_count(w: _Work, cluster: list[_Finger]) -> int | None:
+    """Bone ridges across the palm just proximal to the fingers found (their direction = up).
+
+    A lateral view stacks the metacarpals: one or two ridges (with the thumb's). An oblique
+    view fans them partly apart: three or more.
+    """
+    u = np.mean([f.direction for f in cluster], axis=0)
+    norm = float(np.hypot(*u))
+    if norm < 1e-6:
+        return None
+    u = u / norm
+    v = np.array([u[1], -u[0]])
+    base = np.mean([f.base_rc for f in cluster], axis=0)
+    s = max(1.2 * float(np.median([f.width_px for f in cluster])), 8.0 / w.spacing_mm)
+    frame = _HandFrame(base - 2.0 * s * u, u, v, (int(5 * s), int(6 * s)))
+    canon = frame.sample(w.g)
+    ridge = _ridge_x(_tophat(canon, int(round(0.7 * s))), 0.25 * s, RIDGE_SIGMA * s)
+    yb, _ = frame.from_work(np.array(base[0]), np.array(base[1]))
+    counts = []
+    for k0, k1 in ((0.5, 1.5), (1.0, 2.0), (1.5, 2.5)):
+        band = ridge[max(0, int(yb + k0 * s)) : max(0, int(yb + k1 * s))]
+        if band.shape[0] == 0:
+            continue
+        prof = band.mean(axis=0)
+        if prof.max() <= 0:
+            continue
+        counts.append(int(_peaks_1d(prof, 0.25 * prof.max()).size))
+    return int(np.median(counts)) if counts else None
+
+
 def _non_pa_view(w: _Work, cluster: list[_Finger], details: dict) -> HandLocation:
     """Refusal for an image where the four fingers of a PA hand were not found side by side.
 
-    No finger at all: not a hand (a chest, a knee, a forearm alone). One long, narrow strip:
-    the fingers stacked on top of each other, a lateral view. Anything in between (two or three
-    fingers apart, or one short broad lobe of partly overlapping fingers): an oblique view.
-    Calibrated on two lateral and two oblique FracAtlas views and the phantom's lateral and
-    oblique hands; a hand with fingers missing would also be refused here, as oblique.
+    No finger at all (or one short nub): not a hand (a chest, a knee, a forearm alone).
+    Otherwise a hand seen from the side: lateral when the palm just behind the fingers shows at
+    most two bone ridges (the metacarpals stacked), oblique when it shows more (fanned partly
+    apart). A single long finger strip with no ridge count available is called lateral when it
+    is long and narrow (the stacked fingers), else oblique. Calibrated on the two lateral and two
+    oblique FracAtlas views and the phantom's lateral and oblique hands.
     """
     details.update(fingers_found=len(cluster))
     if not cluster:
         return _refuse("not_pa_hand", details=details)
     if len(cluster) == 1:
         f = cluster[0]
-        elongation = f.length_px / max(f.width_px, 1e-6)
-        details["finger_strip_elongation"] = round(float(elongation), 2)
         details["finger_strip_length_mm"] = round(float(f.length_px * w.spacing_mm), 1)
         if f.length_px * w.spacing_mm < FINGER_MIN_LENGTH_MM:
             # A nub (a marker touching the skin, a styloid) is no finger: no hand in view.
             return _refuse("not_pa_hand", details=details)
+    # The palm behind a single strip is only meaningful when the strip is finger-like (not a
+    # sliver along the field edge, much longer than wide).
+    finger_like = len(cluster) > 1 or cluster[0].length_px / max(cluster[0].width_px, 1e-6) <= FINGER_MAX_ELONGATION
+    ridges = _palm_ridge_count(w, cluster) if finger_like else None
+    details["palm_ridges"] = ridges
+    if ridges is not None:
+        if ridges <= LATERAL_MAX_RIDGES:
+            return _refuse("lateral_view", view="lateral", details=details)
+        return _refuse("oblique_view", view="oblique", details=details)
+    if len(cluster) == 1:
+        f = cluster[0]
+        elongation = f.length_px / max(f.width_px, 1e-6)
+        details["finger_strip_elongation"] = round(float(elongation), 2)
         if elongation >= LATERAL_STRIP_ELONGATION:
             return _refuse("lateral_view", view="lateral", details=details)
     return _refuse("oblique_view", view="oblique", details=details)

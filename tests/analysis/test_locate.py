@@ -115,8 +115,9 @@ def test_lateral_phantom_refused_lateral():
 
 def test_oblique_phantom_refused_as_a_non_pa_view():
     """The phantom's oblique hand (fingers squeezed to 45 %) shows one broad finger strip; the
-    strip's elongation tells oblique from lateral only roughly, so either reason is accepted
-    here (the real oblique views must say oblique: test_real_hands)."""
+    palm behind it shows 2-4 bone ridges (its metacarpals only partly fanned), at the border of
+    the lateral rule (at most 2), so either reason is accepted here (the real oblique views must
+    say oblique: test_real_hands)."""
     for seed in (1, 2, 3):
         image, _ = make_hand(seed=seed, spacing_mm=SPACING, view="oblique")
         loc = locate_hand(image, SPACING)

@@ -33,7 +33,7 @@ test: debs venv
 
 # A phantom study's SR rendered by DCMTK dsr2html and its SC result picture, for a human to look at.
 sample-report: venv
-	$(PY) bench/sample_report.py
+	$(PY) tools/sample_report.py
 
 # Contact sheet of review overlays for every image in ../shared/data/real-hands (0.1 mm/px assumed):
 # the research CLI draws one overlay per image, tools/contact_sheet.py tiles them.

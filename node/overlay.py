@@ -9,6 +9,7 @@ Colours (RGB) are module constants so tests and documentation can name them.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from importlib import resources
 from typing import Iterable, Sequence
 
@@ -32,7 +33,9 @@ REFUSED_COLOUR = (255, 60, 60)
 TEXT_COLOUR = (255, 255, 255)
 
 
-def _font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+@lru_cache(maxsize=64)
+def load_font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """The bundled DejaVu Sans (bold) at ``size`` pixels; shared with ``node.picture``."""
     name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
     try:
         with resources.as_file(resources.files("node.fonts") / name) as path:
@@ -58,9 +61,10 @@ def _scaled(points: Iterable[Sequence[float]], scale: float) -> list[tuple[float
     return [((float(c) + 0.5) * scale - 0.5, (float(r) + 0.5) * scale - 0.5) for c, r in points]
 
 
-def _wrap(text: str, font, width_px: int, draw: ImageDraw.ImageDraw) -> list[str]:
-    words, lines, line = text.split(), [], ""
-    for word in words:
+def wrap_text(draw: ImageDraw.ImageDraw, text: str, font, width_px: int) -> list[str]:
+    """``text`` broken at spaces into lines no wider than ``width_px`` (a longer word keeps its own line)."""
+    lines, line = [], ""
+    for word in text.split():
         trial = f"{line} {word}".strip()
         if draw.textlength(trial, font=font) <= width_px or not line:
             line = trial
@@ -103,7 +107,7 @@ def draw_overlay(image_bone_bright: np.ndarray, result: AnalysisResult, *, max_s
     draw = ImageDraw.Draw(picture)
     side = max(size)
     line_w = max(1, round(side / 400))
-    label_font = _font(max(12, round(side / 45)), bold=True)
+    label_font = load_font(max(12, round(side / 45)), bold=True)
 
     if len(result.hand_outline_px) >= 3:
         pts = _scaled(result.hand_outline_px, scale)
@@ -143,19 +147,19 @@ def draw_overlay(image_bone_bright: np.ndarray, result: AnalysisResult, *, max_s
             else:
                 continue
             (cx, cy), = _scaled([centre], scale)
-            small = _font(max(10, round(side / 75)), bold=True)
+            small = load_font(max(10, round(side / 75)), bold=True)
             draw.text((cx, cy), f"{name}: {(bone.reason or 'not measured').replace('_', ' ')}",
                       fill=REFUSED_COLOUR, font=small, anchor="mm", stroke_width=2, stroke_fill=(0, 0, 0))
 
     if result.status != "ok":
         title = (result.reason or result.status).replace("_", " ").upper()
         big_size = max(18, round(side / 14))
-        big = _font(big_size, bold=True)
+        big = load_font(big_size, bold=True)
         while big_size > 12 and draw.textlength(title, font=big) > 0.94 * size[0]:
             big_size -= 2
-            big = _font(big_size, bold=True)
-        small = _font(max(12, round(side / 36)))
-        lines = _wrap(result.message or "", small, int(0.9 * size[0]), draw)
+            big = load_font(big_size, bold=True)
+        small = load_font(max(12, round(side / 36)))
+        lines = wrap_text(draw, result.message or "", small, int(0.9 * size[0]))
         height = big.size * 1.3 + len(lines) * small.size * 1.25 + 0.04 * side
         draw.rectangle([0, 0, size[0], height], fill=(0, 0, 0))
         y = 0.02 * side
@@ -173,5 +177,5 @@ def draw_overlay(image_bone_bright: np.ndarray, result: AnalysisResult, *, max_s
         if result.reduced_service:
             parts.append("reduced service")
         draw.text((0.01 * side, 0.01 * side), "  ".join(parts), fill=TEXT_COLOUR,
-                  font=_font(max(12, round(side / 40)), bold=True), stroke_width=2, stroke_fill=(0, 0, 0))
+                  font=load_font(max(12, round(side / 40)), bold=True), stroke_width=2, stroke_fill=(0, 0, 0))
     return picture

@@ -21,13 +21,14 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import resources
-
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from analysis.calibration import image_from_dataset
 from analysis.result import BONE_NAMES, REASON_MESSAGES, AnalysisResult
+from node.overlay import INNER_EDGE_COLOUR, OUTER_EDGE_COLOUR, draw_overlay
+from node.overlay import load_font as _font
+from node.overlay import wrap_text as _wrap
 
 log = logging.getLogger(__name__)
 
@@ -90,29 +91,17 @@ class PatientLine:
     study_date: str = ""
 
 
-@lru_cache(maxsize=32)
-def _font(size_px: int, bold: bool = False) -> ImageFont.FreeTypeFont:
-    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
-    with resources.as_file(resources.files("node.fonts") / name) as path:
-        return ImageFont.truetype(str(path), size_px)
-
-
 # --- the radiograph --------------------------------------------------------------------------
 def bone_bright_image(dataset) -> np.ndarray:
     """The dataset's pixels as float64, bone bright (MONOCHROME1 inverted).
 
-    Uses ``analysis.calibration.image_from_dataset`` when available so the picture shows
-    exactly what was measured; falls back to the raw pixels (Modality LUT not applied).
+    Uses ``analysis.calibration.image_from_dataset`` so the picture shows exactly what was
+    measured; falls back to the raw pixels (Modality LUT not applied) if that refuses the dataset.
     """
     try:
-        from analysis.calibration import image_from_dataset
-    except ImportError:
-        image_from_dataset = None
-    if image_from_dataset is not None:
-        try:
-            return np.asarray(image_from_dataset(dataset).image, dtype=np.float64)
-        except Exception:  # noqa: BLE001 - the picture must still be drawn; plain conversion below
-            pass
+        return np.asarray(image_from_dataset(dataset).image, dtype=np.float64)
+    except Exception:  # noqa: BLE001 - the picture must still be drawn; plain conversion below
+        pass
     pixels = np.asarray(dataset.pixel_array, dtype=np.float64)
     if pixels.ndim == 3:  # colour or multi-frame: luminance / first frame
         pixels = pixels.mean(axis=-1) if pixels.shape[-1] == 3 else pixels[0]
@@ -134,7 +123,7 @@ def _grey_to_rgb(image_bone_bright: np.ndarray, max_side_px: int) -> tuple[Image
 
 
 def _plain_overlay(image_bone_bright: np.ndarray, result: AnalysisResult, max_side_px: int) -> Image.Image:
-    """Radiograph with ROI outlines and axes; used only while ``node.overlay`` is absent."""
+    """Radiograph with ROI outlines and edges; used only if ``node.overlay.draw_overlay`` fails."""
     picture, scale = _grey_to_rgb(image_bone_bright, max_side_px)
     draw = ImageDraw.Draw(picture)
     for name, bone in result.bones.items():
@@ -204,29 +193,16 @@ def _shifted(result: AnalysisResult, dc: float, dr: float) -> AnalysisResult:
 
 
 def hand_panel(image_bone_bright: np.ndarray, result: AnalysisResult, max_side_px: int = 1024) -> Image.Image:
-    """The hand, cropped to it, with ROIs and edges: ``node.overlay.draw_overlay`` when present."""
+    """The hand, cropped to it, with ROIs and edges (``node.overlay.draw_overlay``)."""
     c0, r0, c1, r1 = _hand_crop_box(result, image_bone_bright.shape)
     image = image_bone_bright[r0:r1, c0:c1]
     # The hand outline is a reviewer's aid; on the radiologist's picture it only hides anatomy.
     shown = _shifted(result, c0, r0).replace(hand_outline_px=[])
     try:
-        from node.overlay import draw_overlay
-    except ImportError:
-        return _plain_overlay(image, shown, max_side_px)
-    try:
         return draw_overlay(image, shown, max_side_px=max_side_px).convert("RGB")
     except Exception as exc:  # noqa: BLE001 - still show the ROIs, drawn plainly
         log.warning("event=overlay_failed error=%r", f"{type(exc).__name__}: {exc}")
         return _plain_overlay(image, shown, max_side_px)
-
-
-def _edge_colours() -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    """(outer, inner) edge colours: the overlay's, so both pictures read the same."""
-    try:
-        from node.overlay import INNER_EDGE_COLOUR, OUTER_EDGE_COLOUR
-    except ImportError:
-        return (255, 40, 40), (60, 255, 60)
-    return OUTER_EDGE_COLOUR, INNER_EDGE_COLOUR
 
 
 def roi_tile(
@@ -301,7 +277,8 @@ def roi_tile(
         return [((x - box[0]) * scale + left, (y - box[1]) * scale + top) for x, y in pts]
 
     draw = ImageDraw.Draw(tile)
-    outer, inner = _edge_colours()
+    # The overlay's edge colours, so both pictures read the same.
+    outer, inner = OUTER_EDGE_COLOUR, INNER_EDGE_COLOUR
     for key, edge in bone.edges_px.items():
         if len(edge) > 1:
             draw.line(to_tile(edge), fill=outer if key.startswith("outer") else inner, width=2)
@@ -331,20 +308,6 @@ def _fmt(value: float | None, decimals: int, signed: bool = False) -> str:
         value = 0.0  # no "-0.0"
     text = f"{value:+.{decimals}f}" if signed and value != 0 else f"{value:.{decimals}f}"
     return text.replace("-", MINUS)
-
-
-def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width_px: int) -> list[str]:
-    lines, line = [], ""
-    for word in text.split():
-        trial = f"{line} {word}".strip()
-        if draw.textlength(trial, font=font) <= width_px or not line:
-            line = trial
-        else:
-            lines.append(line)
-            line = word
-    if line:
-        lines.append(line)
-    return lines
 
 
 def table_rows(result: AnalysisResult) -> list[tuple[str, ...]]:

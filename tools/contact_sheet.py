@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from analysis.result import BONE_NAMES, AnalysisResult, BoneResult, refused  # noqa: E402
-from node.overlay import _font, draw_overlay  # noqa: E402
+from node.overlay import draw_overlay, load_font  # noqa: E402
 
 
 def load_image(path: Path) -> np.ndarray:
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = (len(tiles) + cols - 1) // cols
     sheet = Image.new("RGB", (cols * cell[0], rows * cell[1]), (24, 24, 24))
     draw = ImageDraw.Draw(sheet)
-    font = _font(13)
+    font = load_font(13)
     for i, (name, text, tile) in enumerate(tiles):
         x0, y0 = (i % cols) * cell[0], (i // cols) * cell[1]
         sheet.paste(tile, (x0 + (cell[0] - tile.size[0]) // 2, y0 + cap_h))

@@ -133,7 +133,7 @@ def test_roi_tile_shows_the_shaft_upright_with_its_edges(rotation_deg):
     image = picture.bone_bright_image(ds)
     bone = result.bones["III"]
     tile = np.asarray(picture.roi_tile(image, bone, pixel_spacing_mm=truth.spacing_mm, tile_px=(280, 300)))
-    outer, inner = picture._edge_colours()
+    outer, inner = picture.OUTER_EDGE_COLOUR, picture.INNER_EDGE_COLOUR
     for colour in (outer, inner, picture.ACCENT):
         assert _colour_count(tile, colour) > 100, colour
 

@@ -693,20 +693,8 @@ def _measurement_sr(
     groups.append(_combined_group(image, report.hand, uid_seed))
     groups += [_unused_group(u, uid_seed, report.hand) for u in report.unused]
     evidence = [image.dataset] + [u.image.dataset for u in report.unused]
-    content = hd.sr.MeasurementReport(
-        observation_context=_observation_context(options),
-        procedure_reported=PROCEDURE_DXR_BMD,
-        imaging_measurements=groups,
-        referenced_images=[_library_image(ds) for ds in evidence],
-    )
-    return _sr_dataset(
-        content=content,
-        evidence=evidence,
-        sop_instance_uid=_uid(uid_seed, "sr", report.hand),
-        instance_number=instance_number,
-        options=options,
-        replaces=replaces,
-    )
+    return _report_sr(groups, evidence, sop_instance_uid=_uid(uid_seed, "sr", report.hand),
+                      instance_number=instance_number, options=options, replaces=replaces)
 
 
 def _refusal_sr(entries: list[_Image], *, uid_seed: str, options: OutputOptions, replaces: Sequence[str]) -> Dataset:
@@ -732,6 +720,15 @@ def _refusal_sr(entries: list[_Image], *, uid_seed: str, options: OutputOptions,
             )
         )
     evidence = [e.dataset for e in entries]
+    return _report_sr(groups, evidence, sop_instance_uid=_uid(uid_seed, "sr", "refusal"),
+                      instance_number=1, options=options, replaces=replaces)
+
+
+def _report_sr(
+    groups: list, evidence: list[Dataset], *, sop_instance_uid: str, instance_number: int,
+    options: OutputOptions, replaces: Sequence[str],
+) -> Dataset:
+    """The TID 1500 report of ``groups`` on the ``evidence`` images, as an SR instance."""
     content = hd.sr.MeasurementReport(
         observation_context=_observation_context(options),
         procedure_reported=PROCEDURE_DXR_BMD,
@@ -741,8 +738,8 @@ def _refusal_sr(entries: list[_Image], *, uid_seed: str, options: OutputOptions,
     return _sr_dataset(
         content=content,
         evidence=evidence,
-        sop_instance_uid=_uid(uid_seed, "sr", "refusal"),
-        instance_number=1,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=instance_number,
         options=options,
         replaces=replaces,
     )

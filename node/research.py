@@ -73,13 +73,17 @@ def _expand(paths: list[str]) -> tuple[list[Path], bool]:
     return files, any_folder
 
 
-def _has_dicm_preamble(path: Path) -> bool:
+def _file_head(path: Path, size: int) -> bytes:
+    """The first ``size`` bytes of ``path`` (fewer for a short file; empty if unreadable)."""
     try:
         with path.open("rb") as fh:
-            head = fh.read(132)
+            return fh.read(size)
     except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
+        return b""
+
+
+def _has_dicm_preamble(path: Path) -> bool:
+    return _file_head(path, 132)[128:132] == b"DICM"
 
 
 class _Progress:
@@ -178,12 +182,7 @@ def _analyse_file(path: Path, args: argparse.Namespace, reference: Any):
 
 
 def _has_image_magic(path: Path) -> bool:
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(8)
-    except OSError:
-        return False
-    return head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8")
+    return _file_head(path, 8).startswith((b"\x89PNG", b"\xff\xd8"))
 
 
 def _load_reference(directory: Path | None, explicit: bool):
@@ -224,27 +223,18 @@ def run_analyze(args: argparse.Namespace) -> int:
         reference = _load_reference(Path(args.reference_dir) if explicit_ref else DEFAULT_REFERENCE_DIR, explicit_ref)
     except ValueError as exc:
         return _error(str(exc))
-    overlay_dir = dicom_dir = None
-    draw_overlay = write_outputs = None
+    overlay_dir = Path(args.overlay_dir) if args.overlay_dir else None
+    dicom_dir = Path(args.dicom_out) if args.dicom_out else None
     try:
-        if args.overlay_dir:
-            overlay_dir = Path(args.overlay_dir)
-            overlay_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                from node.overlay import draw_overlay
-            except ImportError:
-                print("dxr-node: warning: overlays are not available in this build (node.overlay missing)",
-                      file=sys.stderr)
-        if args.dicom_out:
-            dicom_dir = Path(args.dicom_out)
-            dicom_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                from node.outputs import OutputOptions, write_dicom_outputs as write_outputs
-            except ImportError:
-                print("dxr-node: warning: DICOM outputs are not available in this build (node.outputs missing)",
-                      file=sys.stderr)
+        for folder in (overlay_dir, dicom_dir):
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         return _error(f"cannot create output folder: {exc}")
+    if overlay_dir is not None:
+        from node.overlay import draw_overlay
+    if dicom_dir is not None:
+        from node.outputs import OutputOptions, write_dicom_outputs
 
     files, any_folder = _expand(list(args.paths))
     progress = _Progress(len(files), any_folder and not args.no_progress)
@@ -256,14 +246,14 @@ def run_analyze(args: argparse.Namespace) -> int:
             status = 1
         sys.stdout.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
         sys.stdout.flush()
-        if draw_overlay is not None and image is not None:
+        if overlay_dir is not None and image is not None:
             try:
                 draw_overlay(image, result).save(_unique_png(overlay_dir, path, used_names))
             except Exception as exc:  # the measurement line is already out; say why the picture is not
                 print(f"dxr-node: warning: no overlay for {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        if write_outputs is not None and ds is not None and "SOPInstanceUID" in ds:
+        if dicom_dir is not None and ds is not None and "SOPInstanceUID" in ds:
             try:
-                write_outputs(ds, result, dicom_dir, options=OutputOptions(reference=reference))
+                write_dicom_outputs(ds, result, dicom_dir, options=OutputOptions(reference=reference))
             except Exception as exc:
                 print(f"dxr-node: warning: no DICOM output for {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
                 status = 1

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,7 +25,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 
-REPO = Path(__file__).resolve().parents[1]
+from _node import free_port, start_node, stop_node, wait_for_scp  # bench/_node.py
+
 CR = "1.2.840.10008.5.1.4.1.1.1"
 
 
@@ -50,12 +49,6 @@ def cr_dataset(study_uid: str, rows: int, columns: int) -> Dataset:
     return ds
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--count", type=int, default=200)
@@ -67,28 +60,18 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="dxr-bench-", dir=os.environ.get("BENCH_TMP")))
     port = free_port()
-    (work / "node.toml").write_text(
+    node = start_node(
+        work,
         f'[node]\nae_title = "DXRNODE"\nbind = "127.0.0.1"\nport = {port}\ndata_dir = "var"\nworkers = 1\n'
         # A long quiet period keeps analysis out of the measurement: this measures receiving only.
         '[study]\nquiet_period_seconds = 3600\n[[sources]]\nae_title = "BENCH"\n'
-        '[[destinations]]\nname = "outbox"\ntype = "folder"\n[disk]\nmin_free_bytes = 0\n'
+        '[[destinations]]\nname = "outbox"\ntype = "folder"\n[disk]\nmin_free_bytes = 0\n',
     )
-    log = open(work / "node.log", "wb")
-    node = subprocess.Popen([str(REPO / ".venv/bin/dxr-node"), "serve", "--config", str(work / "node.toml")],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         ae = AE(ae_title="BENCH")
         ae.maximum_pdu_size = 0
         ae.add_requested_context(CR, ExplicitVRLittleEndian)
-        deadline = time.monotonic() + 60
-        while True:
-            assoc = ae.associate("127.0.0.1", port, ae_title="DXRNODE")
-            if assoc.is_established:
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit("node did not come up; see " + str(work / "node.log"))
-            time.sleep(0.2)
-        assoc.release()
+        wait_for_scp(ae, port, "DXRNODE", work)
 
         study = generate_uid()
         template = cr_dataset(study, args.rows, args.columns)
@@ -119,12 +102,7 @@ def main() -> int:
               f"seconds={elapsed:.2f} instances_per_s={ok / elapsed:.2f} mb_per_s={ok * size_mb / elapsed:.1f}")
         return 0 if ok == args.count else 1
     finally:
-        node.send_signal(signal.SIGTERM)
-        try:
-            node.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(node.pid, signal.SIGKILL)
-        log.close()
+        stop_node(node)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 

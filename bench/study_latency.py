@@ -13,12 +13,8 @@ numba's cache load.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +27,7 @@ from pynetdicom import AE
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _node import free_port, start_node, stop_node, wait_for_scp  # noqa: E402  (bench/_node.py)
 from tests.phantom import make_dataset  # noqa: E402  (test phantom: a realistic PA hand)
 
 
@@ -41,27 +38,18 @@ def main() -> int:
     args = p.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="dxr-latency-"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (work / "node.toml").write_text(
+    port = free_port()
+    node = start_node(
+        work,
         f'[node]\nae_title = "DXRNODE"\nbind = "127.0.0.1"\nport = {port}\ndata_dir = "var"\nworkers = 1\n'
         f'[study]\nquiet_period_seconds = {args.quiet}\n[[sources]]\nae_title = "BENCH"\n'
-        f'[[destinations]]\nname = "outbox"\ntype = "folder"\n[reference]\ndir = "{REPO / "config" / "reference"}"\n'
+        f'[[destinations]]\nname = "outbox"\ntype = "folder"\n[reference]\ndir = "{REPO / "config" / "reference"}"\n',
     )
-    log = open(work / "node.log", "wb")
-    node = subprocess.Popen([str(REPO / ".venv/bin/dxr-node"), "serve", "--config", str(work / "node.toml")],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         ae = AE(ae_title="BENCH")
         ae.maximum_pdu_size = 0
         ae.add_requested_context("1.2.840.10008.5.1.4.1.1.1")
-        deadline = time.monotonic() + 60
-        while not (assoc := ae.associate("127.0.0.1", port, ae_title="DXRNODE")).is_established:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"node did not come up; see {work / 'node.log'}")
-            time.sleep(0.2)
-        assoc.release()
+        wait_for_scp(ae, port, "DXRNODE", work)
         latencies = []
         for i in range(args.studies):
             ds = make_dataset(seed=i, study_uid=generate_uid())
@@ -87,19 +75,13 @@ def main() -> int:
         warm = latencies[1:] or latencies
         print(f"quiet_period_seconds={args.quiet:g} first={latencies[0]:.2f} "
               f"warm_median={statistics.median(warm):.2f} warm_median_minus_quiet={statistics.median(warm) - args.quiet:.2f}")
-        log.flush()
         statuses = [line.split("status=")[1].split()[0]
                     for line in (work / "node.log").read_text().splitlines() if "event=image_analysed" in line]
         print(f"analysis statuses: {', '.join(statuses)}")
         shutil.rmtree(work, ignore_errors=True)  # kept when something failed, for its node.log
         return 0
     finally:
-        node.send_signal(signal.SIGTERM)
-        try:
-            node.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(node.pid, signal.SIGKILL)
-        log.close()
+        stop_node(node)
 
 
 if __name__ == "__main__":

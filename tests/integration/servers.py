@@ -33,7 +33,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 ORTHANC_PLUGINS_DIR = Path("/usr/share/orthanc/plugins")
 DICOMWEB_PLUGIN = ORTHANC_PLUGINS_DIR / "libOrthancDicomWeb.so"
@@ -239,7 +239,34 @@ class OrthancInstance:
     reception_date: str | None
 
 
-class OrthancServer:
+class _ServerProcess:
+    """What the throw-away servers share: the process in ``proc``, its log at ``log_path``,
+    ``with server:`` starting and stopping it."""
+
+    proc: subprocess.Popen | None
+    log_path: Path
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> Any:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class OrthancServer(_ServerProcess):
     """A throw-away Orthanc on free loopback ports, optionally routing CR/DX to the node.
 
     Parameters
@@ -383,19 +410,6 @@ class OrthancServer:
         if self.proc is not None:
             _terminate(self.proc, grace_seconds=15)
             self.proc = None
-
-    def __enter__(self) -> OrthancServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     # ---- REST ----
 
@@ -564,7 +578,7 @@ def to_toml(config: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-class NodeProcess:
+class NodeProcess(_ServerProcess):
     """``dxr-node serve`` as a subprocess with its own config and data directory.
 
     Parameters
@@ -708,16 +722,6 @@ class NodeProcess:
         self.stop()
         return self.start(wait=wait)
 
-    def __enter__(self) -> NodeProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
@@ -784,9 +788,6 @@ class NodeProcess:
             study_uid)
 
     # ---- log ----
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def log_tail(self, n_lines: int = 60) -> str:
         return _tail(self.log_path, n_lines)

@@ -44,10 +44,10 @@ class CLIError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors in one line."""
+    """argparse that reports usage errors in one line (``main`` adds the ``dxr-node: error:`` prefix)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise CLIError(f"{self.prog}: {message} (see --help)", 2)
+        raise CLIError(f"{message} (see {self.prog} --help)", 2)
 
 
 # ---------------------------------------------------------------------------------- helpers

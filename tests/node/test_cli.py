@@ -121,6 +121,15 @@ def test_queue_verbs_errors_are_one_line(tmp_path, capsys):
     assert "must look like E12" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["serve", "--bogus"], "unrecognized arguments: --bogus (see dxr-node --help)"),
+    (["queue", "retry"], "the following arguments are required: ID (see dxr-node queue retry --help)"),
+])
+def test_usage_errors_are_one_line_with_one_prefix(argv, message, capsys):
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"dxr-node: error: {message}\n"
+
+
 def test_echo_verb_for_a_dicomweb_destination_sends_the_token(tmp_path, capsys):
     import http.server
     import threading

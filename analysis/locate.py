@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
+from analysis.image_kernels import block_mean, dilate_cross, distance_to_background, open_cross, trace_boundary
 from analysis.qc import has_foreign_object
 from analysis.result import REASON_MESSAGES
 
@@ -104,13 +105,9 @@ def _refuse(reason: str, message: str | None = None, **kw) -> HandLocation:
 
 
 def _downsample(image: np.ndarray, factor: int) -> np.ndarray:
-    """Block mean over ``factor`` x ``factor`` pixels (edges trimmed)."""
-    image = np.asarray(image, dtype=np.float64)
-    if factor <= 1:
-        return image.copy()
-    h = image.shape[0] // factor * factor
-    w = image.shape[1] // factor * factor
-    return image[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+    """Block mean over ``factor`` x ``factor`` pixels (edges trimmed); one streaming pass over
+    the full-resolution image (numba), the only one the working copy needs."""
+    return block_mean(image, factor)
 
 
 def _otsu(values: np.ndarray, bins: int = 256) -> float:
@@ -142,7 +139,7 @@ def _unexposed_bands(g: np.ndarray) -> np.ndarray:
         for k, n in zip(ids, counts):
             if n >= 0.25 * side.size:
                 bands |= lab == k
-    return ndi.binary_dilation(bands, iterations=3) if bands.any() else bands
+    return dilate_cross(bands, iterations=3) if bands.any() else bands
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -211,7 +208,7 @@ def _prepare(image: np.ndarray, pixel_spacing_mm: float) -> _Work:
     # Tissue: clearly above the local background (Otsu of the residual, but never within noise).
     t_body = max(8.0 * noise, 0.025)
     tissue = (resid > t_body) & ~bands
-    tissue = ndi.binary_opening(tissue, iterations=1)
+    tissue = open_cross(tissue)
     lab, n = ndi.label(tissue)
     if n == 0:
         body = tissue
@@ -250,10 +247,10 @@ def _open_disk(mask: np.ndarray, radius_px: float, dist: np.ndarray | None = Non
 
     ``dist`` may pass in the mask's distance transform when it is reused for several radii.
     """
-    eroded = (ndi.distance_transform_edt(mask) if dist is None else dist) > radius_px
+    eroded = (distance_to_background(mask) if dist is None else dist) > radius_px
     if not eroded.any():
         return eroded
-    return ndi.distance_transform_edt(~eroded) <= radius_px
+    return distance_to_background(~eroded) <= radius_px
 
 
 def _find_fingers(body: np.ndarray, spacing_mm: float, finger_radius_mm: float,
@@ -262,9 +259,9 @@ def _find_fingers(body: np.ndarray, spacing_mm: float, finger_radius_mm: float,
     radius_px = finger_radius_mm / spacing_mm
     palm = _open_disk(body, radius_px, dist)
     thin = body & ~palm
-    thin = ndi.binary_opening(thin, iterations=1)
+    thin = open_cross(thin)
     lab, n = ndi.label(thin)
-    near_palm = ndi.binary_dilation(palm, iterations=2)
+    near_palm = dilate_cross(palm, iterations=2)
     fingers = []
     min_len = 1.2 * radius_px
     rows, cols = body.shape
@@ -653,31 +650,7 @@ CARPAL_BAND = 0.2
 
 def _trace_boundary(mask: np.ndarray) -> np.ndarray:
     """Outer boundary of the largest blob, in order (Moore-neighbour tracing), ``(row, col)``."""
-    padded = np.pad(mask, 1)
-    rows, cols = np.nonzero(padded)
-    if rows.size == 0:
-        return np.zeros((0, 2))
-    k = int(np.lexsort((cols, rows))[0])  # top-most, then left-most pixel
-    start = (int(rows[k]), int(cols[k]))
-    # 8 neighbours clockwise starting west
-    nbr = [(0, -1), (-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1)]
-    contour = [start]
-    cur = start
-    back = 0  # direction index we came from (west of the start is background)
-    for _ in range(4 * int(mask.size ** 0.5) * 8 + 16):
-        found = False
-        for step in range(8):
-            d = (back + 1 + step) % 8
-            r, c = cur[0] + nbr[d][0], cur[1] + nbr[d][1]
-            if padded[r, c]:
-                back = (d + 4) % 8
-                cur = (r, c)
-                found = True
-                break
-        if not found or cur == start:
-            break
-        contour.append(cur)
-    return np.array(contour, dtype=float) - 1.0
+    return trace_boundary(mask)
 
 
 def _outline(body: np.ndarray, factor: int, n_max: int = 400) -> np.ndarray:
@@ -1033,7 +1006,7 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
     # Fingers are 10-25 mm thick depending on the hand and on the (possibly assumed) pixel
     # size: try a few opening radii, keep the first that shows five fingers, else the most.
     cluster: list[_Finger] = []
-    body_dist = ndi.distance_transform_edt(w.body)
+    body_dist = distance_to_background(w.body)
     for radius_mm in FINGER_RADII_MM:
         fingers, _palm = _find_fingers(w.body, w.spacing_mm, radius_mm, body_dist)
         candidate = _finger_cluster(fingers)

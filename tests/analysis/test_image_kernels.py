@@ -1,0 +1,104 @@
+"""The whole-image kernels (analysis/image_kernels.py) agree with their plain references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from analysis import image_kernels as K
+
+
+def _blobs(seed: int, shape=(120, 97), smooth=4.0, level=0.5) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return ndi.gaussian_filter(rng.random(shape), smooth) > level
+
+
+@pytest.mark.parametrize(
+    "dtype, slope, intercept, invert",
+    [
+        (np.uint16, 1.0, 0.0, True),
+        (np.uint16, 1.0, 0.0, False),
+        (np.uint8, 1.0, 0.0, True),
+        (np.int16, 0.37, -1024.0, True),
+        (np.uint16, -2.5, 7.1, True),
+        (np.int32, 1.0, 3.25, False),
+    ],
+)
+def test_stored_to_float_is_bit_identical_to_numpy(dtype, slope, intercept, invert):
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(1)
+    stored = rng.integers(max(info.min, -5000), min(info.max, 5000), (61, 47)).astype(dtype)
+    fast = K.stored_to_float(stored, slope, intercept, invert)
+    ref = K.stored_to_float_numpy(stored, slope, intercept, invert)
+    assert fast.dtype == np.float64 and fast.flags.c_contiguous
+    assert np.array_equal(fast, ref)
+
+
+def test_stored_to_float_inverts_so_extremes_swap():
+    stored = np.array([[0, 10], [100, 4095]], np.uint16)
+    out = K.stored_to_float(stored, invert=True)
+    assert out[0, 0] == 4095.0 and out[1, 1] == 0.0 and out[0, 1] == 4085.0
+
+
+def test_stored_to_float_non_integer_input_uses_reference():
+    data = np.linspace(-1.0, 3.0, 30).reshape(5, 6).astype(np.float32)
+    assert np.array_equal(K.stored_to_float(data, 2.0, 1.0, True), K.stored_to_float_numpy(data, 2.0, 1.0, True))
+
+
+@pytest.mark.parametrize("factor, shape", [(5, (103, 88)), (4, (64, 64)), (1, (7, 9)), (3, (2, 11))])
+def test_block_mean_matches_reshape_mean(factor, shape):
+    image = np.random.default_rng(2).normal(500.0, 120.0, shape)
+    fast = K.block_mean(image, factor)
+    ref = K.block_mean_numpy(image, factor)
+    assert fast.shape == ref.shape
+    np.testing.assert_allclose(fast, ref, rtol=1e-12, atol=0)
+
+
+def test_block_mean_of_a_ramp_is_the_block_centre():
+    rows, cols = np.mgrid[0:20, 0:30].astype(float)
+    out = K.block_mean(cols, 5)
+    np.testing.assert_allclose(out[0], np.arange(6) * 5 + 2.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_distance_to_background_equals_scipy(seed):
+    mask = _blobs(seed)
+    assert np.array_equal(K.distance_to_background(mask), K.distance_to_background_numpy(mask))
+
+
+def test_distance_to_background_edge_cases():
+    one_hole = np.ones((9, 13), bool)
+    one_hole[4, 6] = False
+    single = np.zeros((5, 5), bool)
+    single[0, 0] = True
+    line = np.array([[True, True, False, True]])
+    for mask in (one_hole, single, line, np.zeros((4, 4), bool), np.ones((4, 4), bool)):
+        assert np.array_equal(K.distance_to_background(mask), ndi.distance_transform_edt(mask))
+    assert K.distance_to_background(one_hole)[0, 0] == pytest.approx(np.hypot(4, 6))
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("iterations", [1, 2, 3])
+def test_cross_morphology_equals_scipy(seed, iterations):
+    mask = _blobs(seed, smooth=2.0)
+    mask[0, :5] = True  # border pixels: outside the image counts as background
+    assert np.array_equal(K.erode_cross(mask, iterations), ndi.binary_erosion(mask, iterations=iterations))
+    assert np.array_equal(K.dilate_cross(mask, iterations), ndi.binary_dilation(mask, iterations=iterations))
+    assert np.array_equal(K.open_cross(mask), ndi.binary_opening(mask, iterations=1))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_trace_boundary_matches_reference(seed):
+    mask = _blobs(seed)
+    fast = K.trace_boundary(mask)
+    assert np.array_equal(fast, K.trace_boundary_numpy(mask))
+
+
+def test_trace_boundary_of_a_square_walks_its_rim_clockwise():
+    mask = np.zeros((6, 6), bool)
+    mask[1:4, 2:5] = True
+    out = K.trace_boundary(mask)
+    assert out[0].tolist() == [1.0, 2.0] and out[1].tolist() == [1.0, 3.0]  # east first: clockwise
+    assert len(out) == 8  # the 3 x 3 square's rim
+    assert K.trace_boundary(np.zeros((3, 3), bool)).shape == (0, 2)

@@ -31,6 +31,10 @@ from node.config import Config, ConfigError, load_config
 __all__ = ["main", "build_parser"]
 
 DEFAULT_CONFIG = "config/node.toml"
+MONITOR_INTERVAL_SECONDS = 0.5
+"""How often ``serve`` checks the worker pool (overdue jobs, dead workers)."""
+STOP_POLL_SECONDS = 0.1
+"""How often ``serve`` looks whether SIGTERM/SIGINT arrived (the longest delay before stopping)."""
 
 log = logging.getLogger("dxr.node")
 
@@ -131,10 +135,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not config.sources:
         log.warning("event=config_warning detail='no [[sources]] configured: every association will be rejected'")
     stop = threading.Event()
+    stop_signals: list[int] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
-        log.info("event=node_stopping signal=%s", signal.Signals(signum).name)
-        stop.set()
+        # Only an append here: the handler runs in the main thread between bytecodes, and
+        # stop.set() takes the Event's non-reentrant lock, which the interrupted code may hold
+        # (a deadlock). The main loop below sees the signal, logs it and stops.
+        stop_signals.append(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -153,11 +160,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         assembler.start()
         exporter.start()
         log.info("event=node_ready ae_title=%s port=%d", config.node.ae_title, config.node.port)
-        while not stop.wait(0.5):
-            try:
-                pool.monitor()
-            except Exception as exc:  # the database may be busy or failing: keep serving, say so
-                log.error("event=monitor_error error=%r", f"{type(exc).__name__}: {exc}")
+        next_monitor = 0.0
+        while not stop_signals:
+            if time.monotonic() >= next_monitor:
+                next_monitor = time.monotonic() + MONITOR_INTERVAL_SECONDS
+                try:
+                    pool.monitor()
+                except Exception as exc:  # the database may be busy or failing: keep serving, say so
+                    log.error("event=monitor_error error=%r", f"{type(exc).__name__}: {exc}")
+            time.sleep(STOP_POLL_SECONDS)
+        log.info("event=node_stopping signal=%s", signal.Signals(stop_signals[0]).name)
     finally:
         stop.set()
         scp.shutdown()

@@ -446,6 +446,25 @@ def _peaks_1d(profile: np.ndarray, min_height: float) -> np.ndarray:
     return idx
 
 
+def _row_peaks(block: np.ndarray, fraction: float) -> np.ndarray:
+    """Columns of the local maxima of each row of ``block`` above ``fraction`` of its maximum.
+
+    ``(n_rows, most peaks in a row)``, in increasing column as :func:`_peaks_1d` gives them;
+    rows with fewer peaks are padded with +inf.
+    """
+    p = block
+    thresh = fraction * np.maximum(p.max(axis=1), 1e-9)
+    is_peak = (p[:, 1:-1] > p[:, :-2]) & (p[:, 1:-1] >= p[:, 2:]) & (p[:, 1:-1] > thresh[:, None])
+    r, c = np.nonzero(is_peak)
+    c = c + 1
+    counts = np.bincount(r, minlength=p.shape[0])
+    width = int(counts.max()) if counts.size else 0
+    x = np.full((p.shape[0], width), np.inf)
+    slot = np.arange(r.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    x[r, slot] = c
+    return x
+
+
 def _fit_shaft_lines(ridge: np.ndarray, finger_bases: np.ndarray, finger_dirs: np.ndarray, s: float,
                      bone_for_centre: np.ndarray | None = None, window=(1.2, 3.0), seed_window=(1.4, 2.2)):
     """Straight lines along the shafts of metacarpals II-V (canonical frame).
@@ -461,11 +480,8 @@ def _fit_shaft_lines(ridge: np.ndarray, finger_bases: np.ndarray, finger_dirs: n
     rows = np.arange(y0, y1 + 1)
     if rows.size < 5:
         return None
-    peak_rows = []
-    for y in rows:
-        prof = ridge[y]
-        pk = _peaks_1d(prof, 0.1 * max(prof.max(), 1e-9))
-        peak_rows.append((y, pk.astype(float), prof[pk]))
+    # Ridge peaks of every row at once: (n_rows, max peaks per row), +inf where a row has fewer.
+    peaks_x = _row_peaks(ridge[rows], 0.1)
     # Seed each line on a peak of the ridge averaged over the middle of the shafts, matching
     # the four fingers to four peaks in order (II has the largest x: the thumb side).
     yc0, yc1 = int(max(1, y_web + seed_window[0] * s)), int(min(h - 2, y_web + seed_window[1] * s))
@@ -483,28 +499,31 @@ def _fit_shaft_lines(ridge: np.ndarray, finger_bases: np.ndarray, finger_dirs: n
     lines = np.array([[x - b * yc, b] for x, b in zip(chosen, slopes)], float)
     support = np.zeros(len(lines))
     rms = np.full(len(lines), np.inf)
+    has_peak = np.isfinite(peaks_x[:, 0]) if peaks_x.shape[1] else np.zeros(rows.size, bool)
+    n_lines = len(lines)
     for it in range(3):
         tol = (0.35 if it == 0 else 0.2) * s
-        pts: list[list[tuple[float, float, float]]] = [[] for _ in lines]
-        for y, pk, val in peak_rows:
-            if pk.size == 0:
+        # Per row and line: the nearest peak (the first of equals), kept when it lies within tol
+        # and nearer this line than any other line.
+        xl = lines[None, :, 0] + lines[None, :, 1] * rows[:, None]  # (n_rows, n_lines)
+        nearest = np.zeros((rows.size, n_lines), int)
+        if peaks_x.shape[1]:
+            nearest = np.argmin(np.abs(peaks_x[:, None, :] - xl[:, :, None]), axis=2)
+        pk = np.take_along_axis(peaks_x, nearest, axis=1) if peaks_x.shape[1] else np.full(xl.shape, np.inf)
+        d = np.abs(pk - xl)
+        to_others = np.abs(xl[:, None, :] - pk[:, :, None])  # [row, line k, other line]
+        to_others[:, np.arange(n_lines), np.arange(n_lines)] = np.inf
+        keep = has_peak[:, None] & (d < tol) & (to_others.min(axis=2) > d)
+        for k in range(n_lines):
+            sel = keep[:, k]
+            n_pts = int(np.count_nonzero(sel))
+            support[k] = n_pts / rows.size
+            if n_pts < 0.3 * rows.size:
                 continue
-            xl = lines[:, 0] + lines[:, 1] * y
-            for k in range(len(lines)):
-                d = np.abs(pk - xl[k])
-                j = int(np.argmin(d))
-                # The peak must be nearer this line than any other line.
-                others = np.delete(xl, k)
-                if d[j] < tol and (others.size == 0 or np.min(np.abs(others - pk[j])) > d[j]):
-                    pts[k].append((y, pk[j], val[j]))
-        for k, p in enumerate(pts):
-            support[k] = len(p) / rows.size
-            if len(p) < 0.3 * rows.size:
-                continue
-            arr = np.array(p)
-            coef = np.polyfit(arr[:, 0], arr[:, 1], 1)
+            py, px = rows[sel].astype(float), pk[sel, k]
+            coef = np.polyfit(py, px, 1)
             lines[k] = [coef[1], coef[0]]
-            rms[k] = float(np.sqrt(np.mean((arr[:, 1] - np.polyval(coef, arr[:, 0])) ** 2)))
+            rms[k] = float(np.sqrt(np.mean((px - np.polyval(coef, py)) ** 2)))
     # Re-centre: a ridge filter can lock onto one cortex of a hollow shaft; the centroid of the
     # bone signal across the shaft cannot.
     for k in range(len(lines)):
@@ -512,18 +531,23 @@ def _fit_shaft_lines(ridge: np.ndarray, finger_bases: np.ndarray, finger_dirs: n
             continue
         a, b = lines[k]
         half = CENTRE_HALF_WIDTH * s
-        ys_c, xs_c = [], []
-        for y in rows:
-            xc = a + b * y
-            lo, hi = int(max(0, np.floor(xc - half))), int(min(w - 1, np.ceil(xc + half)))
-            seg = bone_for_centre[y, lo : hi + 1] if bone_for_centre is not None else ridge[y, lo : hi + 1]
-            seg = seg - seg.min()
-            if seg.sum() <= 0:
-                continue
-            ys_c.append(y)
-            xs_c.append(lo + float(np.sum(seg * np.arange(seg.size)) / seg.sum()))
-        if len(ys_c) >= 5:
-            coef = np.polyfit(np.array(ys_c, float), np.array(xs_c), 1)
+        # Centroid of the bone signal (above its minimum) in a window around the line, per row.
+        src = bone_for_centre if bone_for_centre is not None else ridge
+        xc = a + b * rows
+        lo = np.maximum(0, np.floor(xc - half)).astype(int)
+        hi = np.minimum(w - 1, np.ceil(xc + half)).astype(int)
+        span = int(max(np.max(hi - lo) + 1, 1))
+        offs = np.arange(span)
+        cols = lo[:, None] + offs[None, :]
+        inside = cols <= hi[:, None]
+        seg = src[rows[:, None], np.clip(cols, 0, w - 1)]
+        floor_ = np.where(inside, seg, np.inf).min(axis=1)
+        seg = np.where(inside, seg - floor_[:, None], 0.0)
+        total = seg.sum(axis=1)
+        ok = (hi >= lo) & (total > 0)
+        if np.count_nonzero(ok) >= 5:
+            xs_c = lo[ok] + (seg[ok] @ offs) / total[ok]
+            coef = np.polyfit(rows[ok].astype(float), xs_c, 1)
             lines[k] = [coef[1], coef[0]]
     return lines, support, rms, y_web
 

@@ -176,6 +176,23 @@ def draw_overlay(image_bone_bright: np.ndarray, result: AnalysisResult, *, max_s
             parts.append(f"DXR-BMD {result.dxr_bmd_g_cm2:.3f} g/cm²")
         if result.reduced_service:
             parts.append("reduced service")
-        draw.text((0.01 * side, 0.01 * side), "  ".join(parts), fill=TEXT_COLOUR,
-                  font=load_font(max(12, round(side / 40)), bold=True), stroke_width=2, stroke_fill=(0, 0, 0))
+        # As many parts a line as fit the width (a portrait crop is narrow); the font shrinks
+        # only if one part alone is still wider than the picture.
+        margin = 0.01 * side
+        width = size[0] - 2 * margin
+        caption_size = max(12, round(side / 40))
+        font = load_font(caption_size, bold=True)
+        lines: list[str] = []
+        for part in parts:
+            if lines and draw.textlength(f"{lines[-1]}  {part}", font=font) <= width:
+                lines[-1] = f"{lines[-1]}  {part}"
+            else:
+                lines.append(part)
+        while caption_size > 8 and max(draw.textlength(line, font=font) for line in lines) > width:
+            caption_size -= 1
+            font = load_font(caption_size, bold=True)
+        y = margin
+        for line in lines:
+            draw.text((margin, y), line, fill=TEXT_COLOUR, font=font, stroke_width=2, stroke_fill=(0, 0, 0))
+            y += 1.25 * caption_size
     return picture

@@ -83,3 +83,16 @@ def test_long_refusal_title_fits_a_narrow_picture():
     red = np.all(np.abs(a - np.array(REFUSED_COLOUR)) <= 40, axis=-1)
     assert red.sum() > 100
     assert not red[:, :2].any() and not red[:, -2:].any()  # the title is not cut at the edges
+
+
+def test_result_caption_fits_a_portrait_picture():
+    # A hand panel cropped to a narrow hand: 300 px wide, 1100 px tall.
+    bones = _result().bones
+    bones["IV"] = BoneResult("IV", status="refused", reason="foreign_object_in_roi")  # "reduced service" too
+    result = AnalysisResult(status="ok", bones=bones, mci=0.448, dxr_bmd_g_cm2=0.354)
+    assert result.reduced_service
+    pic = draw_overlay(np.zeros((1100, 300)), result, max_side_px=1100)
+    a = np.asarray(pic).astype(int)[:200]
+    white = np.all(a >= 230, axis=-1)
+    assert white.sum() > 300  # the caption is there
+    assert not white[:, -3:].any()  # and not cut at the right edge

@@ -136,10 +136,7 @@ def analyse_image(
     from analysis.locate import locate_hand
 
     image = np.ascontiguousarray(image_bone_bright, dtype=np.float64)
-    base = dict(
-        laterality=laterality, pixel_spacing_mm=float(pixel_spacing_mm), pixel_spacing_source=pixel_spacing_source,
-        image_shape=(int(image.shape[0]), int(image.shape[1])), sex=sex, age_years=age_years,
-    )
+    base = _result_fields(image, pixel_spacing_mm, pixel_spacing_source, laterality, sex, age_years)
     try:
         check_spacing(float(pixel_spacing_mm))
     except CalibrationError as exc:
@@ -151,6 +148,15 @@ def analyse_image(
     return analyse_located(image, locate_hand(image, float(pixel_spacing_mm)), pixel_spacing_mm=pixel_spacing_mm,
                            pixel_spacing_source=pixel_spacing_source, laterality=laterality, sex=sex,
                            age_years=age_years, reference=reference)
+
+
+def _result_fields(image: np.ndarray, pixel_spacing_mm: float, pixel_spacing_source: str,
+                   laterality: str | None, sex: str | None, age_years: float | None) -> dict[str, Any]:
+    """The ``AnalysisResult`` fields every answer on this image carries, refusals included."""
+    return dict(
+        laterality=laterality, pixel_spacing_mm=float(pixel_spacing_mm), pixel_spacing_source=pixel_spacing_source,
+        image_shape=(int(image.shape[0]), int(image.shape[1])), sex=sex, age_years=age_years,
+    )
 
 
 def analyse_located(
@@ -173,10 +179,7 @@ def analyse_located(
     from analysis.measure import measure_bone
 
     image = np.ascontiguousarray(image_bone_bright, dtype=np.float64)
-    base = dict(
-        laterality=laterality, pixel_spacing_mm=float(pixel_spacing_mm), pixel_spacing_source=pixel_spacing_source,
-        image_shape=(int(image.shape[0]), int(image.shape[1])), sex=sex, age_years=age_years,
-    )
+    base = _result_fields(image, pixel_spacing_mm, pixel_spacing_source, laterality, sex, age_years)
     base["view"] = location.view
     base["metacarpal_axes_px"] = {n: a.axis_px() if hasattr(a, "axis_px") else
                                   [(a.base_rc[1], a.base_rc[0]), (a.head_rc[1], a.head_rc[0])]

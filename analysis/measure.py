@@ -25,9 +25,12 @@ Method (constants below; see docs/method.md):
    quality >= ``QUALITY_MIN`` and at least ``MIN_PROFILES_USED`` profiles were kept; otherwise it
    is refused ``low_quality``. Profiles whose peak exceeds ``FOREIGN_PEAK_RATIO`` times the
    median peak of the middle 60 % of the shaft (metal, a cast) on more than
-   ``FOREIGN_FRACTION`` of the ROI refuse it ``foreign_object_in_roi``. A width that varies
-   by more than ``MAX_TAPER`` (10th-90th percentile over the median) along the ROI means the ROI is on a flaring end of
-   the bone rather than the shaft (a misplaced axis): ``low_quality``.
+   ``FOREIGN_FRACTION`` of the ROI refuse it ``foreign_object_in_roi``. A straight line
+   fitted to W along the ROI that changes by more than ``MAX_TAPER``, or widths spread about
+   that line by more than ``MAX_FLARE`` (10th-90th percentile), both over the median W, mean
+   the ROI is on a flaring end of the bone rather than the steadily tapering shaft (a
+   misplaced axis): ``low_quality``.
+   The blur sigma is held at ``MAX_BLUR_MM`` at most (a detector's blur, not the bone's).
 
 Coordinates: ``(row, col)`` inside this module; the BoneResult geometry is ``(column, row)``.
 """
@@ -70,6 +73,10 @@ SUBSET_MAX_ITER = 25
 UNSHARP_START = (0.3, 4.0)
 """Start of the edge-enhancement amount k and radius ratio m (see analysis.kernels)."""
 MIN_UNSHARP_AMOUNT = 0.05
+MAX_BLUR_MM = 0.2
+"""Largest blur sigma (mm) taken as the detector's (CR/DX: about 0.05-0.2 mm; the phantom tests span the same). On real hands a
+bone whose inner cortex fades gradually into the canal fits a wider blur with walls half as thick
+(2T/W = 0.2 beside 0.5 on the other metacarpals); the blur is held here instead."""
 CANAL_STARTS = (0.45, 0.6, 0.75)
 """Start values of the canal radius r / R for the median-profile fits."""
 RUN_LEVEL = 0.35
@@ -77,13 +84,15 @@ RUN_LEVEL = 0.35
 below half maximum so that a medullary canal darker than half the cortex still counts as bone."""
 CANAL_GAP_MM = 4.0
 """Dark stretches shorter than this inside a bone's half-maximum run are its medullary canal."""
-ISTHMUS_SEARCH = 0.10
-"""The ROI centre may move up to this fraction of L from the middle, to the narrowest shaft."""
 MCI_RANGE = (0.15, 0.95)
 """Plausible 2T/W; outside it the canal or the walls were not resolved (osteoporotic hands reach ~0.3)."""
-MAX_TAPER = 0.15
-"""Largest spread of W along the ROI (10th to 90th percentile over the median); more means the
-ROI slid onto a flaring end of the bone. A mid-shaft varies by a few per cent."""
+MAX_TAPER = 0.35
+"""Largest change of W along the ROI of a straight line fitted to W(position), over the median W.
+A real shaft tapers steadily by up to ~25 % over 0.2 L on the real hands (towards the head);
+an ROI that slid onto the head or base flares by far more."""
+MAX_FLARE = 0.08
+"""Largest 10th-90th percentile spread of W about that straight line, over the median W: a
+steady taper leaves a few per cent, the curving flare of a bone end more."""
 SHAFT_WIDTH_MM = (3.0, 20.0)
 """Plausible outer width of a metacarpal shaft; a fit outside it means the axis missed the bone."""
 
@@ -116,6 +125,13 @@ def _bone_run(x: np.ndarray, y: np.ndarray, gap_px: float):
     if not peak - bg > 0:
         return None
     above = ys > bg + RUN_LEVEL * (peak - bg)
+    # Far brighter than the bone (metal or a cast over a neighbour) is no part of it, nor is
+    # the run that holds it (its blurred edge): were they kept, the canal closing below would
+    # join them to the bone up to the window's edge.
+    foreign = ys > bg + FOREIGN_PEAK_RATIO * (peak - bg)
+    if foreign.any():
+        labels, _ = ndimage.label(above)
+        above &= ~np.isin(labels, np.unique(labels[foreign]))
     gap = int(round(gap_px))
     if gap >= 1:
         above = ndimage.binary_closing(above, structure=np.ones(gap + 1, dtype=bool)) | above
@@ -150,28 +166,28 @@ def _initial_params(x: np.ndarray, y: np.ndarray, gap_px: float = 0.0) -> np.nda
     return np.array([c, big_r, small_r, 0.0, sigma, bg, 0.0, a1, a2, UNSHARP_START[0], UNSHARP_START[1]])
 
 
-def _isthmus_shift(shaft, offsets, positions, roi_len, length_px, spacing_mm) -> float:
-    """Shift (px along the axis) of the ROI centre to the narrowest ROI-long stretch of shaft."""
-    widths = np.full(positions.size, np.nan)
-    for i, y in enumerate(shaft):
-        run = _bone_run(offsets, y, CANAL_GAP_MM / spacing_mm)
-        if run is not None:
-            widths[i] = offsets[run[3]] - offsets[run[2]]
-    ok = np.isfinite(widths)
-    if ok.sum() < 0.8 * positions.size:
-        return 0.0
-    widths = np.interp(positions, positions[ok], widths[ok])
-    limit = ISTHMUS_SEARCH * length_px
-    best, best_mean = 0.0, np.inf
-    for c in np.linspace(-limit, limit, 9):
-        inside = np.abs(positions - c) <= roi_len / 2
-        if inside.sum() < 3:
-            continue
-        # Prefer the middle on near-ties (a flat shaft): 0.5 % per ISTHMUS_SEARCH * L.
-        score = float(np.mean(widths[inside])) * (1.0 + 0.005 * abs(c) / max(limit, 1e-9))
-        if score < best_mean:
-            best, best_mean = c, score
-    return best
+def _width_taper(pos_px: np.ndarray, width_px: np.ndarray, roi_len_px: float) -> tuple[float, float]:
+    """Linear taper and flare of the outer width along the ROI, both relative to the median width.
+
+    A real shaft tapers steadily (narrowest near the proximal third, widening towards the head),
+    so its width is close to a straight line in the position along the axis; an ROI that slid
+    onto a flaring end widens faster and faster. ``taper`` is the change of the fitted line over
+    the ROI length; ``flare`` the 10th-90th percentile spread of the widths about that line.
+
+    Parameters
+    ----------
+    pos_px : (n,) positions of the kept profiles along the axis (px, ROI centre 0).
+    width_px : (n,) fitted outer widths 2R (px).
+    roi_len_px : ROI length (px).
+    """
+    median = max(float(np.median(width_px)), 1e-9)
+    if pos_px.size < 3:
+        return 0.0, 0.0
+    slope, icept = np.polyfit(pos_px, width_px, 1)
+    resid = width_px - (slope * pos_px + icept)
+    taper = abs(float(slope)) * roi_len_px / median
+    flare = float(np.percentile(resid, 90) - np.percentile(resid, 10)) / median
+    return taper, flare
 
 
 def _fit_median_profile(image, centers, normal, tangent, offsets, n_lines, step, spacing_mm):
@@ -183,6 +199,11 @@ def _fit_median_profile(image, centers, normal, tangent, offsets, n_lines, step,
     p0 = _initial_params(offsets, med, CANAL_GAP_MM / spacing_mm)
     if p0 is None:
         return None
+    # Fit the bone and its margin only, as the final profiles do: the wide search window can
+    # reach a neighbour's metal or cast, which no linear background absorbs.
+    inside = np.abs(offsets - p0[0]) <= p0[1] + max(MARGIN_MM / spacing_mm, 6.0 * p0[4], 8.0)
+    if inside.sum() < offsets.size:
+        offsets, med = np.ascontiguousarray(offsets[inside]), np.ascontiguousarray(med[inside])
     # Several starts for the canal radius: processed images can hold a false minimum with a
     # thin wall and a wide blur. The lowest residual wins; the starts are fitted without the
     # edge-enhancement terms (half the cost), the winner is then refined with them.
@@ -266,19 +287,18 @@ def measure_bone(image_bone_bright: np.ndarray, axis: Any, pixel_spacing_mm: flo
         peaks = shaft.max(axis=1) - background
         peak_limit = FOREIGN_PEAK_RATIO * float(np.median(peaks))
         # A correct axis runs along one bone over its whole middle: a joint space (or the end
-        # of the bone) there means the axis slid along the finger.
-        if np.any(peaks < GAP_RATIO * float(np.median(peaks))):
+        # of the bone) there means the axis slid along the finger. The gap is judged against
+        # the soft tissue of the whole shaft, not of each profile: near the base the
+        # neighbouring metacarpals and carpals fill a profile's sides and would raise its own
+        # background to the bone's level although no joint lies on the axis.
+        soft_tissue = float(np.median(background))
+        axis_peaks = shaft.max(axis=1) - soft_tissue
+        if np.any(axis_peaks < GAP_RATIO * float(np.median(axis_peaks))):
             return _bone_refused(
                 name, "bone_not_found",
                 f"The axis found for metacarpal {name} does not run along a single bone "
                 "(a joint space lies in its middle).", length_mm=length_mm, axis_px=axis_px)
 
-        # Centre the ROI on the narrowest stretch of the shaft within ISTHMUS_SEARCH * L of the
-        # middle: where the mean half-maximum width over an ROI-long window is least. Real
-        # shafts are narrowest near (not exactly at) the middle and widen towards both ends, so
-        # this keeps the ROI off the flares even when the ends found are a few mm off.
-        shift = _isthmus_shift(shaft, offsets0, shaft_pos[keep], roi_len, length_px, pixel_spacing_mm)
-        mid = mid + shift * tangent
 
     # 1. Refine the axis from the two halves of the ROI.
     quarter = roi_len / 4
@@ -355,6 +375,20 @@ def measure_bone(image_bone_bright: np.ndarray, axis: Any, pixel_spacing_mm: flo
     sigma = float(np.median(p_sub[good_sub, 4])) if good_sub.any() else sigma0
     amount = float(np.median(p_sub[good_sub, 9])) if good_sub.any() else p0[0, 9]
     ratio = float(np.median(p_sub[good_sub, 10])) if good_sub.any() else p_start[10]
+    sigma_max = max(MAX_BLUR_MM / pixel_spacing_mm, 1.5 * kernels.MIN_SIGMA_PX)
+    if sigma > sigma_max:
+        # Wider than any detector blur: the fit is blurring a gradual (trabecularised) inner
+        # cortex away and thinning the walls to match. Hold the blur at the detector's limit
+        # and fit the enhancement again with it.
+        sigma = sigma_max
+        p0[:, 4] = sigma
+        free_sub = free.copy()
+        free_sub[4] = False
+        p_sub, _, _, st_sub = kernels.fit_profiles(offsets, profiles[sub], p0[sub], free_sub, SUBSET_MAX_ITER)
+        good_sub = st_sub != kernels.FIT_BAD_INPUT
+        if good_sub.any():
+            amount = float(np.median(p_sub[good_sub, 9]))
+            ratio = float(np.median(p_sub[good_sub, 10]))
     if amount < MIN_UNSHARP_AMOUNT:
         amount = 0.0  # no measurable enhancement: the cheaper exact model without it
     p0[:, 4], p0[:, 9], p0[:, 10] = sigma, amount, ratio
@@ -383,13 +417,12 @@ def measure_bone(image_bone_bright: np.ndarray, axis: Any, pixel_spacing_mm: flo
             profiles_used=used, quality=0.0, **common)
 
     # The ROI must lie on the straight part of the shaft: near the head or base the width flares.
-    w_kept = width[ok]
-    taper = float(np.percentile(w_kept, 90) - np.percentile(w_kept, 10)) / max(float(np.median(w_kept)), 1e-9)
-    if taper > MAX_TAPER:
+    taper, flare = _width_taper(pos[ok], width[ok], roi_len)
+    if taper > MAX_TAPER or flare > MAX_FLARE:
         return _bone_refused(
             name, "low_quality",
             f"The measurement region of metacarpal {name} is not on the straight part of the shaft "
-            f"(its width changes by {100 * taper:.0f} % along it).",
+            f"(its width changes by {100 * taper:.0f} % along it, {100 * flare:.0f} % off a straight taper).",
             profiles_used=used, quality=0.0, **common)
 
     # Residual tilt of the bone against the refined axis (centres drift along the ROI).

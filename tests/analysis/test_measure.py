@@ -90,6 +90,31 @@ def test_metal_over_a_bone_refuses_that_bone_only():
     assert res.status == "ok" and res.reduced_service and res.bones_measured == 2
 
 
+@pytest.mark.parametrize("seed", [0, 1, 6, 9])
+def test_metal_over_iii_gives_ii_and_iv_with_reduced_service(seed):
+    """The plate over III lies inside II's and IV's search windows; they are still measured
+    (seeds 0, 1, 6, 9 used to refuse II) and accurately, III alone is refused."""
+    image, truth = make_hand(seed, spacing_mm=SPACING, field_mm=FIELD, metal_over="III")
+    res = analysis.analyse_located(image, truth_location(truth), pixel_spacing_mm=SPACING)
+    assert (res.bones["III"].status, res.bones["III"].reason) == ("refused", "foreign_object_in_roi")
+    for name in ("II", "IV"):
+        bone = res.bones[name]
+        assert bone.status == "ok", (name, bone.reason, bone.message)
+        assert abs(bone.cortical_thickness_mm - truth.bones[name].cortical_thickness_mm) < 0.05
+        assert abs(bone.outer_width_mm - truth.bones[name].outer_width_mm) < 0.05
+    assert res.status == "ok" and res.reduced_service and res.bones_measured == 2
+
+
+def test_steady_taper_is_shaft_flare_is_not():
+    """A width changing linearly along the ROI (a real shaft) passes; a curving flare does not."""
+    pos = np.linspace(-100.0, 100.0, 40)
+    taper, flare = measure._width_taper(pos, 50.0 + 0.05 * pos, 200.0)
+    assert taper == pytest.approx(0.2) and flare < 1e-9
+    assert taper <= measure.MAX_TAPER and flare <= measure.MAX_FLARE
+    flaring = 50.0 + 30.0 * np.exp((pos - 100.0) / 25.0)  # the head widening in the last quarter
+    assert measure._width_taper(pos, flaring, 200.0)[1] > measure.MAX_FLARE
+
+
 def test_very_noisy_image_is_low_quality():
     image, truth = make_hand(0, spacing_mm=SPACING, field_mm=FIELD, noise=0.18)  # 18x the usual noise
     res = measure.measure_bone(image, truth.axis("III"), SPACING, "III")

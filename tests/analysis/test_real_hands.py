@@ -104,19 +104,19 @@ def test_not_measurable_images_are_refused_at_all():
 
 @pytest.mark.parametrize("name", sorted(ANNOTATIONS["images"]))
 def test_end_to_end_roi_on_the_right_bone_and_mci_in_adult_range(name):
-    """analysis.analyse_image (location + measure.py): each measured ROI sits on the annotated
-    shaft (within 2.5 mm of its axis line, in the middle 40 % of its length) and the image's MCI
-    = 2T/W (combined over the measured bones) is between 0.25 and 0.75. Images where measure.py measures fewer than two bones are skipped,
-    naming its reasons (that is the measurement's call, not the locator's)."""
+    """analysis.analyse_image (location + measure.py) measures all three of II, III, IV; each ROI
+    sits on the annotated shaft (within 2.5 mm of its axis line, in the middle 40 % of its
+    length) and each bone's MCI = 2T/W, and the image's, is between 0.25 and 0.75."""
     from analysis import analyse_image
 
     result = analyse_image(_load(name), pixel_spacing_mm=SPACING)
     assert result.view == "PA"
-    measured = {n: b for n, b in result.bones.items() if b.status == "ok"}
-    if result.status != "ok":
-        reasons = {n: b.reason for n, b in result.bones.items() if b.status != "ok"}
-        pytest.skip(f"measure.py measured {sorted(measured)} only; refused {reasons}")
+    reasons = {n: (b.reason, b.message) for n, b in result.bones.items() if b.status != "ok"}
+    assert result.status == "ok" and result.bones_measured == 3 and not result.reduced_service, reasons
+    measured = result.bones
     assert 0.25 <= result.mci <= 0.75, f"MCI {result.mci:.3f}"
+    for bone_name, bone in measured.items():
+        assert 0.25 <= bone.mci <= 0.75, f"{bone_name}: MCI {bone.mci:.3f}"
     for bone_name, bone in measured.items():
         base, head = (np.asarray(p, float) for p in ANNOTATIONS["ends"][name][bone_name])
         along = head - base

@@ -8,7 +8,7 @@ Verbs::
     dxr-node rules test FILE.dcm --config FILE
     dxr-node queue list --config FILE [--data-dir DIR] [--json]
     dxr-node queue retry ID --config FILE [--data-dir DIR]      (ID: E<n> export, J<n> job, <n> export)
-    dxr-node analyze ...                                        (node/research.py, when installed)
+    dxr-node analyze ...                                        (node/research.py)
 
 Every error is one line on stderr (``dxr-node: error: ...``) and a non-zero exit status:
 1 for a failed operation, 2 for bad usage or configuration. Never a traceback.
@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from node import research
 from node.config import Config, ConfigError, load_config
 
 __all__ = ["main", "build_parser"]
@@ -90,10 +91,8 @@ def _start_http(config: Config, store: Any) -> Any:
     """
     if config.http is None:
         return None
-    try:
-        from node.dicomweb import start_http_server
-    except ImportError as exc:
-        raise CLIError(f"{config.path}: [http] is configured but the DICOMweb server is not available ({exc})", 2) from None
+    from node.dicomweb import start_http_server
+
     try:
         return start_http_server(config, store)
     except ConfigError as exc:
@@ -226,12 +225,10 @@ def cmd_echo(args: argparse.Namespace) -> int:
 
 def _echo_dicomweb(dest: Any, timeout_seconds: float) -> tuple[bool, str]:
     """A DICOMweb destination answers an authenticated QIDO-RS ``GET {url}/studies?limit=1``."""
-    try:
-        import requests
+    import requests
 
-        from node.stow_export import make_client
-    except ImportError as exc:
-        raise CLIError(f"{dest.name}: DICOMweb echo is not available in this build ({exc})") from None
+    from node.stow_export import make_client
+
     where = f"{dest.name} ({dest.url})"
     try:
         make_client(dest, timeout_seconds).search_for_studies(limit=1)
@@ -386,12 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     qr.add_argument("--data-dir", help="overrides [node] data_dir")
     qr.set_defaults(func=cmd_queue_retry)
 
-    try:
-        from node import research
-    except ImportError:
-        research = None
-    if research is not None:
-        research.add_analyze_parser(sub)
+    research.add_analyze_parser(sub)
     return p
 
 
@@ -399,10 +391,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
-        if args.verb == "analyze":
-            from node import research
-
-            return int(research.run_analyze(args) or 0)
         return int(args.func(args) or 0)
     except CLIError as exc:
         print(f"dxr-node: error: {exc}", file=sys.stderr)

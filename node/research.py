@@ -48,6 +48,7 @@ def add_analyze_parser(subparsers: Any) -> None:
     p.add_argument("--reference-dir", metavar="DIR", default=None,
                    help=f"reference tables (*.csv) for T/Z-scores (default {DEFAULT_REFERENCE_DIR})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=run_analyze)
 
 
 def _error(message: str) -> int:

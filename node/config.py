@@ -326,6 +326,8 @@ def _parse_rules(cfg_path: Path, raw: Any) -> RulesConfig:
 def load_config(path: str | Path, *, port: int | None = None, data_dir: str | Path | None = None) -> Config:
     """Read and validate the TOML config; ``port``/``data_dir`` override the file (CLI flags).
 
+    A key the file leaves out takes the dataclass field's default (one place for each default).
+
     Raises
     ------
     ConfigError
@@ -354,13 +356,13 @@ def load_config(path: str | Path, *, port: int | None = None, data_dir: str | Pa
         {"ae_title", "bind", "port", "data_dir", "workers", "max_associations", "job_timeout_seconds"},
     )
     node = NodeConfig(
-        ae_title=n.ae("ae_title", "DXRNODE"),
-        bind=n.str("bind", "0.0.0.0"),
-        port=n.int("port", 11112, 1, 65535),
-        data_dir=_resolve(base, n.str("data_dir", "var")),
-        workers=n.int("workers", 2, 1, 64),
-        max_associations=n.int("max_associations", 10, 1, 1000),
-        job_timeout_seconds=n.number("job_timeout_seconds", 600.0, 0.0, exclusive=True),
+        ae_title=n.ae("ae_title", NodeConfig.ae_title),
+        bind=n.str("bind", NodeConfig.bind),
+        port=n.int("port", NodeConfig.port, 1, 65535),
+        data_dir=_resolve(base, n.str("data_dir", str(NodeConfig.data_dir))),
+        workers=n.int("workers", NodeConfig.workers, 1, 64),
+        max_associations=n.int("max_associations", NodeConfig.max_associations, 1, 1000),
+        job_timeout_seconds=n.number("job_timeout_seconds", NodeConfig.job_timeout_seconds, 0.0, exclusive=True),
     )
     if port is not None:
         if not 1 <= port <= 65535:
@@ -370,7 +372,7 @@ def load_config(path: str | Path, *, port: int | None = None, data_dir: str | Pa
         node = replace(node, data_dir=Path(data_dir).expanduser().resolve())
 
     s = _Section(cfg_path, "[study]", raw.get("study", {}), {"quiet_period_seconds"})
-    study = StudyConfig(quiet_period_seconds=s.number("quiet_period_seconds", 10.0, 0.0))
+    study = StudyConfig(quiet_period_seconds=s.number("quiet_period_seconds", StudyConfig.quiet_period_seconds, 0.0))
 
     raw_sources = raw.get("sources", [])
     if not isinstance(raw_sources, list):
@@ -422,9 +424,9 @@ def load_config(path: str | Path, *, port: int | None = None, data_dir: str | Pa
 
     e = _Section(cfg_path, "[export]", raw.get("export", {}), {"retry_base_delay_seconds", "retry_max_delay_seconds", "max_attempts", "calling_ae_title"})
     export = ExportConfig(
-        retry_base_delay_seconds=e.number("retry_base_delay_seconds", 5.0, 0.0),
-        retry_max_delay_seconds=e.number("retry_max_delay_seconds", 300.0, 0.0),
-        max_attempts=e.int("max_attempts", 8, 1, 1000),
+        retry_base_delay_seconds=e.number("retry_base_delay_seconds", ExportConfig.retry_base_delay_seconds, 0.0),
+        retry_max_delay_seconds=e.number("retry_max_delay_seconds", ExportConfig.retry_max_delay_seconds, 0.0),
+        max_attempts=e.int("max_attempts", ExportConfig.max_attempts, 1, 1000),
         calling_ae_title=e.ae("calling_ae_title"),
     )
     if export.retry_max_delay_seconds < export.retry_base_delay_seconds:
@@ -435,8 +437,8 @@ def load_config(path: str | Path, *, port: int | None = None, data_dir: str | Pa
     o = _Section(cfg_path, "[outputs]", raw.get("outputs", {}), None)
     extra = tuple((k, v) for k, v in o.table.items() if k not in {"refusal_sr", "picture", "institution_name"})
     outputs = OutputsConfig(
-        refusal_sr=o.bool("refusal_sr", True),
-        picture=o.bool("picture", True),
+        refusal_sr=o.bool("refusal_sr", OutputsConfig.refusal_sr),
+        picture=o.bool("picture", OutputsConfig.picture),
         institution_name=o.str("institution_name"),
         extra=extra,
     )
@@ -446,18 +448,18 @@ def load_config(path: str | Path, *, port: int | None = None, data_dir: str | Pa
     reference = ReferenceConfig(dir=_resolve(base, ref_dir) if ref_dir else None)
 
     d = _Section(cfg_path, "[disk]", raw.get("disk", {}), {"min_free_bytes"})
-    disk = DiskConfig(min_free_bytes=d.int("min_free_bytes", 0, 0))
+    disk = DiskConfig(min_free_bytes=d.int("min_free_bytes", DiskConfig.min_free_bytes, 0))
 
     http = None
     if "http" in raw:
         h = _Section(cfg_path, "[http]", raw["http"], {"bind", "port", "token", "token_file", "max_body_bytes"})
         token_file = h.str("token_file")
         http = HttpConfig(
-            bind=h.str("bind", "0.0.0.0"),
-            port=h.int("port", 8080, 1, 65535),
+            bind=h.str("bind", HttpConfig.bind),
+            port=h.int("port", HttpConfig.port, 1, 65535),
             token=h.str("token"),
             token_file=_resolve(base, token_file) if token_file else None,
-            max_body_bytes=h.int("max_body_bytes", 2 * 1024**3, 1),
+            max_body_bytes=h.int("max_body_bytes", HttpConfig.max_body_bytes, 1),
         )
 
     return Config(

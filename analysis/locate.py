@@ -213,7 +213,7 @@ def _prepare(image: np.ndarray, pixel_spacing_mm: float) -> _Work:
     if n == 0:
         body = tissue
     else:
-        sizes = ndi.sum(tissue, lab, index=np.arange(1, n + 1))
+        sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]  # pixels per component
         body = lab == (1 + int(np.argmax(sizes)))
         body = _fill_holes(body)
     g = resid  # background-flattened image from here on
@@ -361,7 +361,7 @@ class _HandFrame:
     def sample(self, image: np.ndarray, order: int = 1, cval: float = 0.0) -> np.ndarray:
         yy, xx = np.mgrid[0 : self.shape[0], 0 : self.shape[1]].astype(float)
         r, c = self.to_work(yy, xx)
-        return ndi.map_coordinates(image.astype(float), [r, c], order=order, mode="constant", cval=cval)
+        return ndi.map_coordinates(np.asarray(image, dtype=float), [r, c], order=order, mode="constant", cval=cval)
 
 
 def _thumb_and_axis(cluster: list[_Finger], body: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[_Finger], dict]:
@@ -591,7 +591,9 @@ def _along(image: np.ndarray, a: float, b: float, ys: np.ndarray, half_px: float
     """Mean of ``image`` across a narrow band centred on the line x = a + b*y, per y."""
     offs = np.linspace(-half_px, half_px, 3)
     xs = a + b * ys
-    vals = [ndi.map_coordinates(image, [ys, xs + o], order=1, mode="nearest") for o in offs]
+    # One interpolation call for the three lines (pointwise, so the same values).
+    coords = [np.tile(ys, offs.size), np.concatenate([xs + o for o in offs])]
+    vals = ndi.map_coordinates(image, coords, order=1, mode="nearest").reshape(offs.size, ys.size)
     return np.mean(vals, axis=0)
 
 
@@ -695,10 +697,10 @@ def _axial_profile(image: np.ndarray, p0: np.ndarray, p1: np.ndarray, step_px: f
     pts = p0[None, :] + t[:, None] * d[None, :]
     normal = np.array([-d[1], d[0]]) / (np.hypot(*d) + 1e-12)
     offs = np.linspace(-half_width_px, half_width_px, 5)
-    vals = [
-        ndi.map_coordinates(image, [pts[:, 0] + o * normal[0], pts[:, 1] + o * normal[1]], order=1, mode="nearest")
-        for o in offs
-    ]
+    # One interpolation call for the five lines (pointwise, so the same values).
+    coords = [np.concatenate([pts[:, 0] + o * normal[0] for o in offs]),
+              np.concatenate([pts[:, 1] + o * normal[1] for o in offs])]
+    vals = ndi.map_coordinates(image, coords, order=1, mode="nearest").reshape(offs.size, n)
     return t, np.mean(vals, axis=0)
 
 

@@ -106,7 +106,10 @@ _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
 class StoreError(RuntimeError):
-    """A disk or database failure (the SCP answers 0xA700 Out of Resources)."""
+    """A disk or database failure (the SCP answers 0xA700 Out of Resources).
+
+    Every ``Store`` method raises this, never ``sqlite3.Error``: the node's threads catch it
+    and keep running."""
 
 
 @dataclass(frozen=True)
@@ -235,19 +238,30 @@ class Store:
                 raise StoreError(f"database unavailable: {exc}") from exc
             try:
                 yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+            except BaseException as exc:
+                self._rollback()
+                if isinstance(exc, sqlite3.Error):  # e.g. disk full, I/O error: callers handle StoreError
+                    raise StoreError(f"database failure: {exc}") from exc
                 raise
             else:
                 try:
                     self._conn.execute("COMMIT")
                 except sqlite3.Error as exc:
-                    self._conn.execute("ROLLBACK")
+                    self._rollback()
                     raise StoreError(f"database commit failed: {exc}") from exc
+
+    def _rollback(self) -> None:
+        try:
+            self._conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # SQLite may have rolled the transaction back itself (SQLITE_FULL, SQLITE_IOERR)
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"database unavailable: {exc}") from exc
 
     # ---------------------------------------------------------------- recovery
     def recover(self) -> tuple[int, int]:

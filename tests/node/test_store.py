@@ -178,6 +178,20 @@ def test_disk_failure_raises_store_error_and_records_nothing(tmp_path):
     assert list(store.tmp_dir.iterdir()) == []
 
 
+def test_database_failure_inside_a_transaction_raises_store_error_and_rolls_back(tmp_path):
+    store = Store(tmp_path)
+    study = generate_uid()
+    sop, _ = _store_one(store, study)
+    store._conn.execute("DROP TABLE jobs")  # a damaged database: statements fail inside transactions
+    with pytest.raises(StoreError, match="no such table"):
+        store.complete_due_studies(0.0, now=time.time() + 60)  # UPDATE studies, then INSERT INTO jobs fails
+    with pytest.raises(StoreError, match="no such table"):
+        store.list_jobs()
+    # Rolled back and still usable: the study was not marked complete, new instances are stored.
+    assert store._query("SELECT state FROM studies")[0]["state"] == "receiving"
+    assert _store_one(store, study)[1] == "stored"
+
+
 def test_atomic_write_replaces_whole_files_only(tmp_path):
     target = tmp_path / "a" / "b.dcm"
     atomic_write(target, b"one")

@@ -18,6 +18,10 @@ covers the measurement ROI with margin)."""
 HALF_WIDTH_FRACTION = 0.12
 """Half-width of the region checked across the shaft, as a fraction of L: the whole shaft
 (W is about L/8) plus margin, short of the neighbouring metacarpals."""
+SHAFT_HALF_WIDTH_FRACTION = 0.07
+"""Half-width of the shaft itself as a fraction of L (W is about L/8, plus an axis error of a mm or
+so): only foreign material that reaches this close to the axis lies over the bone. A plate over
+the neighbouring metacarpal that enters the wider checked region from the side does not."""
 FOREIGN_CONTRAST = 2.0
 """A pixel is foreign when its contrast over soft tissue exceeds this multiple of the bone's own
 (the brightest shaft outside the region). Cortical bone varies by well under 1.3x along a shaft
@@ -37,7 +41,8 @@ def _grid(base_rc, head_rc, t: np.ndarray, s_px: np.ndarray) -> tuple[np.ndarray
 
 
 def foreign_object_fraction(image: np.ndarray, base_rc, head_rc, pixel_spacing_mm: float) -> float:
-    """Fraction of the mid-shaft region (ROI_FRACTION of L, +-HALF_WIDTH_FRACTION of L) that is not bone.
+    """Fraction of the mid-shaft region (ROI_FRACTION of L, +-HALF_WIDTH_FRACTION of L) covered by
+    foreign material that reaches the shaft (within SHAFT_HALF_WIDTH_FRACTION of L of the axis).
 
     Parameters
     ----------
@@ -80,6 +85,13 @@ def foreign_object_fraction(image: np.ndarray, base_rc, head_rc, pixel_spacing_m
     top = float(np.max(image))
     if bone < 0.97 * top:
         foreign |= roi >= 0.995 * top
+    if foreign.any():
+        # Count only objects over the shaft: a component must reach the shaft's own width.
+        labels, _ = ndi.label(foreign)
+        s_px = np.linspace(-half, half, n_s)
+        over_shaft = np.abs(s_px) <= SHAFT_HALF_WIDTH_FRACTION * length_px
+        touching = np.unique(labels[:, over_shaft])
+        foreign = np.isin(labels, touching[touching > 0])
     return float(np.mean(foreign))
 
 

@@ -105,6 +105,19 @@ def test_metal_over_iii_gives_ii_and_iv_with_reduced_service(seed):
     assert res.status == "ok" and res.reduced_service and res.bones_measured == 2
 
 
+@pytest.mark.parametrize("seed", [1, 6, 9])
+def test_metal_over_iii_full_pipeline_measures_ii_and_iv(seed):
+    """The same through the hand finder (analyse_image): located axes, the metal check of
+    analysis.qc and measure_bone together give II and IV, III refused, reduced service."""
+    image, truth = make_hand(seed, spacing_mm=SPACING, metal_over="III")
+    res = analysis.analyse_image(image, pixel_spacing_mm=SPACING)
+    assert res.view == "PA" and res.status == "ok", (res.reason, res.message)
+    assert (res.bones["III"].status, res.bones["III"].reason) == ("refused", "foreign_object_in_roi")
+    assert res.bones["II"].status == res.bones["IV"].status == "ok"
+    assert res.bones_measured == 2 and res.reduced_service
+    assert res.to_json()["reduced_service"] is True
+
+
 def test_steady_taper_is_shaft_flare_is_not():
     """A width changing linearly along the ROI (a real shaft) passes; a curving flare does not."""
     pos = np.linspace(-100.0, 100.0, 40)

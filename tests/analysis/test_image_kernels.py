@@ -102,3 +102,18 @@ def test_trace_boundary_of_a_square_walks_its_rim_clockwise():
     assert out[0].tolist() == [1.0, 2.0] and out[1].tolist() == [1.0, 3.0]  # east first: clockwise
     assert len(out) == 8  # the 3 x 3 square's rim
     assert K.trace_boundary(np.zeros((3, 3), bool)).shape == (0, 2)
+
+
+@pytest.mark.parametrize("case", ["smooth", "normal", "constant", "integers", "single"])
+def test_histogram_equals_numpy(case):
+    rng = np.random.default_rng(3)
+    values = {
+        "smooth": ndi.gaussian_filter(rng.random((80, 70)), 2).ravel() * 1.7 - 0.2,
+        "normal": rng.normal(size=2000),
+        "constant": np.full(10, 3.0),
+        "integers": rng.integers(0, 10, 500).astype(float),  # many values exactly on bin edges
+        "single": np.array([0.25]),
+    }[case]
+    counts, edges = K.histogram(values, 256)
+    ref_counts, ref_edges = np.histogram(values, 256)
+    assert np.array_equal(counts, ref_counts) and np.array_equal(edges, ref_edges)

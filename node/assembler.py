@@ -45,12 +45,18 @@ class Assembler(threading.Thread):
             log.error("event=assembler_error detail=%r", str(exc))
             return 0
         for job in jobs:
-            n = len(self.store.study_instances(job.study_instance_uid))
+            try:  # only for the log line: the job is queued already
+                n: int | str = len(self.store.study_instances(job.study_instance_uid))
+            except StoreError:
+                n = "unknown"
             log.info(
-                "event=study_complete study=%s instances=%d run=%d job=J%d", job.study_instance_uid, n, job.run, job.id
+                "event=study_complete study=%s instances=%s run=%d job=J%d", job.study_instance_uid, n, job.run, job.id
             )
         return len(jobs)
 
     def run(self) -> None:
         while not self.stop.wait(self.poll_seconds):
-            self.tick()
+            try:
+                self.tick()
+            except Exception as exc:  # a surprise must not end the thread: no study would complete again
+                log.error("event=assembler_error detail=%r", f"{type(exc).__name__}: {exc}")

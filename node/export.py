@@ -8,9 +8,8 @@ DIMSE). A failed attempt is queued again after ``[export] retry_base_delay_secon
 re-send after a crash never duplicates at the destination.
 
 Destination types: ``dimse`` (C-STORE SCU), ``folder`` (copy to
-``<path>/<StudyInstanceUID>/<SOPInstanceUID>.dcm``), ``dicomweb`` (delegated to
-``node.dicomweb.send_stow(destination, paths) -> list[node.dimse.SendResult]`` when that
-module provides it).
+``<path>/<StudyInstanceUID>/<SOPInstanceUID>.dcm``), ``dicomweb`` (STOW-RS,
+``node.stow_export.send_stow(destination, paths) -> list[node.dimse.SendResult]``).
 """
 
 from __future__ import annotations
@@ -48,10 +47,8 @@ def _send_folder(dest: DestinationConfig, exports: list[Export], store: Store) -
 
 
 def _send_dicomweb(dest: DestinationConfig, paths: list[Path]) -> list[SendResult]:
-    try:
-        from node.dicomweb import send_stow
-    except ImportError:
-        return [SendResult(p, None, False, "DICOMweb export is not available in this build") for p in paths]
+    from node.stow_export import send_stow  # requests/dicomweb-client: loaded only when used
+
     return list(send_stow(dest, paths))
 
 
@@ -155,6 +152,9 @@ class Exporter(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
-            self.tick()
+            try:
+                self.tick()
+            except Exception as exc:  # a surprise must not end the thread: nothing would be sent again
+                log.error("event=exporter_error error=%r", f"{type(exc).__name__}: {exc}")
             self.stop.wait(self.poll_seconds)
         self.pool.shutdown(wait=True)

@@ -78,10 +78,8 @@ from node.config import Config, ConfigError, HttpConfig
 from node.disk import DiskWatermark
 from node.ingest import IngestOutcome, ingest
 from node.store import Store
-from node.stow_export import send_stow  # node/export.py delivers type = "dicomweb" through this name
 
 __all__ = [
-    "send_stow",
     "create_app",
     "start_http_server",
     "HttpServer",

@@ -75,7 +75,7 @@ from starlette.routing import Route
 
 from node import metrics
 from node.config import Config, ConfigError, HttpConfig
-from node.disk import DiskWatermark
+from node.disk import DiskWatermark, shared_watermark
 from node.ingest import IngestOutcome, ingest
 from node.store import Store
 
@@ -685,7 +685,7 @@ def create_app(
 
     if config.http is None:
         raise ConfigError(f"{config.path}: no [http] table: the HTTP server is not configured")
-    disk = disk or DiskWatermark(config.data_dir, config.disk.min_free_bytes)
+    disk = disk or shared_watermark(config.data_dir, config.disk.min_free_bytes)
     state = AppState(
         config=config,
         store=store,

@@ -119,3 +119,19 @@ class DiskWatermark:
     def accepting(self) -> bool:
         """True when new data may be accepted now."""
         return self.check().ok
+
+
+_shared: dict[tuple[str, int], DiskWatermark] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_watermark(path: str | os.PathLike, min_free_bytes: int) -> DiskWatermark:
+    """The process's one :class:`DiskWatermark` for ``path`` and ``min_free_bytes``.
+
+    The C-STORE handler, STOW-RS and ``/readyz`` share it, so a crossing is logged once.
+    """
+    key = (str(Path(path).absolute()), int(min_free_bytes))
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = DiskWatermark(path, min_free_bytes)
+        return _shared[key]

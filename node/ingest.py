@@ -11,13 +11,13 @@ from __future__ import annotations
 import io
 import logging
 import math
-import shutil
 from dataclasses import dataclass
 
 import pydicom
 from pydicom.uid import UID
 
 from node.config import Config
+from node.disk import shared_watermark
 from node.rules import evaluate
 from node.store import Store, StoreError
 
@@ -78,25 +78,11 @@ def _pixel_length_problem(ds: pydicom.Dataset) -> str | None:
     return None
 
 
-_watermarks: dict[tuple[str, int], object] = {}
-
-
 def _disk_refusal(store: Store, config: Config) -> str | None:
     """Why new data is refused for lack of disk space, or None ([disk] min_free_bytes = 0: never)."""
     if not config.disk.min_free_bytes:
         return None
-    key = (str(store.data_dir), config.disk.min_free_bytes)
-    watermark = _watermarks.get(key)
-    if watermark is None:
-        try:
-            from node.disk import DiskWatermark
-        except ImportError:  # the watermark module is optional; fall back to one statvfs
-            free = shutil.disk_usage(store.data_dir).free
-            if free < config.disk.min_free_bytes:
-                return f"free disk {free} bytes is below [disk] min_free_bytes {config.disk.min_free_bytes}"
-            return None
-        watermark = _watermarks.setdefault(key, DiskWatermark(store.data_dir, config.disk.min_free_bytes))
-    state = watermark.check()
+    state = shared_watermark(store.data_dir, config.disk.min_free_bytes).check()
     return None if state.ok else state.message
 
 

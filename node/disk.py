@@ -103,7 +103,7 @@ class DiskWatermark:
             free = int(self._free_bytes_fn(self.path))
         except OSError as exc:
             # An unreadable filesystem is as bad as a full one: refuse, and say why.
-            log.error("disk check failed on %s: %s", self.path, exc)
+            log.error("event=disk_check_failed path=%s error=%r", self.path, str(exc))
             free = 0
         state = DiskState(self.path, free, self.min_free_bytes)
         with self._lock:
@@ -111,9 +111,9 @@ class DiskWatermark:
             first_bad = self._was_ok is None and not state.ok
             self._was_ok = state.ok
         if (changed or first_bad) and not state.ok:
-            log.warning("disk watermark crossed, refusing new data: %s", state.message)
+            log.warning("event=disk_low action=refusing_new_data detail=%r", state.message)
         elif changed and state.ok:
-            log.info("disk space back, accepting new data again: %s", state.message)
+            log.info("event=disk_ok action=accepting_new_data detail=%r", state.message)
         return state
 
     def accepting(self) -> bool:

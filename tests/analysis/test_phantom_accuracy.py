@@ -173,3 +173,29 @@ def test_phantom_projects_the_stated_geometry():
     # Away from the edges (where pixel averaging and bilinear sampling round the corners).
     clear = (np.abs(np.abs(d_mm) - big_r) > 0.3) & (np.abs(np.abs(d_mm) - small_r) > 0.3)
     assert np.max(np.abs((prof - background - expected)[clear])) < 0.01 * expected.max()
+
+
+def _eight_bit_window(image, low_percentile=0.5, high_percentile=99.5):
+    """A modality's 8-bit export: a linear window over the hand's range, clipped, rounded to 0..255."""
+    low, high = np.percentile(image, [low_percentile, high_percentile])
+    return np.rint(np.clip((image - low) / (high - low), 0.0, 1.0) * 255.0)
+
+
+@pytest.mark.parametrize("unsharp", [None, (1.0, 1.0)], ids=["window-only", "unsharp+window"])
+def test_vendor_processing_moves_edges_less_than_precision_budget(unsharp):
+    """Issue 4: an 8-bit window (with or without edge enhancement) must not move the measured
+    edges by more than the precision budget: VPA within the 0.5 % CV bar of the unprocessed
+    measurement, T and W within half the 0.05 mm accuracy bar."""
+    image, truth = make_hand(71, spacing_mm=0.1, blur_sigma_mm=0.1, rotation_deg=-20.0, field_mm=FIELD,
+                             unsharp=unsharp)
+    processed = _eight_bit_window(image)
+    assert len(np.unique(processed)) <= 256
+    for name in BONES:
+        before = measure_bone(image, truth.axis(name), 0.1, name)
+        after = measure_bone(processed, truth.axis(name), 0.1, name)
+        assert before.status == after.status == "ok", (name, after.reason)
+        assert abs(after.cortical_thickness_mm - before.cortical_thickness_mm) <= BAR_MM / 2, name
+        assert abs(after.outer_width_mm - before.outer_width_mm) <= BAR_MM / 2, name
+        vpa_before = indices.vpa_mm(before.cortical_thickness_mm, before.outer_width_mm)
+        vpa_after = indices.vpa_mm(after.cortical_thickness_mm, after.outer_width_mm)
+        assert abs(vpa_after / vpa_before - 1.0) <= 0.005, (name, vpa_before, vpa_after)

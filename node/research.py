@@ -186,20 +186,13 @@ def _has_image_magic(path: Path) -> bool:
     return _file_head(path, 8).startswith((b"\x89PNG", b"\xff\xd8"))
 
 
-def _load_reference(directory: Path | None, explicit: bool):
-    from analysis.reference import load_reference_tables
+def _load_reference(directory: Path, explicit: bool):
+    """The tables in ``directory``, or None; ``explicit`` (given with --reference-dir): it must exist."""
+    from node.worker import load_reference_dir
 
-    if directory is None or not directory.is_dir():
-        if explicit:
-            raise ValueError(f"--reference-dir {directory}: not a folder")
-        return None
-    files = sorted(directory.glob("*.csv"))
-    if not files:
-        return None
-    try:
-        return load_reference_tables([f.read_text(encoding="utf-8") for f in files])
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"reference tables in {directory} are invalid: {exc}") from None
+    if explicit and not directory.is_dir():
+        raise ValueError(f"--reference-dir {directory}: not a folder")
+    return load_reference_dir(directory)
 
 
 def _unique_png(out_dir: Path, path: Path, used: set[str]) -> Path:

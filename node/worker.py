@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import pydicom
@@ -27,7 +28,7 @@ import pydicom
 from node.config import Config
 from node.store import Job, Store, StoreError, atomic_write, uid_filename
 
-__all__ = ["WorkerPool", "run_job", "load_reference", "output_options", "ReferenceTablesError", "MAX_JOB_ATTEMPTS"]
+__all__ = ["WorkerPool", "run_job", "load_reference", "load_reference_dir", "output_options", "ReferenceTablesError", "MAX_JOB_ATTEMPTS"]
 
 log = logging.getLogger("dxr.worker")
 
@@ -50,16 +51,22 @@ def load_reference(config: Config) -> Any:
     ValueError
         One line naming the folder when the tables exist but are invalid.
     """
-    ref_dir = config.reference.dir
+    return load_reference_dir(config.reference.dir)
+
+
+def load_reference_dir(ref_dir: Path | None) -> Any:
+    """The reference tables in the folder ``ref_dir`` (``*.csv``), or None when it has none.
+
+    Also ``dxr-node analyze --reference-dir``. Raises :class:`ReferenceTablesError` (one line
+    naming the folder) when the tables exist but cannot be read or are invalid.
+    """
     if ref_dir is None or not ref_dir.is_dir():
         return None
     files = sorted(ref_dir.glob("*.csv"))
     if not files:
         return None
-    try:
-        from analysis.reference import load_reference_tables
-    except ImportError:
-        return None
+    from analysis.reference import load_reference_tables
+
     try:
         return load_reference_tables([f.read_text(encoding="utf-8") for f in files])
     except Exception as exc:

@@ -39,6 +39,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from analysis.image_kernels import (
+    bilinear,
     block_mean,
     dilate_cross,
     distance_to_background,
@@ -374,6 +375,8 @@ class _HandFrame:
     def sample(self, image: np.ndarray, order: int = 1, cval: float = 0.0) -> np.ndarray:
         yy, xx = np.mgrid[0 : self.shape[0], 0 : self.shape[1]].astype(float)
         r, c = self.to_work(yy, xx)
+        if order == 1:
+            return bilinear(image, r, c, mode="constant", cval=cval)
         return ndi.map_coordinates(np.asarray(image, dtype=float), [r, c], order=order, mode="constant", cval=cval)
 
 
@@ -604,9 +607,7 @@ def _along(image: np.ndarray, a: float, b: float, ys: np.ndarray, half_px: float
     """Mean of ``image`` across a narrow band centred on the line x = a + b*y, per y."""
     offs = np.linspace(-half_px, half_px, 3)
     xs = a + b * ys
-    # One interpolation call for the three lines (pointwise, so the same values).
-    coords = [np.tile(ys, offs.size), np.concatenate([xs + o for o in offs])]
-    vals = ndi.map_coordinates(image, coords, order=1, mode="nearest").reshape(offs.size, ys.size)
+    vals = bilinear(image, ys[None, :], xs[None, :] + offs[:, None], mode="nearest")
     return np.mean(vals, axis=0)
 
 
@@ -710,10 +711,8 @@ def _axial_profile(image: np.ndarray, p0: np.ndarray, p1: np.ndarray, step_px: f
     pts = p0[None, :] + t[:, None] * d[None, :]
     normal = np.array([-d[1], d[0]]) / (np.hypot(*d) + 1e-12)
     offs = np.linspace(-half_width_px, half_width_px, 5)
-    # One interpolation call for the five lines (pointwise, so the same values).
-    coords = [np.concatenate([pts[:, 0] + o * normal[0] for o in offs]),
-              np.concatenate([pts[:, 1] + o * normal[1] for o in offs])]
-    vals = ndi.map_coordinates(image, coords, order=1, mode="nearest").reshape(offs.size, n)
+    vals = bilinear(image, pts[None, :, 0] + offs[:, None] * normal[0], pts[None, :, 1] + offs[:, None] * normal[1],
+                    mode="nearest")
     return t, np.mean(vals, axis=0)
 
 

@@ -117,3 +117,31 @@ def test_histogram_equals_numpy(case):
     counts, edges = K.histogram(values, 256)
     ref_counts, ref_edges = np.histogram(values, 256)
     assert np.array_equal(counts, ref_counts) and np.array_equal(edges, ref_edges)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "constant"])
+@pytest.mark.parametrize("shape", [(40, 33), (1, 6), (6, 1)])
+def test_bilinear_equals_map_coordinates(mode, shape):
+    rng = np.random.default_rng(4)
+    image = rng.normal(100.0, 30.0, shape)
+    rows = rng.uniform(-3.0, shape[0] + 2.0, 3000)
+    cols = rng.uniform(-3.0, shape[1] + 2.0, 3000)
+    rows[:40] = np.round(rows[:40])  # on the grid, on the last row and column, just outside
+    cols[40:60] = shape[1] - 1.0
+    rows[60:70] = shape[0] - 1.0
+    cols[70:80] = -1e-9
+    fast = K.bilinear(image, rows, cols, mode=mode, cval=-7.0)
+    ref = K.bilinear_numpy(image, rows, cols, mode=mode, cval=-7.0)
+    np.testing.assert_allclose(fast, ref, rtol=1e-12, atol=1e-12)
+    assert np.array_equal(fast == -7.0, ref == -7.0)
+
+
+def test_bilinear_keeps_the_coordinate_shape_and_interpolates_a_plane():
+    rows, cols = np.mgrid[0:5, 0:7].astype(float)
+    plane = 2.0 * rows + 3.0 * cols
+    yy, xx = np.array([[0.5, 1.25], [3.75, 2.0]]), np.array([[0.5, 5.5], [1.1, 6.0]])
+    out = K.bilinear(plane, yy, xx)
+    assert out.shape == (2, 2)
+    np.testing.assert_allclose(out, 2.0 * yy + 3.0 * xx, rtol=1e-12)
+    with pytest.raises(ValueError):
+        K.bilinear(plane, yy, xx, mode="wrap")

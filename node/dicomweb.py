@@ -48,6 +48,7 @@ re-sends after a lost response must not see a failure. It is never analysed twic
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import io
 import logging
@@ -369,8 +370,8 @@ class _StowState:
             if part.path is not None:
                 try:
                     part.path.unlink()
-                except FileNotFoundError:
-                    pass
+                except OSError:
+                    pass  # never written, or tmp_dir unusable; Store.recover removes leftovers at start
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -495,6 +496,10 @@ class _StowHandler:
             except ClientDisconnect:
                 log.warning("event=stow_refused client=%s reason=client_disconnected", client)
                 return _error(400, "the client disconnected before the body was complete; nothing was stored")
+            except OSError as exc:  # a part beyond the memory budget could not be written to tmp_dir
+                log.warning("event=stow_refused client=%s reason=tmp_write_failed detail=%r", client, str(exc))
+                return _error(507 if exc.errno == errno.ENOSPC else 503,
+                              f"the node cannot write the request to disk ({exc.strerror or exc}); nothing was stored")
             if not state.parts:
                 return _error(400, "the multipart body has no parts; nothing was stored")
             received_at = time.monotonic()
@@ -503,7 +508,15 @@ class _StowHandler:
 
             async def store(part: _Part) -> _PartResult:
                 async with limit_parallel:
-                    return await run_in_threadpool(self._store_part, part, client, study_in_url)
+                    try:
+                        return await run_in_threadpool(self._store_part, part, client, study_in_url)
+                    except Exception as exc:  # a bug costs this part a failure, not the request (as C-STORE)
+                        message = f"{type(exc).__name__}: {exc}"
+                        log.error("event=instance_refused calling_ae=%s source=dicomweb part=%d "
+                                  "reason=internal_error detail=%r", client, part.index, message)
+                        metrics.instance_refused(metrics.PROTOCOL_STOW, "internal_error")
+                        return _PartResult(part.index, False, "error", message,
+                                           failure_reason=FAILURE_REASON["processing_failure"])
 
             results = list(await asyncio.gather(*(store(p) for p in state.parts)))
             stored_at = time.monotonic()

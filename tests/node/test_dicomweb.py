@@ -519,6 +519,23 @@ def test_readyz_reports_a_spool_it_cannot_write(node: Node):
     assert node.client.get("/readyz").status_code == 200
 
 
+def test_a_part_that_cannot_be_written_to_tmp_dir_is_a_503_and_stores_nothing(node: Node, monkeypatch):
+    import node.dicomweb as dicomweb
+
+    monkeypatch.setattr(dicomweb, "MEMORY_BUDGET_BYTES", 12_000)  # the second part goes to a file
+    tmp_dir = node.store.tmp_dir
+    tmp_dir.rename(tmp_dir.with_name("tmp.moved"))
+    tmp_dir.write_text("a file where the spool's temporary folder should be")  # fails even for root
+    try:
+        resp = node.post(multipart([encode(small_image(seed=k)) for k in range(3)]))
+    finally:
+        tmp_dir.unlink()
+        tmp_dir.with_name("tmp.moved").rename(tmp_dir)
+    assert resp.status_code == 503, resp.text
+    assert "cannot write the request to disk" in resp.json()["error"]
+    node.assert_nothing_stored()
+
+
 def test_http_server_listens_on_a_tcp_socket_so_asyncio_disables_nagle(node: Node):
     """asyncio sets TCP_NODELAY only on sockets whose proto is TCP; with proto 0 every keep-alive
     response waited ~40 ms for a delayed ACK (found by bench/stow_rate.py)."""

@@ -141,9 +141,13 @@ def analyse_image(
         check_spacing(float(pixel_spacing_mm))
     except CalibrationError as exc:
         return refused(exc.reason, exc.message, **base)
-    if image.ndim != 2 or min(image.shape) < 64 or not np.isfinite(image).all():
+    if image.ndim != 2 or not np.isfinite(image).all():
         return AnalysisResult(status="error", reason="unreadable",
                               message="The image is not a finite two-dimensional grayscale array.", **base)
+    if min(image.shape) < 64:
+        return AnalysisResult(status="error", reason="unreadable",
+                              message=f"The image is too small ({image.shape[1]} x {image.shape[0]} pixels; "
+                                      "at least 64 on each side).", **base)
 
     return analyse_located(image, locate_hand(image, float(pixel_spacing_mm)), pixel_spacing_mm=pixel_spacing_mm,
                            pixel_spacing_source=pixel_spacing_source, laterality=laterality, sex=sex,
@@ -155,7 +159,7 @@ def _result_fields(image: np.ndarray, pixel_spacing_mm: float, pixel_spacing_sou
     """The ``AnalysisResult`` fields every answer on this image carries, refusals included."""
     return dict(
         laterality=laterality, pixel_spacing_mm=float(pixel_spacing_mm), pixel_spacing_source=pixel_spacing_source,
-        image_shape=(int(image.shape[0]), int(image.shape[1])), sex=sex, age_years=age_years,
+        image_shape=tuple(int(n) for n in image.shape[:2]), sex=sex, age_years=age_years,
     )
 
 

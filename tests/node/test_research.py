@@ -54,6 +54,13 @@ def test_json_lines_in_input_order_and_exit_1_for_unreadable(capsys, inputs):
     assert "Traceback" not in err
 
 
+def test_a_picture_too_small_to_hold_a_hand_says_so(capsys, tmp_path):
+    Image.fromarray(np.zeros((40, 3000), np.uint8)).save(tmp_path / "strip.png")
+    code, [line], err = _run(capsys, "--pixel-spacing", "0.1", tmp_path / "strip.png")
+    assert code == 1 and (line["status"], line["reason"]) == ("error", "unreadable")
+    assert line["message"] == "The image is too small (3000 x 40 pixels; at least 64 on each side)."
+
+
 def test_refused_only_exits_0_and_header_values_are_overridable(capsys, inputs):
     code, lines, _ = _run(capsys, inputs / "nospacing.dcm", "--sex", "m", "--age", "50")
     assert code == 0

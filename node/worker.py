@@ -206,7 +206,11 @@ def worker_main(config: Config, stop, index: int, parent_pid: int, poll_seconds:
     from node.log import setup_logging
 
     setup_logging(process_name=f"worker-{index}")
-    store = Store(config.data_dir)
+    try:
+        store = Store(config.data_dir)
+    except StoreError as exc:  # one log line, not multiprocessing's traceback; the pool respawns it
+        log.error("event=worker_failed worker=%d error=%r", index, str(exc))
+        raise SystemExit(1) from None
     try:
         reference = load_reference(config)
     except ValueError as exc:

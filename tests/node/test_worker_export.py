@@ -36,6 +36,21 @@ def _complete_and_claim(store: Store):
     return store.claim_job(os.getpid())
 
 
+def _store_with_one_finished_job(cfg) -> tuple[Store, str]:
+    """A store whose one one-image study has been analysed: its exports are queued."""
+    store = Store(cfg.data_dir)
+    study = _receive_study(store, 1)
+    run_job(store, cfg, _complete_and_claim(store))
+    return store, study
+
+
+def _start_exporter(cfg, store: Store) -> tuple[threading.Event, Exporter]:
+    stop = threading.Event()
+    exporter = Exporter(cfg, store, stop, poll_seconds=0.05)
+    exporter.start()
+    return stop, exporter
+
+
 def test_job_writes_outputs_and_queues_one_export_per_destination(tmp_path):
     cfg = make_config(tmp_path, destinations='[[destinations]]\nname = "a"\ntype = "folder"\n'
                                              '[[destinations]]\nname = "b"\ntype = "folder"\npath = "other"\n')
@@ -115,12 +130,8 @@ def test_export_retries_with_backoff_until_a_late_destination_comes_up(tmp_path)
     )
     cfg = cfg.__class__(**{**cfg.__dict__, "export": cfg.export.__class__(
         retry_base_delay_seconds=0.2, retry_max_delay_seconds=0.4, max_attempts=50)})
-    store = Store(cfg.data_dir)
-    _receive_study(store, 1)
-    run_job(store, cfg, _complete_and_claim(store))
-    stop = threading.Event()
-    exporter = Exporter(cfg, store, stop, poll_seconds=0.05)
-    exporter.start()
+    store, _ = _store_with_one_finished_job(cfg)
+    stop, exporter = _start_exporter(cfg, store)
     pacs = TestPacs(port)
     try:
         wait_until(lambda: any(e.attempts >= 2 for e in store.list_exports()), 10, "two failed attempts")
@@ -146,9 +157,7 @@ def test_export_ends_failed_and_queue_retry_delivers(tmp_path, capsys):
         cfg_dir,
         destinations=f'[[destinations]]\nname = "pacs"\nae_title = "TESTPACS"\nhost = "127.0.0.1"\nport = {port}\n',
     )  # max_attempts = 3, delays 0.2 / 0.4 s
-    store = Store(cfg.data_dir)
-    _receive_study(store, 1)
-    run_job(store, cfg, _complete_and_claim(store))
+    store, _ = _store_with_one_finished_job(cfg)
 
     def drain():
         for name, exps in store.claim_due_exports().items():
@@ -183,9 +192,7 @@ def test_export_ends_failed_and_queue_retry_delivers(tmp_path, capsys):
 
 def test_folder_destination_layout(tmp_path):
     cfg = make_config(tmp_path)
-    store = Store(cfg.data_dir)
-    study = _receive_study(store, 1)
-    run_job(store, cfg, _complete_and_claim(store))
+    store, study = _store_with_one_finished_job(cfg)
     for name, exps in store.claim_due_exports().items():
         deliver(cfg, store, name, exps)
     dest = cfg.destination("outbox")
@@ -266,12 +273,8 @@ def test_a_hanging_destination_does_not_hold_up_the_others(tmp_path):
     cfg = make_config(tmp_path, destinations=(
         f'[[destinations]]\nname = "stuck"\nae_title = "STUCK"\nhost = "127.0.0.1"\nport = {hang.getsockname()[1]}\n'
         '[[destinations]]\nname = "outbox"\ntype = "folder"\n'))
-    store = Store(cfg.data_dir)
-    _receive_study(store, 1)
-    run_job(store, cfg, _complete_and_claim(store))
-    stop = threading.Event()
-    exporter = Exporter(cfg, store, stop, poll_seconds=0.05)
-    exporter.start()
+    store, _ = _store_with_one_finished_job(cfg)
+    stop, exporter = _start_exporter(cfg, store)
     try:
         wait_until(lambda: {e.state for e in store.list_exports() if e.destination == "outbox"} == {"sent"}, 5,
                    "folder exports sent while the stuck peer holds its batch")

@@ -515,10 +515,6 @@ class Store:
                 by_dest.setdefault(r["destination"], []).append(Export(**{**dict(r), "state": "sending"}))
         return by_dest
 
-    def next_export_due_at(self) -> float | None:
-        rows = self._query("SELECT MIN(next_attempt_at) AS t FROM exports WHERE state='queued'")
-        return rows[0]["t"] if rows and rows[0]["t"] is not None else None
-
     def export_sent(self, export_id: int) -> None:
         with self._tx() as c:
             c.execute(
@@ -547,14 +543,6 @@ class Store:
             )
             return Export(**{**dict(r), "state": state, "attempts": attempts, "next_attempt_at": next_at, "last_error": error})
 
-    def export_unclaimed(self, export_id: int) -> None:
-        """Give back a claimed export without counting an attempt (e.g. on shutdown)."""
-        with self._tx() as c:
-            c.execute(
-                "UPDATE exports SET state='queued', updated_at=? WHERE id=? AND state='sending'",
-                (time.time(), export_id),
-            )
-
     # ---------------------------------------------------------------- CLI views
     def list_jobs(self) -> list[Job]:
         return [Job(**dict(r)) for r in self._query("SELECT * FROM jobs ORDER BY id")]
@@ -566,14 +554,6 @@ class Store:
             "LEFT JOIN outputs o ON o.sop_instance_uid=e.output_sop_instance_uid ORDER BY e.id"
         )
         return [Export(**dict(r)) for r in rows]
-
-    def counts(self) -> dict[str, dict[str, int]]:
-        """Row counts by state, for health and metrics: {'jobs': {...}, 'exports': {...}, ...}."""
-        out: dict[str, dict[str, int]] = {}
-        for table in ("studies", "jobs", "exports"):
-            out[table] = {r["state"]: r["n"] for r in self._query(f"SELECT state, COUNT(*) AS n FROM {table} GROUP BY state")}
-        out["instances"] = {"total": self._query("SELECT COUNT(*) AS n FROM instances")[0]["n"]}
-        return out
 
     def retry_export(self, export_id: int) -> Export | None:
         """Re-queue a failed export now with a fresh attempt budget; None if no such export."""

@@ -29,6 +29,7 @@ dxr_queue_depth                            gauge      queue (jobs, exports)
 dxr_disk_free_bytes                        gauge
 dxr_disk_min_free_bytes                    gauge
 dxr_accepting_data                         gauge      (1 while free space is above the watermark)
+dxr_database_up                            gauge      (1 when the scrape could read the node database)
 =========================================  =========  ===============================================
 """
 
@@ -254,7 +255,7 @@ class StoreCollector(Collector):
         try:
             snap = read_snapshot(self.db_path)
         except sqlite3.Error as exc:
-            log.warning("metrics: cannot read %s: %s", self.db_path, exc)
+            log.warning("event=metrics_db_unreadable path=%s error=%r", self.db_path, str(exc))
             up.add_metric([], 0.0)
             yield up
             return

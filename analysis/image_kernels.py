@@ -13,6 +13,8 @@ as its reference (``*_numpy``; the tests compare them):
   Huttenlocher's lower envelope of parabolas), equal to ``scipy.ndimage.distance_transform_edt``.
 * :func:`trace_boundary` - ordered outer boundary of a mask (Moore-neighbour tracing).
 * :func:`histogram` - ``numpy.histogram`` with equal bins, in one pass (same counts and edges).
+* :func:`flat_bright_mask` - bright pixels with a small local spread (collimator shadow),
+  computed only at the bright pixels.
 * :func:`bilinear` - bilinear interpolation at arbitrary points (``map_coordinates`` with
   ``order=1``, to rounding), for the hand finder's canonical frame and its band profiles.
 
@@ -158,6 +160,77 @@ def block_mean_numpy(image: np.ndarray, factor: int) -> np.ndarray:
     h = image.shape[0] // factor * factor
     w = image.shape[1] // factor * factor
     return image[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+
+
+@numba.njit(cache=True)
+def _flat_bright(image, half, min_level, max_spread, out):
+    rows, cols = image.shape
+    n = (2 * half + 1) ** 2
+    for r in range(rows):
+        for c in range(cols):
+            if not image[r, c] > min_level:
+                out[r, c] = False
+                continue
+            # Box sums with 'reflect' borders (d c b a | a b c d), only where the level passes.
+            total = 0.0
+            total_sq = 0.0
+            for dr in range(-half, half + 1):
+                rr = r + dr
+                if rr < 0:
+                    rr = -rr - 1
+                elif rr >= rows:
+                    rr = 2 * rows - rr - 1
+                rr = min(max(rr, 0), rows - 1)  # images thinner than the box
+                for dc in range(-half, half + 1):
+                    cc = c + dc
+                    if cc < 0:
+                        cc = -cc - 1
+                    elif cc >= cols:
+                        cc = 2 * cols - cc - 1
+                    cc = min(max(cc, 0), cols - 1)
+                    v = image[rr, cc]
+                    total += v
+                    total_sq += v * v
+            mean = total / n
+            spread = np.sqrt(max(total_sq / n - mean * mean, 0.0))
+            out[r, c] = spread < max_spread
+
+
+def flat_bright_mask(image: np.ndarray, size: int, min_level: float, max_spread: float) -> np.ndarray:
+    """Pixels brighter than ``min_level`` whose local standard deviation is below ``max_spread``.
+
+    The local standard deviation is ``sqrt(max(mean(g^2) - mean(g)^2, 0))`` over a
+    ``size x size`` box ('reflect' borders), computed only where the level test passes.
+    :func:`flat_bright_mask_numpy` computes it everywhere with ``scipy.ndimage.uniform_filter``;
+    the two agree to rounding (about 1e-15), so the masks agree except for a pixel whose spread
+    lies within rounding of ``max_spread``.
+
+    Parameters
+    ----------
+    image : float ndarray (rows, cols)
+        Normalised intensities (unitless).
+    size : int
+        Box side (px), odd.
+    min_level, max_spread : float
+        Thresholds in the units of ``image``.
+    """
+    if int(size) % 2 != 1:
+        raise ValueError("size must be odd")
+    image = np.ascontiguousarray(image, dtype=np.float64)
+    out = np.empty(image.shape, dtype=bool)
+    if image.size:
+        _flat_bright(image, int(size) // 2, float(min_level), float(max_spread), out)
+    return out
+
+
+def flat_bright_mask_numpy(image: np.ndarray, size: int, min_level: float, max_spread: float) -> np.ndarray:
+    """Reference for :func:`flat_bright_mask` (scipy's uniform filter and numpy)."""
+    from scipy import ndimage as ndi
+
+    image = np.asarray(image, dtype=np.float64)
+    mean = ndi.uniform_filter(image, size)
+    spread = np.sqrt(np.maximum(ndi.uniform_filter(image * image, size) - mean * mean, 0.0))
+    return (image > min_level) & (spread < max_spread)
 
 
 @numba.njit(cache=True)

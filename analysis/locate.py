@@ -43,6 +43,7 @@ from analysis.image_kernels import (
     block_mean,
     dilate_cross,
     distance_to_background,
+    flat_bright_mask,
     histogram,
     open_cross,
     trace_boundary,
@@ -137,9 +138,7 @@ def _unexposed_bands(g: np.ndarray) -> np.ndarray:
     """
     # Flat: low local spread. Cortical bone is bright but textured, so a radius running into
     # the band does not connect to it through flat pixels.
-    mean = ndi.uniform_filter(g, 5)
-    spread = np.sqrt(np.maximum(ndi.uniform_filter(g * g, 5) - mean * mean, 0.0))
-    lab, _ = ndi.label((g > 0.75) & (spread < 0.03))
+    lab, _ = ndi.label(flat_bright_mask(g, 5, 0.75, 0.03))
     bands = np.zeros(g.shape, bool)
     sides = (lab[0], lab[-1], lab[:, 0], lab[:, -1])
     for side in sides:

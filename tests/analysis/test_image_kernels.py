@@ -145,3 +145,14 @@ def test_bilinear_keeps_the_coordinate_shape_and_interpolates_a_plane():
     np.testing.assert_allclose(out, 2.0 * yy + 3.0 * xx, rtol=1e-12)
     with pytest.raises(ValueError):
         K.bilinear(plane, yy, xx, mode="wrap")
+
+
+@pytest.mark.parametrize("shape", [(90, 75), (7, 3), (2, 9), (1, 1)])
+def test_flat_bright_mask_equals_uniform_filter_version(shape):
+    rng = np.random.default_rng(5)
+    image = ndi.gaussian_filter(rng.random(shape), 1.0) * 1.5
+    image[: max(1, shape[0] // 3)] = 0.9 + 1e-3 * rng.random((max(1, shape[0] // 3), shape[1]))  # a flat band
+    fast = K.flat_bright_mask(image, 5, 0.75, 0.03)
+    assert np.array_equal(fast, K.flat_bright_mask_numpy(image, 5, 0.75, 0.03))
+    if shape[0] >= 7:
+        assert fast[: shape[0] // 3 - 2].all()  # the flat band, away from its textured edge

@@ -71,6 +71,8 @@ def stored_to_float(stored: np.ndarray, slope: float = 1.0, intercept: float = 0
     stored = np.ascontiguousarray(stored)
     if stored.dtype.kind not in "iu":
         return stored_to_float_numpy(stored, slope, intercept, invert)
+    if not stored.dtype.isnative:  # numba reads native byte order only
+        stored = stored.astype(stored.dtype.newbyteorder("="))
     slope, intercept = float(slope), float(intercept)
     scale, shift = slope != 1.0, intercept != 0.0
     total = 0.0

@@ -156,3 +156,8 @@ def test_flat_bright_mask_equals_uniform_filter_version(shape):
     assert np.array_equal(fast, K.flat_bright_mask_numpy(image, 5, 0.75, 0.03))
     if shape[0] >= 7:
         assert fast[: shape[0] // 3 - 2].all()  # the flat band, away from its textured edge
+
+
+def test_stored_to_float_reads_big_endian_values():
+    stored = np.arange(24, dtype=">u2").reshape(4, 6) * 100
+    assert np.array_equal(K.stored_to_float(stored, 0.5, 1.0, True), K.stored_to_float_numpy(stored, 0.5, 1.0, True))

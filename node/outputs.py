@@ -842,7 +842,6 @@ def _picture_sc(report: _HandReport, instance_number: int, *, uid_seed: str, opt
         sc.Laterality = None
     sc.ManufacturerModelName = options.device_name
     sc.SoftwareVersions = options.software_version
-    sc.SeriesDescription = "DXR-BMD result picture (computed estimate)"
     sc.ImageComments = "Computed estimate from a radiograph (DXR), not a DXA measurement."
     sc.BurnedInAnnotation = "YES"
     if options.institution_name:

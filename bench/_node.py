@@ -1,6 +1,6 @@
 """A throw-away ``dxr-node serve`` for the benchmarks: start it, wait for its SCP, stop it.
 
-Used by ``receive_rate.py`` and ``study_latency.py`` (run as scripts from any folder: this
+Used by ``receive_rate.py``, ``study_latency.py`` and ``stow_rate.py`` (run as scripts from any folder: this
 file is imported from the script's own folder).
 """
 

@@ -27,7 +27,6 @@ import io
 import json
 import os
 import secrets
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -40,15 +39,11 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from _node import free_port  # bench/_node.py
+
 REPO = Path(__file__).resolve().parents[1]
 BOUNDARY = "dxr-bench-boundary-5b1f"
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_instances(count: int, size_mb: float, study_uid: str) -> list[bytes]:
@@ -110,13 +105,13 @@ def _referenced(body: dict) -> int:
 
 
 def start_node(workdir: Path, data_dir: Path, token: str) -> tuple[subprocess.Popen, int]:
-    http_port = _free_port()
+    http_port = free_port()
     config = workdir / "node.toml"
     config.write_text(f"""
 [node]
 ae_title = "DXRBENCH"
 bind = "127.0.0.1"
-port = {_free_port()}
+port = {free_port()}
 data_dir = "{data_dir}"
 workers = 1
 [study]

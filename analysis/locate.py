@@ -217,8 +217,9 @@ def _prepare(image: np.ndarray, pixel_spacing_mm: float) -> _Work:
     surface = _background_surface(g, (g < t_tissue) & ~bands)
     resid = g - surface
     rv = resid[~bands]
-    background = rv[g[~bands] < t_tissue]
-    noise = (1.4826 * float(np.median(np.abs(background))) if background.size else 0.0) + 1e-6
+    # valid is g[~bands]; np.abs gives a fresh array, so the median may partition it in place.
+    background = np.abs(rv[valid < t_tissue])
+    noise = (1.4826 * float(np.median(background, overwrite_input=True)) if background.size else 0.0) + 1e-6
     # Tissue: clearly above the local background (Otsu of the residual, but never within noise).
     t_body = max(8.0 * noise, 0.025)
     tissue = (resid > t_body) & ~bands
@@ -232,7 +233,7 @@ def _prepare(image: np.ndarray, pixel_spacing_mm: float) -> _Work:
         body = _fill_holes(body)
     g = resid  # background-flattened image from here on
     soft = g[body & (g < t_bone)]
-    tissue_level = float(np.median(soft)) if soft.size else t_body
+    tissue_level = float(np.median(soft, overwrite_input=True)) if soft.size else t_body
     return _Work(g=g, spacing_mm=spacing, factor=factor, bands=bands, body=body, tissue_level=tissue_level)
 
 
@@ -262,9 +263,19 @@ def _open_disk(mask: np.ndarray, radius_px: float, dist: np.ndarray | None = Non
     ``dist`` may pass in the mask's distance transform when it is reused for several radii.
     """
     eroded = (distance_to_background(mask) if dist is None else dist) > radius_px
-    if not eroded.any():
+    rows = np.flatnonzero(eroded.any(axis=1))
+    if rows.size == 0:
         return eroded
-    return distance_to_background(~eroded) <= radius_px
+    cols = np.flatnonzero(eroded.any(axis=0))
+    # Only pixels within radius_px of the eroded set can be in the opening: the second transform
+    # runs on its bounding box grown by the radius (every eroded pixel is inside, so the
+    # distances there are the whole image's).
+    pad = int(math.ceil(radius_px)) + 1
+    r0, r1 = max(0, rows[0] - pad), min(mask.shape[0], rows[-1] + pad + 1)
+    c0, c1 = max(0, cols[0] - pad), min(mask.shape[1], cols[-1] + pad + 1)
+    opened = np.zeros(mask.shape, bool)
+    opened[r0:r1, c0:c1] = distance_to_background(~eroded[r0:r1, c0:c1]) <= radius_px
+    return opened
 
 
 def _find_fingers(body: np.ndarray, spacing_mm: float, finger_radius_mm: float,

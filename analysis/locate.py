@@ -1154,11 +1154,13 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
         conf = float(np.clip(support[k], 0, 1) * np.exp(-max(rms[k] - 1.0, 0.0) / 2.0))
         return MetacarpalAxis(name, base_rc, head_rc, length_mm, None, conf)
 
+    image_max = float(np.max(image))  # once, not per bone and per candidate scale
+
     def with_metal(ends: dict) -> set[str]:
         out = set()
         for n, (hd, bs) in ends.items():
             ax = axis_of(n, hd, bs)
-            if n != "V" and has_foreign_object(image, ax.base_rc, ax.head_rc, pixel_spacing_mm):
+            if n != "V" and has_foreign_object(image, ax.base_rc, ax.head_rc, pixel_spacing_mm, image_max):
                 out.add(n)
         return out
 

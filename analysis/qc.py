@@ -40,7 +40,8 @@ def _grid(base_rc, head_rc, t: np.ndarray, s_px: np.ndarray) -> tuple[np.ndarray
     return p0[0] + tt * u[0] + ss * n[0], p0[1] + tt * u[1] + ss * n[1]
 
 
-def foreign_object_fraction(image: np.ndarray, base_rc, head_rc, pixel_spacing_mm: float) -> float:
+def foreign_object_fraction(image: np.ndarray, base_rc, head_rc, pixel_spacing_mm: float,
+                            image_max: float | None = None) -> float:
     """Fraction of the mid-shaft region (ROI_FRACTION of L, +-HALF_WIDTH_FRACTION of L) covered by
     foreign material that reaches the shaft (within SHAFT_HALF_WIDTH_FRACTION of L of the axis).
 
@@ -52,6 +53,9 @@ def foreign_object_fraction(image: np.ndarray, base_rc, head_rc, pixel_spacing_m
         The shaft axis from :func:`analysis.locate.locate_hand`.
     pixel_spacing_mm : float
         Pixel size (mm).
+    image_max : float, optional
+        ``image.max()`` when the caller already has it (a full-image pass costs ~4 ms at
+        2500x3000, and the hand finder checks several bones of one image).
 
     Returns
     -------
@@ -82,7 +86,7 @@ def foreign_object_fraction(image: np.ndarray, base_rc, head_rc, pixel_spacing_m
     foreign = (roi - soft) > FOREIGN_CONTRAST * contrast
     # An 8-bit export clips metal at its maximum: clipped pixels in the region are foreign when
     # the bone itself is not clipped.
-    top = float(np.max(image))
+    top = float(np.max(image)) if image_max is None else float(image_max)
     if bone < 0.97 * top:
         foreign |= roi >= 0.995 * top
     if foreign.any():
@@ -95,6 +99,8 @@ def foreign_object_fraction(image: np.ndarray, base_rc, head_rc, pixel_spacing_m
     return float(np.mean(foreign))
 
 
-def has_foreign_object(image: np.ndarray, base_rc, head_rc, pixel_spacing_mm: float) -> bool:
+def has_foreign_object(image: np.ndarray, base_rc, head_rc, pixel_spacing_mm: float,
+                       image_max: float | None = None) -> bool:
     """True when metal or another dense object covers the bone's measurement region."""
-    return foreign_object_fraction(image, base_rc, head_rc, pixel_spacing_mm) > FOREIGN_FRACTION_MAX
+    fraction = foreign_object_fraction(image, base_rc, head_rc, pixel_spacing_mm, image_max)
+    return fraction > FOREIGN_FRACTION_MAX

@@ -714,6 +714,21 @@ def _outline(body: np.ndarray, factor: int, n_max: int = 400) -> np.ndarray:
     return pts * factor + 0.5 * (factor - 1)
 
 
+def _fine_profile_sampler(image, frame, factor, a, b, pixel_spacing_mm):
+    """``fine(y0, y1)``: the canonical-frame line ``x = a + b*y`` from y0 to y1, sampled on the
+    full-resolution image in 0.1 mm steps and +-FINE_BAND_MM across; returns the canonical ``y``
+    of each sample, the profile values and the step (mm)."""
+    step_px = max(1.0, 0.1 / pixel_spacing_mm)
+
+    def fine(y0, y1):
+        p0 = np.array(_to_image_rc(frame, factor, y0, a + b * y0))
+        p1 = np.array(_to_image_rc(frame, factor, y1, a + b * y1))
+        t, vals = _axial_profile(image, p0, p1, step_px, FINE_BAND_MM / pixel_spacing_mm)
+        return y0 + t * (y1 - y0), vals, step_px * pixel_spacing_mm
+
+    return fine
+
+
 def _axial_profile(image: np.ndarray, p0: np.ndarray, p1: np.ndarray, step_px: float, half_width_px: float):
     """Mean of ``image`` across a band of +-half_width along p0 -> p1 (``(row, col)``)."""
     d = p1 - p0
@@ -879,12 +894,7 @@ def _thumb_metacarpal(image, w: _Work, thumb: _Finger, s: float, lam: float, pix
     raw = ndi.gaussian_filter1d(_along(canon, a, b, ys, HEAD_BAND * s), 1.0)
     rprof = ndi.gaussian_filter1d(_along(ridge, a, b, ys, 1.0), 2.0)
 
-    def fine(y0, y1):
-        p0 = np.array(_to_image_rc(frame, w.factor, y0, a + b * y0))
-        p1 = np.array(_to_image_rc(frame, w.factor, y1, a + b * y1))
-        step_px = max(1.0, 0.1 / pixel_spacing_mm)
-        t, vals = _axial_profile(image, p0, p1, step_px, FINE_BAND_MM / pixel_spacing_mm)
-        return y0 + t * (y1 - y0), vals, step_px * pixel_spacing_mm
+    fine = _fine_profile_sampler(image, frame, w.factor, a, b, pixel_spacing_mm)
 
     # The thumb's web is deep: its MCP joint lies about where the thumb leaves the palm.
     ends = _ends_along(ys, prof, raw, rprof, yb + THUMB_WEB_OFFSET * s, s, _RELATIVE_LENGTH["I"], fine, lam)
@@ -1119,16 +1129,7 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
 
     def fine_for(k: int):
         a, b = lines[k]
-
-        def fine(y0, y1):
-            # The same line on the full-resolution image, 0.1 mm steps, +-FINE_BAND_MM across.
-            p0 = np.array(_to_image_rc(frame, w.factor, y0, a + b * y0))
-            p1 = np.array(_to_image_rc(frame, w.factor, y1, a + b * y1))
-            step_px = max(1.0, 0.1 / pixel_spacing_mm)
-            t, vals = _axial_profile(image, p0, p1, step_px, FINE_BAND_MM / pixel_spacing_mm)
-            return y0 + t * (y1 - y0), vals, step_px * pixel_spacing_mm
-
-        return fine
+        return _fine_profile_sampler(image, frame, w.factor, a, b, pixel_spacing_mm)
 
     def trace_ends(length_per_spacing: float) -> dict[str, tuple[float, float]]:
         out = {}

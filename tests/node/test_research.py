@@ -74,7 +74,9 @@ def test_pixel_spacing_option_applies_to_pictures_and_dicom(capsys, inputs):
     assert code == 0
     for ln in lines:
         assert (ln["pixel_spacing_mm"], ln["pixel_spacing_source"]) == (0.2, "cli")
-        assert ln["status"] in ("ok", "refused")
+        # Without --pixel-spacing both are refused as no_pixel_spacing (first test); with it the
+        # phantom hand is measurable, so the option must actually reach the analysis.
+        assert (ln["status"], ln["reason"]) == ("ok", None)
     code, lines, _ = _run(capsys, inputs / "hand.dcm")
     assert (lines[0]["pixel_spacing_mm"], lines[0]["pixel_spacing_source"]) == (0.2, "PixelSpacing")
 
@@ -106,8 +108,6 @@ def test_invalid_reference_tables_exit_2(capsys, inputs, tmp_path):
 
 
 def test_overlays_and_dicom_outputs(capsys, inputs, tmp_path):
-    pytest.importorskip("node.overlay")
-    pytest.importorskip("node.outputs")
     code, lines, err = _run(capsys, inputs / "hand.dcm", inputs / "hand.png", "--pixel-spacing", "0.2",
                             "--overlay-dir", tmp_path / "ov", "--dicom-out", tmp_path / "dcm")
     assert code == 0, err
@@ -115,6 +115,9 @@ def test_overlays_and_dicom_outputs(capsys, inputs, tmp_path):
     assert pngs == ["hand-2.png", "hand.png"]
     assert Image.open(tmp_path / "ov" / "hand.png").mode == "RGB"
     written = [pydicom.dcmread(p) for p in (tmp_path / "dcm").iterdir()]
-    assert written and all(ds.Modality in ("SR", "OT") for ds in written)
+    # Only the DICOM input gets DICOM outputs (a picture has no study to attach them to):
+    # one measured hand -> one Comprehensive SR and one Secondary Capture.
+    assert sorted((ds.Modality, ds.SOPClassUID) for ds in written) == [
+        ("OT", "1.2.840.10008.5.1.4.1.1.7"), ("SR", "1.2.840.10008.5.1.4.1.1.88.33")]
     source = pydicom.dcmread(inputs / "hand.dcm")
     assert all(ds.StudyInstanceUID == source.StudyInstanceUID for ds in written)

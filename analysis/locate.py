@@ -200,8 +200,13 @@ class _Work:
     tissue_level: float  # median of soft tissue above background (normalised units)
 
 
+def _work_factor(pixel_spacing_mm: float) -> int:
+    """Block size (pixels) that brings ``pixel_spacing_mm`` to about WORK_SPACING_MM."""
+    return max(1, int(round(min(WORK_SPACING_MM / pixel_spacing_mm, 1e9))))  # min: 1e-320 mm gives inf
+
+
 def _prepare(image: np.ndarray, pixel_spacing_mm: float) -> _Work:
-    factor = max(1, int(round(WORK_SPACING_MM / pixel_spacing_mm)))
+    factor = _work_factor(pixel_spacing_mm)
     work = _downsample(image, factor)
     spacing = pixel_spacing_mm * factor
     finite = np.isfinite(work)
@@ -1054,6 +1059,10 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
     image = np.asarray(image_bone_bright, dtype=np.float64)
     if image.ndim != 2 or min(image.shape) < 16 or not np.isfinite(pixel_spacing_mm) or pixel_spacing_mm <= 0:
         return _refuse("not_pa_hand", "The image is not a single-frame greyscale radiograph.")
+    if min(image.shape) // _work_factor(pixel_spacing_mm) < 16:
+        # The working copy would be (nearly) empty: the image spans a few mm, no hand fits.
+        side_mm = min(image.shape) * pixel_spacing_mm
+        return _refuse("not_pa_hand", f"The image is only {side_mm:.3g} mm across; too small to hold a hand.")
     w = _prepare(image, pixel_spacing_mm)
     details: dict = {"working_spacing_mm": round(w.spacing_mm, 3)}
     outline = _outline(w.body, w.factor)

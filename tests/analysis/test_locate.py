@@ -209,3 +209,16 @@ def test_unexposed_band_and_burned_in_label_are_ignored():
     in_box = ((loc.outline_rc[:, 0] >= r0) & (loc.outline_rc[:, 0] < r0 + box.shape[0])
               & (loc.outline_rc[:, 1] >= c0) & (loc.outline_rc[:, 1] < c0 + box.shape[1]))
     assert not in_box.any()
+
+
+@pytest.mark.parametrize("spacing_mm", [1e-3, 1e-320])
+def test_image_a_few_mm_across_is_refused_not_raised(spacing_mm):
+    """A tiny pixel size (a wrong header or CLI value) makes the 0.5 mm working copy empty;
+    that is a refusal, not an IndexError escaping ``analyse_image``."""
+    import analysis
+
+    image = np.random.default_rng(0).random((300, 300))
+    loc = locate_hand(image, spacing_mm)
+    assert loc.refusal is not None and loc.refusal[0] == "not_pa_hand" and "mm across" in loc.refusal[1]
+    result = analysis.analyse_image(image, pixel_spacing_mm=spacing_mm)
+    assert (result.status, result.reason) == ("refused", "not_pa_hand")

@@ -96,6 +96,19 @@ def test_unreadable_pixels_are_an_error(small_image):
     assert analysis.analyse(ds).reason == "unreadable"
 
 
+@pytest.mark.parametrize("keyword, value", [("RescaleSlope", "abc"), ("RescaleIntercept", "x"),
+                                            ("RescaleSlope", ["1", "2"]), ("RescaleSlope", "nan")])
+def test_malformed_rescale_is_an_error_result_not_an_exception(small_image, keyword, value):
+    """A vendor's broken RescaleSlope/Intercept made ``analyse`` raise ValueError/TypeError."""
+    from pydicom.dataelem import DataElement
+
+    ds = _ds(small_image, rescale=(2.0, -100.0))
+    tag = ds.data_element(keyword).tag
+    ds[tag] = DataElement(tag, "LO", value)  # LO: pydicom would refuse to build the bad DS
+    r = analysis.analyse(ds)
+    assert (r.status, r.reason) == ("error", "unreadable") and keyword in r.message
+
+
 @pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless, JPEG2000])
 def test_compressed_transfer_syntaxes_pydicom(small_image, syntax, tmp_path):
     ds = _ds(small_image, bits_stored=12)

@@ -970,6 +970,12 @@ def _to_image_rc(frame: _HandFrame, factor: int, y: float, x: float) -> tuple[fl
     return (float(r) * factor + 0.5 * (factor - 1), float(c) * factor + 0.5 * (factor - 1))
 
 
+def _work_index(image_px: float, factor: int) -> int:
+    """Index of the working pixel (block) that holds image pixel coordinate ``image_px`` (one axis);
+    the inverse of :func:`_to_image_rc` (``round(image_px / factor)`` was half a block off)."""
+    return int(math.floor((image_px + 0.5) / factor))
+
+
 def _palm_ridge_count(w: _Work, cluster: list[_Finger]) -> int | None:
     """Bone ridges across the palm just proximal to the fingers found (their direction = up).
 
@@ -1211,7 +1217,7 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
     cut = []
     for name in ("II", "III", "IV"):
         for r, c in (found[name].base_rc, found[name].head_rc):
-            rw, cw = int(round(r / w.factor)), int(round(c / w.factor))
+            rw, cw = _work_index(r, w.factor), _work_index(c, w.factor)
             on_hand = 0 <= rw < w.body.shape[0] and 0 <= cw < w.body.shape[1] and bool(w.body[rw, cw])
             if not (margin_px <= r < rows_img - margin_px and margin_px <= c < cols_img - margin_px) or not on_hand:
                 cut.append(name)

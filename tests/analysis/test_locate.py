@@ -222,3 +222,15 @@ def test_image_a_few_mm_across_is_refused_not_raised(spacing_mm):
     assert loc.refusal is not None and loc.refusal[0] == "not_pa_hand" and "mm across" in loc.refusal[1]
     result = analysis.analyse_image(image, pixel_spacing_mm=spacing_mm)
     assert (result.status, result.reason) == ("refused", "not_pa_hand")
+
+
+@pytest.mark.parametrize("factor", [1, 2, 3, 5])
+def test_work_index_is_the_block_holding_the_image_pixel(factor):
+    """Image pixel p lies in working block p // factor; a block's centre maps back to that block
+    (the field-edge check looked up the body mask half a block off)."""
+    from analysis.locate import _work_index
+
+    pixels = np.arange(0, 12 * factor)
+    assert [_work_index(float(p), factor) for p in pixels] == list(pixels // factor)
+    centres = np.arange(12) * factor + 0.5 * (factor - 1)
+    assert [_work_index(c, factor) for c in centres] == list(range(12))

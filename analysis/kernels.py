@@ -83,7 +83,7 @@ def sample_profiles(image, centers_rc, normal_rc, tangent_rc, offsets_px, n_line
     Returns
     -------
     float64 (n, m)
-        Mean intensity; NaN where any line leaves the image.
+        Mean intensity; NaN where any line leaves the image or a coordinate is NaN.
     """
     n = centers_rc.shape[0]
     m = offsets_px.shape[0]
@@ -98,7 +98,8 @@ def sample_profiles(image, centers_rc, normal_rc, tangent_rc, offsets_px, n_line
                 shift = (k - half) * line_step_px
                 rr = centers_rc[i, 0] + offsets_px[j] * normal_rc[0] + shift * tangent_rc[0]
                 cc = centers_rc[i, 1] + offsets_px[j] * normal_rc[1] + shift * tangent_rc[1]
-                if rr < 0.0 or cc < 0.0 or rr > rows - 1 or cc > cols - 1:
+                # Written so that a NaN coordinate counts as outside (int(NaN) would read anywhere).
+                if not (rr >= 0.0 and cc >= 0.0 and rr <= rows - 1 and cc <= cols - 1):
                     inside = False
                     break
                 r0 = min(int(rr), rows - 2)
@@ -123,8 +124,8 @@ def sample_profiles_numpy(image, centers_rc, normal_rc, tangent_rc, offsets_px, 
     cc = (centers_rc[:, 1, None, None] + offsets_px[None, :, None] * normal_rc[1]
           + shifts[None, None, :] * tangent_rc[1])
     inside = (rr >= 0) & (cc >= 0) & (rr <= rows - 1) & (cc <= cols - 1)
-    rr_c = np.clip(rr, 0, rows - 1)
-    cc_c = np.clip(cc, 0, cols - 1)
+    rr_c = np.clip(np.nan_to_num(rr), 0, rows - 1)
+    cc_c = np.clip(np.nan_to_num(cc), 0, cols - 1)
     r0 = np.minimum(rr_c.astype(np.int64), rows - 2)
     c0 = np.minimum(cc_c.astype(np.int64), cols - 2)
     fr, fc = rr_c - r0, cc_c - c0

@@ -40,6 +40,19 @@ def test_sample_profiles_matches_numpy_and_scipy():
     assert _rel(single[ok], sc[ok]) < 1e-9
 
 
+def test_sample_profiles_nan_centre_is_outside_in_both_versions():
+    """A NaN coordinate failed every ``< 0`` / ``> rows - 1`` test, so the kernel read pixels at
+    ``int(NaN)`` (no bounds check in numba); it must give NaN like a profile off the image."""
+    image = np.arange(40.0 * 50.0).reshape(40, 50)
+    centers = np.array([[20.0, 25.0], [np.nan, 25.0], [20.0, np.nan]])
+    normal, tangent = np.array([0.0, 1.0]), np.array([1.0, 0.0])
+    offsets = np.arange(-3.0, 3.5, 1.0)
+    for sample in (kernels.sample_profiles, kernels.sample_profiles_numpy):
+        got = sample(image, centers, normal, tangent, offsets, 3, 0.5)
+        assert np.isnan(got[1:]).all()
+        assert np.allclose(got[0], image[20, 22:29])
+
+
 # sigma/R up to 0.1 covers the worst real case: inner radius 2 mm at 0.08 mm pixels, blur 0.2 mm.
 @pytest.mark.parametrize("radius, sigma", [(40.0, 0.5), (40.0, 4.0), (12.0, 1.0), (25.0, 2.5), (12.0, 0.3)])
 def test_blurred_chord_against_adaptive_quadrature(radius, sigma):

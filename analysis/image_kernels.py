@@ -284,6 +284,9 @@ def _bilinear(image, rows, cols, outside_constant, cval, out):
                 out[i] = cval
                 continue
         else:  # 'nearest': the edge value continues outwards
+            if r != r or c != c:  # NaN, as scipy gives; int(NaN) below would index anywhere
+                out[i] = np.nan
+                continue
             r = min(max(r, 0.0), n_r - 1.0)
             c = min(max(c, 0.0), n_c - 1.0)
         r0 = min(int(r), max(n_r - 2, 0))

@@ -130,6 +130,8 @@ def test_bilinear_equals_map_coordinates(mode, shape):
     cols[40:60] = shape[1] - 1.0
     rows[60:70] = shape[0] - 1.0
     cols[70:80] = -1e-9
+    rows[80:85] = np.nan  # NaN coordinates: NaN ('nearest') or cval ('constant'), never a pixel
+    cols[83:90] = np.nan
     fast = K.bilinear(image, rows, cols, mode=mode, cval=-7.0)
     ref = K.bilinear_numpy(image, rows, cols, mode=mode, cval=-7.0)
     np.testing.assert_allclose(fast, ref, rtol=1e-12, atol=1e-12)

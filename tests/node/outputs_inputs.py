@@ -183,3 +183,12 @@ def run_tool(*args: str | Path, timeout_seconds: float = 60) -> ToolRun:
 def save(ds: pydicom.Dataset, path: Path) -> Path:
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def walk_content(ds: pydicom.Dataset):
+    """Every SR content item under ``ds``, at any depth."""
+    stack = list(ds.get("ContentSequence", []))
+    while stack:
+        item = stack.pop()
+        yield item
+        stack.extend(item.get("ContentSequence", []))

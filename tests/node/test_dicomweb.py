@@ -27,6 +27,7 @@ from node.config import load_config
 from node.dicomweb import FAILURE_REASON, MultipartError, MultipartParser, create_app
 from node.store import Store
 from tests import dicom_samples
+from tests.node.node_helpers import encode
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -35,12 +36,6 @@ CT_OK = f'multipart/related; type="application/dicom"; boundary="{BOUNDARY}"'
 
 
 # ------------------------------------------------------------------------------ helpers
-def encode(ds: pydicom.Dataset) -> bytes:
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
-
-
 def small_image(study_uid: str | None = None, **kw) -> pydicom.Dataset:
     return dicom_samples.make_image_dataset(study_uid, rows=64, columns=64, **kw)
 

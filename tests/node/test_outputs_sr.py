@@ -14,7 +14,8 @@ from pydicom.uid import generate_uid
 
 from node import outputs
 from node.outputs import OutputOptions, build_study_outputs, write_dicom_outputs
-from tests.node.outputs_inputs import SCORES_OMITTED, hand_dataset, result_from_truth, save, view_refusal
+from tests.node.outputs_inputs import (SCORES_OMITTED, hand_dataset, result_from_truth, save, view_refusal,
+                                       walk_content)
 
 REPO = Path(__file__).resolve().parents[2]
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.33"
@@ -298,7 +299,7 @@ def test_own_text_fits_the_copied_character_set(charset, tmp_path):
         back = pydicom.dcmread(save(output, tmp_path / f"out{k}.dcm"))
         assert back.get("SpecificCharacterSet") == charset
         texts = [back.InstitutionName] + [
-            item.TextValue for item in _walk(back) if item.get("ValueType") == "TEXT"]
+            item.TextValue for item in walk_content(back) if item.get("ValueType") == "TEXT"]
         joined = " ".join(texts)
         expected = {  # what the report can say in each set
             "ISO_IR 192": (reference, "Universitätsklinikum Jena"),
@@ -310,14 +311,6 @@ def test_own_text_fits_the_copied_character_set(charset, tmp_path):
             assert expected[0] in joined
         if charset is None:
             assert joined.isascii()
-
-
-def _walk(ds):
-    stack = list(ds.get("ContentSequence", []))
-    while stack:
-        item = stack.pop()
-        yield item
-        stack.extend(item.get("ContentSequence", []))
 
 
 def test_a_measured_bone_without_a_region_keeps_its_numbers(tmp_path):

@@ -18,6 +18,7 @@ from node.worker import WorkerPool, run_job
 from tests.dicom_samples import make_image_dataset
 
 from tests.node.node_helpers import TestPacs, encode, free_port, make_config, wait_until
+from tests.node.outputs_inputs import walk_content
 
 SR_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
 
@@ -67,19 +68,11 @@ def test_job_writes_outputs_and_queues_one_export_per_destination(tmp_path):
         ds = pydicom.dcmread(store.data_dir / o["path"])
         assert ds.StudyInstanceUID == study
         assert ds.SOPInstanceUID == o["sop_instance_uid"]
-    texts = [item.TextValue for item in _walk(ds) if item.get("ValueType") == "TEXT"]
+    texts = [item.TextValue for item in walk_content(ds) if item.get("ValueType") == "TEXT"]
     assert sum("No DXR measurement" in t for t in texts) == 2, texts  # one per received image
     exports = store.list_exports()
     assert sorted((e.output_sop_instance_uid, e.destination) for e in exports) == sorted(
         (o["sop_instance_uid"], d) for o in outputs for d in ("a", "b"))
-
-
-def _walk(ds):
-    stack = list(ds.get("ContentSequence", []))
-    while stack:
-        item = stack.pop()
-        yield item
-        stack.extend(item.get("ContentSequence", []))
 
 
 def test_rerunning_the_same_job_gives_the_same_output_uids(tmp_path):

@@ -6,7 +6,6 @@ Everything here is real: TOML files parsed by node.config, SQLite, pynetdicom on
 from __future__ import annotations
 
 import io
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -20,15 +19,9 @@ from pynetdicom.sop_class import Verification
 from node.config import Config, load_config
 from node.dimse import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 from tests.dicom_samples import make_image_dataset, make_sr_dataset  # noqa: F401 (re-exported)
+from tests.integration.servers import HOST, free_port  # noqa: F401 (one copy, re-exported)
 
-HOST = "127.0.0.1"
 SCU_AET = "TESTSCU"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def write_config(directory: Path, extra: str = "", *, port: int | None = None, quiet: float = 0.5,

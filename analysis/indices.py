@@ -28,7 +28,9 @@ RHO_G_CM3 = 1.269
 POROSITY = 0.0
 """Porosity estimate p used in DXR-BMD (unitless); 0 = not estimated yet."""
 BHI_SCALE = 10.0
+"""Factor from the mm formula to published BHI values (unitless; dxr-method.md 1.6)."""
 BHI_EXPONENT = 0.33
+"""Exponent of (L * W) in the BHI denominator, L and W in mm (BoneXpert product page)."""
 
 
 def mci(t_mm: float, w_mm: float) -> float:
@@ -53,6 +55,9 @@ def dxr_bmd_g_cm2(t_mm: float, w_mm: float, porosity: float = POROSITY) -> float
 
 @dataclass(frozen=True)
 class Indices:
+    """Combined indices of one hand: mean T, W, L (mm), then MCI (unitless), VPA (mm), BHI
+    (unitless, None without every bone's length), porosity (unitless), DXR-BMD (g/cm^2)."""
+
     cortical_thickness_mm: float
     outer_width_mm: float
     length_mm: float | None
@@ -70,6 +75,13 @@ def combine(bones: Sequence[tuple[float, float, float | None]], porosity: float 
     ----------
     bones : sequence of (T_mm, W_mm, L_mm or None)
         One entry per measured metacarpal (two or three of II-IV).
+    porosity : float
+        Porosity estimate p (unitless) for DXR-BMD.
+
+    Returns
+    -------
+    Indices
+        ``length_mm`` and ``bhi`` are None unless every bone has a length.
     """
     if not bones:
         raise ValueError("no measured bones to combine")

@@ -168,6 +168,7 @@ def test_image_runs_as_non_root_echoes_and_analyses_a_stored_study(image: str, t
                         "r = analysis.analyse_located(image, truth_location(truth), pixel_spacing_mm=truth.spacing_mm); "
                         "print('measured:', r.status)", timeout=300)
         out = probe.stdout + probe.stderr
+        assert "measured: ok" in out, out[-4000:]  # the cached kernels really measured the phantom
         assert "[cache] data loaded" in out and "[cache] data saved" not in out, out[-4000:]
     finally:
         _docker("rm", "-f", name, check=False)

@@ -58,14 +58,15 @@ def _candidates():
 
 @pytest.fixture(scope="module")
 def measurable_pa():
-    """The first PA input the engine measures; fails, naming every verdict, when there is none."""
+    """``(label, laterality, make, result)``: the first PA input the engine measures, with the
+    engine's result computed here in the test process; fails, naming every verdict, when there is none."""
     import analysis
 
     verdicts = []
     for label, laterality, make in _candidates():
         result = analysis.analyse(make())
         if result.status == "ok":
-            return label, laterality, make
+            return label, laterality, make, result
         verdicts.append(f"{label}: {result.reason}")
     pytest.fail("precondition: the engine measures none of the PA inputs (" + "; ".join(verdicts) + ")")
 
@@ -79,7 +80,7 @@ def _tidy(ds, number: int, view: str):
 
 def _write_three_views(directory: Path, measurable_pa) -> tuple[str, dict[str, Path]]:
     """PA, oblique and lateral views of one side, one series, as a modality would send them."""
-    label, laterality, make_pa = measurable_pa
+    label, laterality, make_pa, _ = measurable_pa
     study_uid, series_uid = generate_uid(), generate_uid()
     common = dict(study_uid=study_uid, series_uid=series_uid, patient_id="DXRE2E5",
                   patient_name="Dreiansicht^Hand", charset="ISO_IR 100")
@@ -120,17 +121,22 @@ def test_three_views_yield_one_sr_and_one_sc_measured_on_the_pa(
     report = hd.sr.MeasurementReport.from_sequence([sr])
     pa_uid, oblique_uid, lateral_uid = (files[v].stem for v in ("PA", "oblique", "lateral"))
 
+    # The node's worker must report what the engine gives for the same pixels in this process.
+    expected = measurable_pa[3]
+    side = {"L": "left", "R": "right"}[measurable_pa[1]]
+    measured = [name for name in ("II", "III", "IV") if expected.bones[name].status == "ok"]
     bone_groups = report.get_planar_roi_measurement_groups()
-    assert len(bone_groups) >= 2, "the engine measured fewer than two metacarpals on the PA phantom"
-    for group in bone_groups:
+    assert [g.tracking_identifier for g in bone_groups] == [f"Metacarpal {n}, {side} hand" for n in measured]
+    for group, name in zip(bone_groups, measured):
         (image,) = group.roi.ContentSequence
         assert image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == pa_uid
-        assert group.get_measurements(name=outputs.CORTICAL_THICKNESS)[0].value > 0
+        thickness_mm = group.get_measurements(name=outputs.CORTICAL_THICKNESS)[0].value
+        assert thickness_mm == pytest.approx(expected.bones[name].cortical_thickness_mm, abs=1e-3), name
 
     groups = report.get_image_measurement_groups()
     (combined,) = [g for g in groups if g.tracking_identifier.startswith("DXR-BMD")]
     assert combined.source_images[0].referenced_sop_instance_uid == pa_uid
-    assert combined.get_measurements(name=outputs.DXR_BMD)[0].value > 0
+    assert combined.get_measurements(name=outputs.DXR_BMD)[0].value == pytest.approx(expected.dxr_bmd_g_cm2, abs=1e-4)
     unused = {g.source_images[0].referenced_sop_instance_uid: g.get_qualitative_evaluations(name=outputs.IMAGE_USE)[0].value
               for g in groups if g.tracking_identifier.startswith("Image not used")}
     assert set(unused) == {oblique_uid, lateral_uid}

@@ -136,7 +136,8 @@ def test_three_views_yield_one_sr_and_one_sc_measured_on_the_pa(
     groups = report.get_image_measurement_groups()
     (combined,) = [g for g in groups if g.tracking_identifier.startswith("DXR-BMD")]
     assert combined.source_images[0].referenced_sop_instance_uid == pa_uid
-    assert combined.get_measurements(name=outputs.DXR_BMD)[0].value == pytest.approx(expected.dxr_bmd_g_cm2, abs=1e-4)
+    bmd_g_cm2 = combined.get_measurements(name=outputs.DXR_BMD)[0].value
+    assert bmd_g_cm2 == pytest.approx(expected.dxr_bmd_g_cm2, abs=1e-4)
     unused = {g.source_images[0].referenced_sop_instance_uid: g.get_qualitative_evaluations(name=outputs.IMAGE_USE)[0].value
               for g in groups if g.tracking_identifier.startswith("Image not used")}
     assert set(unused) == {oblique_uid, lateral_uid}

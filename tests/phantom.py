@@ -26,6 +26,21 @@ API (pixel points are ``(column, row)``; lengths in mm)::
     image, truth = make_hand(unsharp=(1.0, 1.0)) # vendor edge enhancement (radius mm, amount)
     image, truth = make_hand(blur_domain="attenuation")  # blur after the log (no detector nonlinearity)
     image = make_non_hand(seed=0)                # a knee-like radiograph, no hand in it
+
+    # Variations hospitals' films show (all off by default; see make_hand's docstring):
+    make_hand(collimator="white", collimator_mm=(20, 0, 15, 15))  # unexposed bands (mm) t, b, l, r
+    make_hand(collimator="black")                # electronic shutter bands, 15 mm each side
+    make_hand(display="gamma:0.6")               # linear|log|gamma[:G]|sigmoid|equalized (12 bit)|edge8 (8 bit)
+    make_hand(rotation_deg=-180.0, field_mm=(260, 260))  # any angle; choose a field that holds it
+    make_hand(fingers="left", field_mm=(180, 240))       # up|down|left|right
+    make_hand(spacing_mm=0.05)                   # 0.05..0.25 mm: 4800 x 3600 px in ~5 s, 0.5 GB
+    make_hand(side_marker="R", text_label=True)  # lead letter + burned-in text in empty corners
+    make_hand(rings=("III", "IV"))               # gold rings half-way along the proximal phalanges
+    make_hand(wrist_metal="watch")               # or "bracelet": on the distal forearm
+    make_hand(second_hand_mm=-150, field_mm=(240, 330), shift_mm=(75, 0))  # both hands on one film
+    make_hand(soft_tissue_scale=0.3)             # faint (0.3) or strong (1.8) soft tissue
+    make_hand(finger_spread_deg=-4.0)            # fingers together (< 0) or spread (> 0), degrees
+    make_hand(thumb_angle_deg=15.0)              # thumb metacarpal angle from the index (default 30)
     location = truth_location(truth)             # analysis.locate.HandLocation from the known axes
 
 Physics. Every bone is a hollow tube (cortex around a marrow canal) whose radius varies slowly
@@ -124,6 +139,9 @@ _THUMB_ANGLE_DEG = 30.0  # away from the index finger
 _PHALANGES = {"I": (31.0, 0.0, 23.0), "II": (40.0, 23.0, 17.0), "III": (44.0, 27.0, 18.0),
               "IV": (41.0, 26.0, 18.0), "V": (33.0, 18.0, 16.0)}
 _FINGER_SPREAD_DEG = {"I": 0.0, "II": 5.0, "III": 1.5, "IV": -2.5, "V": -7.0}
+_FINGER_RANK = {"II": 1.0, "III": 0.0, "IV": -1.0, "V": -2.0}  # towards the thumb > 0
+_FINGERS_THETA_DEG = {"up": 0.0, "down": 180.0, "left": 90.0, "right": -90.0}
+"""Extra rotation (counter-clockwise on the display) for each ``fingers`` direction."""
 _CARPALS = [  # centre (u, v), semi-axes (a along u, b along v), thickness in mm
     ((13.0, 21.0), (6.5, 5.0), 11.0),  # trapezoid
     ((23.0, 16.0), (6.0, 5.5), 12.0),  # trapezium
@@ -202,7 +220,8 @@ def _tube_attenuation(bone: _LongBone, u: np.ndarray, v: np.ndarray) -> np.ndarr
 
 
 def _hand_bones(rng: np.random.Generator, *, cortical_scale: float, skeleton: str, view: str,
-                wall_asymmetry: float = 0.0):
+                wall_asymmetry: float = 0.0, finger_spread_deg: float = 0.0,
+                thumb_angle_deg: float | None = None):
     size = rng.uniform(0.94, 1.06)
     squeeze = {"PA": 1.0, "oblique": 0.45, "lateral": 0.08}[view]
     child = skeleton == "child"
@@ -219,7 +238,7 @@ def _hand_bones(rng: np.random.Generator, *, cortical_scale: float, skeleton: st
         T_i = T * size * rng.uniform(0.9, 1.1) * cortical_scale
         b = uv(base)
         if head is None:  # the thumb: shorter, angled away from the fingers
-            ang = math.radians(_THUMB_ANGLE_DEG)
+            ang = math.radians(_THUMB_ANGLE_DEG if thumb_angle_deg is None else thumb_angle_deg)
             L = _THUMB_LENGTH_MM * size * rng.uniform(0.97, 1.03)
             h = b + L * np.array([math.sin(ang) * squeeze, math.cos(ang)])
             h = b + (h - b) * L / np.hypot(*(h - b))
@@ -234,7 +253,11 @@ def _hand_bones(rng: np.random.Generator, *, cortical_scale: float, skeleton: st
         )
         # Phalanges continue along the metacarpal direction with small joint gaps.
         # Fingers fan out a little more than their metacarpals, so they do not touch.
-        spread = math.radians(_FINGER_SPREAD_DEG[name])
+        spread_deg = _FINGER_SPREAD_DEG[name]
+        if finger_spread_deg and name != "I":
+            # Extra fanning between neighbouring fingers, about the middle finger (III).
+            spread_deg += finger_spread_deg * _FINGER_RANK[name]
+        spread = math.radians(spread_deg)
         ang = math.atan2(h[0] - b[0], h[1] - b[1]) + spread
         direction = np.array([math.sin(ang) * (squeeze if name != "I" else 1.0), math.cos(ang)])
         direction /= np.hypot(*direction)
@@ -323,7 +346,7 @@ class _Frame:
     def __init__(self, shape, spacing_mm, rotation_deg, laterality, fingers, shift_mm=(0.0, 0.0)):
         rows, cols = shape
         self.spacing = spacing_mm
-        theta = math.radians(rotation_deg + (180.0 if fingers == "down" else 0.0))
+        theta = math.radians(rotation_deg + _FINGERS_THETA_DEG[fingers])
         mirror = 1.0 if laterality == "L" else -1.0
         # Counter-clockwise on the displayed image (rows point down).
         rot = np.array([[math.cos(theta), math.sin(theta)], [-math.sin(theta), math.cos(theta)]])
@@ -370,6 +393,142 @@ def _add_tube(att: np.ndarray, frame: _Frame, bone: _LongBone, supersample: int)
     att[rr.astype(int), cc.astype(int)] += total / supersample**2
 
 
+def _shell_attenuation(u: np.ndarray, v: np.ndarray, centre, direction, r_in: float, r_out: float,
+                       half_length: float, mu: float) -> np.ndarray:
+    """Line integral through a metal band (a short hollow cylinder, axis ``direction`` in the
+    image plane, e.g. a ring around a finger): ``mu * 2 (sqrt(Ro^2 - d^2) - sqrt(Ri^2 - d^2))``
+    within ``half_length`` mm of ``centre`` along the axis, ``d`` the distance from the axis."""
+    du, dv = u - centre[0], v - centre[1]
+    along = du * direction[0] + dv * direction[1]
+    d = -du * direction[1] + dv * direction[0]
+    path = 2.0 * (np.sqrt(np.clip(r_out * r_out - d * d, 0.0, None)) - np.sqrt(np.clip(r_in * r_in - d * d, 0.0, None)))
+    return np.where(np.abs(along) <= half_length, mu * path, 0.0)
+
+
+def _add_local(att: np.ndarray, frame: _Frame, centre_uv, radius_mm: float, fn) -> tuple[int, int, int, int] | None:
+    """Add ``fn(u, v)`` to ``att`` within ``radius_mm`` of ``centre_uv``; returns the box
+    ``(r0, r1, c0, c1)`` touched (None when outside the image)."""
+    rows, cols = att.shape
+    cpx = frame.to_px(centre_uv)
+    rad = radius_mm / frame.spacing + 2
+    r0, r1 = int(max(cpx[1] - rad, 0)), int(min(cpx[1] + rad, rows - 1))
+    c0, c1 = int(max(cpx[0] - rad, 0)), int(min(cpx[0] + rad, cols - 1))
+    if r1 <= r0 or c1 <= c0:
+        return None
+    rr, cc = np.mgrid[r0:r1, c0:c1]
+    uu, vv = frame.to_uv(cc.astype(float), rr.astype(float))
+    att[r0:r1, c0:c1] += fn(uu, vv)
+    return (r0, r1, c0, c1)
+
+
+def _render_hand(att: np.ndarray, frame: _Frame, metacarpals, phalanges, forearm, carpals) -> None:
+    """Add the bones of one hand (metacarpals 3x3 supersampled, phalanges, forearm, carpals)."""
+    for mc in metacarpals.values():
+        _add_tube(att, frame, mc, supersample=3)
+    for bone in phalanges + forearm:
+        _add_tube(att, frame, bone, supersample=1)
+    for centre, (a, b), thick in carpals:
+        def carpal(uu, vv, centre=centre, a=a, b=b, thick=thick):
+            rho2 = ((uu - centre[0]) / a) ** 2 + ((vv - centre[1]) / b) ** 2
+            return MU_TRABECULAR * 1.6 * thick * np.sqrt(np.clip(1.0 - rho2, 0.0, None))
+
+        _add_local(att, frame, centre, max(a, b), carpal)
+
+
+# A 5 x 7 pixel font for the side letters (lead markers).
+_GLYPHS = {
+    "L": ["10000", "10000", "10000", "10000", "10000", "10000", "11111"],
+    "R": ["11110", "10001", "10001", "11110", "10100", "10010", "10001"],
+}
+
+
+def _glyph_mask(rows: list[str], cell_px: float) -> np.ndarray:
+    """A boolean bitmap (strings of 0/1) scaled to ``cell_px`` pixels per bitmap pixel."""
+    bits = np.array([[c == "1" for c in row] for row in rows], bool)
+    h, w = int(math.ceil(bits.shape[0] * cell_px)), int(math.ceil(bits.shape[1] * cell_px))
+    ri = np.minimum((np.arange(h) / cell_px).astype(int), bits.shape[0] - 1)
+    ci = np.minimum((np.arange(w) / cell_px).astype(int), bits.shape[1] - 1)
+    return bits[np.ix_(ri, ci)]
+
+
+def _text_bitmap(rng: np.random.Generator, lines: int = 2, chars: int = 12) -> list[str]:
+    """Random 5 x 7 glyphs in ``lines`` lines of ``chars`` characters: looks like burned-in text."""
+    out = []
+    for _ in range(lines):
+        glyphs = (rng.random((7, chars, 5)) < 0.45).astype(int)
+        for r in range(7):
+            out.append("".join("".join(map(str, glyphs[r, k])) + "0" for k in range(chars)))
+        out.append("0" * (6 * chars))
+    return out
+
+
+def _free_corner(att: np.ndarray, size_px: tuple[int, int], margin_px: int, order: list[int],
+                 taken: list[tuple[int, int, int, int]]) -> tuple[int, int]:
+    """Top-left ``(row, col)`` of a ``size_px`` box in a corner with no body in it (the least
+    attenuating corner when none is empty), trying corners in ``order`` (0 TL, 1 TR, 2 BL, 3 BR)."""
+    rows, cols = att.shape
+    h, w = size_px
+    best, best_score = None, math.inf
+    for k in order:
+        r0 = margin_px if k < 2 else rows - margin_px - h
+        c0 = margin_px if k % 2 == 0 else cols - margin_px - w
+        r0, c0 = max(r0, 0), max(c0, 0)
+        if any(not (r0 + h <= t[0] or t[1] <= r0 or c0 + w <= t[2] or t[3] <= c0) for t in taken):
+            continue
+        score = float(att[r0:r0 + h, c0:c0 + w].max(initial=0.0))
+        if score < 0.02:  # under 1 mm of soft tissue: empty
+            return r0, c0
+        if score < best_score:
+            best, best_score = (r0, c0), score
+    if best is None:
+        raise ValueError("no free corner for the marker")
+    return best
+
+
+DISPLAY_CURVES = ("linear", "log", "gamma", "sigmoid", "equalized", "edge8")
+"""Names accepted by ``make_hand(display=...)``; ``gamma:G`` sets the exponent (default 0.5)."""
+
+
+def _apply_display(image: np.ndarray, curve: str, lo: float, hi: float, spacing_mm: float,
+                   field: np.ndarray) -> np.ndarray:
+    """Map the log image (attenuation) onto display grey values, bone bright.
+
+    ``lo``..``hi`` is the window the reader chose on the anatomy (air .. densest bone); what lies
+    beyond it (metal, unexposed borders) saturates. 12-bit integer output (0..4095) except
+    ``edge8`` (0..255); ``field`` marks the exposed field (the equalisation histogram).
+    """
+    x = np.clip((image - lo) / (hi - lo), 0.0, 1.0)
+    name, _, arg = curve.partition(":")
+    if name == "linear":
+        # Grey linear in detected exposure (a raw detector signal), inverted so bone is bright.
+        e_lo, e_hi = math.exp(-lo), math.exp(-hi)
+        y = (e_lo - np.exp(-(lo + x * (hi - lo)))) / (e_lo - e_hi)
+    elif name == "log":
+        y = x  # grey linear in attenuation (log exposure)
+    elif name == "gamma":
+        y = x ** (float(arg) if arg else 0.5)
+    elif name == "sigmoid":  # a film-like S-curve
+        k = float(arg) if arg else 8.0
+        s0, s1 = 1.0 / (1.0 + math.exp(k * 0.5)), 1.0 / (1.0 + math.exp(-k * 0.5))
+        y = (1.0 / (1.0 + np.exp(-k * (x - 0.5))) - s0) / (s1 - s0)
+    elif name == "equalized":
+        levels = 4096
+        q = np.minimum((x * levels).astype(int), levels - 1)
+        hist = np.bincount(q[field].ravel(), minlength=levels).astype(float)
+        cdf = np.cumsum(hist)
+        cdf = (cdf - cdf[0]) / max(cdf[-1] - cdf[0], 1.0)
+        y = cdf[q]
+    elif name == "edge8":
+        # Vendor edge enhancement (unsharp mask, 2 mm radius, amount 1) and a mild gamma,
+        # then 8-bit quantisation.
+        sigma = 2.0 / spacing_mm
+        y = np.clip(x + 1.0 * (x - ndimage.gaussian_filter(x, sigma, mode="nearest")), 0.0, 1.0) ** 0.8
+        return np.round(y * 255.0)
+    else:
+        raise ValueError(f"display must be one of {DISPLAY_CURVES} (or gamma:G), not {curve!r}")
+    return np.round(np.clip(y, 0.0, 1.0) * 4095.0)
+
+
 def make_hand(
     seed: int = 0,
     *,
@@ -390,6 +549,17 @@ def make_hand(
     blur_domain: str = "exposure",
     unsharp: tuple[float, float] | None = None,
     wall_asymmetry: float = 0.0,
+    soft_tissue_scale: float = 1.0,
+    finger_spread_deg: float = 0.0,
+    thumb_angle_deg: float | None = None,
+    rings: tuple[str, ...] | str = (),
+    wrist_metal: str | None = None,
+    second_hand_mm: float | None = None,
+    side_marker: str | None = None,
+    text_label: bool = False,
+    collimator: str | None = None,
+    collimator_mm: float | tuple[float, float, float, float] = 15.0,
+    display: str | None = None,
 ) -> tuple[np.ndarray, PhantomTruth]:
     """A synthetic hand radiograph with known metacarpal geometry.
 
@@ -404,12 +574,15 @@ def make_hand(
     noise : float
         Relative quantum noise of an unattenuated pixel (0 for none).
     rotation_deg : float
-        In-plane rotation, counter-clockwise on the displayed image, about the image centre.
+        In-plane rotation, counter-clockwise on the displayed image, about the image centre
+        (any angle; the field is not enlarged, so choose ``field_mm`` to hold the rotated hand).
     laterality : {"L", "R"}
         Left hand PA has the thumb on the image right when fingers point up; right is its mirror.
-    fingers : {"up", "down"}
+    fingers : {"up", "down", "left", "right"}
+        Direction the fingers point on the image (before ``rotation_deg``); ``left``/``right``
+        are a hand lying sideways (use a landscape ``field_mm`` such as ``(180, 240)``).
     shape_px : (rows, columns), optional
-        Image size; default ``field_mm / spacing_mm``.
+        Size of the exposed field; default ``field_mm / spacing_mm``.
     view : {"PA", "oblique", "lateral"}
         Oblique and lateral squeeze the hand across, so the metacarpals overlap.
     skeleton : {"adult", "child"}
@@ -429,12 +602,60 @@ def make_hand(
     blur_domain : {"exposure", "attenuation"}
         ``exposure`` (physical: the detector blurs the x-ray fluence, the image is its log) or
         ``attenuation`` (blur applied after the log, as the measurement model assumes).
+
+    Variations hospitals' films show (all off by default; the default image is unchanged):
+
+    soft_tissue_scale : float
+        Multiplies the soft-tissue attenuation (unitless): ``0.3`` faint (hard beam, strong
+        processing), ``1.8`` strong (thick hand, soft beam).
+    finger_spread_deg : float
+        Extra angle (degrees) between neighbouring fingers II-V at the MCP joints, about III:
+        ``> 0`` spread, ``< 0`` together (``-4`` makes the fingers touch). The metacarpals stay.
+    thumb_angle_deg : float, optional
+        Angle (degrees) of the thumb metacarpal away from the index axis; default 30
+        (10 adducted, along the index .. 60 abducted).
+    rings : tuple of str or str
+        Fingers (``"II"``..``"V"``) wearing a ring: a gold band (inner radius = the finger's
+        soft-tissue radius, 1.5 mm wall, 4 mm wide) half-way along the proximal phalanx.
+        Never over the metacarpals. Centres in ``truth.extras["rings_px"]`` ``(col, row)``.
+    wrist_metal : {"bracelet", "watch"}, optional
+        A metal bracelet (1 mm wall, 6 mm wide) around the distal forearm 20 mm proximal to the
+        radiocarpal joint, or a watch (an 18 mm metal strap and a 34 mm case, 6 mm of steel).
+        Centre in ``truth.extras["wrist_metal_px"]``.
+    second_hand_mm : float, optional
+        A second hand (the other side: mirrored laterality, another seed) beside the first,
+        its anchor this many mm along the image columns from the first's (signed; about
+        +-150 puts the two side by side). Partial when it leaves the field. ``truth.bones``
+        stays the first hand's; the second's are ``truth.extras["second_hand_bones"]``.
+    side_marker : {"L", "R"}, optional
+        A lead side letter (12 mm tall, strokes 1.7 mm, 2 mm of lead: saturated white) lying on
+        the cassette in an empty corner of the field. Box in ``truth.extras["markers_px"]``.
+    text_label : bool
+        A burned-in text block (2 lines x 12 characters, 3 mm tall) at the display's maximum
+        grey value, in another empty corner. Box in ``truth.extras["markers_px"]``.
+    collimator : {"white", "black"}, optional
+        Collimator bands added around the exposed field (the image grows by them): ``white``
+        = unexposed plate as a CR reader without shuttering shows it (flat, at the image
+        maximum), ``black`` = electronic shuttering (flat, at the image minimum).
+    collimator_mm : float or (top, bottom, left, right)
+        Band width (mm) on each side; 0 leaves that side open. ``truth.extras["field_px"]``
+        is the exposed field ``(r0, r1, c0, c1)`` (half-open) in the final image.
+    display : str, optional
+        Display curve applied last, windowed on the anatomy (air .. densest bone; metal and
+        white borders saturate): ``linear`` (linear in exposure), ``log`` (linear in
+        attenuation), ``gamma`` (``gamma:G``, default 0.5), ``sigmoid`` (film-like S-curve),
+        ``equalized`` (histogram equalisation) as 12-bit integers 0..4095, or ``edge8``
+        (edge-enhanced: unsharp mask 2 mm, amount 1; quantised to 8-bit integers 0..255).
+        All are monotonic in attenuation except ``edge8``. Default: the log image itself.
     """
-    if laterality not in ("L", "R") or fingers not in ("up", "down"):
-        raise ValueError("laterality must be L or R and fingers up or down")
+    if laterality not in ("L", "R") or fingers not in _FINGERS_THETA_DEG:
+        raise ValueError("laterality must be L or R and fingers up, down, left or right")
+    if isinstance(rings, str):
+        rings = (rings,)
     rng = np.random.default_rng(seed)
     metacarpals, phalanges, forearm, carpals, size = _hand_bones(
-        rng, cortical_scale=cortical_scale, skeleton=skeleton, view=view, wall_asymmetry=wall_asymmetry
+        rng, cortical_scale=cortical_scale, skeleton=skeleton, view=view, wall_asymmetry=wall_asymmetry,
+        finger_spread_deg=finger_spread_deg, thumb_angle_deg=thumb_angle_deg,
     )
     if shape_px is None:
         shape_px = (int(round(field_mm[0] / spacing_mm)), int(round(field_mm[1] / spacing_mm)))
@@ -449,75 +670,158 @@ def make_hand(
         noise_rng = np.random.default_rng([seed, 104729])
     frame = _Frame(shape_px, spacing_mm, rot, laterality, fingers, tuple(shift))
     rows, cols = shape_px
+    hands = [(frame, metacarpals, phalanges, forearm, carpals, size)]
+    if second_hand_mm is not None:
+        other = "R" if laterality == "L" else "L"
+        frame2 = _Frame(shape_px, spacing_mm, rot, other, fingers, (shift[0] + second_hand_mm, shift[1]))
+        bones2 = _hand_bones(np.random.default_rng([seed, 271828]), cortical_scale=cortical_scale,
+                             skeleton=skeleton, view=view, wall_asymmetry=wall_asymmetry,
+                             finger_spread_deg=finger_spread_deg, thumb_angle_deg=thumb_angle_deg)
+        hands.append((frame2, *bones2))
+    extras: dict[str, Any] = {}
 
     # Soft tissue on a 4x coarser grid (it is smooth), then interpolated.
     f = 4
     rc, cc = np.mgrid[0:rows:f, 0:cols:f].astype(float)
-    u, v = frame.to_uv(cc + (f - 1) / 2, rc + (f - 1) / 2)
-    t_coarse = _soft_tissue_thickness(metacarpals, phalanges, forearm, size, view, u, v)
+    t_coarse = None
+    for fr, mcs, phs, fa, _, sz in hands:
+        u, v = fr.to_uv(cc + (f - 1) / 2, rc + (f - 1) / 2)
+        t = _soft_tissue_thickness(mcs, phs, fa, sz, view, u, v)
+        t_coarse = t if t_coarse is None else t_coarse + t
     att = ndimage.zoom(t_coarse, f, order=1, grid_mode=True, mode="nearest")[:rows, :cols] * MU_SOFT_TISSUE
     if att.shape != (rows, cols):
         att = np.pad(att, ((0, rows - att.shape[0]), (0, cols - att.shape[1])), mode="edge")
+    if soft_tissue_scale != 1.0:
+        att *= soft_tissue_scale
+    del rc, cc, u, v, t, t_coarse
 
-    for mc in metacarpals.values():
-        _add_tube(att, frame, mc, supersample=3)
-    for bone in phalanges + forearm:
-        _add_tube(att, frame, bone, supersample=1)
-    rr, cc = np.mgrid[0:rows, 0:cols]
-    for centre, (a, b), thick in carpals:
-        cpx = frame.to_px(centre)
-        rad = max(a, b) / spacing_mm + 2
-        r0, r1 = int(max(cpx[1] - rad, 0)), int(min(cpx[1] + rad, rows - 1))
-        c0, c1 = int(max(cpx[0] - rad, 0)), int(min(cpx[0] + rad, cols - 1))
-        if r1 <= r0 or c1 <= c0:
-            continue
-        uu, vv = frame.to_uv(cc[r0:r1, c0:c1].astype(float), rr[r0:r1, c0:c1].astype(float))
-        rho2 = ((uu - centre[0]) / a) ** 2 + ((vv - centre[1]) / b) ** 2
-        att[r0:r1, c0:c1] += MU_TRABECULAR * 1.6 * thick * np.sqrt(np.clip(1.0 - rho2, 0.0, None))
+    for fr, mcs, phs, fa, cps, _ in hands:
+        _render_hand(att, fr, mcs, phs, fa, cps)
+    anatomy_max = float(att.max())  # the densest anatomy: where the reader's window ends
 
     if metal_over is not None:
         mc = metacarpals[metal_over]
         direction = (mc.head - mc.base) / mc.length_mm
         normal = np.array([-direction[1], direction[0]])
         mid = (mc.base + mc.head) / 2
-        r0c = frame.to_px(mid)
-        rad = 12.0 / spacing_mm
-        r0, r1 = int(max(r0c[1] - rad, 0)), int(min(r0c[1] + rad, rows - 1))
-        c0, c1 = int(max(r0c[0] - rad, 0)), int(min(r0c[0] + rad, cols - 1))
-        uu, vv = frame.to_uv(cc[r0:r1, c0:c1].astype(float), rr[r0:r1, c0:c1].astype(float))
-        along = (uu - mid[0]) * direction[0] + (vv - mid[1]) * direction[1]
-        across = (uu - mid[0]) * normal[0] + (vv - mid[1]) * normal[1]
-        plate = (np.abs(along) < 6.0) & (np.abs(across) < 2.0 + mc.width_mm / 2)  # 12 mm plate, 1 mm thick
-        att[r0:r1, c0:c1] += MU_METAL * 1.0 * plate
+
+        def plate(uu, vv):
+            along = (uu - mid[0]) * direction[0] + (vv - mid[1]) * direction[1]
+            across = (uu - mid[0]) * normal[0] + (vv - mid[1]) * normal[1]
+            inside = (np.abs(along) < 6.0) & (np.abs(across) < 2.0 + mc.width_mm / 2)  # 12 mm plate, 1 mm thick
+            return MU_METAL * 1.0 * inside
+
+        _add_local(att, frame, mid, 12.0, plate)
+
+    rings_px = {}
+    for name in rings:
+        p = next(b for b in phalanges if b.name == f"{name}-p0")  # the proximal phalanx
+        direction = (p.head - p.base) / p.length_mm
+        centre = p.base + 0.5 * p.length_mm * direction
+        r_in = (7.0 if name != "V" else 6.5) * size  # the finger's soft-tissue radius
+        _add_local(att, frame, centre, r_in + 4.0, lambda uu, vv, c=centre, d=direction, ri=r_in:
+                   _shell_attenuation(uu, vv, c, d, ri, ri + 1.5, 2.0, MU_METAL))
+        rings_px[name] = tuple(float(x) for x in frame.to_px(centre))
+    if rings_px:
+        extras["rings_px"] = rings_px
+
+    if wrist_metal is not None:
+        if wrist_metal not in ("bracelet", "watch"):
+            raise ValueError("wrist_metal must be bracelet or watch")
+        centre = (forearm[0].head + forearm[1].head) / 2 - np.array([0.0, 20.0 * size])
+        axis = np.array([0.0, 1.0])
+        r_in = 35.0 * size
+        if wrist_metal == "bracelet":
+            _add_local(att, frame, centre, r_in + 6.0, lambda uu, vv: _shell_attenuation(
+                uu, vv, centre, axis, r_in, r_in + 1.0, 3.0, 0.6 * MU_METAL))
+        else:
+            _add_local(att, frame, centre, r_in + 12.0, lambda uu, vv: _shell_attenuation(
+                uu, vv, centre, axis, r_in, r_in + 0.8, 9.0, 0.5 * MU_METAL)
+                + 6.0 * 0.6 * MU_METAL * ((uu - centre[0]) ** 2 + (vv - centre[1]) ** 2 < 17.0**2))
+        extras["wrist_metal_px"] = tuple(float(x) for x in frame.to_px(centre))
+
+    markers = []
+    corner_order = [int(k) for k in np.random.default_rng([seed, 6151]).permutation(4)]
+    if side_marker is not None:
+        mask = _glyph_mask(_GLYPHS[side_marker], (12.0 / 7.0) / spacing_mm)
+        r0, c0 = _free_corner(att, mask.shape, int(round(8.0 / spacing_mm)), corner_order, markers)
+        att[r0:r0 + mask.shape[0], c0:c0 + mask.shape[1]] += 2.0 * MU_METAL * mask
+        markers.append((r0, r0 + mask.shape[0], c0, c0 + mask.shape[1]))
+    label_mask = None
+    if text_label:
+        label_mask = _glyph_mask(_text_bitmap(np.random.default_rng([seed, 8317])), (3.0 / 7.0) / spacing_mm)
+        r0, c0 = _free_corner(att, label_mask.shape, int(round(6.0 / spacing_mm)), corner_order, markers)
+        markers.append((r0, r0 + label_mask.shape[0], c0, c0 + label_mask.shape[1]))
 
     if blur_domain == "attenuation" and blur_sigma_mm > 0:
         att = ndimage.gaussian_filter(att, blur_sigma_mm / spacing_mm, mode="nearest", truncate=5.0)
     exposure = np.exp(-att)
+    del att
     if blur_domain == "exposure" and blur_sigma_mm > 0:
         exposure = ndimage.gaussian_filter(exposure, blur_sigma_mm / spacing_mm, mode="nearest", truncate=5.0)
     if noise > 0:
         exposure = exposure + noise * np.sqrt(exposure) * noise_rng.standard_normal(exposure.shape)
     image = -np.log(np.clip(exposure, 1e-4, None))
+    del exposure
     if unsharp is not None:
         # Vendor edge enhancement on the log image: image + amount * (image - blurred image).
         radius_mm, amount = unsharp
         image = image + amount * (image - ndimage.gaussian_filter(image, radius_mm / spacing_mm, mode="nearest"))
 
-    bones = {}
-    for name, mc in metacarpals.items():
-        b, h = frame.to_px(mc.base), frame.to_px(mc.head)
-        bones[name] = BoneTruth(
-            name=name,
-            cortical_thickness_mm=mc.thickness_mm,
-            outer_width_mm=mc.width_mm,
-            length_mm=mc.length_mm,
-            base_px=(float(b[0]), float(b[1])),
-            head_px=(float(h[0]), float(h[1])),
-        )
+    # Collimator bands outside the exposed field: the image grows by them.
+    top = bottom = left = right = 0
+    if collimator is not None:
+        if collimator not in ("white", "black"):
+            raise ValueError("collimator must be white or black")
+        widths = (collimator_mm,) * 4 if np.isscalar(collimator_mm) else tuple(collimator_mm)
+        top, bottom, left, right = (int(round(w / spacing_mm)) for w in widths)
+        level = float(image.max()) if collimator == "white" else float(image.min())
+        image = np.pad(image, ((top, bottom), (left, right)), mode="constant", constant_values=level)
+    field = (top, top + rows, left, left + cols)
+    if collimator is not None:
+        extras["collimator"] = collimator
+        extras["field_px"] = field
+    if markers:
+        extras["markers_px"] = [(r0 + top, r1 + top, c0 + left, c1 + left) for r0, r1, c0, c1 in markers]
+
+    if display is not None:
+        in_field = np.zeros(image.shape, bool)
+        in_field[field[0]:field[1], field[2]:field[3]] = True
+        hi = anatomy_max + 0.05
+        image = _apply_display(image, display, 0.0, hi, spacing_mm, in_field)
+        extras["display"] = display
+    if label_mask is not None:  # burned in after the display curve, at its maximum grey value
+        white = 255.0 if display == "edge8" else 4095.0 if display is not None else float(image.max())
+        r0, r1, c0, c1 = extras["markers_px"][-1]
+        image[r0:r1, c0:c1][label_mask] = white
+
+    def bone_truths(fr, mcs):
+        out = {}
+        for name, mc in mcs.items():
+            b, h = fr.to_px(mc.base), fr.to_px(mc.head)
+            out[name] = BoneTruth(
+                name=name,
+                cortical_thickness_mm=mc.thickness_mm,
+                outer_width_mm=mc.width_mm,
+                length_mm=mc.length_mm,
+                base_px=(float(b[0]) + left, float(b[1]) + top),
+                head_px=(float(h[0]) + left, float(h[1]) + top),
+            )
+        return out
+
+    bones = bone_truths(frame, metacarpals)
+    if len(hands) > 1:
+        extras["second_hand_bones"] = bone_truths(hands[1][0], hands[1][1])
+    if top or left:
+        for key in ("rings_px", "wrist_metal_px"):
+            if key in extras:
+                pts = extras[key]
+                shift_pt = lambda p: (p[0] + left, p[1] + top)  # noqa: E731
+                extras[key] = {k: shift_pt(p) for k, p in pts.items()} if isinstance(pts, dict) else shift_pt(pts)
     truth = PhantomTruth(
         bones=bones, spacing_mm=spacing_mm, blur_sigma_mm=blur_sigma_mm, noise=noise, rotation_deg=rot,
-        laterality=laterality, fingers=fingers, view=view, skeleton=skeleton, shape=(rows, cols),
-        metal_over=metal_over,
+        laterality=laterality, fingers=fingers, view=view, skeleton=skeleton, shape=image.shape,
+        metal_over=metal_over, extras=extras,
     )
     return image, truth
 

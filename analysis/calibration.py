@@ -84,7 +84,7 @@ def check_spacing(spacing_mm: float) -> None:
         )
 
 
-def image_from_dataset(ds, pixel_spacing_mm: float | None = None) -> CalibratedImage:
+def image_from_dataset(ds, pixel_spacing_mm: float | None = None, *, check_resolution: bool = True) -> CalibratedImage:
     """Decode a radiograph into a float64 image with bone bright and its pixel size.
 
     Parameters
@@ -93,6 +93,9 @@ def image_from_dataset(ds, pixel_spacing_mm: float | None = None) -> CalibratedI
         A single-frame grayscale radiograph with pixel data.
     pixel_spacing_mm : float, optional
         Overrides the header (source ``cli``).
+    check_resolution : bool
+        Refuse pixels coarser than MAX_PIXEL_SPACING_MM (``resolution_too_low``); the hand finder
+        alone (``dxr-node locate``) works on coarser images and passes False.
 
     Raises
     ------
@@ -118,7 +121,8 @@ def image_from_dataset(ds, pixel_spacing_mm: float | None = None) -> CalibratedI
                 "non_square_pixels", f"The pixels are not square ({row_mm} x {col_mm} mm); DXR needs square pixels."
             )
         spacing = 0.5 * (row_mm + col_mm)
-    check_spacing(spacing)
+    if check_resolution:
+        check_spacing(spacing)
     return CalibratedImage(image=image, pixel_spacing_mm=spacing, pixel_spacing_source=source)
 
 

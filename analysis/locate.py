@@ -104,6 +104,33 @@ class HandLocation:
     """Diagnostic figures (unitless ratios, counts) behind the view decision."""
 
 
+    @property
+    def maturity(self) -> str | None:
+        """``adult``, ``immature`` or None when the skeleton was not judged (no PA hand found)."""
+        if self.refusal is not None and self.refusal[0] == "immature_skeleton":
+            return "immature"
+        return self.details.get("maturity")
+
+    def summary(self, pixel_spacing_mm: float | None = None) -> dict:
+        """What the finder found, as the JSON object of ``dxr-node locate`` (points ``[col, row]``)."""
+        located = self.refusal is None and self.view == "PA" and all(n in self.metacarpals for n in ("II", "III", "IV"))
+        reason, message = self.refusal if self.refusal is not None else (None, None)
+        return {
+            "status": "located" if located else "refused",
+            "reason": reason,
+            "message": message,
+            "view": self.view,
+            "maturity": self.maturity,
+            "metacarpals": {
+                n: {"base_px": [round(a.base_rc[1], 1), round(a.base_rc[0], 1)],
+                    "head_px": [round(a.head_rc[1], 1), round(a.head_rc[0], 1)],
+                    "length_mm": round(a.length_mm, 1)}
+                for n, a in self.metacarpals.items()
+            },
+            "pixel_spacing_mm": pixel_spacing_mm,
+        }
+
+
 def _refuse(reason: str, message: str | None = None, **kw) -> HandLocation:
     return HandLocation(refusal=(reason, message or REASON_MESSAGES.get(reason, reason)), **kw)
 
@@ -638,6 +665,13 @@ def _along(image: np.ndarray, a: float, b: float, ys: np.ndarray, half_px: float
 
 FINGER_RADII_MM = (10.0, 13.0, 8.0)
 """Opening radii that separate fingers (narrower) from the palm (wider), mm, in order of trial."""
+HAND_SCALES = (1.0, 0.75, 0.55, 1.4)
+"""Relative hand sizes tried, in order, when the fingers do not show at the nominal size: a child's
+hand, a small adult's, or a pixel size that is wrong (a guessed spacing, magnification) make the
+hand look smaller or larger in mm than an adult's. The hand's own finger spacing sets every
+later length."""
+MIN_HAND_AREA_MM2 = 1500.0
+"""Smallest body part (at the nominal hand size, mm²) that can hold a hand."""
 FINGER_MIN_LENGTH_MM = 22.0
 """A protrusion shorter than this is no finger (a marker touching the skin, a styloid)."""
 LATERAL_MAX_RIDGES = 2
@@ -1074,19 +1108,24 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
     outline = _outline(w.body, w.factor)
     body_area_mm2 = float(w.body.sum()) * w.spacing_mm**2
     details["body_area_cm2"] = round(body_area_mm2 / 100.0, 1)
-    if body_area_mm2 < 1500.0:
+    if body_area_mm2 < MIN_HAND_AREA_MM2 * min(HAND_SCALES) ** 2:
         return _refuse("not_pa_hand", "No body part large enough to be a hand was found in the image.",
                        outline_rc=outline, details=details)
     # Fingers are 10-25 mm thick depending on the hand and on the (possibly assumed) pixel
     # size: try a few opening radii, keep the first that shows five fingers, else the most.
     cluster: list[_Finger] = []
     body_dist = distance_to_background(w.body)
-    for radius_mm in FINGER_RADII_MM:
+    trials = [(radius_mm * scale, scale) for scale in HAND_SCALES for radius_mm in FINGER_RADII_MM]
+    for radius_mm, scale in trials:
+        if radius_mm / w.spacing_mm < 2.0:
+            continue  # narrower than the working pixels can show
         fingers, _palm = _find_fingers(w.body, w.spacing_mm, radius_mm, body_dist)
+        fingers = [f for f in fingers if f.length_px * w.spacing_mm >= 0.5 * scale * FINGER_MIN_LENGTH_MM]
         candidate = _finger_cluster(fingers)
         if len(candidate) > len(cluster) and len(candidate) <= 5:
             cluster = candidate
-            details["finger_radius_mm"] = radius_mm
+            details["finger_radius_mm"] = round(radius_mm, 1)
+            details["hand_scale"] = scale
         if len(cluster) == 5:
             break
     if len(cluster) < 4:
@@ -1217,13 +1256,19 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
     cut = []
     for name in ("II", "III", "IV"):
         for r, c in (found[name].base_rc, found[name].head_rc):
+            # On the hand: within a third of a finger spacing of the body mask (a head traced a
+            # little to the side lands in the web between two fingers; a bone cut by the field
+            # edge or a collimator band ends far from any tissue).
             rw, cw = _work_index(r, w.factor), _work_index(c, w.factor)
-            on_hand = 0 <= rw < w.body.shape[0] and 0 <= cw < w.body.shape[1] and bool(w.body[rw, cw])
+            reach = max(1, int(round(s / 3.0)))
+            near = w.body[max(0, rw - reach) : rw + reach + 1, max(0, cw - reach) : cw + reach + 1]
+            on_hand = 0 <= rw < w.body.shape[0] and 0 <= cw < w.body.shape[1] and bool(near.any())
             if not (margin_px <= r < rows_img - margin_px and margin_px <= c < cols_img - margin_px) or not on_hand:
                 cut.append(name)
                 break
     if cut:
         details["cut_by_field"] = cut
+        details["cut_axes"] = {n: (tuple(round(x) for x in found[n].base_rc), tuple(round(x) for x in found[n].head_rc)) for n in found}
         return _refuse("bone_not_found", f"Metacarpal {', '.join(cut)} is not wholly inside the image.",
                        view="PA", outline_rc=outline, details=details)
     bone_refusals = {

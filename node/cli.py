@@ -9,6 +9,7 @@ Verbs::
     dxr-node queue list --config FILE [--data-dir DIR] [--json]
     dxr-node queue retry ID --config FILE [--data-dir DIR]      (ID: E<n> export, J<n> job, <n> export)
     dxr-node analyze ...                                        (node/research.py)
+    dxr-node locate PATH... [--pixel-spacing MM] [--overlay-dir DIR] (node/research.py)
 
 Every error is one line on stderr (``dxr-node: error: ...``) and a non-zero exit status:
 1 for a failed operation, 2 for bad usage or configuration. Never a traceback.
@@ -384,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     qr.set_defaults(func=cmd_queue_retry)
 
     research.add_analyze_parser(sub)
+    research.add_locate_parser(sub)
     return p
 
 

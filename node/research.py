@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["add_analyze_parser", "run_analyze"]
+__all__ = ["add_analyze_parser", "add_locate_parser", "run_analyze", "run_locate"]
 
 log = logging.getLogger("dxr.research")
 
@@ -111,11 +111,20 @@ class _Progress:
 
 
 def _read_picture(path: Path) -> np.ndarray:
-    """A PNG/JPEG as a float grey image (bone bright as exported by a viewer)."""
-    from PIL import Image
+    """A PNG/JPEG as a float grey image (bone bright as exported by a viewer).
+
+    A JPEG missing its last few bytes (no end-of-image marker; common in exported archives) is
+    read as viewers show it, the missing rows grey, rather than refused.
+    """
+    from PIL import Image, ImageFile
 
     with Image.open(path) as im:
-        im.load()
+        previous = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = True
+        try:
+            im.load()
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = previous
         if im.mode in ("RGB", "RGBA", "P", "LA", "CMYK", "YCbCr"):
             im = im.convert("L")
         arr = np.asarray(im)
@@ -251,5 +260,117 @@ def run_analyze(args: argparse.Namespace) -> int:
             except Exception as exc:
                 print(f"dxr-node: warning: no DICOM output for {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
                 status = 1
+        progress.step(path.name)
+    return status
+
+
+LOCATE_MAX_SPACING_MM = 1.0
+"""``dxr-node locate`` works on pixels up to this size (mm): it finds bones, it measures nothing."""
+
+
+def add_locate_parser(subparsers: Any) -> None:
+    """Register the ``locate`` verb on ``dxr-node``'s subparsers."""
+    p = subparsers.add_parser(
+        "locate",
+        help="find the hand, its view, maturity and metacarpals (no measurement); JSON Lines on stdout",
+        description="Run the hand finder alone on radiographs (pixels up to 1 mm) and print one JSON object per file.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="DICOM/PNG/JPEG files or folders (recursed)")
+    p.add_argument("--pixel-spacing", type=float, metavar="MM", help="pixel size in mm (overrides the header)")
+    p.add_argument("--overlay-dir", metavar="DIR", help="write one PNG per input with what the finder found")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=run_locate)
+
+
+def locate_file(path: Path, pixel_spacing_mm: float | None) -> tuple[dict[str, Any], np.ndarray | None, Any]:
+    """``(JSON object, bone-bright image or None, HandLocation or None)`` for one input; never raises."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    from analysis.calibration import CalibrationError, image_from_dataset
+    from analysis.locate import locate_hand
+    from analysis.result import REASON_MESSAGES
+
+    def answer(status: str, reason: str, message: str, spacing: float | None = None):
+        return ({"file": str(path), "status": status, "reason": reason, "message": message, "view": None,
+                 "maturity": None, "metacarpals": {}, "pixel_spacing_mm": spacing}, None, None)
+
+    if not path.is_file():
+        return answer("error", "unreadable", f"No such file: {path}.")
+    spacing = pixel_spacing_mm
+    image = None
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        try:
+            ds = pydicom.dcmread(path, force=path.suffix.lower() in DICOM_SUFFIXES)
+            if "PixelData" not in ds and "SOPClassUID" not in ds:
+                raise InvalidDicomError("no DICOM data elements")
+        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
+            if not _has_image_magic(path):
+                return answer("error", "unreadable", f"The file is neither DICOM nor PNG/JPEG ({type(exc).__name__}).")
+        else:
+            try:
+                calibrated = image_from_dataset(ds, pixel_spacing_mm, check_resolution=False)
+            except CalibrationError as exc:
+                return answer("error" if exc.reason == "unreadable" else "refused", exc.reason, exc.message)
+            image, spacing = calibrated.image, calibrated.pixel_spacing_mm
+    if image is None:
+        try:
+            image = _read_picture(path)
+        except Exception as exc:  # Pillow raises many types for broken files
+            return answer("error", "unreadable", f"The image could not be read ({type(exc).__name__}: {exc}).")
+        if spacing is None:
+            return answer("refused", "no_pixel_spacing", "A PNG/JPEG has no pixel size; give it with --pixel-spacing MM.")
+    if spacing > LOCATE_MAX_SPACING_MM:
+        return answer("refused", "resolution_too_low",
+                      f"The pixels are {spacing:.3g} mm, larger than {LOCATE_MAX_SPACING_MM} mm: too coarse to find the "
+                      "bones of a hand.", spacing)
+    try:
+        location = locate_hand(image, float(spacing))
+    except Exception as exc:  # a finder bug must not stop the batch; logged, reported as error
+        log.error("event=locate_error file=%s error=%s: %s", path, type(exc).__name__, exc)
+        return answer("error", "analysis_error", f"{REASON_MESSAGES['analysis_error']} ({type(exc).__name__})", spacing)
+    return {"file": str(path), **location.summary(float(spacing))}, image, location
+
+
+def _location_overlay_result(location: Any, summary: dict[str, Any]):
+    """An AnalysisResult carrying only what the finder found, for :func:`node.overlay.draw_overlay`."""
+    from analysis.result import AnalysisResult
+
+    ok = summary["status"] == "located"
+    return AnalysisResult(
+        status="ok" if ok else "refused", reason=summary["reason"], message=summary["message"],
+        view=summary["view"],
+        metacarpal_axes_px={n: a.axis_px() for n, a in location.metacarpals.items()},
+        hand_outline_px=[(float(c), float(r)) for r, c in np.asarray(location.outline_rc).reshape(-1, 2)],
+    )
+
+
+def run_locate(args: argparse.Namespace) -> int:
+    """Run ``dxr-node locate``; returns the exit status (0, 1 when an input was unreadable, 2 bad usage)."""
+    if args.pixel_spacing is not None and not (0 < args.pixel_spacing <= LOCATE_MAX_SPACING_MM):
+        return _error(f"--pixel-spacing must be a pixel size in mm, above 0 and at most {LOCATE_MAX_SPACING_MM}")
+    overlay_dir = Path(args.overlay_dir) if args.overlay_dir else None
+    if overlay_dir is not None:
+        try:
+            overlay_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return _error(f"cannot create output folder: {exc}")
+        from node.overlay import draw_overlay
+    files, any_folder = _expand(list(args.paths))
+    progress = _Progress(len(files), any_folder and not args.no_progress)
+    used_names: set[str] = set()
+    status = 0
+    for path in files:
+        summary, image, location = locate_file(path, args.pixel_spacing)
+        if summary["status"] == "error":
+            status = 1
+        sys.stdout.write(json.dumps(summary, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+        if overlay_dir is not None and image is not None and location is not None:
+            try:
+                picture = draw_overlay(image, _location_overlay_result(location, summary))
+                picture.save(_unique_png(overlay_dir, path, used_names))
+            except Exception as exc:  # the JSON line is already out; say why the picture is not
+                print(f"dxr-node: warning: no overlay for {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
         progress.step(path.name)
     return status

@@ -40,7 +40,7 @@ API (pixel points are ``(column, row)``; lengths in mm)::
     make_hand(second_hand_mm=-150, field_mm=(240, 330), shift_mm=(75, 0))  # both hands on one film
     make_hand(soft_tissue_scale=0.3)             # faint (0.3) or strong (1.8) soft tissue
     make_hand(finger_spread_deg=-4.0)            # fingers together (< 0) or spread (> 0), degrees
-    make_hand(thumb_angle_deg=15.0)              # thumb metacarpal angle from the index (default 30)
+    make_hand(thumb_angle_deg=15.0)              # thumb metacarpal angle from the long axis (default 30)
     location = truth_location(truth)             # analysis.locate.HandLocation from the known axes
 
 Physics. Every bone is a hollow tube (cortex around a marrow canal) whose radius varies slowly
@@ -612,8 +612,9 @@ def make_hand(
         Extra angle (degrees) between neighbouring fingers II-V at the MCP joints, about III:
         ``> 0`` spread, ``< 0`` together (``-4`` makes the fingers touch). The metacarpals stay.
     thumb_angle_deg : float, optional
-        Angle (degrees) of the thumb metacarpal away from the index axis; default 30
-        (10 adducted, along the index .. 60 abducted).
+        Angle (degrees) of the thumb metacarpal from the hand's long axis (the direction from
+        wrist to middle finger), towards the thumb side; default 30 (10-15 adducted, lying along
+        the index .. 50-60 abducted).
     rings : tuple of str or str
         Fingers (``"II"``..``"V"``) wearing a ring: a gold band (inner radius = the finger's
         soft-tissue radius, 1.5 mm wall, 4 mm wide) half-way along the proximal phalanx.

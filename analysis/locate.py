@@ -732,7 +732,7 @@ THUMB_WEB_OFFSET = 0.0
 METAL_ALONG_RATIO = 2.5
 """Something this many times brighter than the shaft on a shaft line is metal."""
 
-CARPAL_FILL_MIN = 0.35
+CARPAL_FILL_MIN = 0.3
 """Below this ossified fraction of the least ossified band of the carpus the hand is a young
 child's (real adults 0.58-0.99, adult phantoms about 0.6-0.7; the FracAtlas 2-4 year old 0.17,
 child phantoms 0)."""
@@ -1042,6 +1042,31 @@ def _palm_ridge_count(w: _Work, cluster: list[_Finger]) -> int | None:
     return int(np.median(counts)) if counts else None
 
 
+def _complete_fingers(three: list[_Finger], v: np.ndarray) -> list[_Finger]:
+    """Four fingers II-V from three found ones, ordered from the thumb side (``v``).
+
+    Where two found fingers are twice as far apart as the other pair, the missing finger lies
+    between them; otherwise it is the little finger, one spacing beyond the last, leaving the
+    palm a third of a spacing more proximally.
+    """
+    proj = np.array([f.base_rc @ v for f in three])
+    gaps = np.abs(np.diff(proj))
+    direction = np.mean([f.direction for f in three], axis=0)
+    direction /= np.hypot(*direction) + 1e-12
+    length = float(np.median([f.length_px for f in three]))
+    width = float(np.median([f.width_px for f in three]))
+    if gaps.max() > 1.6 * gaps.min():
+        k = int(np.argmax(gaps))
+        base = 0.5 * (three[k].base_rc + three[k + 1].base_rc)
+        slot = k + 1
+    else:
+        step = float(np.median(gaps))
+        base = three[-1].base_rc - step * v - step / 3.0 * direction
+        slot = 3
+    virtual = _Finger(base, base + length * direction, length, width, int(length * width), -1)
+    return three[:slot] + [virtual] + three[slot:]
+
+
 def _non_pa_view(w: _Work, cluster: list[_Finger], details: dict) -> HandLocation:
     """Refusal for an image where the four fingers of a PA hand were not found side by side.
 
@@ -1131,6 +1156,12 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
     details.update(info)
     thumb = ordered[0] if info.get("thumb_from") == "finger" else None
     four = (ordered[1:] if thumb is not None else ordered)[:4]
+    if len(four) == 3 and thumb is not None:
+        # The thumb and three fingers: the fourth is bent, hidden behind a neighbour or too short
+        # to leave the palm. Its place is predicted from the others; the shaft lines below are
+        # then fitted to the bone ridges, and the PA checks judge the result.
+        four = _complete_fingers(four, v)
+        details["fingers_predicted"] = 1
     if len(four) < 4:
         loc = _non_pa_view(w, cluster, details)
         loc.outline_rc = outline

@@ -1,4 +1,4 @@
-"""Time ``node.outputs.build_study_outputs`` for one full-size PA hand (SR only, SR + SC).
+"""Time ``node.report.build_study_outputs`` for one full-size PA hand (SR only, SR + SC).
 
     .venv/bin/python bench/outputs_timing.py
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from node.outputs import OutputOptions, build_study_outputs  # noqa: E402
+from node.report import OutputOptions, build_study_outputs  # noqa: E402
 from tests.node.outputs_inputs import result_from_truth  # noqa: E402
 from tests.phantom import make_dataset, make_hand  # noqa: E402
 

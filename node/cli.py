@@ -66,7 +66,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _store(config: Config):
-    from node.store import Store, StoreError
+    from node.spool import Store, StoreError
 
     try:
         return Store(config.data_dir)
@@ -92,7 +92,7 @@ def _start_http(config: Config, store: Any) -> Any:
     """
     if config.http is None:
         return None
-    from node.dicomweb import start_http_server
+    from node.http.server import start_http_server
 
     try:
         return start_http_server(config, store)
@@ -104,7 +104,8 @@ def _start_http(config: Config, store: Any) -> Any:
 
 def _validate_at_start(config: Config) -> Any:
     """What the file alone cannot tell: reference tables and [outputs] options; returns the tables."""
-    from node.worker import load_reference, output_options
+    from node.reference import load_reference
+    from node.report.options import output_options
 
     try:
         reference = load_reference(config)  # workers load their own copy
@@ -115,11 +116,11 @@ def _validate_at_start(config: Config) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from node.assembler import Assembler
-    from node.dimse import start_scp
-    from node.export import Exporter
+    from node.pipeline.assembler import Assembler
+    from node.receive.scp import start_scp
+    from node.export.exporter import Exporter
     from node.log import setup_logging
-    from node.worker import WorkerPool
+    from node.pipeline.pool import WorkerPool
 
     config = _config(args)
     setup_logging()
@@ -203,7 +204,7 @@ def cmd_echo(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise CLIError(str(exc), 2) from None
     if dest.type == "dimse":
-        from node.dimse import echo
+        from node.export.scu import echo
 
         ok, message = echo(dest, config.export.calling_ae_title or config.node.ae_title, args.timeout)
     elif dest.type == "folder":
@@ -228,7 +229,7 @@ def _echo_dicomweb(dest: Any, timeout_seconds: float) -> tuple[bool, str]:
     """A DICOMweb destination answers an authenticated QIDO-RS ``GET {url}/studies?limit=1``."""
     import requests
 
-    from node.stow_export import make_client
+    from node.export.stow import make_client
 
     where = f"{dest.name} ({dest.url})"
     try:
@@ -244,8 +245,8 @@ def _echo_dicomweb(dest: Any, timeout_seconds: float) -> tuple[bool, str]:
 def cmd_rules_test(args: argparse.Namespace) -> int:
     import pydicom
 
-    from node.ingest import instance_problem
-    from node.rules import evaluate
+    from node.receive.ingest import instance_problem
+    from node.receive.rules import evaluate
 
     config = _config(args)
     try:

@@ -12,13 +12,15 @@ against the current directory.
 
 from __future__ import annotations
 
-import re
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from pydicom.datadict import tag_for_keyword
+
+from node.dicom import NODE_MANUFACTURER, SC_SOP_CLASS_PREFIX, SR_SOP_CLASS_PREFIX
+from node.toml_section import ConfigError, Section, path_value, resolve_path
 
 __all__ = [
     "Config",
@@ -40,12 +42,7 @@ __all__ = [
 DESTINATION_TYPES = ("dimse", "folder", "dicomweb")
 
 # The SR and SC storage classes the node itself produces; the default rules never analyse them.
-SR_SC_SOP_CLASS_PATTERNS = ("1.2.840.10008.5.1.4.1.1.88.*", "1.2.840.10008.5.1.4.1.1.7*")
-NODE_MANUFACTURER_PATTERN = "DXR Node project"  # node.outputs.OutputOptions.manufacturer
-
-
-class ConfigError(ValueError):
-    """A one-line, user-facing configuration error."""
+SR_SC_SOP_CLASS_PATTERNS = (SR_SOP_CLASS_PREFIX + "*", SC_SOP_CLASS_PREFIX + "*")
 
 
 @dataclass(frozen=True)
@@ -125,7 +122,7 @@ class OutputsConfig:
     """Send the result picture (Secondary Capture) beside each SR."""
     institution_name: str | None = None
     extra: tuple[tuple[str, Any], ...] = ()
-    """Other ``[outputs]`` keys, passed through to ``node.outputs.OutputOptions`` when it knows them."""
+    """Other ``[outputs]`` keys, passed through to ``node.report.OutputOptions`` when it knows them."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +133,7 @@ class ReferenceConfig:
 
 @dataclass(frozen=True)
 class HttpConfig:
-    """DICOMweb/health HTTP server (issue 6); present only when ``[http]`` is in the file."""
+    """DICOMweb/health HTTP server; present only when ``[http]`` is in the file."""
 
     bind: str = "0.0.0.0"
     port: int = 8080
@@ -198,101 +195,15 @@ DEFAULT_RULES = RulesConfig(
     ),
     ignore=(
         RuleConfig(conditions=(("SOPClassUID", SR_SC_SOP_CLASS_PATTERNS),), name="sr-or-sc"),
-        RuleConfig(conditions=(("Manufacturer", (NODE_MANUFACTURER_PATTERN,)),), name="own-output"),
+        RuleConfig(conditions=(("Manufacturer", (NODE_MANUFACTURER,)),), name="own-output"),
     ),
 )
-
-_AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII except backslash
-
-
-# --------------------------------------------------------------------------------------------
-class _Section:
-    """Typed access to one TOML table that names the key in every error."""
-
-    def __init__(self, cfg_path: Path, name: str, table: Any, known: set[str] | None):
-        self.cfg_path = cfg_path
-        self.name = name
-        if not isinstance(table, dict):
-            self.fail(f"{name} must be a table")
-        self.table = table
-        if known is not None:
-            for key in table:
-                if key not in known:
-                    self.fail(f"{name} has unknown key {key!r} (known: {', '.join(sorted(known))})")
-
-    def fail(self, message: str) -> None:
-        raise ConfigError(f"{self.cfg_path}: {message}")
-
-    def _bad(self, key: str, expected: str, value: Any) -> None:
-        self.fail(f"{self.name} {key} must be {expected}, got {_show(value)}")
-
-    def str(self, key: str, default: Any = None, *, required: bool = False, allow_empty: bool = False) -> Any:
-        if key not in self.table:
-            if required:
-                self.fail(f"{self.name} {key} is required")
-            return default
-        value = self.table[key]
-        if not isinstance(value, str) or (not allow_empty and not value.strip()):
-            self._bad(key, "a non-empty string", value)
-        return value
-
-    def int(self, key: str, default: Any, lo: int, hi: int | None = None, *, required: bool = False) -> Any:
-        if key not in self.table:
-            if required:
-                self.fail(f"{self.name} {key} is required")
-            return default
-        value = self.table[key]
-        expected = f"an integer {lo}-{hi}" if hi is not None else f"an integer >= {lo}"
-        if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
-            self._bad(key, expected, value)
-        return value
-
-    def number(self, key: str, default: float, lo: float, *, exclusive: bool = False) -> float:
-        if key not in self.table:
-            return default
-        value = self.table[key]
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        ok = ok and (value > lo if exclusive else value >= lo)
-        if not ok:
-            self._bad(key, f"a number {'>' if exclusive else '>='} {lo:g}", value)
-        return float(value)
-
-    def bool(self, key: str, default: bool) -> bool:
-        if key not in self.table:
-            return default
-        value = self.table[key]
-        if not isinstance(value, bool):
-            self._bad(key, "true or false", value)
-        return value
-
-    def ae(self, key: str, default: Any = None, *, required: bool = False) -> Any:
-        value = self.str(key, default, required=required)
-        if value is not None and not _AE_RE.match(value.strip() or "\\"):
-            self._bad(key, "an AE title of 1-16 printable ASCII characters without backslash", value)
-        return value.strip() if value is not None else None
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value)
-
-
-def _resolve(base: Path, value: str) -> Path:
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else (base / path).resolve()
 
 
 def _parse_rules(cfg_path: Path, raw: Any) -> RulesConfig:
     if raw is None:
         return DEFAULT_RULES
-    top = _Section(cfg_path, "[rules]", raw, {"analyse", "ignore"})
+    top = Section(cfg_path, "[rules]", raw, {"analyse", "ignore"})
     lists: dict[str, tuple[RuleConfig, ...]] = {}
     for kind in ("analyse", "ignore"):
         entries = top.table.get(kind, DEFAULT_RULES.analyse if kind == "analyse" else DEFAULT_RULES.ignore)
@@ -303,7 +214,7 @@ def _parse_rules(cfg_path: Path, raw: Any) -> RulesConfig:
             top.fail(f"[rules] {kind} must be an array of tables ([[rules.{kind}]])")
         rules = []
         for i, entry in enumerate(entries):
-            sec = _Section(cfg_path, f"[[rules.{kind}]] #{i + 1}", entry, None)
+            sec = Section(cfg_path, f"[[rules.{kind}]] #{i + 1}", entry, None)
             name = sec.str("name", f"{kind}-{i + 1}")
             conditions = []
             for keyword, patterns in entry.items():
@@ -321,6 +232,123 @@ def _parse_rules(cfg_path: Path, raw: Any) -> RulesConfig:
             rules.append(RuleConfig(conditions=tuple(conditions), name=name))
         lists[kind] = tuple(rules)
     return RulesConfig(analyse=lists["analyse"], ignore=lists["ignore"])
+
+
+def _parse_node(cfg_path: Path, base: Path, raw: dict, *, port: int | None, data_dir: str | Path | None) -> NodeConfig:
+    n = Section(
+        cfg_path, "[node]", raw.get("node", {}),
+        {"ae_title", "bind", "port", "data_dir", "workers", "max_associations", "job_timeout_seconds"},
+    )
+    node = NodeConfig(
+        ae_title=n.ae("ae_title", NodeConfig.ae_title),
+        bind=n.str("bind", NodeConfig.bind),
+        port=n.int("port", NodeConfig.port, 1, 65535),
+        data_dir=resolve_path(base, n.str("data_dir", str(NodeConfig.data_dir))),
+        workers=n.int("workers", NodeConfig.workers, 1, 64),
+        max_associations=n.int("max_associations", NodeConfig.max_associations, 1, 1000),
+        job_timeout_seconds=n.number("job_timeout_seconds", NodeConfig.job_timeout_seconds, 0.0, exclusive=True),
+    )
+    if port is not None:
+        if not 1 <= port <= 65535:
+            raise ConfigError(f"--port must be an integer 1-65535, got {port}")
+        node = replace(node, port=port)
+    if data_dir is not None:
+        node = replace(node, data_dir=Path(data_dir).expanduser().resolve())
+    return node
+
+
+def _parse_sources(cfg_path: Path, raw: dict) -> tuple[SourceConfig, ...]:
+    raw_sources = raw.get("sources", [])
+    if not isinstance(raw_sources, list):
+        raise ConfigError(f"{cfg_path}: sources must be an array of tables ([[sources]])")
+    sources = []
+    for i, entry in enumerate(raw_sources):
+        sec = Section(cfg_path, f"[[sources]] #{i + 1}", entry, {"ae_title", "host"})
+        sources.append(SourceConfig(ae_title=sec.ae("ae_title", required=True), host=sec.str("host")))
+    return tuple(sources)
+
+
+def _parse_destinations(cfg_path: Path, base: Path, raw: dict, data_dir: Path) -> tuple[DestinationConfig, ...]:
+    raw_dests = raw.get("destinations", [])
+    if not isinstance(raw_dests, list):
+        raise ConfigError(f"{cfg_path}: destinations must be an array of tables ([[destinations]])")
+    destinations: list[DestinationConfig] = []
+    dest_keys = {"name", "type", "ae_title", "host", "port", "path", "url", "token", "token_file", "username", "password"}
+    for i, entry in enumerate(raw_dests):
+        sec = Section(cfg_path, f"[[destinations]] #{i + 1}", entry, dest_keys)
+        name = sec.str("name", required=True)
+        sec.name = f"[[destinations]] {name!r}"
+        if any(d.name == name for d in destinations):
+            sec.fail(f"{sec.name} name is used twice; destination names must be unique")
+        dtype = sec.str("type", "dimse")
+        if dtype not in DESTINATION_TYPES:
+            sec._bad("type", " or ".join(f'"{t}"' for t in DESTINATION_TYPES), dtype)
+        if dtype == "dimse":
+            dest = DestinationConfig(
+                name=name,
+                type=dtype,
+                ae_title=sec.ae("ae_title", required=True),
+                host=sec.str("host", required=True),
+                port=sec.int("port", None, 1, 65535, required=True),
+            )
+        elif dtype == "folder":
+            dest = DestinationConfig(name=name, type=dtype, path=data_dir / "outbox")
+            if "path" in entry:
+                p = Path(sec.str("path")).expanduser()
+                dest = replace(dest, path=p if p.is_absolute() else data_dir / p)
+        else:
+            token_file = sec.str("token_file")
+            dest = DestinationConfig(
+                name=name,
+                type=dtype,
+                url=sec.str("url", required=True),
+                token=sec.str("token"),
+                token_file=resolve_path(base, token_file) if token_file else None,
+                username=sec.str("username"),
+                password=sec.str("password", allow_empty=True),
+            )
+        destinations.append(dest)
+    return tuple(destinations)
+
+
+def _parse_export(cfg_path: Path, raw: dict) -> ExportConfig:
+    e = Section(cfg_path, "[export]", raw.get("export", {}), {"retry_base_delay_seconds", "retry_max_delay_seconds", "max_attempts", "calling_ae_title"})
+    export = ExportConfig(
+        retry_base_delay_seconds=e.number("retry_base_delay_seconds", ExportConfig.retry_base_delay_seconds, 0.0),
+        retry_max_delay_seconds=e.number("retry_max_delay_seconds", ExportConfig.retry_max_delay_seconds, 0.0),
+        max_attempts=e.int("max_attempts", ExportConfig.max_attempts, 1, 1000),
+        calling_ae_title=e.ae("calling_ae_title"),
+    )
+    if export.retry_max_delay_seconds < export.retry_base_delay_seconds:
+        e.fail("[export] retry_max_delay_seconds must be >= retry_base_delay_seconds")
+    return export
+
+
+def _parse_outputs(cfg_path: Path, raw: dict) -> OutputsConfig:
+    o = Section(cfg_path, "[outputs]", raw.get("outputs", {}), None)
+    extra = tuple((k, v) for k, v in o.table.items() if k not in {"refusal_sr", "picture", "institution_name"})
+    outputs = OutputsConfig(
+        refusal_sr=o.bool("refusal_sr", OutputsConfig.refusal_sr),
+        picture=o.bool("picture", OutputsConfig.picture),
+        institution_name=o.str("institution_name"),
+        extra=extra,
+    )
+    return outputs
+
+
+def _parse_http(cfg_path: Path, base: Path, raw: dict) -> HttpConfig | None:
+    http = None
+    if "http" in raw:
+        h = Section(cfg_path, "[http]", raw["http"], {"bind", "port", "token", "token_file", "max_body_bytes"})
+        token_file = path_value(h, "token_file", base)
+        http = HttpConfig(
+            bind=h.str("bind", HttpConfig.bind),
+            port=h.int("port", HttpConfig.port, 1, 65535),
+            token=h.str("token"),
+            token_file=token_file,
+            max_body_bytes=h.int("max_body_bytes", HttpConfig.max_body_bytes, 1),
+        )
+    return http
 
 
 def load_config(path: str | Path, *, port: int | None = None, data_dir: str | Path | None = None) -> Config:
@@ -351,127 +379,20 @@ def load_config(path: str | Path, *, port: int | None = None, data_dir: str | Pa
         if key not in known_top:
             raise ConfigError(f"{cfg_path}: unknown section or key {key!r} (known: {', '.join(sorted(known_top))})")
 
-    n = _Section(
-        cfg_path, "[node]", raw.get("node", {}),
-        {"ae_title", "bind", "port", "data_dir", "workers", "max_associations", "job_timeout_seconds"},
-    )
-    node = NodeConfig(
-        ae_title=n.ae("ae_title", NodeConfig.ae_title),
-        bind=n.str("bind", NodeConfig.bind),
-        port=n.int("port", NodeConfig.port, 1, 65535),
-        data_dir=_resolve(base, n.str("data_dir", str(NodeConfig.data_dir))),
-        workers=n.int("workers", NodeConfig.workers, 1, 64),
-        max_associations=n.int("max_associations", NodeConfig.max_associations, 1, 1000),
-        job_timeout_seconds=n.number("job_timeout_seconds", NodeConfig.job_timeout_seconds, 0.0, exclusive=True),
-    )
-    if port is not None:
-        if not 1 <= port <= 65535:
-            raise ConfigError(f"--port must be an integer 1-65535, got {port}")
-        node = replace(node, port=port)
-    if data_dir is not None:
-        node = replace(node, data_dir=Path(data_dir).expanduser().resolve())
-
-    s = _Section(cfg_path, "[study]", raw.get("study", {}), {"quiet_period_seconds"})
+    node = _parse_node(cfg_path, base, raw, port=port, data_dir=data_dir)
+    s = Section(cfg_path, "[study]", raw.get("study", {}), {"quiet_period_seconds"})
     study = StudyConfig(quiet_period_seconds=s.number("quiet_period_seconds", StudyConfig.quiet_period_seconds, 0.0))
-
-    raw_sources = raw.get("sources", [])
-    if not isinstance(raw_sources, list):
-        raise ConfigError(f"{cfg_path}: sources must be an array of tables ([[sources]])")
-    sources = []
-    for i, entry in enumerate(raw_sources):
-        sec = _Section(cfg_path, f"[[sources]] #{i + 1}", entry, {"ae_title", "host"})
-        sources.append(SourceConfig(ae_title=sec.ae("ae_title", required=True), host=sec.str("host")))
-
-    raw_dests = raw.get("destinations", [])
-    if not isinstance(raw_dests, list):
-        raise ConfigError(f"{cfg_path}: destinations must be an array of tables ([[destinations]])")
-    destinations: list[DestinationConfig] = []
-    dest_keys = {"name", "type", "ae_title", "host", "port", "path", "url", "token", "token_file", "username", "password"}
-    for i, entry in enumerate(raw_dests):
-        sec = _Section(cfg_path, f"[[destinations]] #{i + 1}", entry, dest_keys)
-        name = sec.str("name", required=True)
-        sec.name = f"[[destinations]] {name!r}"
-        if any(d.name == name for d in destinations):
-            sec.fail(f"{sec.name} name is used twice; destination names must be unique")
-        dtype = sec.str("type", "dimse")
-        if dtype not in DESTINATION_TYPES:
-            sec._bad("type", " or ".join(f'"{t}"' for t in DESTINATION_TYPES), dtype)
-        if dtype == "dimse":
-            dest = DestinationConfig(
-                name=name,
-                type=dtype,
-                ae_title=sec.ae("ae_title", required=True),
-                host=sec.str("host", required=True),
-                port=sec.int("port", None, 1, 65535, required=True),
-            )
-        elif dtype == "folder":
-            dest = DestinationConfig(name=name, type=dtype, path=node.data_dir / "outbox")
-            if "path" in entry:
-                p = Path(sec.str("path")).expanduser()
-                dest = replace(dest, path=p if p.is_absolute() else node.data_dir / p)
-        else:
-            token_file = sec.str("token_file")
-            dest = DestinationConfig(
-                name=name,
-                type=dtype,
-                url=sec.str("url", required=True),
-                token=sec.str("token"),
-                token_file=_resolve(base, token_file) if token_file else None,
-                username=sec.str("username"),
-                password=sec.str("password", allow_empty=True),
-            )
-        destinations.append(dest)
-
-    e = _Section(cfg_path, "[export]", raw.get("export", {}), {"retry_base_delay_seconds", "retry_max_delay_seconds", "max_attempts", "calling_ae_title"})
-    export = ExportConfig(
-        retry_base_delay_seconds=e.number("retry_base_delay_seconds", ExportConfig.retry_base_delay_seconds, 0.0),
-        retry_max_delay_seconds=e.number("retry_max_delay_seconds", ExportConfig.retry_max_delay_seconds, 0.0),
-        max_attempts=e.int("max_attempts", ExportConfig.max_attempts, 1, 1000),
-        calling_ae_title=e.ae("calling_ae_title"),
-    )
-    if export.retry_max_delay_seconds < export.retry_base_delay_seconds:
-        e.fail("[export] retry_max_delay_seconds must be >= retry_base_delay_seconds")
-
-    rules = _parse_rules(cfg_path, raw.get("rules"))
-
-    o = _Section(cfg_path, "[outputs]", raw.get("outputs", {}), None)
-    extra = tuple((k, v) for k, v in o.table.items() if k not in {"refusal_sr", "picture", "institution_name"})
-    outputs = OutputsConfig(
-        refusal_sr=o.bool("refusal_sr", OutputsConfig.refusal_sr),
-        picture=o.bool("picture", OutputsConfig.picture),
-        institution_name=o.str("institution_name"),
-        extra=extra,
-    )
-
-    r = _Section(cfg_path, "[reference]", raw.get("reference", {}), {"dir"})
-    ref_dir = r.str("dir")
-    reference = ReferenceConfig(dir=_resolve(base, ref_dir) if ref_dir else None)
-
-    d = _Section(cfg_path, "[disk]", raw.get("disk", {}), {"min_free_bytes"})
-    disk = DiskConfig(min_free_bytes=d.int("min_free_bytes", DiskConfig.min_free_bytes, 0))
-
-    http = None
-    if "http" in raw:
-        h = _Section(cfg_path, "[http]", raw["http"], {"bind", "port", "token", "token_file", "max_body_bytes"})
-        token_file = h.str("token_file")
-        http = HttpConfig(
-            bind=h.str("bind", HttpConfig.bind),
-            port=h.int("port", HttpConfig.port, 1, 65535),
-            token=h.str("token"),
-            token_file=_resolve(base, token_file) if token_file else None,
-            max_body_bytes=h.int("max_body_bytes", HttpConfig.max_body_bytes, 1),
-        )
-
     return Config(
         path=cfg_path,
         node=node,
         study=study,
-        sources=tuple(sources),
-        destinations=tuple(destinations),
-        export=export,
-        rules=rules,
-        outputs=outputs,
-        reference=reference,
-        disk=disk,
-        http=http,
+        sources=_parse_sources(cfg_path, raw),
+        destinations=_parse_destinations(cfg_path, base, raw, node.data_dir),
+        export=_parse_export(cfg_path, raw),
+        rules=_parse_rules(cfg_path, raw.get("rules")),
+        outputs=_parse_outputs(cfg_path, raw),
+        reference=ReferenceConfig(dir=path_value(Section(cfg_path, "[reference]", raw.get("reference", {}), {"dir"}), "dir", base)),
+        disk=DiskConfig(min_free_bytes=Section(cfg_path, "[disk]", raw.get("disk", {}), {"min_free_bytes"}).int(
+            "min_free_bytes", DiskConfig.min_free_bytes, 0)),
+        http=_parse_http(cfg_path, base, raw),
     )

@@ -197,7 +197,7 @@ def _has_image_magic(path: Path) -> bool:
 
 def _load_reference(directory: Path, explicit: bool):
     """The tables in ``directory``, or None; ``explicit`` (given with --reference-dir): it must exist."""
-    from node.worker import load_reference_dir
+    from node.reference import load_reference_dir
 
     if explicit and not directory.is_dir():
         raise ValueError(f"--reference-dir {directory}: not a folder")
@@ -235,9 +235,9 @@ def run_analyze(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _error(f"cannot create output folder: {exc}")
     if overlay_dir is not None:
-        from node.overlay import draw_overlay
+        from node.report.overlay import draw_overlay
     if dicom_dir is not None:
-        from node.outputs import OutputOptions, write_dicom_outputs
+        from node.report import OutputOptions, write_dicom_outputs
 
     files, any_folder = _expand(list(args.paths))
     progress = _Progress(len(files), any_folder and not args.no_progress)

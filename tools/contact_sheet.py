@@ -7,7 +7,7 @@ Two ways in:
   (what ``make overlays`` does: the same code path as the research CLI).
 * ``python tools/contact_sheet.py [--pixel-spacing MM] [--out PNG] FOLDER``: analyse every image
   in FOLDER here (``analysis.analyse_image``, or location plus ``measure_bone`` without it) and
-  draw the overlays with ``node.overlay.draw_overlay``.
+  draw the overlays with ``node.report.overlay.draw_overlay``.
 
 Images: PNG/JPEG (greyscale, bone bright) and DICOM.
 """
@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from analysis.result import BONE_NAMES, AnalysisResult, BoneResult, refused  # noqa: E402
-from node.overlay import draw_overlay, load_font  # noqa: E402
+from node.report.overlay import draw_overlay, load_font  # noqa: E402
 
 
 def load_image(path: Path) -> np.ndarray:

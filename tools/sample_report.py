@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import analysis  # noqa: E402
-from node.outputs import OutputOptions, build_study_outputs  # noqa: E402
+from node.report import OutputOptions, build_study_outputs  # noqa: E402
 from tests.node.outputs_inputs import result_from_truth  # noqa: E402
 from tests.phantom import make_dataset, make_hand  # noqa: E402
 

@@ -20,7 +20,7 @@ import highdicom as hd
 import pytest
 from pydicom.uid import generate_uid
 
-from node import outputs
+from node.report import codes
 from tests import dicom_samples
 from tests.integration.servers import NodeProcess, OrthancServer, store_statuses, storescu
 from tests.phantom import make_dataset, make_hand
@@ -130,22 +130,22 @@ def test_three_views_yield_one_sr_and_one_sc_measured_on_the_pa(
     for group, name in zip(bone_groups, measured):
         (image,) = group.roi.ContentSequence
         assert image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == pa_uid
-        thickness_mm = group.get_measurements(name=outputs.CORTICAL_THICKNESS)[0].value
+        thickness_mm = group.get_measurements(name=codes.CORTICAL_THICKNESS)[0].value
         assert thickness_mm == pytest.approx(expected.bones[name].cortical_thickness_mm, abs=1e-3), name
 
     groups = report.get_image_measurement_groups()
     (combined,) = [g for g in groups if g.tracking_identifier.startswith("DXR-BMD")]
     assert combined.source_images[0].referenced_sop_instance_uid == pa_uid
-    bmd_g_cm2 = combined.get_measurements(name=outputs.DXR_BMD)[0].value
+    bmd_g_cm2 = combined.get_measurements(name=codes.DXR_BMD)[0].value
     assert bmd_g_cm2 == pytest.approx(expected.dxr_bmd_g_cm2, abs=1e-4)
-    unused = {g.source_images[0].referenced_sop_instance_uid: g.get_qualitative_evaluations(name=outputs.IMAGE_USE)[0].value
+    unused = {g.source_images[0].referenced_sop_instance_uid: g.get_qualitative_evaluations(name=codes.IMAGE_USE)[0].value
               for g in groups if g.tracking_identifier.startswith("Image not used")}
     assert set(unused) == {oblique_uid, lateral_uid}
     if measurable_pa[0] == "phantom PA":  # the phantom's views are refused as what they are
-        assert unused == {oblique_uid: outputs.REASON_CODES["oblique_view"],
-                          lateral_uid: outputs.REASON_CODES["lateral_view"]}, unused
+        assert unused == {oblique_uid: codes.REASON_CODES["oblique_view"],
+                          lateral_uid: codes.REASON_CODES["lateral_view"]}, unused
     else:  # real FracAtlas rejects: a refusal, with its reason
-        assert set(unused.values()) <= set(outputs.REASON_CODES.values()), unused
+        assert set(unused.values()) <= set(codes.REASON_CODES.values()), unused
 
     sc = orthanc.instance_dataset(scs[0].id)
     assert sc.StudyInstanceUID == study_uid and sc.Laterality == measurable_pa[1]
@@ -173,9 +173,9 @@ def test_study_without_a_measurable_pa_yields_one_refusal_sr(
     assert report.get_planar_roi_measurement_groups() == []
     groups = report.get_image_measurement_groups()
     outcome = {g.source_images[0].referenced_sop_instance_uid:
-               (g.get_qualitative_evaluations(name=outputs.ANALYSIS_OUTCOME)[0].value,
-                g.get_qualitative_evaluations(name=outputs.REFUSAL_REASON)[0].value) for g in groups}
+               (g.get_qualitative_evaluations(name=codes.ANALYSIS_OUTCOME)[0].value,
+                g.get_qualitative_evaluations(name=codes.REFUSAL_REASON)[0].value) for g in groups}
     assert outcome == {
-        files["oblique"].stem: (outputs.NOT_MEASURED, outputs.REASON_CODES["oblique_view"]),
-        files["lateral"].stem: (outputs.NOT_MEASURED, outputs.REASON_CODES["lateral_view"]),
+        files["oblique"].stem: (codes.NOT_MEASURED, codes.REASON_CODES["oblique_view"]),
+        files["lateral"].stem: (codes.NOT_MEASURED, codes.REASON_CODES["lateral_view"]),
     }, outcome

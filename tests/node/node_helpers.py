@@ -17,7 +17,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
 from node.config import Config, load_config
-from node.dimse import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
+from node.dicom import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 from tests.dicom_samples import make_image_dataset, make_sr_dataset  # noqa: F401 (re-exported)
 from tests.integration.servers import HOST, free_port  # noqa: F401 (one copy, re-exported)
 

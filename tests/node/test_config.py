@@ -149,7 +149,7 @@ def test_outputs_options_are_checked_against_node_outputs_at_start(tmp_path, cap
     assert "[outputs] manufacturer must be a str, got 3" in capsys.readouterr().err
     path = write_config(tmp_path, '[outputs]\nrefusal_sr = false\ninstitution_name = "St. Elsewhere"\n')
     assert main(["check-config", str(path)]) == 0
-    from node.worker import output_options
+    from node.report.options import output_options
 
     options = output_options(load_config(path), strict=True)
     assert (options.refusal_sr, options.institution_name) == (False, "St. Elsewhere")

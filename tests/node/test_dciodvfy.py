@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.outputs import build_study_outputs
+from node.report import build_study_outputs
 from tests.node.outputs_inputs import hand_dataset, require_tool, result_from_truth, run_tool, save, view_refusal
 
 # A covering set: every value of each factor appears, without the full 16-way product.

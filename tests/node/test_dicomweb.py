@@ -24,8 +24,10 @@ with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 for its TestClie
     from starlette.testclient import TestClient
 
 from node.config import load_config
-from node.dicomweb import FAILURE_REASON, MultipartError, MultipartParser, create_app
-from node.store import Store
+from node.dicom import STATUS
+from node.http.app import create_app
+from node.receive.multipart import MultipartError, MultipartParser
+from node.spool import Store
 from tests import dicom_samples
 from tests.node.node_helpers import encode
 
@@ -260,7 +262,7 @@ def test_part_that_is_not_dicom_is_400(node: Node):
     resp = node.post(multipart([b"%PDF-1.4 this is not DICOM" * 20]))
     assert resp.status_code == 400, resp.text
     [item] = failed_items(resp)
-    assert item.FailureReason == FAILURE_REASON["cannot_understand"]
+    assert item.FailureReason == STATUS["cannot_understand"]
     node.assert_nothing_stored()
 
 
@@ -273,7 +275,7 @@ def test_truncated_part_is_400_with_its_uid(node: Node):
     assert item.ReferencedSOPInstanceUID == ds.SOPInstanceUID
     # The header parses (the UID above comes from it); the pixel data is shorter than Rows x Columns
     # x BitsAllocated says, so the data set does not match its SOP class (0xA900), not "cannot understand".
-    assert item.FailureReason == FAILURE_REASON["dataset_mismatch"]
+    assert item.FailureReason == STATUS["dataset_mismatch"]
     node.assert_nothing_stored()
 
 
@@ -293,7 +295,7 @@ def test_study_uid_mismatch_is_409(node: Node):
     resp = node.post(multipart([encode(ds)]), study_uid=other)
     assert resp.status_code == 409, resp.text
     [item] = failed_items(resp)
-    assert item.FailureReason == FAILURE_REASON["study_uid_mismatch"] == 0xA901
+    assert item.FailureReason == STATUS["study_uid_mismatch"] == 0xA901
     assert item.ReferencedSOPInstanceUID == ds.SOPInstanceUID
     node.assert_nothing_stored()
 
@@ -303,7 +305,7 @@ def test_unsupported_sop_class_is_409(node: Node):
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = dicom_samples.ENCAPSULATED_PDF_STORAGE
     resp = node.post(multipart([encode(ds)]))
     assert resp.status_code == 409, resp.text
-    assert failed_items(resp)[0].FailureReason == FAILURE_REASON["sop_class_not_supported"]
+    assert failed_items(resp)[0].FailureReason == STATUS["sop_class_not_supported"]
     node.assert_nothing_stored()
 
 
@@ -329,20 +331,20 @@ def test_oversized_body_is_413_with_and_without_content_length(tmp_path: Path):
 
 
 def test_parts_beyond_the_memory_budget_go_through_temporary_files(node: Node, monkeypatch):
-    import node.dicomweb as dicomweb
+    import node.receive.stow as stow
 
-    monkeypatch.setattr(dicomweb, "MEMORY_BUDGET_BYTES", 12_000)  # ~1.5 of these small parts
+    monkeypatch.setattr(stow, "MEMORY_BUDGET_BYTES", 12_000)  # ~1.5 of these small parts
     datasets = [small_image(seed=k) for k in range(3)]
     parts = [encode(d) for d in datasets]
     assert all(8_000 < len(p) < 12_000 for p in parts)
     seen_tmp: list[list[Path]] = []
-    real_store_part = dicomweb._StowHandler._store_part
+    real_store_part = stow.StowHandler._store_part
 
     def spy(self, part, client, study):
         seen_tmp.append(node.tmp_files())
         return real_store_part(self, part, client, study)
 
-    monkeypatch.setattr(dicomweb._StowHandler, "_store_part", spy)
+    monkeypatch.setattr(stow.StowHandler, "_store_part", spy)
     resp = node.post(multipart(parts))
     assert resp.status_code == 200, resp.text
     assert len(seen_tmp[0]) == 2  # part 0 in memory; part 1 spilled on overflow, part 2 straight to a file
@@ -404,7 +406,7 @@ def test_part_without_preamble_is_spooled_as_part10(node: Node):
 @pytest.fixture
 def peer(tmp_path: Path):
     """A second node's HTTP server under uvicorn on a free port (the export target)."""
-    from node.dicomweb import HttpServer
+    from node.http.server import HttpServer
     from tests.integration.servers import free_port
 
     target = Node(tmp_path / "peer")
@@ -423,7 +425,7 @@ def _write(tmp: Path, datasets) -> list[Path]:
 
 def test_send_stow_delivers_with_bearer_token_and_reports_per_instance(peer: Node, tmp_path: Path):
     from node.config import DestinationConfig
-    from node.stow_export import send_stow
+    from node.export.stow import send_stow
 
     good = small_image()
     pdf = small_image()
@@ -443,7 +445,7 @@ def test_send_stow_delivers_with_bearer_token_and_reports_per_instance(peer: Nod
 @pytest.mark.parametrize("auth", [{"token": "wrong"}, {"username": "u", "password": "p"}, {}])
 def test_send_stow_without_the_right_token_fails_with_401(peer: Node, tmp_path: Path, auth):
     from node.config import DestinationConfig
-    from node.stow_export import send_stow
+    from node.export.stow import send_stow
 
     dest = DestinationConfig(name="peer", type="dicomweb", url=peer.url, **auth)
     [result] = send_stow(dest, _write(tmp_path / "out", [small_image()]))
@@ -455,8 +457,8 @@ def test_dicomweb_destination_backoff_failed_and_queue_retry(tmp_path: Path, cap
     """type = "dicomweb" through the exporter: down -> queued with backoff -> failed at the cap;
     `dxr-node queue retry` -> sent once the peer is up."""
     from node.cli import main as cli_main
-    from node.dicomweb import HttpServer
-    from node.export import deliver
+    from node.http.server import HttpServer
+    from node.export.exporter import deliver
     from tests.integration.servers import free_port
 
     port = free_port()
@@ -517,9 +519,9 @@ def test_readyz_reports_a_spool_it_cannot_write(node: Node):
 
 
 def test_a_part_that_cannot_be_written_to_tmp_dir_is_a_503_and_stores_nothing(node: Node, monkeypatch):
-    import node.dicomweb as dicomweb
+    import node.receive.stow as stow
 
-    monkeypatch.setattr(dicomweb, "MEMORY_BUDGET_BYTES", 12_000)  # the second part goes to a file
+    monkeypatch.setattr(stow, "MEMORY_BUDGET_BYTES", 12_000)  # the second part goes to a file
     tmp_dir = node.store.tmp_dir
     tmp_dir.rename(tmp_dir.with_name("tmp.moved"))
     tmp_dir.write_text("a file where the spool's temporary folder should be")  # fails even for root
@@ -538,7 +540,7 @@ def test_http_server_listens_on_a_tcp_socket_so_asyncio_disables_nagle(node: Nod
     response waited ~40 ms for a delayed ACK (found by bench/stow_rate.py)."""
     import socket
 
-    from node.dicomweb import HttpServer
+    from node.http.server import HttpServer
     from tests.integration.servers import free_port
 
     server = HttpServer(node.client.app, "127.0.0.1", free_port()).start()
@@ -553,7 +555,7 @@ def test_http_server_listens_on_a_tcp_socket_so_asyncio_disables_nagle(node: Nod
 
 def test_token_from_config_or_file_created_once(tmp_path: Path):
     from node.config import ConfigError, HttpConfig
-    from node.dicomweb import load_token
+    from node.http.token import load_token
 
     assert load_token(HttpConfig(token=" abc ")) == "abc"
     token_file = tmp_path / "var" / "http-token"

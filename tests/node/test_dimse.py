@@ -16,8 +16,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from node.dimse import start_scp
-from node.store import Store
+from node.receive.scp import start_scp
+from node.spool import Store
 from tests.dicom_samples import CR_IMAGE_STORAGE, COMPREHENSIVE_SR_STORAGE, make_image_dataset, make_sr_dataset
 
 from tests.node.node_helpers import SCU_AET, make_config, scu

@@ -7,7 +7,7 @@ import html
 import pytest
 from pydicom.valuerep import DS
 
-from node.outputs import build_study_outputs
+from node.report import build_study_outputs
 from tests.node.outputs_inputs import hand_dataset, require_tool, result_from_truth, run_tool, save, view_refusal
 
 

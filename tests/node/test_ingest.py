@@ -6,8 +6,9 @@ import logging
 import random
 import warnings
 
-from node.ingest import STATUS, ingest
-from node.store import Store
+from node.dicom import STATUS
+from node.receive.ingest import ingest
+from node.spool import Store
 from tests.dicom_samples import make_image_dataset
 
 from tests.node.node_helpers import encode, make_config

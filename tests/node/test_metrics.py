@@ -14,12 +14,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pynetdicom import AE
 
-from node import metrics
+from node.http import metrics
 from node.config import load_config
-from node.dimse import start_scp
+from node.receive.scp import start_scp
 from node.disk import DiskWatermark
-from node.ingest import IngestOutcome
-from node.store import Store
+from node.receive.ingest import IngestOutcome
+from node.spool import Store
 from tests import dicom_samples
 from tests.integration.servers import free_port
 

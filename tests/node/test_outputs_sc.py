@@ -6,8 +6,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from node import picture
-from node.outputs import OutputOptions, build_study_outputs
+from node.report import overlay, panels, picture, style
+from node.report import OutputOptions, build_study_outputs
 from tests.node.outputs_inputs import SCORES_OMITTED, hand_dataset, result_from_truth, save
 
 SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
@@ -118,23 +118,23 @@ def test_chart_draws_the_reference_band_and_the_patient():
     result = result_from_truth(truth)
     with_reference = _sc(ds, result, reference=_reference()).pixel_array
     without = _sc(ds, result).pixel_array
-    assert _colour_count(with_reference, picture.BAND_1SD) > 5000
-    assert _colour_count(with_reference, picture.BAND_25SD) > 2000
-    assert _colour_count(without, picture.BAND_1SD) == 0
+    assert _colour_count(with_reference, style.BAND_1SD) > 5000
+    assert _colour_count(with_reference, style.BAND_25SD) > 2000
+    assert _colour_count(without, style.BAND_1SD) == 0
     # the patient's point: the only accent colour in the right column above the footer
     right_column = with_reference[: picture.PAGE_SIZE_PX[1] - 80, picture.HAND_BOX_PX[2]:]
-    assert _colour_count(right_column, picture.ACCENT) > 200
+    assert _colour_count(right_column, style.ACCENT) > 200
 
 
 @pytest.mark.parametrize("rotation_deg", [0.0, 25.0])
 def test_roi_tile_shows_the_shaft_upright_with_its_edges(rotation_deg):
     ds, truth = hand_dataset(rotation_deg=rotation_deg)
     result = result_from_truth(truth)
-    image = picture.bone_bright_image(ds)
+    image = panels.bone_bright_image(ds)
     bone = result.bones["III"]
-    tile = np.asarray(picture.roi_tile(image, bone, pixel_spacing_mm=truth.spacing_mm, tile_px=(280, 300)))
-    outer, inner = picture.OUTER_EDGE_COLOUR, picture.INNER_EDGE_COLOUR
-    for colour in (outer, inner, picture.ACCENT):
+    tile = np.asarray(panels.roi_tile(image, bone, pixel_spacing_mm=truth.spacing_mm, tile_px=(280, 300)))
+    outer, inner = overlay.OUTER_EDGE_COLOUR, overlay.INNER_EDGE_COLOUR
+    for colour in (outer, inner, style.ACCENT):
         assert _colour_count(tile, colour) > 100, colour
 
     def outer_edge_columns(band: np.ndarray) -> tuple[float, float]:
@@ -162,13 +162,13 @@ def test_hand_panel_is_cropped_to_the_hand_and_geometry_follows():
     rows, cols = truth.shape
     # No outline: the box grows from the metacarpal axes; a hand in a big field is cropped.
     big = (rows * 2, cols * 2)
-    c0, r0, c1, r1 = picture._hand_crop_box(result, big)
+    c0, r0, c1, r1 = panels._hand_crop_box(result, big)
     assert (c1 - c0) * (r1 - r0) < 0.8 * big[0] * big[1]
     for bone in result.bones.values():
         for c, r in bone.roi_polygon_px:
             assert c0 <= c <= c1 and r0 <= r <= r1
-    moved = picture._shifted(result, c0, r0)
+    moved = panels._shifted(result, c0, r0)
     np.testing.assert_allclose(np.asarray(moved.bones["III"].roi_polygon_px) + (c0, r0),
                                np.asarray(result.bones["III"].roi_polygon_px))
     # Nothing located: the whole image.
-    assert picture._hand_crop_box(result.replace(bones={}, metacarpal_axes_px={}), big) == (0, 0, big[1], big[0])
+    assert panels._hand_crop_box(result.replace(bones={}, metacarpal_axes_px={}), big) == (0, 0, big[1], big[0])

@@ -12,8 +12,8 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from node import outputs
-from node.outputs import OutputOptions, build_study_outputs, write_dicom_outputs
+from node.report import codes
+from node.report import OutputOptions, build_study_outputs, write_dicom_outputs
 from tests.node.outputs_inputs import (SCORES_OMITTED, hand_dataset, result_from_truth, save, view_refusal,
                                        walk_content)
 
@@ -67,10 +67,10 @@ def test_sr_measurements_equal_the_result(left_pa, tmp_path):
         "Metacarpal II, left hand", "Metacarpal III, left hand", "Metacarpal IV, left hand"]
     for group, name in zip(bone_groups, ("II", "III", "IV")):
         bone = result.bones[name]
-        assert _value(group, outputs.CORTICAL_THICKNESS) == round(bone.cortical_thickness_mm, 3)
-        assert _value(group, outputs.OUTER_WIDTH) == round(bone.outer_width_mm, 3)
-        assert _value(group, outputs.METACARPAL_INDEX) == round(bone.mci, 4)
-        assert _value(group, outputs.VPA) == round(bone.vpa_mm, 3)
+        assert _value(group, codes.CORTICAL_THICKNESS) == round(bone.cortical_thickness_mm, 3)
+        assert _value(group, codes.OUTER_WIDTH) == round(bone.outer_width_mm, 3)
+        assert _value(group, codes.METACARPAL_INDEX) == round(bone.mci, 4)
+        assert _value(group, codes.VPA) == round(bone.vpa_mm, 3)
         units = {m.name.meaning: m.unit.value for m in group.get_measurements()}
         assert units == {"Metacarpal cortical thickness": "mm", "Width": "mm",
                          "Metacarpal index": "{ratio}", "Volume per area": "mm"}
@@ -88,20 +88,20 @@ def test_sr_measurements_equal_the_result(left_pa, tmp_path):
 
     (combined,) = report.get_image_measurement_groups(tracking_uid=None)[:1]
     assert combined.tracking_identifier == "DXR-BMD, left hand"
-    assert _value(combined, outputs.DXR_BMD) == round(result.dxr_bmd_g_cm2, 4)
-    assert _value(combined, outputs.T_SCORE) == round(result.t_score, 2)
-    assert _value(combined, outputs.Z_SCORE) == round(result.z_score, 2)
-    assert _value(combined, outputs.BHI) == round(result.bhi, 3)
-    assert _value(combined, outputs.POROSITY) == round(result.porosity, 5)
+    assert _value(combined, codes.DXR_BMD) == round(result.dxr_bmd_g_cm2, 4)
+    assert _value(combined, codes.T_SCORE) == round(result.t_score, 2)
+    assert _value(combined, codes.Z_SCORE) == round(result.z_score, 2)
+    assert _value(combined, codes.BHI) == round(result.bhi, 3)
+    assert _value(combined, codes.POROSITY) == round(result.porosity, 5)
     (z_score,) = combined.get_measurements(name=pydicom.sr.codedict.codes.DCM.ZScore)
     assert z_score.unit.value == "{Z-score}"
-    (bmd,) = combined.get_measurements(name=outputs.DXR_BMD)
+    (bmd,) = combined.get_measurements(name=codes.DXR_BMD)
     assert bmd.unit.value == "g/cm2"
-    assert _evaluation(combined, outputs.WHO_CATEGORY) == outputs.WHO_VALUES[result.who_category]
-    assert _evaluation(combined, outputs.SERVICE_EXTENT) == outputs.FULL_SERVICE
-    assert _evaluation(combined, outputs.PIXEL_SPACING_SOURCE) == outputs.PIXEL_SPACING_SOURCES["PixelSpacing"]
+    assert _evaluation(combined, codes.WHO_CATEGORY) == codes.WHO_VALUES[result.who_category]
+    assert _evaluation(combined, codes.SERVICE_EXTENT) == codes.FULL_SERVICE
+    assert _evaluation(combined, codes.PIXEL_SPACING_SOURCE) == codes.PIXEL_SPACING_SOURCES["PixelSpacing"]
     population = [item for item in combined[0].ContentSequence if item.ValueType == "NUM"
-                  and item.name == outputs.T_SCORE][0].ContentSequence
+                  and item.name == codes.T_SCORE][0].ContentSequence
     assert result.reference_name in [i.TextValue for i in population if i.ValueType == "TEXT"]
 
 
@@ -135,8 +135,8 @@ def test_sr_identity_procedure_observer_library(left_pa, tmp_path):
     assert referenced == [ds.SOPInstanceUID]
 
     schemes = {item.CodingSchemeDesignator: item for item in sr.CodingSchemeIdentificationSequence}
-    assert outputs.PRIVATE_SCHEME in schemes
-    assert schemes[outputs.PRIVATE_SCHEME].CodingSchemeName
+    assert codes.PRIVATE_SCHEME in schemes
+    assert schemes[codes.PRIVATE_SCHEME].CodingSchemeName
 
 
 def test_uids_are_derived_from_the_seed(left_pa):
@@ -175,11 +175,11 @@ def test_reduced_service_is_stated(tmp_path):
         "Metacarpal II, right hand", "Metacarpal III, right hand"]
     groups = {g.tracking_identifier: g for g in report.get_image_measurement_groups()}
     combined = groups["DXR-BMD, right hand"]
-    assert _evaluation(combined, outputs.SERVICE_EXTENT) == outputs.REDUCED_SERVICE
+    assert _evaluation(combined, codes.SERVICE_EXTENT) == codes.REDUCED_SERVICE
     assert any("Reduced service" in text for text in _comments(combined))
     not_measured = groups["Metacarpal IV, right hand"]
-    assert _evaluation(not_measured, outputs.ANALYSIS_OUTCOME) == outputs.NOT_MEASURED
-    assert _evaluation(not_measured, outputs.REFUSAL_REASON) == outputs.REASON_CODES["foreign_object_in_roi"]
+    assert _evaluation(not_measured, codes.ANALYSIS_OUTCOME) == codes.NOT_MEASURED
+    assert _evaluation(not_measured, codes.REFUSAL_REASON) == codes.REASON_CODES["foreign_object_in_roi"]
     assert any("Metal lies over" in text for text in _comments(not_measured))
 
 
@@ -189,8 +189,8 @@ def test_scores_omitted_reason_is_stated(tmp_path):
     (sr_ds,) = build_study_outputs([(ds, result)], uid_seed="study/noscores", options=SR_ONLY)
     _, report = _read_back(sr_ds, tmp_path)
     (combined,) = [g for g in report.get_image_measurement_groups() if g.tracking_identifier.startswith("DXR-BMD")]
-    assert combined.get_measurements(name=outputs.T_SCORE) == []
-    assert _value(combined, outputs.DXR_BMD) == round(result.dxr_bmd_g_cm2, 4)
+    assert combined.get_measurements(name=codes.T_SCORE) == []
+    assert _value(combined, codes.DXR_BMD) == round(result.dxr_bmd_g_cm2, 4)
     assert any(SCORES_OMITTED in text for text in _comments(combined))
 
 
@@ -214,11 +214,11 @@ def test_refused_study_yields_one_refusal_sr(tmp_path):
     _, report = _read_back(sr_ds, tmp_path)
     groups = report.get_image_measurement_groups()
     assert len(groups) == 2
-    reasons = {g.source_images[0].referenced_sop_instance_uid: _evaluation(g, outputs.REFUSAL_REASON)
+    reasons = {g.source_images[0].referenced_sop_instance_uid: _evaluation(g, codes.REFUSAL_REASON)
                for g in groups}
-    assert reasons == {lateral.SOPInstanceUID: outputs.REASON_CODES["lateral_view"],
-                       oblique.SOPInstanceUID: outputs.REASON_CODES["oblique_view"]}
-    assert all(_evaluation(g, outputs.ANALYSIS_OUTCOME) == outputs.NOT_MEASURED for g in groups)
+    assert reasons == {lateral.SOPInstanceUID: codes.REASON_CODES["lateral_view"],
+                       oblique.SOPInstanceUID: codes.REASON_CODES["oblique_view"]}
+    assert all(_evaluation(g, codes.ANALYSIS_OUTCOME) == codes.NOT_MEASURED for g in groups)
     assert any("lateral view" in text for g in groups for text in _comments(g))
     assert build_study_outputs(images, uid_seed="study/refused", options=OutputOptions(refusal_sr=False)) == []
 
@@ -234,10 +234,10 @@ def test_pa_oblique_lateral_study_reports_once_from_the_pa(tmp_path):
     _, report = _read_back(outs[0], tmp_path)
     for group in report.get_planar_roi_measurement_groups():
         assert _roi_source(group) == pa.SOPInstanceUID
-    unused = {g.source_images[0].referenced_sop_instance_uid: _evaluation(g, outputs.IMAGE_USE)
+    unused = {g.source_images[0].referenced_sop_instance_uid: _evaluation(g, codes.IMAGE_USE)
               for g in report.get_image_measurement_groups() if g.tracking_identifier.startswith("Image not used")}
-    assert unused == {oblique.SOPInstanceUID: outputs.REASON_CODES["oblique_view"],
-                      lateral.SOPInstanceUID: outputs.REASON_CODES["lateral_view"]}
+    assert unused == {oblique.SOPInstanceUID: codes.REASON_CODES["oblique_view"],
+                      lateral.SOPInstanceUID: codes.REASON_CODES["lateral_view"]}
 
 
 def test_both_hands_and_the_best_pa_of_each(tmp_path):
@@ -256,10 +256,10 @@ def test_both_hands_and_the_best_pa_of_each(tmp_path):
     _, left_report = _read_back(outs[0], tmp_path, "left.dcm")
     (group,) = left_report.get_planar_roi_measurement_groups()[:1]
     assert _roi_source(group) == left.SOPInstanceUID
-    unused = {g.source_images[0].referenced_sop_instance_uid: _evaluation(g, outputs.IMAGE_USE)
+    unused = {g.source_images[0].referenced_sop_instance_uid: _evaluation(g, codes.IMAGE_USE)
               for g in left_report.get_image_measurement_groups()
               if g.tracking_identifier.startswith("Image not used")}
-    assert unused == {left_again.SOPInstanceUID: outputs.NOT_BEST_IMAGE, right.SOPInstanceUID: outputs.OTHER_HAND}
+    assert unused == {left_again.SOPInstanceUID: codes.NOT_BEST_IMAGE, right.SOPInstanceUID: codes.OTHER_HAND}
 
 
 def test_mixed_studies_are_rejected(left_pa):
@@ -284,9 +284,9 @@ def test_write_dicom_outputs_names_files_by_sop_instance_uid(left_pa, tmp_path):
 def test_docs_list_every_private_code():
     text = (REPO / "docs" / "codes.md").read_text(encoding="utf-8")
     listed = dict(re.findall(r"^\|\s*`?(DXR\d{4})`?\s*\|\s*([^|]+?)\s*\|", text, flags=re.MULTILINE))
-    for code in outputs.private_codes():
+    for code in codes.private_codes():
         assert listed.get(code.value) == code.meaning, code.value
-    assert outputs.PRIVATE_SCHEME in text
+    assert codes.PRIVATE_SCHEME in text
 
 
 @pytest.mark.parametrize("charset", [None, "ISO_IR 100", "ISO_IR 192"])
@@ -322,8 +322,8 @@ def test_a_measured_bone_without_a_region_keeps_its_numbers(tmp_path):
     assert [g.tracking_identifier for g in report.get_planar_roi_measurement_groups()] == [
         "Metacarpal II, left hand", "Metacarpal IV, left hand"]
     (group,) = [g for g in report.get_image_measurement_groups() if g.tracking_identifier.startswith("Metacarpal III")]
-    assert _value(group, outputs.CORTICAL_THICKNESS) == round(result.bones["III"].cortical_thickness_mm, 3)
-    assert _evaluation(group, outputs.ANALYSIS_OUTCOME) == outputs.MEASURED
+    assert _value(group, codes.CORTICAL_THICKNESS) == round(result.bones["III"].cortical_thickness_mm, 3)
+    assert _evaluation(group, codes.ANALYSIS_OUTCOME) == codes.MEASURED
 
 
 def test_a_picture_that_cannot_be_drawn_does_not_lose_the_sr(caplog):
@@ -364,5 +364,5 @@ def test_non_image_instances_of_the_study_are_left_out(left_pa, caplog):
 def test_every_refusal_reason_of_the_engine_has_its_own_code():
     from analysis.result import REASON_MESSAGES
 
-    assert set(REASON_MESSAGES) <= set(outputs.REASON_CODES), set(REASON_MESSAGES) - set(outputs.REASON_CODES)
-    assert len({code.value for code in outputs.REASON_CODES.values()}) == len(outputs.REASON_CODES)
+    assert set(REASON_MESSAGES) <= set(codes.REASON_CODES), set(REASON_MESSAGES) - set(codes.REASON_CODES)
+    assert len({code.value for code in codes.REASON_CODES.values()}) == len(codes.REASON_CODES)

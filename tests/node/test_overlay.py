@@ -1,11 +1,11 @@
-"""node.overlay.draw_overlay: size, mode, and the drawn geometry where the result says."""
+"""node.report.overlay.draw_overlay: size, mode, and the drawn geometry where the result says."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from analysis.result import AnalysisResult, BoneResult, refused
-from node.overlay import AXIS_COLOUR, OUTER_EDGE_COLOUR, OUTLINE_COLOUR, REFUSED_COLOUR, ROI_COLOUR, draw_overlay
+from node.report.overlay import AXIS_COLOUR, OUTER_EDGE_COLOUR, OUTLINE_COLOUR, REFUSED_COLOUR, ROI_COLOUR, draw_overlay
 
 
 def _image(rows=1200, cols=900):

@@ -7,7 +7,7 @@ from pydicom.uid import generate_uid
 
 from node.cli import main
 from node.config import load_config
-from node.rules import evaluate
+from node.receive.rules import evaluate
 from tests.dicom_samples import make_image_dataset, make_sr_dataset, save
 
 from tests.node.node_helpers import make_config, write_config

@@ -14,7 +14,8 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from node.store import Store, StoreError, atomic_write, uid_filename
+from node.spool import Store, StoreError, atomic_write, uid_filename
+from node.spool.schema import SCHEMA
 from tests.dicom_samples import make_image_dataset
 
 from tests.node.node_helpers import encode
@@ -89,7 +90,7 @@ def test_a_job_left_running_by_a_killed_process_runs_again(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal, sys, time
         sys.path.insert(0, {str(REPO)!r})
-        from node.store import Store
+        from node.spool import Store
         s = Store({str(tmp_path)!r})
         s.complete_due_studies(0.0, now=time.time() + 1)
         job = s.claim_job(os.getpid())
@@ -221,3 +222,38 @@ def test_a_rerun_waits_while_the_earlier_run_of_the_same_study_is_running(tmp_pa
     store.finish_job(first.id, [], [])
     rerun = store.claim_job(3)
     assert (rerun.study_instance_uid, rerun.run) == (study, 2)
+
+
+def test_an_old_database_without_user_version_is_upgraded_and_keeps_its_rows(tmp_path):
+    import sqlite3
+
+    from node.spool.schema import SCHEMA_VERSION
+
+    old = SCHEMA.replace("    started_at         REAL,\n", "").replace("updated_at         REAL NOT NULL,\n    UNIQUE", "updated_at         REAL NOT NULL,\n    UNIQUE")
+    assert "started_at" not in old
+    with sqlite3.connect(tmp_path / "node.sqlite3") as c:
+        c.executescript(old)
+        c.execute("INSERT INTO jobs (study_instance_uid, run, state, created_at, updated_at) VALUES ('1.2', 1, 'queued', 0, 0)")
+    store = Store(tmp_path)
+    try:
+        with sqlite3.connect(tmp_path / "node.sqlite3") as c:
+            assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+            assert "started_at" in {r[1] for r in c.execute("PRAGMA table_info(jobs)")}
+        job = store.claim_job(123)
+        assert job is not None and job.study_instance_uid == "1.2" and job.started_at is not None
+    finally:
+        store.close()
+
+
+def test_a_current_database_is_left_alone(tmp_path):
+    import sqlite3
+
+    from node.spool.schema import SCHEMA_VERSION
+
+    Store(tmp_path).close()
+    with sqlite3.connect(tmp_path / "node.sqlite3") as c:
+        before = c.execute("PRAGMA schema_version").fetchone()[0]
+    Store(tmp_path).close()
+    with sqlite3.connect(tmp_path / "node.sqlite3") as c:
+        assert c.execute("PRAGMA schema_version").fetchone()[0] == before
+        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

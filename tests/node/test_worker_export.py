@@ -11,10 +11,12 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from node.assembler import Assembler
-from node.export import Exporter, deliver, folder_target
-from node.store import Store
-from node.worker import WorkerPool, run_job
+from node.pipeline.assembler import Assembler
+from node.export.exporter import Exporter, deliver
+from node.export.folder import folder_target
+from node.spool import Store
+from node.pipeline.pool import WorkerPool
+from node.pipeline.worker import run_job
 from tests.dicom_samples import make_image_dataset
 
 from tests.node.node_helpers import TestPacs, encode, free_port, make_config, wait_until
@@ -243,7 +245,7 @@ def test_send_files_uses_one_association_and_keeps_compressed_data_as_it_is(tmp_
     from pydicom.uid import RLELossless
 
     from node.config import DestinationConfig
-    from node.dimse import send_files
+    from node.export.scu import send_files
 
     port = free_port()
     plain = make_image_dataset(rows=32, columns=32)

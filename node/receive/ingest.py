@@ -1,4 +1,4 @@
-"""The receive path shared by DIMSE C-STORE and DICOMweb STOW-RS.
+"""Ingest: check, filter and durably spool one received instance, for C-STORE and STOW-RS alike.
 
 :func:`ingest` takes one encoded instance (DICOM File Format bytes: preamble, ``DICM``, File
 Meta, data set) and either spools it durably or refuses it, never decoding pixel data. The
@@ -17,22 +17,14 @@ import pydicom
 from pydicom.uid import UID
 
 from node.config import Config
+from node.dicom import STATUS
 from node.disk import shared_watermark
-from node.rules import evaluate
-from node.store import Store, StoreError
+from node.receive.rules import evaluate
+from node.spool import Store, StoreError
 
-__all__ = ["IngestOutcome", "ingest", "parse_header", "STATUS"]
+__all__ = ["IngestOutcome", "ingest", "instance_problem", "parse_header"]
 
 log = logging.getLogger("dxr.receive")
-
-STATUS = {
-    "success": 0x0000,
-    "out_of_resources": 0xA700,
-    "dataset_mismatch": 0xA900,
-    "cannot_understand": 0xC210,
-}
-"""DIMSE C-STORE status codes used by the node (PS3.4 B.2.3)."""
-
 
 @dataclass(frozen=True)
 class IngestOutcome:
@@ -48,7 +40,7 @@ class IngestOutcome:
 
     @property
     def accepted(self) -> bool:
-        return self.status == 0x0000
+        return self.status == STATUS["success"]
 
 
 def parse_header(data: bytes | memoryview) -> pydicom.Dataset:
@@ -114,6 +106,28 @@ def instance_problem(ds: pydicom.Dataset, *, check_pixels: bool = True) -> tuple
     return None
 
 
+@dataclass(frozen=True)
+class _Receipt:
+    """Who sent an instance, and the UIDs its request named: what every log line about it carries."""
+
+    calling_ae: str
+    source: str
+    request_sop_instance_uid: str | None
+    request_sop_class_uid: str | None
+
+    @property
+    def who(self) -> str:
+        return f"calling_ae={self.calling_ae} source={self.source}"
+
+    def invalid(self, reason: str, message: str, sop_uid: str = "", study_uid: str = "",
+                status: int = STATUS["dataset_mismatch"]) -> IngestOutcome:
+        """Log and return a refusal for bad data."""
+        sop = sop_uid or self.request_sop_instance_uid
+        log.warning("event=instance_refused %s sop=%s study=%s reason=%s detail=%r",
+                    self.who, sop, study_uid, reason, message)
+        return IngestOutcome("invalid", status, message, sop, study_uid or None)
+
+
 def ingest(
     store: Store,
     config: Config,
@@ -135,84 +149,81 @@ def ingest(
     request_sop_instance_uid, request_sop_class_uid
         The UIDs from the C-STORE request, when there is one (checked against the data set).
     """
-    who = f"calling_ae={calling_ae} source={source}"
+    receipt = _Receipt(calling_ae, source, request_sop_instance_uid, request_sop_class_uid)
     # Disk watermark first: refusing costs nothing and keeps the database writable.
     refusal = _disk_refusal(store, config)
     if refusal:
-        log.warning("event=instance_refused %s sop=%s reason=no_space detail=%r", who, request_sop_instance_uid, refusal)
+        log.warning("event=instance_refused %s sop=%s reason=no_space detail=%r",
+                    receipt.who, request_sop_instance_uid, refusal)
         return IngestOutcome("no_space", STATUS["out_of_resources"], refusal, request_sop_instance_uid)
     try:
         ds = parse_header(data)
     except Exception as exc:  # pydicom raises many types on garbage; the peer gets a status, we keep serving
         msg = f"the data set cannot be parsed ({type(exc).__name__}: {exc})"
-        log.warning("event=instance_refused %s sop=%s reason=unparseable detail=%r", who, request_sop_instance_uid, msg)
+        log.warning("event=instance_refused %s sop=%s reason=unparseable detail=%r",
+                    receipt.who, request_sop_instance_uid, msg)
         return IngestOutcome("invalid", STATUS["cannot_understand"], msg, request_sop_instance_uid)
+    return _ingest_dataset(store, config, data, ds, receipt)
 
-    def invalid(reason: str, msg: str, status: int = STATUS["dataset_mismatch"]) -> IngestOutcome:
-        log.warning(
-            "event=instance_refused %s sop=%s study=%s reason=%s detail=%r",
-            who, sop_uid or request_sop_instance_uid, study_uid, reason, msg,
-        )
-        return IngestOutcome("invalid", status, msg, sop_uid or request_sop_instance_uid, study_uid or None)
 
+def _ingest_dataset(store: Store, config: Config, data: bytes | memoryview, ds: pydicom.Dataset,
+                    receipt: _Receipt) -> IngestOutcome:
+    """The checks after parsing: UIDs against the request, the rules, the pixel data; then spool."""
     try:
         sop_uid = str(ds.get("SOPInstanceUID", "") or "").strip()
         study_uid = str(ds.get("StudyInstanceUID", "") or "").strip()
         series_uid = str(ds.get("SeriesInstanceUID", "") or "").strip() or None
         sop_class = str(ds.get("SOPClassUID", "") or "").strip() or None
     except Exception as exc:
-        sop_uid = study_uid = ""
-        return invalid("bad_uids", f"the UIDs cannot be read ({exc})", STATUS["cannot_understand"])
-    if sop_uid and request_sop_instance_uid and sop_uid != request_sop_instance_uid:
-        return invalid(
-            "uid_mismatch", f"SOPInstanceUID {sop_uid} differs from the request's {request_sop_instance_uid}"
-        )
-    if sop_class and request_sop_class_uid and sop_class != request_sop_class_uid:
-        return invalid(
-            "sop_class_mismatch", f"SOPClassUID {sop_class} differs from the request's {request_sop_class_uid}"
-        )
+        return receipt.invalid("bad_uids", f"the UIDs cannot be read ({exc})", status=STATUS["cannot_understand"])
+    requested_sop, requested_class = receipt.request_sop_instance_uid, receipt.request_sop_class_uid
+    if sop_uid and requested_sop and sop_uid != requested_sop:
+        return receipt.invalid("uid_mismatch", f"SOPInstanceUID {sop_uid} differs from the request's {requested_sop}",
+                               sop_uid, study_uid)
+    if sop_class and requested_class and sop_class != requested_class:
+        return receipt.invalid("sop_class_mismatch",
+                               f"SOPClassUID {sop_class} differs from the request's {requested_class}",
+                               sop_uid, study_uid)
     problem = instance_problem(ds, check_pixels=False)
     if problem:
-        return invalid(*problem)
-
+        return receipt.invalid(*problem, sop_uid, study_uid)
     try:
         decision = evaluate(config.rules, ds)
         modality = str(ds.get("Modality", "") or "")
     except Exception as exc:
-        return invalid("malformed_header", f"the header cannot be read ({type(exc).__name__}: {exc})",
-                       STATUS["cannot_understand"])
+        return receipt.invalid("malformed_header", f"the header cannot be read ({type(exc).__name__}: {exc})",
+                               sop_uid, study_uid, STATUS["cannot_understand"])
     if not decision.analyse:
-        log.info("event=instance_dropped %s sop=%s study=%s why=%r", who, sop_uid, study_uid, decision.reason)
+        log.info("event=instance_dropped %s sop=%s study=%s why=%r", receipt.who, sop_uid, study_uid, decision.reason)
         return IngestOutcome("dropped", STATUS["success"], decision.reason, sop_uid, study_uid)
-
     problem = instance_problem(ds, check_pixels=True)
     if problem:
-        return invalid(*problem)
-
+        return receipt.invalid(*problem, sop_uid, study_uid)
     try:
         meta = getattr(ds, "file_meta", None)
         ts = meta.get("TransferSyntaxUID") if meta is not None else None
     except Exception:
         ts = None
+    ids = dict(sop_instance_uid=sop_uid, study_instance_uid=study_uid, series_instance_uid=series_uid,
+               sop_class_uid=sop_class, transfer_syntax_uid=str(ts) if ts else None)
+    return _spool(store, data, ids, modality, receipt)
+
+
+def _spool(store: Store, data: bytes | memoryview, ids: dict[str, str | None], modality: str,
+           receipt: _Receipt) -> IngestOutcome:
+    """Write the instance to the spool and its row to SQLite; log and return the outcome."""
+    sop_uid, study_uid = ids["sop_instance_uid"], ids["study_instance_uid"]
     try:
-        result = store.store_instance(
-            data,
-            sop_instance_uid=sop_uid,
-            study_instance_uid=study_uid,
-            series_instance_uid=series_uid,
-            sop_class_uid=sop_class,
-            transfer_syntax_uid=str(ts) if ts else None,
-            calling_ae=calling_ae,
-            source=source,
-        )
+        result = store.store_instance(data, **ids, calling_ae=receipt.calling_ae, source=receipt.source)
     except StoreError as exc:
-        log.error("event=instance_refused %s sop=%s study=%s reason=store_error detail=%r", who, sop_uid, study_uid, str(exc))
+        log.error("event=instance_refused %s sop=%s study=%s reason=store_error detail=%r",
+                  receipt.who, sop_uid, study_uid, str(exc))
         return IngestOutcome("error", STATUS["out_of_resources"], str(exc), sop_uid, study_uid)
     if result == "duplicate":
-        log.info("event=instance_duplicate %s sop=%s study=%s", who, sop_uid, study_uid)
+        log.info("event=instance_duplicate %s sop=%s study=%s", receipt.who, sop_uid, study_uid)
         return IngestOutcome("duplicate", STATUS["success"], "already stored", sop_uid, study_uid)
     log.info(
         "event=instance_stored %s sop=%s study=%s modality=%s bytes=%d%s",
-        who, sop_uid, study_uid, modality, len(data), " study_reopened=1" if result == "reopened" else "",
+        receipt.who, sop_uid, study_uid, modality, len(data), " study_reopened=1" if result == "reopened" else "",
     )
     return IngestOutcome(result, STATUS["success"], "stored", sop_uid, study_uid)

@@ -1,9 +1,9 @@
-"""STOW-RS sender for ``type = "dicomweb"`` destinations (dicomweb-client).
+"""The STOW-RS client: sends a batch of outputs to a ``type = "dicomweb"`` destination (dicomweb-client).
 
-The exporter (node/export.py) claims due exports, and for a DICOMweb destination calls
+The exporter (:mod:`node.export.exporter`) claims due exports, and for a DICOMweb destination calls
 :func:`send_stow` with the output files of one batch. All files go in one STOW-RS request
 (``POST {url}/studies``), as the dcm4chee STOW measurements recommend (batch, reuse the
-connection). The result is one :class:`node.dimse.SendResult` per file, so retries, backoff,
+connection). The result is one :class:`node.export.result.SendResult` per file, so retries, backoff,
 ``failed`` and ``dxr-node queue retry`` work exactly as for C-STORE destinations. dicomweb-client's
 own retrying is switched off: the exporter owns the backoff.
 
@@ -22,7 +22,7 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 
 from node.config import DestinationConfig
-from node.dimse import SendResult
+from node.export.result import SendResult
 
 __all__ = ["send_stow", "make_client"]
 

@@ -1,4 +1,4 @@
-"""Spool files and the SQLite database: the node's single source of truth.
+"""The Store: spool files plus the SQLite rows that say what happened to them, the node's single source of truth.
 
 Every state change is one short transaction, so a crash at any line leaves a state that
 :meth:`Store.recover` resumes::
@@ -7,7 +7,8 @@ Every state change is one short transaction, so a crash at any line leaves a sta
       -> job done (outputs + exports queued) | job failed
       -> export sending -> export sent | export queued again (backoff) | export failed
 
-Tables (the CLI and the other node modules rely on these names and states):
+Tables (the CLI and the other node modules rely on these names and states; schema in
+:mod:`node.spool.schema`):
 
 ``instances``  sop_instance_uid (PK), study_instance_uid, series_instance_uid, sop_class_uid,
                transfer_syntax_uid, calling_ae, source ('dimse'|'dicomweb'), path (relative to
@@ -29,80 +30,19 @@ One connection per process (guarded by a lock for the SCP's association threads)
 
 from __future__ import annotations
 
-import hashlib
-import os
-import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Store", "StoreError", "Job", "Export", "InstanceRecord", "atomic_write", "uid_filename"]
+from node.spool.files import atomic_write, uid_filename
+from node.spool.records import Export, InstanceRecord, Job
+from node.spool.schema import SchemaError, prepare
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS instances (
-    sop_instance_uid    TEXT PRIMARY KEY,
-    study_instance_uid  TEXT NOT NULL,
-    series_instance_uid TEXT,
-    sop_class_uid       TEXT,
-    transfer_syntax_uid TEXT,
-    calling_ae          TEXT,
-    source              TEXT NOT NULL DEFAULT 'dimse',
-    path                TEXT NOT NULL,
-    size_bytes          INTEGER NOT NULL,
-    received_at         REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS instances_study ON instances(study_instance_uid);
-CREATE TABLE IF NOT EXISTS studies (
-    study_instance_uid TEXT PRIMARY KEY,
-    state              TEXT NOT NULL,
-    first_received_at  REAL NOT NULL,
-    last_received_at   REAL NOT NULL,
-    runs               INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS studies_state ON studies(state, last_received_at);
-CREATE TABLE IF NOT EXISTS jobs (
-    id                 INTEGER PRIMARY KEY AUTOINCREMENT,
-    study_instance_uid TEXT NOT NULL,
-    run                INTEGER NOT NULL,
-    state              TEXT NOT NULL,
-    attempts           INTEGER NOT NULL DEFAULT 0,
-    worker_pid         INTEGER,
-    last_error         TEXT,
-    created_at         REAL NOT NULL,
-    updated_at         REAL NOT NULL,
-    started_at         REAL,
-    UNIQUE (study_instance_uid, run)
-);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
-CREATE TABLE IF NOT EXISTS outputs (
-    sop_instance_uid   TEXT PRIMARY KEY,
-    job_id             INTEGER NOT NULL,
-    study_instance_uid TEXT NOT NULL,
-    sop_class_uid      TEXT NOT NULL,
-    kind               TEXT NOT NULL,
-    path               TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS outputs_job ON outputs(job_id);
-CREATE TABLE IF NOT EXISTS exports (
-    id                      INTEGER PRIMARY KEY AUTOINCREMENT,
-    output_sop_instance_uid TEXT NOT NULL,
-    destination             TEXT NOT NULL,
-    state                   TEXT NOT NULL,
-    attempts                INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at         REAL NOT NULL,
-    last_error              TEXT,
-    updated_at              REAL NOT NULL,
-    UNIQUE (output_sop_instance_uid, destination)
-);
-CREATE INDEX IF NOT EXISTS exports_state ON exports(state, next_attempt_at);
-"""
-
-_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+__all__ = ["Store", "StoreError"]
 
 
 class StoreError(RuntimeError):
@@ -112,100 +52,14 @@ class StoreError(RuntimeError):
     and keep running."""
 
 
-@dataclass(frozen=True)
-class InstanceRecord:
-    sop_instance_uid: str
-    study_instance_uid: str
-    series_instance_uid: str | None
-    sop_class_uid: str | None
-    transfer_syntax_uid: str | None
-    calling_ae: str | None
-    source: str
-    path: str
-    size_bytes: int
-    received_at: float
-
-
-@dataclass(frozen=True)
-class Job:
-    id: int
-    study_instance_uid: str
-    run: int
-    state: str
-    attempts: int
-    worker_pid: int | None
-    last_error: str | None
-    created_at: float
-    updated_at: float
-    started_at: float | None = None
-    """When a worker last took the job (unix seconds); metrics: analysis duration = updated_at - started_at."""
-
-
-@dataclass(frozen=True)
-class Export:
-    id: int
-    output_sop_instance_uid: str
-    destination: str
-    state: str
-    attempts: int
-    next_attempt_at: float
-    last_error: str | None
-    updated_at: float
-    path: str = ""
-    study_instance_uid: str = ""
-    sop_class_uid: str = ""
-
-
-def uid_filename(uid: str) -> str:
-    """A safe file-name stem for a UID (UIDs are digits and dots; anything else is hashed)."""
-    if _UID_RE.match(uid) and len(uid) <= 64:
-        return uid
-    return "x" + hashlib.sha1(uid.encode("utf-8", "replace")).hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(target: Path, data: bytes | memoryview, *, tmp_dir: Path | None = None, fsync: bool = True) -> None:
-    """Write ``data`` to ``target`` so that it is either absent or complete, even after a crash.
-
-    Temp file in ``tmp_dir`` (same filesystem), fsync, atomic rename, fsync of the directory.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = tmp_dir or target.parent
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_dir / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            if fsync:
-                os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        if fsync:
-            _fsync_dir(target.parent)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-
-
 class Store:
     """The SQLite database plus the data_dir layout; thread-safe within one process."""
 
-    def __init__(self, data_dir: Path, *, fsync: bool = True):
+    def __init__(self, data_dir: Path):
         self.data_dir = Path(data_dir)
         self.spool_dir = self.data_dir / "spool"
         self.outputs_dir = self.data_dir / "outputs"
         self.tmp_dir = self.data_dir / "tmp"
-        self.fsync = fsync
         try:
             for d in (self.data_dir, self.spool_dir, self.outputs_dir, self.tmp_dir):
                 d.mkdir(parents=True, exist_ok=True)
@@ -216,10 +70,8 @@ class Store:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA busy_timeout=30000")
-            self._conn.executescript(SCHEMA)
-            if "started_at" not in {r["name"] for r in self._conn.execute("PRAGMA table_info(jobs)")}:
-                self._conn.execute("ALTER TABLE jobs ADD COLUMN started_at REAL")  # databases from before issue 6
-        except (OSError, sqlite3.Error) as exc:
+            prepare(self._conn)
+        except (OSError, sqlite3.Error, SchemaError) as exc:
             raise StoreError(f"cannot open the node database in {self.data_dir}: {exc}") from exc
         self._lock = threading.RLock()
 
@@ -322,7 +174,7 @@ class Store:
             return "duplicate"
         target = self.spool_path(study_instance_uid, sop_instance_uid)
         try:
-            atomic_write(target, data, tmp_dir=self.tmp_dir, fsync=self.fsync)
+            atomic_write(target, data, tmp_dir=self.tmp_dir)
         except OSError as exc:
             raise StoreError(f"cannot write spool file {target}: {exc.strerror or exc}") from exc
         now = time.time()
@@ -522,7 +374,9 @@ class Store:
                 (time.time(), export_id),
             )
 
-    def export_attempt_failed(self, export_id: int, error: str, *, max_attempts: int, delay_seconds) -> Export:
+    def export_attempt_failed(
+        self, export_id: int, error: str, *, max_attempts: int, delay_seconds: Callable[[int], float]
+    ) -> Export:
         """Count a failed attempt: queued again after the backoff delay, or 'failed' at the cap.
 
         ``delay_seconds(attempts)`` gives the backoff after that many failed attempts.

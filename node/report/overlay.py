@@ -109,6 +109,18 @@ def draw_overlay(image_bone_bright: np.ndarray, result: AnalysisResult, *, max_s
     line_w = max(1, round(side / 400))
     label_font = load_font(max(12, round(side / 45)), bold=True)
 
+    _draw_outline_and_axes(draw, result, scale, line_w, label_font)
+    _draw_bones(draw, result, scale, line_w, side)
+    if result.status != "ok":
+        _draw_refusal(draw, result, size, side)
+    else:
+        _draw_caption(draw, result, size, side)
+    return picture
+
+
+def _draw_outline_and_axes(draw: ImageDraw.ImageDraw, result: AnalysisResult, scale: float, line_w: int,
+                           label_font) -> None:
+    """The hand outline and the metacarpal axes I-V, each named beyond its head."""
     if len(result.hand_outline_px) >= 3:
         pts = _scaled(result.hand_outline_px, scale)
         draw.line(pts + pts[:1], fill=OUTLINE_COLOUR, width=line_w)
@@ -127,6 +139,9 @@ def draw_overlay(image_bone_bright: np.ndarray, result: AnalysisResult, *, max_s
         draw.text((x1 + dx / norm * off, y1 + dy / norm * off), name, fill=AXIS_COLOUR, font=label_font,
                   anchor="mm", stroke_width=2, stroke_fill=(0, 0, 0))
 
+
+def _draw_bones(draw: ImageDraw.ImageDraw, result: AnalysisResult, scale: float, line_w: int, side: int) -> None:
+    """Each bone's ROI and detected edges; a bone not measured gets its reason beside it."""
     for name, bone in result.bones.items():
         if len(bone.roi_polygon_px) >= 3:
             poly = _scaled(bone.roi_polygon_px, scale)
@@ -151,48 +166,52 @@ def draw_overlay(image_bone_bright: np.ndarray, result: AnalysisResult, *, max_s
             draw.text((cx, cy), f"{name}: {(bone.reason or 'not measured').replace('_', ' ')}",
                       fill=REFUSED_COLOUR, font=small, anchor="mm", stroke_width=2, stroke_fill=(0, 0, 0))
 
-    if result.status != "ok":
-        title = (result.reason or result.status).replace("_", " ").upper()
-        big_size = max(18, round(side / 14))
+
+def _draw_refusal(draw: ImageDraw.ImageDraw, result: AnalysisResult, size: tuple[int, int], side: int) -> None:
+    """The refusal reason in large type and the message under it, on a black band at the top."""
+    title = (result.reason or result.status).replace("_", " ").upper()
+    big_size = max(18, round(side / 14))
+    big = load_font(big_size, bold=True)
+    while big_size > 12 and draw.textlength(title, font=big) > 0.94 * size[0]:
+        big_size -= 2
         big = load_font(big_size, bold=True)
-        while big_size > 12 and draw.textlength(title, font=big) > 0.94 * size[0]:
-            big_size -= 2
-            big = load_font(big_size, bold=True)
-        small = load_font(max(12, round(side / 36)))
-        lines = wrap_text(draw, result.message or "", small, int(0.9 * size[0]))
-        height = big.size * 1.3 + len(lines) * small.size * 1.25 + 0.04 * side
-        draw.rectangle([0, 0, size[0], height], fill=(0, 0, 0))
-        y = 0.02 * side
-        draw.text((size[0] / 2, y), title, fill=REFUSED_COLOUR, font=big, anchor="ma")
-        y += big.size * 1.3
-        for line in lines:
-            draw.text((size[0] / 2, y), line, fill=TEXT_COLOUR, font=small, anchor="ma")
-            y += small.size * 1.25
-    else:
-        parts = [f"{result.bones_measured} bones"]
-        if result.mci is not None:
-            parts.append(f"MCI {result.mci:.3f}")
-        if result.dxr_bmd_g_cm2 is not None:
-            parts.append(f"DXR-BMD {result.dxr_bmd_g_cm2:.3f} g/cm²")
-        if result.reduced_service:
-            parts.append("reduced service")
-        # As many parts a line as fit the width (a portrait crop is narrow); the font shrinks
-        # only if one part alone is still wider than the picture.
-        margin = 0.01 * side
-        width = size[0] - 2 * margin
-        caption_size = max(12, round(side / 40))
+    small = load_font(max(12, round(side / 36)))
+    lines = wrap_text(draw, result.message or "", small, int(0.9 * size[0]))
+    height = big.size * 1.3 + len(lines) * small.size * 1.25 + 0.04 * side
+    draw.rectangle([0, 0, size[0], height], fill=(0, 0, 0))
+    y = 0.02 * side
+    draw.text((size[0] / 2, y), title, fill=REFUSED_COLOUR, font=big, anchor="ma")
+    y += big.size * 1.3
+    for line in lines:
+        draw.text((size[0] / 2, y), line, fill=TEXT_COLOUR, font=small, anchor="ma")
+        y += small.size * 1.25
+
+
+def _draw_caption(draw: ImageDraw.ImageDraw, result: AnalysisResult, size: tuple[int, int], side: int) -> None:
+    """The measured result in a few words at the top left."""
+    parts = [f"{result.bones_measured} bones"]
+    if result.mci is not None:
+        parts.append(f"MCI {result.mci:.3f}")
+    if result.dxr_bmd_g_cm2 is not None:
+        parts.append(f"DXR-BMD {result.dxr_bmd_g_cm2:.3f} g/cm²")
+    if result.reduced_service:
+        parts.append("reduced service")
+    # As many parts a line as fit the width (a portrait crop is narrow); the font shrinks
+    # only if one part alone is still wider than the picture.
+    margin = 0.01 * side
+    width = size[0] - 2 * margin
+    caption_size = max(12, round(side / 40))
+    font = load_font(caption_size, bold=True)
+    lines: list[str] = []
+    for part in parts:
+        if lines and draw.textlength(f"{lines[-1]}  {part}", font=font) <= width:
+            lines[-1] = f"{lines[-1]}  {part}"
+        else:
+            lines.append(part)
+    while caption_size > 8 and max(draw.textlength(line, font=font) for line in lines) > width:
+        caption_size -= 1
         font = load_font(caption_size, bold=True)
-        lines: list[str] = []
-        for part in parts:
-            if lines and draw.textlength(f"{lines[-1]}  {part}", font=font) <= width:
-                lines[-1] = f"{lines[-1]}  {part}"
-            else:
-                lines.append(part)
-        while caption_size > 8 and max(draw.textlength(line, font=font) for line in lines) > width:
-            caption_size -= 1
-            font = load_font(caption_size, bold=True)
-        y = margin
-        for line in lines:
-            draw.text((margin, y), line, fill=TEXT_COLOUR, font=font, stroke_width=2, stroke_fill=(0, 0, 0))
-            y += 1.25 * caption_size
-    return picture
+    y = margin
+    for line in lines:
+        draw.text((margin, y), line, fill=TEXT_COLOUR, font=font, stroke_width=2, stroke_fill=(0, 0, 0))
+        y += 1.25 * caption_size

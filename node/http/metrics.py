@@ -1,4 +1,6 @@
-"""Prometheus metrics of the node, served as text by ``GET /metrics`` (node/dicomweb.py).
+"""Prometheus metrics: receive counters in process, queue and export figures read from SQLite at scrape time.
+
+Served as text by ``GET /metrics`` (:mod:`node.http.app`).
 
 Two sources, because analysis runs in separate worker processes:
 
@@ -100,7 +102,7 @@ def instance_refused(protocol: str, reason: str) -> None:
 
 
 def record_ingest_outcome(outcome, *, source: str, protocol: str) -> None:
-    """Count a :class:`node.ingest.IngestOutcome` as received or refused."""
+    """Count a :class:`node.receive.ingest.IngestOutcome` as received or refused."""
     if outcome.accepted:
         instance_received(source, protocol)
     else:
@@ -147,10 +149,6 @@ def connect_read_only(db_path: str | Path, timeout_seconds: float = 5.0) -> sqli
     return conn
 
 
-def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
-    return {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}
-
-
 def read_snapshot(db_path: str | Path) -> StoreSnapshot:
     """Read the counts behind the SQLite-backed metrics.
 
@@ -166,15 +164,13 @@ def read_snapshot(db_path: str | Path) -> StoreSnapshot:
         snap.jobs_by_state = {
             r["state"]: r["n"] for r in conn.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
         }
-        if "started_at" in _columns(conn, "jobs"):
-            # updated_at is the time the job reached done/failed; started_at when a worker took it.
-            snap.analysis_durations_seconds = [
-                max(0.0, r[0])
-                for r in conn.execute(
-                    "SELECT updated_at - started_at FROM jobs "
-                    "WHERE state IN ('done', 'failed') AND started_at IS NOT NULL"
-                )
-            ]
+        # updated_at is the time the job reached done/failed; started_at when a worker took it.
+        snap.analysis_durations_seconds = [
+            max(0.0, r[0])
+            for r in conn.execute(
+                "SELECT updated_at - started_at FROM jobs WHERE state IN ('done', 'failed') AND started_at IS NOT NULL"
+            )
+        ]
         for r in conn.execute(
             "SELECT destination, state, COUNT(*) AS n, COALESCE(SUM(attempts), 0) AS attempts "
             "FROM exports GROUP BY destination, state"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from node.store import Store, StoreError
+from node.spool import Store, StoreError
 
 __all__ = ["Assembler"]
 

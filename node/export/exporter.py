@@ -1,4 +1,4 @@
-"""Export: deliver queued outputs to every destination, with retries and exponential backoff.
+"""The exporter loop: deliver queued outputs to every destination, with retries and exponential backoff.
 
 One thread in the node process claims due exports from SQLite (state ``sending``), groups them
 by destination and delivers each group in one go (one association per destination batch for
@@ -9,7 +9,7 @@ re-send after a crash never duplicates at the destination.
 
 Destination types: ``dimse`` (C-STORE SCU), ``folder`` (copy to
 ``<path>/<StudyInstanceUID>/<SOPInstanceUID>.dcm``), ``dicomweb`` (STOW-RS,
-``node.stow_export.send_stow(destination, paths) -> list[node.dimse.SendResult]``).
+``node.export.stow.send_stow(destination, paths) -> list[node.export.result.SendResult]``).
 """
 
 from __future__ import annotations
@@ -17,39 +17,17 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 
-from node.config import Config, DestinationConfig
-from node.dimse import SendResult, send_files
-from node.store import Export, Store, StoreError, atomic_write, uid_filename
+from node.config import Config
+from node.export.folder import send_folder
+from node.export.result import SendResult
+from node.export.scu import send_files
+from node.export.stow import send_stow
+from node.spool import Export, Store, StoreError
 
-__all__ = ["Exporter", "deliver", "folder_target"]
+__all__ = ["Exporter", "deliver"]
 
 log = logging.getLogger("dxr.export")
-
-
-def folder_target(dest: DestinationConfig, study_uid: str, sop_uid: str) -> Path:
-    """Where a folder destination puts one output."""
-    assert dest.path is not None
-    return dest.path / uid_filename(study_uid) / f"{uid_filename(sop_uid)}.dcm"
-
-
-def _send_folder(dest: DestinationConfig, exports: list[Export], store: Store) -> list[SendResult]:
-    results = []
-    for e in exports:
-        src = store.data_dir / e.path
-        try:
-            atomic_write(folder_target(dest, e.study_instance_uid, e.output_sop_instance_uid), src.read_bytes(), fsync=store.fsync)
-            results.append(SendResult(src, e.output_sop_instance_uid, True))
-        except OSError as exc:
-            results.append(SendResult(src, e.output_sop_instance_uid, False, f"cannot write to {dest.path}: {exc}"))
-    return results
-
-
-def _send_dicomweb(dest: DestinationConfig, paths: list[Path]) -> list[SendResult]:
-    from node.stow_export import send_stow  # requests/dicomweb-client: loaded only when used
-
-    return list(send_stow(dest, paths))
 
 
 def deliver(config: Config, store: Store, dest_name: str, exports: list[Export]) -> tuple[int, int]:
@@ -63,11 +41,11 @@ def deliver(config: Config, store: Store, dest_name: str, exports: list[Export])
         results = [SendResult(p, e.output_sop_instance_uid, False, f"destination {dest_name!r} is no longer configured")
                    for p, e in zip(paths, exports)]
     elif dest.type == "folder":
-        results = _send_folder(dest, exports, store)
+        results = send_folder(dest, exports, store.data_dir)
     elif dest.type == "dimse":
         results = send_files(dest, paths, config.export.calling_ae_title or config.node.ae_title)
     else:
-        results = _send_dicomweb(dest, paths)
+        results = send_stow(dest, paths)
     sent = failed = 0
     for e, r in zip(exports, results):
         try:

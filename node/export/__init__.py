@@ -1,0 +1,1 @@
+"""Export: the exporter loop and its senders (C-STORE SCU, STOW-RS client, folder)."""

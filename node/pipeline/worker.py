@@ -1,0 +1,153 @@
+"""One worker process: claim a job, analyse its study, write the outputs, queue their exports.
+
+A job loads every instance of its study from the spool, calls ``analysis.analyse`` on each
+(any exception becomes an ``error`` result with reason ``analysis_error``, logged), builds the
+study's outputs with ``node.report.build_study_outputs`` (UID seed
+``f"{study_uid}/{run}"``: deterministic, so re-running never duplicates), writes them under
+``<data_dir>/outputs/<StudyInstanceUID>/<SOPInstanceUID>.dcm`` and, in one transaction,
+records them, queues one export per (output, destination) and marks the job done.
+
+Workers are processes (``spawn``, started by :class:`node.pipeline.pool.WorkerPool`), so
+analysis never holds the SCP's GIL. A worker that dies mid-job has its job queued again by the
+pool; a node that dies mid-job has it queued again by ``Store.recover`` at the next start.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import pydicom
+
+import analysis
+from analysis.result import REASON_MESSAGES, AnalysisResult
+from node.config import Config
+from node.dicom import output_kind
+from node.log import setup_logging
+from node.reference import load_reference
+from node.report import build_study_outputs
+from node.report.options import output_options
+from node.spool import Job, Store, StoreError, atomic_write, uid_filename
+
+__all__ = ["run_job", "worker_main"]
+
+log = logging.getLogger("dxr.worker")
+
+
+def _analyse_one(ds: pydicom.Dataset, reference: Any, job: Job, sop_uid: str) -> AnalysisResult:
+    """``analysis.analyse`` on one instance, logged; an exception becomes an ``analysis_error`` result."""
+    started = time.monotonic()
+    try:
+        result = analysis.analyse(ds, reference=reference)
+    except Exception as exc:  # a bad image must not stop the study: report it as unmeasured
+        log.error(
+            "event=analysis_error job=J%d study=%s sop=%s error=%r",
+            job.id, job.study_instance_uid, sop_uid, f"{type(exc).__name__}: {exc}",
+        )
+        result = AnalysisResult(status="error", reason="analysis_error", message=REASON_MESSAGES["analysis_error"])
+    log.info(
+        "event=image_analysed job=J%d study=%s sop=%s status=%s reason=%s seconds=%.2f",
+        job.id, job.study_instance_uid, sop_uid, result.status, result.reason, time.monotonic() - started,
+    )
+    return result
+
+
+def run_job(store: Store, config: Config, job: Job, reference: Any = None) -> bool:
+    """Run one claimed job to ``done`` or ``failed``; returns True when done."""
+    try:
+        instances = store.study_instances(job.study_instance_uid)
+        images = []
+        for inst in instances:
+            path = store.data_dir / inst.path
+            try:
+                ds = pydicom.dcmread(path)
+            except Exception as exc:
+                log.error(
+                    "event=instance_unreadable job=J%d study=%s sop=%s error=%r",
+                    job.id, job.study_instance_uid, inst.sop_instance_uid, str(exc),
+                )
+                continue
+            images.append((ds, _analyse_one(ds, reference, job, inst.sop_instance_uid)))
+        if not images:
+            raise RuntimeError(f"none of the study's {len(instances)} instances could be read from the spool")
+
+        replaces = store.previous_sr_uids(job.study_instance_uid, job.run)
+        outputs = build_study_outputs(
+            images,
+            uid_seed=f"{job.study_instance_uid}/{job.run}",
+            options=output_options(config, reference=reference),
+            replaces=replaces,
+        )
+        recorded = []
+        for ds in outputs:
+            uid, sop_class = str(ds.SOPInstanceUID), str(ds.SOPClassUID)
+            target = store.outputs_dir / uid_filename(job.study_instance_uid) / f"{uid_filename(uid)}.dcm"
+            buf = io.BytesIO()
+            ds.save_as(buf, enforce_file_format=True)
+            atomic_write(target, buf.getbuffer(), tmp_dir=store.tmp_dir)
+            recorded.append((uid, sop_class, output_kind(sop_class), str(target.relative_to(store.data_dir))))
+        queued = store.finish_job(job.id, recorded, [d.name for d in config.destinations])
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        log.error("event=job_failed job=J%d study=%s run=%d error=%r", job.id, job.study_instance_uid, job.run, error)
+        try:
+            store.fail_job(job.id, error)
+        except StoreError as db_exc:
+            log.error("event=job_state_lost job=J%d error=%r", job.id, str(db_exc))
+        return False
+    kinds = ",".join(k for _, _, k, _ in recorded) or "none"
+    log.info(
+        "event=job_done job=J%d study=%s run=%d images=%d outputs=%s exports_queued=%d replaces=%s",
+        job.id, job.study_instance_uid, job.run, len(images), kinds, queued, ",".join(replaces) or "-",
+    )
+    return True
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: SIGKILL this worker when the node process dies (no orphan keeps analysing)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+
+def worker_main(config: Config, stop, index: int, parent_pid: int, poll_seconds: float = 0.2) -> None:
+    """Entry point of one worker process: claim jobs until ``stop`` is set."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
+    _die_with_parent(parent_pid)
+    setup_logging(process_name=f"worker-{index}")
+    try:
+        store = Store(config.data_dir)
+    except StoreError as exc:  # one log line, not multiprocessing's traceback; the pool respawns it
+        log.error("event=worker_failed worker=%d error=%r", index, str(exc))
+        raise SystemExit(1) from None
+    try:
+        reference = load_reference(config)
+    except ValueError as exc:
+        log.error("event=reference_unavailable error=%r", str(exc))
+        reference = None
+    log.info("event=worker_started worker=%d pid=%d", index, os.getpid())
+    while not stop.is_set():
+        if os.getppid() != parent_pid:
+            break
+        try:
+            job = store.claim_job(os.getpid())
+        except StoreError as exc:
+            log.error("event=worker_db_error error=%r", str(exc))
+            job = None
+        if job is None:
+            # Plain sleep: ``stop`` is a lock-free flag (see StopFlag), polled between jobs.
+            time.sleep(poll_seconds)
+            continue
+        log.info("event=job_started job=J%d study=%s run=%d attempt=%d", job.id, job.study_instance_uid, job.run, job.attempts)
+        run_job(store, config, job, reference)
+    store.close()
+
+

@@ -1,0 +1,172 @@
+"""The DIMSE Storage and Verification SCP: the allow-list at association time, C-STORE into ingest.
+
+Each handler is a small function bound to one pynetdicom event. The C-STORE handler only writes
+bytes: ``event.encoded_dataset()`` goes to :func:`node.receive.ingest.ingest` (header parse
+without pixel decoding, filter, spool with fsync, SQLite row) and the answer is sent only after
+that returns. Analysis happens elsewhere, in worker processes.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import socket
+
+import pydicom
+from pynetdicom import AE, _config, evt
+from pynetdicom.sop_class import Verification
+
+from node.config import Config
+from node.dicom import STATUS, STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
+from node.http import metrics
+from node.receive.ingest import ingest
+from node.spool import Store
+
+__all__ = ["handlers", "make_scp_ae", "start_scp"]
+
+log = logging.getLogger("dxr.dimse")
+
+# Receive path: no per-PDU debug handlers (they cost time on every fragment).
+_config.LOG_HANDLER_LEVEL = "none"
+
+
+# ------------------------------------------------------------------------------------ allow-list
+@functools.lru_cache(maxsize=256)
+def _addresses(host: str) -> frozenset[str]:
+    """The addresses a configured ``[[sources]] host`` stands for (an IP, or a name resolved once)."""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return frozenset({host})
+    return frozenset({host} | {info[4][0] for info in infos})
+
+
+def _allowed(config: Config, calling_ae: str, peer_host: str) -> str | None:
+    """None when the peer may associate, else why not (one phrase)."""
+    matches = [s for s in config.sources if s.ae_title == calling_ae]
+    if not matches:
+        return "calling AE title not in [[sources]]"
+    if any(s.host is None or peer_host in _addresses(s.host) for s in matches):
+        return None
+    hosts = ", ".join(sorted({s.host for s in matches if s.host}))
+    return f"host {peer_host} is not allowed for this AE title (allowed: {hosts})"
+
+
+def _peer(event: evt.Event) -> tuple[str, str]:
+    """(calling AE title, ``address:port``) of the association's requestor."""
+    a = event.assoc.requestor
+    return a.ae_title.strip(), f"{a.address}:{a.port}"
+
+
+# ------------------------------------------------------------------------------------ handlers
+def on_requested(event: evt.Event, config: Config) -> None:
+    """Reject an association from outside ``[[sources]]`` or to another called AE title."""
+    rq = event.assoc.requestor.primitive
+    calling = rq.calling_ae_title.strip()
+    called = rq.called_ae_title.strip()
+    peer = f"{event.assoc.requestor.address}:{event.assoc.requestor.port}"
+    if called != config.node.ae_title:
+        why, diag = f"called AE title {called!r} is not ours ({config.node.ae_title!r})", 0x07
+    else:
+        why = _allowed(config, calling, event.assoc.requestor.address)
+        diag = 0x03
+    if why:
+        log.warning(
+            "event=association_rejected calling_ae=%s called_ae=%s peer=%s reason=%r", calling, called, peer, why
+        )
+        # Rejected permanent, by the service user, with the matching diagnostic (PS3.8 9.3.4).
+        event.assoc.acse.send_reject(0x01, 0x01, diag)
+        event.assoc.kill()
+
+
+def on_accepted(event: evt.Event) -> None:
+    log.info("event=association_accepted calling_ae=%s peer=%s", *_peer(event))
+
+
+def on_released(event: evt.Event) -> None:
+    log.info("event=association_released calling_ae=%s peer=%s", *_peer(event))
+
+
+def on_aborted(event: evt.Event) -> None:
+    log.warning("event=association_aborted calling_ae=%s peer=%s", *_peer(event))
+
+
+def on_echo(event: evt.Event) -> int:
+    log.info("event=echo calling_ae=%s", event.assoc.requestor.ae_title.strip())
+    return STATUS["success"]
+
+
+def on_store(event: evt.Event, config: Config, store: Store) -> int | pydicom.Dataset:
+    """Ingest the request's bytes; answer its status (with an ErrorComment on a refusal)."""
+    calling = event.assoc.requestor.ae_title.strip()
+    try:
+        data = event.encoded_dataset()
+    except Exception as exc:  # malformed request: answer, keep serving
+        log.warning("event=instance_refused calling_ae=%s reason=unreadable_request detail=%r", calling, str(exc))
+        metrics.instance_refused(metrics.PROTOCOL_DIMSE, "unreadable_request")
+        return STATUS["cannot_understand"]
+    rq = event.request
+    try:
+        outcome = ingest(
+            store,
+            config,
+            data,
+            calling_ae=calling,
+            source="dimse",
+            request_sop_instance_uid=str(rq.AffectedSOPInstanceUID or "") or None,
+            request_sop_class_uid=str(rq.AffectedSOPClassUID or "") or None,
+        )
+    except Exception as exc:  # a bug must cost one instance a failure status, never the SCP
+        log.error(
+            "event=instance_refused calling_ae=%s sop=%s reason=internal_error detail=%r",
+            calling, rq.AffectedSOPInstanceUID, f"{type(exc).__name__}: {exc}",
+        )
+        metrics.instance_refused(metrics.PROTOCOL_DIMSE, "internal_error")
+        return STATUS["processing_failure"]
+    metrics.record_ingest_outcome(outcome, source=calling, protocol=metrics.PROTOCOL_DIMSE)
+    if outcome.accepted:
+        return outcome.status
+    status = pydicom.Dataset()
+    status.Status = outcome.status
+    status.ErrorComment = outcome.message[:64]  # LO: 64 characters at most
+    return status
+
+
+def handlers(config: Config, store: Store) -> list[tuple]:
+    """The SCP's event bindings (pynetdicom ``evt_handlers``)."""
+    return [
+        (evt.EVT_REQUESTED, on_requested, [config]),
+        (evt.EVT_ACCEPTED, on_accepted),
+        (evt.EVT_RELEASED, on_released),
+        (evt.EVT_ABORTED, on_aborted),
+        (evt.EVT_C_ECHO, on_echo),
+        (evt.EVT_C_STORE, on_store, [config, store]),
+    ]
+
+
+# ------------------------------------------------------------------------------------ server
+def make_scp_ae(config: Config) -> AE:
+    """The application entity: Verification plus every accepted storage class and transfer syntax."""
+    ae = AE(ae_title=config.node.ae_title)
+    ae.maximum_pdu_size = 0  # unlimited: fewer, larger P-DATA fragments on big radiographs
+    ae.maximum_associations = config.node.max_associations
+    ae.network_timeout = 60
+    ae.add_supported_context(Verification)
+    for uid in STORAGE_SOP_CLASSES:
+        ae.add_supported_context(uid, TRANSFER_SYNTAXES)
+    return ae
+
+
+def start_scp(config: Config, store: Store):
+    """Start the SCP in background threads; returns the server (call ``.shutdown()``).
+
+    Raises OSError when the port cannot be bound.
+    """
+    ae = make_scp_ae(config)
+    server = ae.start_server(
+        (config.node.bind, config.node.port), block=False, evt_handlers=handlers(config, store)
+    )
+    log.info(
+        "event=scp_listening ae_title=%s bind=%s port=%d", config.node.ae_title, config.node.bind, config.node.port
+    )
+    return server

@@ -1,0 +1,104 @@
+"""The node's answer for one study: per measured hand an SR and an SC, or one refusal SR.
+
+``build_study_outputs`` takes every analysed instance of one study with its
+:class:`analysis.AnalysisResult`; all UIDs are derived from ``uid_seed`` so that re-sending the
+same run never duplicates an instance in PACS.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+
+from analysis.result import AnalysisResult
+from node.report.options import OutputOptions
+from node.report.plan import ImageEntry, hand_of, is_image, plan_reports
+from node.report.sc import picture_sc
+from node.report.sr import measurement_sr, refusal_sr
+
+__all__ = ["build_study_outputs", "write_dicom_outputs"]
+
+log = logging.getLogger("node.outputs")
+
+
+def build_study_outputs(
+    images: Sequence[tuple[Dataset, AnalysisResult]],
+    *,
+    uid_seed: str,
+    options: OutputOptions = OutputOptions(),
+    replaces: Sequence[str] = (),
+) -> list[Dataset]:
+    """SR + SC per measured hand of one study, or one refusal SR.
+
+    Parameters
+    ----------
+    images : sequence of (pydicom.Dataset, AnalysisResult)
+        Every analysed instance of the study (pixel data included) with its result.
+    uid_seed : str
+        Seed for every generated UID (the node passes ``f"{study_uid}/{job_run}"``): the same
+        seed gives the same SOP Instance UIDs, so re-sending never duplicates.
+    options : OutputOptions
+    replaces : sequence of str
+        SOP Instance UIDs of SRs from an earlier run of this study (made by this node), which
+        the new SRs supersede; referenced in the Predecessor Documents Sequence.
+
+    Returns
+    -------
+    list of pydicom.Dataset
+        For each measured hand (ordered L, R, unknown): its SR then its SC. When no hand was
+        measured: one refusal SR (or nothing if ``options.refusal_sr`` is False).
+    """
+    if not images:
+        raise ValueError("build_study_outputs needs at least one analysed image.")
+    study_uids = {str(ds.StudyInstanceUID) for ds, _ in images}
+    if len(study_uids) != 1:
+        raise ValueError(f"All images must belong to one study; got {len(study_uids)} Study Instance UIDs.")
+    entries = [ImageEntry(ds, result, hand_of(ds, result)) for ds, result in images if is_image(ds)]
+    if len(entries) < len(images):
+        log.warning("event=outputs_non_image_skipped study=%s skipped=%d",
+                    next(iter(study_uids)), len(images) - len(entries))
+    if not entries:  # e.g. only a foreign SR or PDF: nothing an SR could reference as an image
+        return []
+    reports = plan_reports(entries)
+    outputs: list[Dataset] = []
+    if not reports:
+        if options.refusal_sr:
+            outputs.append(refusal_sr(entries, uid_seed=uid_seed, options=options, replaces=replaces))
+        return outputs
+    for instance_number, report in enumerate(reports, start=1):
+        outputs.append(
+            measurement_sr(report, instance_number, uid_seed=uid_seed, options=options, replaces=replaces)
+        )
+        if options.picture:
+            try:
+                outputs.append(picture_sc(report, instance_number, uid_seed=uid_seed, options=options))
+            except Exception as exc:  # noqa: BLE001 - the SR carries the result; a picture bug must not lose it
+                log.error("event=picture_failed study=%s hand=%s error=%r",
+                          images[0][0].StudyInstanceUID, report.hand, f"{type(exc).__name__}: {exc}")
+    return outputs
+
+
+def write_dicom_outputs(
+    dataset: Dataset,
+    result: AnalysisResult,
+    out_dir: str | Path,
+    *,
+    options: OutputOptions = OutputOptions(),
+) -> list[Path]:
+    """``dxr-node analyze --dicom-out DIR``: SR (+ SC) of one input, as ``<SOPInstanceUID>.dcm``.
+
+    The UID seed is the input's SOP Instance UID and the analysis version, so analysing the
+    same file twice overwrites the same output files.
+    """
+    seed = f"cli/{dataset.SOPInstanceUID}/{options.software_version}"
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for output in build_study_outputs([(dataset, result)], uid_seed=seed, options=options):
+        path = out_dir / f"{output.SOPInstanceUID}.dcm"
+        output.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths

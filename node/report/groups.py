@@ -1,0 +1,232 @@
+"""The SR's measurement groups (TID 1501/1411): one per metacarpal, the combined result, unused images.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+
+from analysis.result import BONE_NAMES, REASON_MESSAGES, AnalysisResult, BoneResult
+from node.report.charset import clip_ut
+from node.report.codes import (
+    ALGORITHM_NAME, ANALYSIS_OUTCOME, BHI, COMMENT, CORTICAL_THICKNESS, DXR_BMD, FULL_SERVICE, G_CM2, HAND, IMAGE_USE,
+    LATERALITY_CODES, MEAN_CORTICAL_THICKNESS, MEAN_METACARPAL_INDEX, MEAN_OUTER_WIDTH, MEASURED, METACARPAL,
+    METACARPAL_INDEX, MM, NO_UNITS, NOT_MEASURED, OUTER_WIDTH, PIXEL_SPACING_SOURCE, PIXEL_SPACING_SOURCES,
+    POROSITY, RATIO, REASON_CODES, REDUCED_SERVICE, REFUSAL_REASON, SERVICE_EXTENT, T_SCORE, T_SCORE_UNIT,
+    UNKNOWN_REASON, USED_FOR_MEASUREMENT, VPA, WHO_CATEGORY, WHO_VALUES, Z_SCORE, Z_SCORE_UNIT,
+)
+from node.report.options import OutputOptions
+from node.report.plan import ImageEntry, UnusedEntry, describe_image, hand_words
+from node.report.uids import derived_uid
+
+__all__ = ["algorithm_id", "bone_group", "combined_group", "library_image", "observation_context", "unused_group", "with_comment"]
+
+
+def observation_context(options: OutputOptions) -> hd.sr.ObservationContext:
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=derived_uid("device", options.manufacturer, options.device_name),
+        name=options.device_name,
+        manufacturer_name=options.manufacturer,
+        model_name=f"{options.device_name} {options.software_version}",
+    )
+    return hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=codes.DCM.Device, observer_identifying_attributes=device
+        )
+    )
+
+
+def algorithm_id(result: AnalysisResult) -> hd.sr.AlgorithmIdentification:
+    return hd.sr.AlgorithmIdentification(name=ALGORITHM_NAME, version=result.analysis_version)
+
+
+def library_image(ds: Dataset) -> Dataset:
+    """The header highdicom's Image Library entry reads.
+
+    highdicom's projection-radiography descriptors (TID 1603) need both PatientOrientation and
+    ImagerPixelSpacing and raise when a CR lacks either; such images are listed with the
+    common descriptors only (modality comes from the SOP Class, rows, columns).
+    """
+    orientation = ds.get("PatientOrientation")
+    spacing = ds.get("ImagerPixelSpacing")
+    if orientation and len(orientation) == 2 and spacing and len(spacing) == 2:
+        return ds
+    header = Dataset()
+    for element in ds:
+        if element.tag != 0x7FE00010:
+            header.add(copy.deepcopy(element))
+    header.Modality = "OT"  # only steers highdicom away from TID 1603; never written out
+    return header
+
+
+def _finding_site(hand: str, anatomy=METACARPAL) -> hd.sr.FindingSite:
+    return hd.sr.FindingSite(anatomic_location=anatomy, laterality=LATERALITY_CODES.get(hand))
+
+REPORT_DECIMALS: dict[str, int] = {
+    CORTICAL_THICKNESS.value: 3, OUTER_WIDTH.value: 3, VPA.value: 3, METACARPAL_INDEX.value: 4,
+    MEAN_CORTICAL_THICKNESS.value: 3, MEAN_OUTER_WIDTH.value: 3, MEAN_METACARPAL_INDEX.value: 4,
+    DXR_BMD.value: 4, T_SCORE.value: 2, Z_SCORE.value: 2, BHI.value: 3, POROSITY.value: 5,
+}
+"""Decimals each measurement is written with: finer than its precision, short enough to read
+(0.001 mm is far below the ~0.02 mm precision of cortical thickness)."""
+
+
+def _num(name, value: float | None, unit, **kwargs) -> hd.sr.Measurement | None:
+    if value is None or not math.isfinite(float(value)):
+        return None
+    value = round(float(value), REPORT_DECIMALS.get(name.value, 6)) + 0.0  # + 0.0: no "-0.0"
+    return hd.sr.Measurement(name=name, value=value, unit=unit, **kwargs)
+
+
+def with_comment(group, text: str):
+    """Append a TEXT "Comment" (DCM 121106) to a measurement group's container."""
+    container = group[0]
+    item = hd.sr.TextContentItem(
+        name=COMMENT, value=clip_ut(text), relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+    )
+    if "ContentSequence" not in container:
+        container.ContentSequence = hd.sr.ContentSequence()
+    container.ContentSequence.append(item)
+    return group
+
+
+def bone_group(image: ImageEntry, bone: BoneResult, hand: str, uid_seed: str):
+    label = f"Metacarpal {bone.name}, {hand_words(hand)}"
+    tracking = hd.sr.TrackingIdentifier(uid=derived_uid(uid_seed, "tracking", hand, bone.name), identifier=label)
+    algorithm = algorithm_id(image.result)
+    site = _finding_site(hand)
+    if bone.status != "ok":
+        group = hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=tracking,
+            source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(image.dataset)],
+            finding_sites=[site],
+            algorithm_id=algorithm,
+            qualitative_evaluations=[
+                hd.sr.QualitativeEvaluation(ANALYSIS_OUTCOME, NOT_MEASURED),
+                hd.sr.QualitativeEvaluation(
+                    REFUSAL_REASON, REASON_CODES.get(bone.reason or "", UNKNOWN_REASON)
+                ),
+            ],
+        )
+        return with_comment(
+            group, f"{label}: not measured. {bone.message or REASON_MESSAGES.get(bone.reason or '', '')}".strip()
+        )
+    # Finding site and algorithm are stated once on the group; repeating them on every
+    # measurement only makes the report harder to read.
+    measurements = [
+        _num(CORTICAL_THICKNESS, bone.cortical_thickness_mm, MM),
+        _num(OUTER_WIDTH, bone.outer_width_mm, MM),
+        _num(METACARPAL_INDEX, bone.mci, RATIO),
+        _num(VPA, bone.vpa_mm, MM),
+    ]
+    content = dict(
+        tracking_identifier=tracking,
+        finding_sites=[site],
+        algorithm_id=algorithm,
+        measurements=[m for m in measurements if m is not None],
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(ANALYSIS_OUTCOME, MEASURED)],
+    )
+    if len(bone.roi_polygon_px) < 3:  # measured, but no region to draw: a whole-image group
+        return hd.sr.MeasurementsAndQualitativeEvaluations(
+            source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(image.dataset)], **content
+        )
+    # Result points are pixel centres (column, row); SCOORD puts (0, 0) at the top-left corner
+    # of the top-left pixel, so centres sit at +0.5. Repeating the first point closes the ROI.
+    polygon = np.asarray(bone.roi_polygon_px, dtype=np.float64) + 0.5
+    # Viewers expect the region on the image: clip to its extent (0 .. columns, 0 .. rows).
+    polygon[:, 0] = np.clip(polygon[:, 0], 0.0, float(image.dataset.Columns))
+    polygon[:, 1] = np.clip(polygon[:, 1], 0.0, float(image.dataset.Rows))
+    if not np.array_equal(polygon[0], polygon[-1]):
+        polygon = np.vstack([polygon, polygon[:1]])
+    region = hd.sr.ImageRegion(
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=polygon,
+        source_image=hd.sr.SourceImageForRegion.from_source_image(image.dataset),
+    )
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(referenced_region=region, **content)
+
+
+def combined_group(image: ImageEntry, hand: str, uid_seed: str):
+    result = image.result
+    algorithm = algorithm_id(result)
+    site = _finding_site(hand, HAND)
+    common: dict = {}
+    score_properties = None
+    if result.reference_name:
+        # T- and Z-scores are standardised: mean 0, SD 1 in the reference population named here.
+        score_properties = hd.sr.MeasurementProperties(
+            measurement_statistical_properties=hd.sr.MeasurementStatisticalProperties(
+                values=[
+                    hd.sr.NumContentItem(
+                        name=codes.SCT.Mean, value=0.0, unit=NO_UNITS,
+                        relationship_type=hd.sr.RelationshipTypeValues.HAS_PROPERTIES,
+                    ),
+                    hd.sr.NumContentItem(
+                        name=codes.SCT.StandardDeviation, value=1.0, unit=NO_UNITS,
+                        relationship_type=hd.sr.RelationshipTypeValues.HAS_PROPERTIES,
+                    ),
+                ],
+                description=clip_ut(result.reference_name),
+            )
+        )
+    measurements = [
+        _num(DXR_BMD, result.dxr_bmd_g_cm2, G_CM2, **common),
+        _num(T_SCORE, result.t_score, T_SCORE_UNIT, properties=score_properties, **common),
+        _num(Z_SCORE, result.z_score, Z_SCORE_UNIT, properties=score_properties, **common),
+        _num(BHI, result.bhi, NO_UNITS, **common),
+        _num(POROSITY, result.porosity, NO_UNITS, **common),
+        _num(MEAN_CORTICAL_THICKNESS, result.cortical_thickness_mm, MM, **common),
+        _num(MEAN_OUTER_WIDTH, result.outer_width_mm, MM, **common),
+        _num(MEAN_METACARPAL_INDEX, result.mci, RATIO, **common),
+    ]
+    evaluations = [
+        hd.sr.QualitativeEvaluation(ANALYSIS_OUTCOME, MEASURED),
+        hd.sr.QualitativeEvaluation(IMAGE_USE, USED_FOR_MEASUREMENT),
+        hd.sr.QualitativeEvaluation(SERVICE_EXTENT, REDUCED_SERVICE if result.reduced_service else FULL_SERVICE),
+    ]
+    who = WHO_VALUES.get((result.who_category or "").lower())
+    if who is not None:
+        evaluations.append(hd.sr.QualitativeEvaluation(WHO_CATEGORY, who))
+    source = PIXEL_SPACING_SOURCES.get(result.pixel_spacing_source or "")
+    if source is not None:
+        evaluations.append(hd.sr.QualitativeEvaluation(PIXEL_SPACING_SOURCE, source))
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=derived_uid(uid_seed, "tracking", hand, "combined"), identifier=f"DXR-BMD, {hand_words(hand)}"
+        ),
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(image.dataset)],
+        finding_sites=[site],
+        algorithm_id=algorithm,
+        measurements=[m for m in measurements if m is not None],
+        qualitative_evaluations=evaluations,
+    )
+    notes = []
+    if result.reduced_service:
+        measured = ", ".join(n for n in BONE_NAMES if result.bones.get(n) and result.bones[n].status == "ok")
+        notes.append(f"Reduced service: only metacarpals {measured} could be measured.")
+    if result.reference_name:
+        notes.append(f"Reference population: {result.reference_name}.")
+    if result.scores_omitted_reason:
+        notes.append(result.scores_omitted_reason)
+    elif result.t_score is None and result.z_score is None:
+        notes.append("T- and Z-scores omitted: no reference population is configured.")
+    notes.append("Computed estimate from a radiograph (digital X-ray radiogrammetry), not a DXA measurement.")
+    return with_comment(group, " ".join(notes))
+
+
+def unused_group(unused: UnusedEntry, uid_seed: str, owner: str):
+    ds = unused.image.dataset
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=derived_uid(uid_seed, "tracking", owner, "unused", ds.SOPInstanceUID),
+            identifier=f"Image not used ({describe_image(ds)})",
+        ),
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(ds)],
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(IMAGE_USE, unused.use)],
+    )
+    return with_comment(group, f"Image {describe_image(ds)} not used: {unused.text}")

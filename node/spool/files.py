@@ -1,0 +1,52 @@
+"""Crash-safe files: UID-derived file names and the write-fsync-rename that every spool and output file takes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+from pathlib import Path
+
+__all__ = ["atomic_write", "uid_filename"]
+
+_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+def uid_filename(uid: str) -> str:
+    """A safe file-name stem for a UID (UIDs are digits and dots; anything else is hashed)."""
+    if _UID_RE.match(uid) and len(uid) <= 64:
+        return uid
+    return "x" + hashlib.sha1(uid.encode("utf-8", "replace")).hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(target: Path, data: bytes | memoryview, *, tmp_dir: Path | None = None) -> None:
+    """Write ``data`` to ``target`` so that it is either absent or complete, even after a crash.
+
+    Temp file in ``tmp_dir`` (same filesystem), fsync, atomic rename, fsync of the directory.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = tmp_dir or target.parent
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_dir / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise

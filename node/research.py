@@ -333,7 +333,7 @@ def locate_file(path: Path, pixel_spacing_mm: float | None) -> tuple[dict[str, A
 
 
 def _location_overlay_result(location: Any, summary: dict[str, Any]):
-    """An AnalysisResult carrying only what the finder found, for :func:`node.overlay.draw_overlay`."""
+    """An AnalysisResult carrying only what the finder found, for :func:`node.report.overlay.draw_overlay`."""
     from analysis.result import AnalysisResult
 
     ok = summary["status"] == "located"
@@ -355,7 +355,7 @@ def run_locate(args: argparse.Namespace) -> int:
             overlay_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             return _error(f"cannot create output folder: {exc}")
-        from node.overlay import draw_overlay
+        from node.report.overlay import draw_overlay
     files, any_folder = _expand(list(args.paths))
     progress = _Progress(len(files), any_folder and not args.no_progress)
     used_names: set[str] = set()

@@ -1257,6 +1257,7 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
     inside = frame.sample(((w.body) & ~w.bands).astype(float), order=0) > 0.5
     carpus = _carpal_fill(canon, lines, ends_by_bone, names, inside)
     details["carpal_fill"] = None if carpus is None else round(carpus, 2)
+    details["maturity"] = None if carpus is None else ("immature" if carpus < CARPAL_FILL_MIN else "adult")
     if carpus is not None and carpus < CARPAL_FILL_MIN:
         return _refuse("immature_skeleton", "The carpal bones are mostly not yet ossified (a young child's "
                        "hand): DXR-BMD is only defined for adults.", view="PA", outline_rc=outline, details=details)

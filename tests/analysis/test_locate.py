@@ -234,3 +234,55 @@ def test_work_index_is_the_block_holding_the_image_pixel(factor):
     assert [_work_index(float(p), factor) for p in pixels] == list(pixels // factor)
     centres = np.arange(12) * factor + 0.5 * (factor - 1)
     assert [_work_index(c, factor) for c in centres] == list(range(12))
+
+
+@pytest.mark.parametrize("wrong_by", [1 / 1.5, 1.5])
+def test_pixel_spacing_wrong_by_half_either_way_still_located(wrong_by):
+    """The hand's own finger spacing sets the scale: a header or a guess off by x1.5 changes the
+    lengths in mm by that factor, not where the bones are found."""
+    image, truth = make_hand(seed=1, spacing_mm=SPACING)
+    loc = locate_hand(image, SPACING * wrong_by)
+    assert loc.refusal is None, loc.refusal
+    for name in ("II", "III", "IV"):
+        assert _mid_error_mm(loc, truth, name) < TOL_MM  # in true mm
+        assert loc.metacarpals[name].length_mm == pytest.approx(truth.bones[name].length_mm * wrong_by, rel=0.15)
+
+
+def _finger(base, direction=(-1.0, 0.0), length=60.0, width=10.0):
+    from analysis.locate import _Finger
+
+    base = np.asarray(base, float)
+    return _Finger(base, base + length * np.asarray(direction), length, width, int(length * width), 1)
+
+
+def test_complete_fingers_fills_a_double_gap_between_two_fingers():
+    from analysis.locate import _complete_fingers
+
+    v = np.array([0.0, 1.0])  # thumb towards +col; fingers ordered from the thumb side
+    three = [_finger((100, 160)), _finger((100, 140)), _finger((100, 100))]
+    four = _complete_fingers(three, v)
+    assert [f.base_rc[1] for f in four] == pytest.approx([160, 140, 120, 100])
+
+
+def test_complete_fingers_adds_the_little_finger_beyond_the_last():
+    from analysis.locate import _complete_fingers
+
+    v = np.array([0.0, 1.0])
+    three = [_finger((100, 160)), _finger((100, 140)), _finger((100, 120))]
+    four = _complete_fingers(three, v)
+    assert four[:3] == three
+    little = four[3]
+    assert little.base_rc[1] == pytest.approx(100)  # one spacing further from the thumb
+    assert little.base_rc[0] > 100  # leaves the palm more proximally (fingers point to -row)
+
+
+def test_sliver_along_the_field_edge_does_not_push_short_fingers_out():
+    """A 200-pixel strip of tissue along a collimator edge is no finger; the little finger and
+    the thumb (shorter than 0.3 of it) stay in the hand's cluster."""
+    from analysis.locate import _finger_cluster
+
+    fingers = [_finger((100, c), length=n) for c, n in ((160, 70), (140, 75), (120, 72), (100, 55))]
+    fingers.append(_finger((110, 185), direction=(-0.8, 0.6), length=45))  # thumb
+    sliver = _finger((20, 10), direction=(0.0, 1.0), length=200, width=6)
+    cluster = _finger_cluster(fingers + [sliver])
+    assert sliver not in cluster and len(cluster) == 5

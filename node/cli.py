@@ -1,15 +1,7 @@
 """``dxr-node``: the node's command line.
 
-Verbs::
-
-    dxr-node serve --config FILE [--port N] [--data-dir DIR]
-    dxr-node check-config FILE
-    dxr-node echo DESTINATION --config FILE
-    dxr-node rules test FILE.dcm --config FILE
-    dxr-node queue list --config FILE [--data-dir DIR] [--json]
-    dxr-node queue retry ID --config FILE [--data-dir DIR]      (ID: E<n> export, J<n> job, <n> export)
-    dxr-node analyze ...                                        (node/research.py)
-    dxr-node locate PATH... [--pixel-spacing MM] [--overlay-dir DIR] (node/research.py)
+Every verb, with its arguments and handler, is one entry of :data:`VERBS` (``dxr-node --help``
+lists them); ``analyze`` and ``locate`` run in ``node/research.py``.
 
 Every error is one line on stderr (``dxr-node: error: ...``) and a non-zero exit status:
 1 for a failed operation, 2 for bad usage or configuration. Never a traceback.
@@ -24,11 +16,27 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
+
+import pydicom
+import requests
 
 from node import research
 from node.config import Config, ConfigError, load_config
+from node.export.exporter import Exporter
+from node.export.scu import echo
+from node.export.stow import make_client
+from node.http.server import start_http_server
+from node.log import setup_logging
+from node.pipeline.assembler import Assembler
+from node.pipeline.pool import WorkerPool
+from node.receive.ingest import instance_problem
+from node.receive.rules import evaluate
+from node.receive.scp import start_scp
+from node.reference import load_reference
+from node.spool import Store, StoreError
 
 __all__ = ["main", "build_parser"]
 
@@ -65,9 +73,7 @@ def _config(args: argparse.Namespace) -> Config:
         raise CLIError(str(exc), 2) from None
 
 
-def _store(config: Config):
-    from node.spool import Store, StoreError
-
+def _store(config: Config) -> Store:
     try:
         return Store(config.data_dir)
     except StoreError as exc:
@@ -84,16 +90,13 @@ def _fmt_time(t: float | None) -> str:
 
 # ---------------------------------------------------------------------------------- serve
 def _start_http(config: Config, store: Any) -> Any:
-    """Hook for the DICOMweb/health/metrics server (issue 6).
+    """The STOW-RS/health/metrics server (``node.http``) when ``[http]`` is configured, else None.
 
-    When ``[http]`` is configured, ``node.dicomweb.start_http_server(config, store)`` is called
-    and must return an object with ``.stop()``; it shares the receive path through
-    ``node.ingest.ingest``. Returns None when ``[http]`` is absent.
+    The returned server has ``.stop()``; its STOW-RS route shares the receive path with the SCP
+    through ``node.receive.ingest``.
     """
     if config.http is None:
         return None
-    from node.http.server import start_http_server
-
     try:
         return start_http_server(config, store)
     except ConfigError as exc:
@@ -104,7 +107,7 @@ def _start_http(config: Config, store: Any) -> Any:
 
 def _validate_at_start(config: Config) -> Any:
     """What the file alone cannot tell: reference tables and [outputs] options; returns the tables."""
-    from node.reference import load_reference
+    # node.report pulls in highdicom and the numba kernels (seconds): only serve and check-config need it.
     from node.report.options import output_options
 
     try:
@@ -116,12 +119,6 @@ def _validate_at_start(config: Config) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from node.pipeline.assembler import Assembler
-    from node.receive.scp import start_scp
-    from node.export.exporter import Exporter
-    from node.log import setup_logging
-    from node.pipeline.pool import WorkerPool
-
     config = _config(args)
     setup_logging()
     _validate_at_start(config)
@@ -204,8 +201,6 @@ def cmd_echo(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise CLIError(str(exc), 2) from None
     if dest.type == "dimse":
-        from node.export.scu import echo
-
         ok, message = echo(dest, config.export.calling_ae_title or config.node.ae_title, args.timeout)
     elif dest.type == "folder":
         assert dest.path is not None
@@ -227,10 +222,6 @@ def cmd_echo(args: argparse.Namespace) -> int:
 
 def _echo_dicomweb(dest: Any, timeout_seconds: float) -> tuple[bool, str]:
     """A DICOMweb destination answers an authenticated QIDO-RS ``GET {url}/studies?limit=1``."""
-    import requests
-
-    from node.export.stow import make_client
-
     where = f"{dest.name} ({dest.url})"
     try:
         make_client(dest, timeout_seconds).search_for_studies(limit=1)
@@ -243,11 +234,6 @@ def _echo_dicomweb(dest: Any, timeout_seconds: float) -> tuple[bool, str]:
 
 
 def cmd_rules_test(args: argparse.Namespace) -> int:
-    import pydicom
-
-    from node.receive.ingest import instance_problem
-    from node.receive.rules import evaluate
-
     config = _config(args)
     try:
         try:
@@ -337,57 +323,107 @@ def cmd_queue_retry(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------- parser
+@dataclass(frozen=True)
+class Arg:
+    """One ``add_argument`` call: its flags (or positional name) and keyword options."""
+
+    flags: tuple[str, ...]
+    options: dict[str, Any]
+
+
+def _arg(*flags: str, **options: Any) -> Arg:
+    return Arg(flags, options)
+
+
+@dataclass(frozen=True)
+class Verb:
+    """One verb of ``dxr-node``; a name with a space (``queue list``) is an action of a group."""
+
+    name: str
+    help: str
+    args: tuple[Arg, ...]
+    handler: Callable[[argparse.Namespace], int]
+    description: str | None = None
+
+
+CONFIG = _arg("--config", default=DEFAULT_CONFIG, metavar="FILE", help=f"TOML config (default {DEFAULT_CONFIG})")
+PATHS = _arg("paths", nargs="+", metavar="PATH", help="DICOM/PNG/JPEG files or folders (recursed)")
+PIXEL_SPACING = _arg("--pixel-spacing", type=float, metavar="MM", help="pixel size in mm (overrides the header)")
+NO_PROGRESS = _arg("--no-progress", action="store_true", help="no progress bar on stderr")
+STATES = ("queued", "running", "done", "failed", "superseded", "sending", "sent")
+
+GROUPS = {"rules": "explain the analysis filter", "queue": "jobs and exports"}
+"""Help text of each verb group (the word before the space in :data:`VERBS` names)."""
+
+VERBS: tuple[Verb, ...] = (
+    Verb("serve", "run the node: DIMSE SCP, study assembler, workers, exporter", (
+        CONFIG,
+        _arg("--port", type=int, help="DIMSE port (overrides [node] port)"),
+        _arg("--data-dir", help="spool/database/outputs folder (overrides [node] data_dir)"),
+    ), cmd_serve),
+    Verb("check-config", "validate a config file", (_arg("config", metavar="FILE"),), cmd_check_config),
+    Verb("echo", "C-ECHO a configured destination (folder: check it is writable)", (
+        _arg("destination", metavar="DESTINATION"),
+        CONFIG,
+        _arg("--timeout", type=float, default=10.0, help="seconds (default 10)"),
+    ), cmd_echo),
+    Verb("rules test", "say whether the node would analyse FILE.dcm, and why",
+         (_arg("file", metavar="FILE.dcm"), CONFIG), cmd_rules_test),
+    Verb("queue list", "jobs and exports with state, attempts and last error", (
+        CONFIG,
+        _arg("--data-dir", help="overrides [node] data_dir"),
+        _arg("--json", action="store_true", help="machine-readable output"),
+        _arg("--state", choices=STATES, help="only jobs and exports in this state"),
+    ), cmd_queue_list),
+    Verb("queue retry", "re-queue a failed export (E<n>) or job (J<n>)", (
+        _arg("id", metavar="ID"),
+        CONFIG,
+        _arg("--data-dir", help="overrides [node] data_dir"),
+    ), cmd_queue_retry),
+    Verb("analyze", "measure hand radiographs (DICOM, PNG, JPEG, folders); JSON Lines on stdout", (
+        PATHS,
+        PIXEL_SPACING,
+        _arg("--sex", type=str.upper, choices=("F", "M"), help="overrides PatientSex"),
+        _arg("--age", type=float, metavar="YEARS", help="overrides PatientAge"),
+        _arg("--overlay-dir", metavar="DIR", help="write one PNG per input with bones, ROIs and edges"),
+        _arg("--dicom-out", metavar="DIR", help="write the SR (+ SC picture) per DICOM input"),
+        _arg("--reference-dir", metavar="DIR", default=None,
+             help=f"reference tables (*.csv) for T/Z-scores (default {research.DEFAULT_REFERENCE_DIR})"),
+        NO_PROGRESS,
+    ), research.run_analyze,
+        "Measure metacarpals II-IV on hand radiographs and print one JSON object per file."),
+    Verb("locate", "find the hand, its view, maturity and metacarpals (no measurement); JSON Lines on stdout", (
+        PATHS,
+        PIXEL_SPACING,
+        _arg("--overlay-dir", metavar="DIR", help="write one PNG per input with what the finder found"),
+        NO_PROGRESS,
+    ), research.run_locate,
+        f"Run the hand finder alone on radiographs (pixels up to {research.LOCATE_MAX_SPACING_MM:g} mm) and print one "
+        "JSON object per file."),
+)
+"""Every verb of ``dxr-node``, in ``--help`` order; adding a verb is adding an entry."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="dxr-node", description="DXR Node: digital X-ray radiogrammetry DICOM node.")
-    sub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
-    sub.required = True
-
-    def config_opt(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE", help=f"TOML config (default {DEFAULT_CONFIG})")
-
-    s = sub.add_parser("serve", help="run the node: DIMSE SCP, study assembler, workers, exporter")
-    config_opt(s)
-    s.add_argument("--port", type=int, help="DIMSE port (overrides [node] port)")
-    s.add_argument("--data-dir", help="spool/database/outputs folder (overrides [node] data_dir)")
-    s.set_defaults(func=cmd_serve)
-
-    c = sub.add_parser("check-config", help="validate a config file")
-    c.add_argument("config", metavar="FILE")
-    c.set_defaults(func=cmd_check_config)
-
-    e = sub.add_parser("echo", help="C-ECHO a configured destination (folder: check it is writable)")
-    e.add_argument("destination", metavar="DESTINATION")
-    config_opt(e)
-    e.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
-    e.set_defaults(func=cmd_echo)
-
-    r = sub.add_parser("rules", help="explain the analysis filter")
-    rsub = r.add_subparsers(dest="rules_verb", metavar="ACTION", parser_class=_Parser)
-    rsub.required = True
-    rt = rsub.add_parser("test", help="say whether the node would analyse FILE.dcm, and why")
-    rt.add_argument("file", metavar="FILE.dcm")
-    config_opt(rt)
-    rt.set_defaults(func=cmd_rules_test)
-
-    q = sub.add_parser("queue", help="jobs and exports")
-    qsub = q.add_subparsers(dest="queue_verb", metavar="ACTION", parser_class=_Parser)
-    qsub.required = True
-    ql = qsub.add_parser("list", help="jobs and exports with state, attempts and last error")
-    config_opt(ql)
-    ql.add_argument("--data-dir", help="overrides [node] data_dir")
-    ql.add_argument("--json", action="store_true", help="machine-readable output")
-    ql.add_argument("--state", choices=("queued", "running", "done", "failed", "superseded", "sending", "sent"),
-                    help="only jobs and exports in this state")
-    ql.set_defaults(func=cmd_queue_list)
-    qr = qsub.add_parser("retry", help="re-queue a failed export (E<n>) or job (J<n>)")
-    qr.add_argument("id", metavar="ID")
-    config_opt(qr)
-    qr.add_argument("--data-dir", help="overrides [node] data_dir")
-    qr.set_defaults(func=cmd_queue_retry)
-
-    research.add_analyze_parser(sub)
-    research.add_locate_parser(sub)
-    return p
+    """The ``dxr-node`` parser built from :data:`VERBS`; each verb sets ``func`` to its handler."""
+    parser = _Parser(prog="dxr-node", description="DXR Node: digital X-ray radiogrammetry DICOM node.")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    verbs.required = True
+    groups: dict[str, Any] = {}
+    for verb in VERBS:
+        group, _, name = verb.name.rpartition(" ")
+        where = verbs
+        if group:
+            if group not in groups:
+                actions = verbs.add_parser(group, help=GROUPS[group])
+                groups[group] = actions.add_subparsers(dest=f"{group}_verb", metavar="ACTION", parser_class=_Parser)
+                groups[group].required = True
+            where = groups[group]
+        sub = where.add_parser(name, help=verb.help, description=verb.description)
+        for arg in verb.args:
+            sub.add_argument(*arg.flags, **arg.options)
+        sub.set_defaults(func=verb.handler)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

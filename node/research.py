@@ -1,4 +1,6 @@
-"""``dxr-node analyze``: the research command line (JSON Lines on stdout).
+"""``dxr-node analyze`` and ``dxr-node locate``: the research commands (JSON Lines on stdout).
+
+Their flags are declared in ``node/cli.py``'s verb table; this module runs them.
 
 ::
 
@@ -22,33 +24,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
+from PIL import Image, ImageFile
+from pydicom.errors import InvalidDicomError
 
-__all__ = ["add_analyze_parser", "add_locate_parser", "run_analyze", "run_locate"]
+import analysis
+from analysis.result import REASON_MESSAGES, AnalysisResult
+from node.reference import load_reference_dir
+
+__all__ = ["run_analyze", "run_locate", "locate_file"]
 
 log = logging.getLogger("dxr.research")
 
 DEFAULT_REFERENCE_DIR = Path(__file__).resolve().parents[1] / "config" / "reference"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
-
-
-def add_analyze_parser(subparsers: Any) -> None:
-    """Register the ``analyze`` verb on ``dxr-node``'s subparsers."""
-    p = subparsers.add_parser(
-        "analyze",
-        help="measure hand radiographs (DICOM, PNG, JPEG, folders); JSON Lines on stdout",
-        description="Measure metacarpals II-IV on hand radiographs and print one JSON object per file.",
-    )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="DICOM/PNG/JPEG files or folders (recursed)")
-    p.add_argument("--pixel-spacing", type=float, metavar="MM", help="pixel size in mm (overrides the header)")
-    p.add_argument("--sex", type=str.upper, choices=("F", "M"), help="overrides PatientSex")
-    p.add_argument("--age", type=float, metavar="YEARS", help="overrides PatientAge")
-    p.add_argument("--overlay-dir", metavar="DIR", help="write one PNG per input with bones, ROIs and edges")
-    p.add_argument("--dicom-out", metavar="DIR", help="write the SR (+ SC picture) per DICOM input")
-    p.add_argument("--reference-dir", metavar="DIR", default=None,
-                   help=f"reference tables (*.csv) for T/Z-scores (default {DEFAULT_REFERENCE_DIR})")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    p.set_defaults(func=run_analyze)
 
 
 def _error(message: str) -> int:
@@ -116,8 +106,6 @@ def _read_picture(path: Path) -> np.ndarray:
     A JPEG missing its last few bytes (no end-of-image marker; common in exported archives) is
     read as viewers show it, the missing rows grey, rather than refused.
     """
-    from PIL import Image, ImageFile
-
     with Image.open(path) as im:
         previous = ImageFile.LOAD_TRUNCATED_IMAGES
         ImageFile.LOAD_TRUNCATED_IMAGES = True
@@ -135,12 +123,6 @@ def _read_picture(path: Path) -> np.ndarray:
 
 def _analyse_file(path: Path, args: argparse.Namespace, reference: Any):
     """(result, bone-bright image or None, dataset or None) for one input file; never raises."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    import analysis
-    from analysis.result import REASON_MESSAGES, AnalysisResult
-
     def error(reason: str, message: str):
         return AnalysisResult(status="error", reason=reason, message=message, file=str(path)), None, None
 
@@ -164,6 +146,7 @@ def _analyse_file(path: Path, args: argparse.Namespace, reference: Any):
                                       age_years=args.age, reference=reference)
             image = None
             if args.overlay_dir and result.status != "error":
+                # analysis.calibration compiles numba kernels on import: only when an overlay is asked for.
                 from analysis.calibration import CalibrationError, bone_bright_pixels
 
                 try:
@@ -197,8 +180,6 @@ def _has_image_magic(path: Path) -> bool:
 
 def _load_reference(directory: Path, explicit: bool):
     """The tables in ``directory``, or None; ``explicit`` (given with --reference-dir): it must exist."""
-    from node.reference import load_reference_dir
-
     if explicit and not directory.is_dir():
         raise ValueError(f"--reference-dir {directory}: not a folder")
     return load_reference_dir(directory)
@@ -234,6 +215,7 @@ def run_analyze(args: argparse.Namespace) -> int:
                 folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         return _error(f"cannot create output folder: {exc}")
+    # node.report pulls in highdicom and the numba kernels (seconds): only when pictures or DICOM are asked for.
     if overlay_dir is not None:
         from node.report.overlay import draw_overlay
     if dicom_dir is not None:
@@ -268,28 +250,11 @@ LOCATE_MAX_SPACING_MM = 1.0
 """``dxr-node locate`` works on pixels up to this size (mm): it finds bones, it measures nothing."""
 
 
-def add_locate_parser(subparsers: Any) -> None:
-    """Register the ``locate`` verb on ``dxr-node``'s subparsers."""
-    p = subparsers.add_parser(
-        "locate",
-        help="find the hand, its view, maturity and metacarpals (no measurement); JSON Lines on stdout",
-        description="Run the hand finder alone on radiographs (pixels up to 1 mm) and print one JSON object per file.",
-    )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="DICOM/PNG/JPEG files or folders (recursed)")
-    p.add_argument("--pixel-spacing", type=float, metavar="MM", help="pixel size in mm (overrides the header)")
-    p.add_argument("--overlay-dir", metavar="DIR", help="write one PNG per input with what the finder found")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    p.set_defaults(func=run_locate)
-
-
 def locate_file(path: Path, pixel_spacing_mm: float | None) -> tuple[dict[str, Any], np.ndarray | None, Any]:
     """``(JSON object, bone-bright image or None, HandLocation or None)`` for one input; never raises."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
+    # The hand finder and calibration compile numba kernels on import: not on every dxr-node start.
     from analysis.calibration import CalibrationError, image_from_dataset
     from analysis.locate import locate_hand
-    from analysis.result import REASON_MESSAGES
 
     def answer(status: str, reason: str, message: str, spacing: float | None = None):
         return ({"file": str(path), "status": status, "reason": reason, "message": message, "view": None,
@@ -334,8 +299,6 @@ def locate_file(path: Path, pixel_spacing_mm: float | None) -> tuple[dict[str, A
 
 def _location_overlay_result(location: Any, summary: dict[str, Any]):
     """An AnalysisResult carrying only what the finder found, for :func:`node.report.overlay.draw_overlay`."""
-    from analysis.result import AnalysisResult
-
     ok = summary["status"] == "located"
     return AnalysisResult(
         status="ok" if ok else "refused", reason=summary["reason"], message=summary["message"],
@@ -355,7 +318,7 @@ def run_locate(args: argparse.Namespace) -> int:
             overlay_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             return _error(f"cannot create output folder: {exc}")
-        from node.report.overlay import draw_overlay
+        from node.report.overlay import draw_overlay  # highdicom and numba: only when pictures are asked for
     files, any_folder = _expand(list(args.paths))
     progress = _Progress(len(files), any_folder and not args.no_progress)
     used_names: set[str] = set()

@@ -145,7 +145,12 @@ class HttpConfig:
 @dataclass(frozen=True)
 class DiskConfig:
     min_free_bytes: int = 0
-    """Below this free space on data_dir the node refuses new data (0 = never)."""
+    """Below this free space on data_dir the node refuses new data (0 = never).
+
+    The one default: a config without ``[disk]`` never refuses, so a test or bench config needs
+    no disk section. The shipped ``config/node.toml`` and ``config/docker.toml`` set 1 GB, room
+    for some tens of hand studies plus SQLite and outputs.
+    """
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,6 @@ from pathlib import Path
 
 log = logging.getLogger("dxr.node.disk")
 
-DEFAULT_MIN_FREE_BYTES = 500_000_000
-"""Default watermark (bytes): room for some tens of hand studies plus SQLite and outputs."""
-
-
 def free_bytes(path: str | os.PathLike) -> int:
     """Bytes available to an unprivileged writer on the filesystem holding ``path``.
 
@@ -75,7 +71,8 @@ class DiskWatermark:
     path
         A path on the filesystem to watch (the node's ``data_dir``).
     min_free_bytes
-        Refuse new data below this many free bytes; 0 disables the refusal.
+        Refuse new data below this many free bytes; 0 disables the refusal. The default is
+        ``DiskConfig.min_free_bytes`` in ``node/config.py``, the only one.
     free_bytes_fn
         How free space is measured (bytes); defaults to :func:`free_bytes`.
 
@@ -85,7 +82,7 @@ class DiskWatermark:
     def __init__(
         self,
         path: str | os.PathLike,
-        min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
+        min_free_bytes: int,
         *,
         free_bytes_fn: Callable[[str], int] = free_bytes,
     ) -> None:

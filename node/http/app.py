@@ -11,7 +11,7 @@ An ASGI app (Starlette) served by uvicorn in a thread of ``dxr-node serve``
     200 when the spool is writable, free disk is above the watermark and SQLite answers;
     503 otherwise, with the reasons. Also shows each destination's last export state.
 ``GET /metrics``
-    Prometheus text format (see :mod:`node.metrics`).
+    Prometheus text format (see :mod:`node.http.metrics`).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from node.report.sr import measurement_sr, refusal_sr
 
 __all__ = ["build_study_outputs", "write_dicom_outputs"]
 
-log = logging.getLogger("node.outputs")
+log = logging.getLogger("dxr.report")
 
 
 def build_study_outputs(

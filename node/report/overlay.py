@@ -35,7 +35,7 @@ TEXT_COLOUR = (255, 255, 255)
 
 @lru_cache(maxsize=64)
 def load_font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    """The bundled DejaVu Sans (bold) at ``size`` pixels; shared with ``node.picture``."""
+    """The bundled DejaVu Sans (bold) at ``size`` pixels; shared with ``node.report.picture``."""
     name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
     try:
         with resources.as_file(resources.files("node.fonts") / name) as path:

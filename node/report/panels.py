@@ -18,7 +18,7 @@ from node.report.style import ACCENT, BACKGROUND, TEXT
 
 __all__ = ["bone_bright_image", "fit", "hand_panel", "roi_tile"]
 
-log = logging.getLogger("node.picture")
+log = logging.getLogger("dxr.report")
 
 
 def bone_bright_image(dataset) -> np.ndarray:

@@ -412,29 +412,23 @@ class Store:
     def retry_export(self, export_id: int) -> Export | None:
         """Re-queue a failed export now with a fresh attempt budget; None if no such export."""
         now = time.time()
-        with self._tx() as c:
-            r = c.execute("SELECT * FROM exports WHERE id=?", (export_id,)).fetchone()
-            if r is None:
-                return None
-            if r["state"] != "failed":
-                return Export(**dict(r))
-            c.execute(
-                "UPDATE exports SET state='queued', attempts=0, next_attempt_at=?, updated_at=? WHERE id=?",
-                (now, now, export_id),
-            )
-            return Export(**{**dict(r), "state": "queued", "attempts": 0, "next_attempt_at": now})
+        return self._requeue_failed("exports", Export, export_id, next_attempt_at=now, updated_at=now)
 
     def retry_job(self, job_id: int) -> Job | None:
         """Re-queue a failed job; None if no such job."""
-        now = time.time()
+        return self._requeue_failed("jobs", Job, job_id, worker_pid=None, updated_at=time.time())
+
+    def _requeue_failed(self, table: str, record: Any, row_id: int, **columns: Any) -> Any:
+        """A ``failed`` row of ``table`` back to ``queued`` with no attempts and ``columns`` set.
+
+        Returns the row as ``record`` afterwards (unchanged if it was not failed), None if there is none.
+        """
+        changes = {"state": "queued", "attempts": 0, **columns}
         with self._tx() as c:
-            r = c.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+            r = c.execute(f"SELECT * FROM {table} WHERE id=?", (row_id,)).fetchone()
             if r is None:
                 return None
             if r["state"] != "failed":
-                return Job(**dict(r))
-            c.execute(
-                "UPDATE jobs SET state='queued', attempts=0, worker_pid=NULL, updated_at=? WHERE id=?",
-                (now, job_id),
-            )
-            return Job(**{**dict(r), "state": "queued", "attempts": 0, "worker_pid": None})
+                return record(**dict(r))
+            c.execute(f"UPDATE {table} SET {', '.join(f'{k}=?' for k in changes)} WHERE id=?", (*changes.values(), row_id))
+            return record(**{**dict(r), **changes})

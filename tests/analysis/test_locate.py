@@ -228,7 +228,7 @@ def test_image_a_few_mm_across_is_refused_not_raised(spacing_mm):
 def test_work_index_is_the_block_holding_the_image_pixel(factor):
     """Image pixel p lies in working block p // factor; a block's centre maps back to that block
     (the field-edge check looked up the body mask half a block off)."""
-    from analysis.locate import _work_index
+    from analysis.locate.body import _work_index
 
     pixels = np.arange(0, 12 * factor)
     assert [_work_index(float(p), factor) for p in pixels] == list(pixels // factor)
@@ -249,14 +249,14 @@ def test_pixel_spacing_wrong_by_half_either_way_still_located(wrong_by):
 
 
 def _finger(base, direction=(-1.0, 0.0), length=60.0, width=10.0):
-    from analysis.locate import _Finger
+    from analysis.locate.fingers import _Finger
 
     base = np.asarray(base, float)
     return _Finger(base, base + length * np.asarray(direction), length, width, int(length * width), 1)
 
 
 def test_complete_fingers_fills_a_double_gap_between_two_fingers():
-    from analysis.locate import _complete_fingers
+    from analysis.locate.fingers import _complete_fingers
 
     v = np.array([0.0, 1.0])  # thumb towards +col; fingers ordered from the thumb side
     three = [_finger((100, 160)), _finger((100, 140)), _finger((100, 100))]
@@ -265,7 +265,7 @@ def test_complete_fingers_fills_a_double_gap_between_two_fingers():
 
 
 def test_complete_fingers_adds_the_little_finger_beyond_the_last():
-    from analysis.locate import _complete_fingers
+    from analysis.locate.fingers import _complete_fingers
 
     v = np.array([0.0, 1.0])
     three = [_finger((100, 160)), _finger((100, 140)), _finger((100, 120))]
@@ -279,7 +279,7 @@ def test_complete_fingers_adds_the_little_finger_beyond_the_last():
 def test_sliver_along_the_field_edge_does_not_push_short_fingers_out():
     """A 200-pixel strip of tissue along a collimator edge is no finger; the little finger and
     the thumb (shorter than 0.3 of it) stay in the hand's cluster."""
-    from analysis.locate import _finger_cluster
+    from analysis.locate.fingers import _finger_cluster
 
     fingers = [_finger((100, c), length=n) for c, n in ((160, 70), (140, 75), (120, 72), (100, 55))]
     fingers.append(_finger((110, 185), direction=(-0.8, 0.6), length=45))  # thumb

@@ -1,0 +1,103 @@
+"""Stage 3: the view, when the fingers of a PA hand do not show (lateral, oblique, not a hand),
+and the PA check on the shaft lines (overlapping shafts: oblique).
+
+Takes the working copy (:mod:`analysis.locate.body`) and the fingers found
+(:mod:`analysis.locate.fingers`), or the shaft lines (:mod:`analysis.locate.shafts`); gives a
+refusal (``not_pa_hand``, ``lateral_view``, ``oblique_view``) with the evidence in ``details``
+(finger strip length in mm, palm ridge count).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from analysis.locate.fingers import FINGER_MIN_LENGTH_MM, _Finger
+from analysis.locate.frame import _HandFrame
+from analysis.locate.location import HandLocation, _refuse
+from analysis.locate.ridges import RIDGE_SIGMA, _peaks_1d, _ridge_x, _tophat
+
+if TYPE_CHECKING:
+    from analysis.locate.body import _Work
+    from analysis.locate.shafts import _Shafts
+
+LATERAL_MAX_RIDGES = 3
+"""With two or three finger strips: at most this many bone ridges across the palm behind them is a
+lateral view (the metacarpals stacked), more an oblique one (fanned partly apart). FracAtlas
+thumbnails: laterals 1-3 (a few 4-5), obliques 4-5."""
+MIN_SHAFT_GAP = 0.45
+"""Neighbouring shaft lines of II-V closer than this (in s, at mid-palm) overlap: not a PA view."""
+
+
+def _palm_ridge_count(w: _Work, cluster: list[_Finger]) -> int | None:
+    """Bone ridges across the palm just proximal to the fingers found (their direction = up).
+
+    A lateral view stacks the metacarpals: one or two ridges (with the thumb's). An oblique
+    view fans them partly apart: three or more.
+
+    ``w``: the working copy; ``cluster``: the fingers found (working pixels). The palm is sampled
+    in a frame whose scale ``s`` is 1.2 median finger widths, at least 8 mm; ridges are counted
+    across three bands 0.5-2.5 s proximal to the finger bases. Returns the median count, or None.
+    """
+    u = np.mean([f.direction for f in cluster], axis=0)
+    norm = float(np.hypot(*u))
+    if norm < 1e-6:
+        return None
+    u = u / norm
+    v = np.array([u[1], -u[0]])
+    base = np.mean([f.base_rc for f in cluster], axis=0)
+    s = max(1.2 * float(np.median([f.width_px for f in cluster])), 8.0 / w.spacing_mm)
+    frame = _HandFrame(base - 2.0 * s * u, u, v, (int(5 * s), int(6 * s)))
+    canon = frame.sample(w.g)
+    ridge = _ridge_x(_tophat(canon, int(round(0.7 * s))), 0.25 * s, RIDGE_SIGMA * s)
+    yb, _ = frame.from_work(np.array(base[0]), np.array(base[1]))
+    counts = []
+    for k0, k1 in ((0.5, 1.5), (1.0, 2.0), (1.5, 2.5)):
+        band = ridge[max(0, int(yb + k0 * s)) : max(0, int(yb + k1 * s))]
+        if band.shape[0] == 0:
+            continue
+        prof = band.mean(axis=0)
+        if prof.max() <= 0:
+            continue
+        counts.append(int(_peaks_1d(prof, 0.25 * prof.max()).size))
+    return int(np.median(counts)) if counts else None
+
+
+def _non_pa_view(w: _Work, cluster: list[_Finger], details: dict) -> HandLocation:
+    """Refusal for an image where the four fingers of a PA hand were not found side by side.
+
+    No finger at all (or one short nub): not a hand (a chest, a knee, a forearm alone). One
+    finger-long strip: the stacked fingers of a lateral view. Two or three strips: lateral when
+    the palm just behind them shows at most LATERAL_MAX_RIDGES bone ridges (the metacarpals
+    stacked), oblique when it shows more (fanned partly apart).
+    """
+    details.update(fingers_found=len(cluster))
+    if not cluster:
+        return _refuse("not_pa_hand", details=details)
+    if len(cluster) == 1:
+        f = cluster[0]
+        details["finger_strip_length_mm"] = round(float(f.length_px * w.spacing_mm), 1)
+        if f.length_px * w.spacing_mm < FINGER_MIN_LENGTH_MM:
+            # A nub (a marker touching the skin, a styloid) is no finger: no hand in view.
+            return _refuse("not_pa_hand", details=details)
+    if len(cluster) == 1:
+        # One strip of finger length: the four fingers stacked one over the other (a lateral view).
+        # An oblique hand fans its fingers at least partly apart (on the FracAtlas thumbnails, 96 %
+        # of single-strip hands are lateral views).
+        details["finger_strip_elongation"] = round(float(cluster[0].length_px / max(cluster[0].width_px, 1e-6)), 2)
+        return _refuse("lateral_view", view="lateral", details=details)
+    ridges = _palm_ridge_count(w, cluster)
+    details["palm_ridges"] = ridges
+    if ridges is not None and ridges <= LATERAL_MAX_RIDGES:
+        return _refuse("lateral_view", view="lateral", details=details)
+    return _refuse("oblique_view", view="oblique", details=details)
+
+
+def _shafts_overlap(shafts: _Shafts) -> bool:
+    """PA check on the shaft lines: True (an oblique view) when two neighbouring shafts of II-V lie
+    closer than MIN_SHAFT_GAP s at mid-palm, or two or more of II-IV have no clean ridge (support
+    under 0.5) while the fingers are all apart. PA: II-V side by side, each separated from the
+    next by soft tissue."""
+    poorly_traced = sum(1 for k in range(3) if shafts.support[k] < 0.5)
+    return bool(np.any(shafts.gaps < MIN_SHAFT_GAP) or poorly_traced >= 2)

@@ -1,0 +1,70 @@
+"""Stage 3 of analysis.locate (analysis/locate/view.py): lateral, oblique, not a hand; the PA check."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analysis.locate.fingers import _best_finger_cluster, _Finger
+from analysis.locate.shafts import _Shafts
+from analysis.locate.view import LATERAL_MAX_RIDGES, _non_pa_view, _palm_ridge_count, _shafts_overlap
+from tests.analysis.locate_stages import run_stages
+from tests.phantom import make_hand
+
+SPACING = 0.2  # mm
+
+
+def _strip(length_px, width_px=10.0):
+    base = np.array([100.0, 100.0])
+    return _Finger(base, base + [-length_px, 0.0], length_px, width_px, int(length_px * width_px), 1)
+
+
+def test_no_finger_is_not_a_hand():
+    st = run_stages(make_hand(seed=1, spacing_mm=SPACING)[0], SPACING, until="body")
+    loc = _non_pa_view(st.w, [], {})
+    assert loc.refusal[0] == "not_pa_hand" and loc.view is None and loc.details["fingers_found"] == 0
+
+
+def test_one_short_nub_is_not_a_hand_one_long_strip_is_lateral():
+    st = run_stages(make_hand(seed=1, spacing_mm=SPACING)[0], SPACING, until="body")
+    px_per_mm = 1.0 / st.w.spacing_mm  # 0.4 mm working pixels at 0.2 mm
+    nub = _non_pa_view(st.w, [_strip(15 * px_per_mm)], {})
+    assert nub.refusal[0] == "not_pa_hand" and nub.details["finger_strip_length_mm"] == 15.0
+    strip = _non_pa_view(st.w, [_strip(60 * px_per_mm, 5 * px_per_mm)], {})
+    assert strip.refusal[0] == "lateral_view" and strip.view == "lateral"
+    assert strip.details["finger_strip_length_mm"] == 60.0 and strip.details["finger_strip_elongation"] == 12.0
+
+
+def test_lateral_phantom_one_strip_lateral():
+    st = run_stages(make_hand(seed=2, spacing_mm=SPACING, view="lateral")[0], SPACING, until="body")
+    cluster = _best_finger_cluster(st.w, {})
+    loc = _non_pa_view(st.w, cluster, {})
+    assert loc.refusal[0] == "lateral_view" and loc.view == "lateral"
+
+
+def test_palm_ridges_many_on_a_pa_hand_few_on_a_lateral():
+    pa = run_stages(make_hand(seed=7, spacing_mm=SPACING)[0], SPACING, until="fingers")
+    assert _palm_ridge_count(pa.w, pa.four) > LATERAL_MAX_RIDGES  # four metacarpals side by side
+    lat = run_stages(make_hand(seed=1, spacing_mm=SPACING, view="lateral")[0], SPACING, until="body")
+    cluster = _best_finger_cluster(lat.w, {})
+    assert _palm_ridge_count(lat.w, cluster) <= LATERAL_MAX_RIDGES  # stacked
+
+
+def test_two_strips_judged_by_the_palm_ridges():
+    """With two or three strips the palm decides: the PA hand's palm behind two of its fingers
+    shows its metacarpals apart (oblique, not lateral); the reason is recorded."""
+    pa = run_stages(make_hand(seed=7, spacing_mm=SPACING)[0], SPACING, until="fingers")
+    details: dict = {}
+    loc = _non_pa_view(pa.w, pa.four[1:3], details)
+    assert details["palm_ridges"] > LATERAL_MAX_RIDGES
+    assert loc.refusal[0] == "oblique_view" and loc.view == "oblique"
+
+
+def _shafts(gaps, support=(1.0, 1.0, 1.0, 1.0)):
+    return _Shafts(np.zeros((4, 2)), np.array(support, float), np.ones(4), np.array(gaps, float))
+
+
+def test_shafts_overlap_when_close_or_poorly_traced():
+    assert not _shafts_overlap(_shafts([1.0, 0.9, 0.8]))
+    assert _shafts_overlap(_shafts([1.0, 0.3, 0.8]))  # two shafts nearly on top of each other
+    assert not _shafts_overlap(_shafts([1.0, 0.9, 0.8], support=(0.4, 1.0, 1.0, 0.1)))  # one of II-IV
+    assert _shafts_overlap(_shafts([1.0, 0.9, 0.8], support=(0.4, 0.45, 1.0, 1.0)))  # two of II-IV

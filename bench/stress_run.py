@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     gen = sum(r["generate_s"] for r in recs)
     run = sum(r.get("run_s", 0.0) for r in recs)
     print(f"{len(recs)} hands in {wall:.0f} s wall ({args.jobs} job(s)); generation {gen:.0f} s, "
-          f"{mode} {run:.0f} s (CPU-seconds summed over workers)")
+          f"{mode} {run:.0f} s (wall time per hand, summed over the workers)")
     if not args.locate_only:
         print("target (issue 10): >= 98 % on three bones, mean |T| and |W| error <= 0.05 mm")
     return 0

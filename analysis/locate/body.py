@@ -169,7 +169,7 @@ def _prepare(image: np.ndarray, pixel_spacing_mm: float) -> _Work:
 
 def _work_index(image_px: float, factor: int) -> int:
     """Index of the working pixel (block) that holds image pixel coordinate ``image_px`` (one axis);
-    the inverse of :func:`_to_image_rc` (``round(image_px / factor)`` was half a block off)."""
+    the inverse of :func:`analysis.locate.frame._to_image_rc` (``round(image_px / factor)`` was half a block off)."""
     return int(math.floor((image_px + 0.5) / factor))
 
 

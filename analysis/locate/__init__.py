@@ -130,7 +130,7 @@ def _trace_pa_hand(image: np.ndarray, pixel_spacing_mm: float, w: _Work, hand: _
     if _judge_maturity(w, hand, shafts, ends_by_bone, details):
         return _refuse("immature_skeleton", "The carpal bones are mostly not yet ossified (a young child's "
                        "hand): DXR-BMD is only defined for adults.", view="PA", details=details)
-    if _shafts_overlap(shafts):
+    if _shafts_overlap(shafts, details, exclude=metal):
         return _refuse("oblique_view", view="oblique", details=details)
     # The finger spacing predicts the bone length only to 10-30 % (it depends on the hand and on
     # how it was laid down). The carpometacarpal joint lines of II-V, however, must agree on one

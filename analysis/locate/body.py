@@ -27,6 +27,8 @@ from analysis.locate.location import HandLocation, _refuse
 
 WORK_SPACING_MM = 0.5
 """Pixel size of the working copy the search runs on (mm)."""
+BAND_EDGE_MM = 3.0
+"""How far the unexposed-band mask is grown into the field (mm), over the band's blurred edge."""
 MIN_HAND_AREA_MM2 = 1500.0
 """Smallest body part (at the nominal hand size, mm²) that can hold a hand."""
 
@@ -48,7 +50,7 @@ def _otsu(values: np.ndarray, bins: int = 256) -> float:
     return float(centres[np.argmax(w0 * w1 * (mu0 - mu1) ** 2)])
 
 
-def _unexposed_bands(g: np.ndarray) -> np.ndarray:
+def _unexposed_bands(g: np.ndarray, spacing_mm: float = WORK_SPACING_MM) -> np.ndarray:
     """Bright, flat regions lying along a long stretch of the image border (collimator shadow).
 
     Bone that runs out of the field (the radius at the top of a hand film) also touches the
@@ -64,7 +66,12 @@ def _unexposed_bands(g: np.ndarray) -> np.ndarray:
         for k, n in zip(ids, counts):
             if n >= 0.25 * side.size:
                 bands |= lab == k
-    return dilate_cross(bands, iterations=3) if bands.any() else bands
+    if not bands.any():
+        return bands
+    # The band's edge is a blurred ramp (the collimator penumbra, the detector and the working
+    # copy's smoothing): left in, its inner fringe reads as tissue, rings the whole field and the
+    # hole filling then takes every pixel of air inside it for body.
+    return dilate_cross(bands, iterations=max(3, int(round(BAND_EDGE_MM / spacing_mm))))
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -140,7 +147,7 @@ def _prepare(image: np.ndarray, pixel_spacing_mm: float) -> _Work:
     smooth = ndi.gaussian_filter(work, 0.6 / spacing)
     lo, hi = np.percentile(smooth, [1.0, 99.9])
     g = (smooth - lo) / max(hi - lo, 1e-12)
-    bands = _unexposed_bands(g)
+    bands = _unexposed_bands(g, spacing)
     valid = g[~bands]
     t_bone = _otsu(valid)
     t_tissue = _otsu(valid[valid < t_bone]) if np.count_nonzero(valid < t_bone) > 100 else 0.5 * t_bone

@@ -28,6 +28,12 @@ lateral view (the metacarpals stacked), more an oblique one (fanned partly apart
 thumbnails: laterals 1-3 (a few 4-5), obliques 4-5."""
 MIN_SHAFT_GAP = 0.45
 """Neighbouring shaft lines of II-V closer than this (in s, at mid-palm) overlap: not a PA view."""
+MAX_SHAFT_GAP_RATIO = 2.2
+"""Largest ratio of the widest to the narrowest gap between neighbouring shafts II-V on a PA hand
+(FracAtlas PA thumbnails: median 1.26, 95th percentile 1.64; oblique hands taken for PA: median 1.9)."""
+MIN_SHAFT_SUPPORT = 0.7
+"""Least share of the mid-palm rows on which each of II-IV shows its own ridge on a PA hand
+(FracAtlas PA thumbnails: 5th percentile 0.88; oblique hands taken for PA: median 0.53)."""
 
 
 def _palm_ridge_count(w: _Work, cluster: list[_Finger]) -> int | None:
@@ -94,10 +100,17 @@ def _non_pa_view(w: _Work, cluster: list[_Finger], details: dict) -> HandLocatio
     return _refuse("oblique_view", view="oblique", details=details)
 
 
-def _shafts_overlap(shafts: _Shafts) -> bool:
-    """PA check on the shaft lines: True (an oblique view) when two neighbouring shafts of II-V lie
-    closer than MIN_SHAFT_GAP s at mid-palm, or two or more of II-IV have no clean ridge (support
-    under 0.5) while the fingers are all apart. PA: II-V side by side, each separated from the
-    next by soft tissue."""
-    poorly_traced = sum(1 for k in range(3) if shafts.support[k] < 0.5)
-    return bool(np.any(shafts.gaps < MIN_SHAFT_GAP) or poorly_traced >= 2)
+def _shafts_overlap(shafts: _Shafts, details: dict, exclude: set[str] = frozenset()) -> bool:
+    """PA check on the shaft lines of II-V (``shafts``, canonical frame in finger spacings s).
+
+    True (an oblique view) when two neighbouring shafts lie closer than MIN_SHAFT_GAP s at
+    mid-palm, when the gaps between neighbours differ by more than MAX_SHAFT_GAP_RATIO (a PA hand's
+    metacarpals are evenly spaced; a rotated hand crowds some of them), or when one of II-IV
+    shows a clean ridge along less than MIN_SHAFT_SUPPORT of the mid-palm band (a shaft lying over
+    its neighbour). Bones in ``exclude`` (metal over them: its edges break the ridge) are not
+    judged by their ridge.
+    """
+    gaps = np.asarray(shafts.gaps, float)
+    details["shaft_gap_ratio"] = round(float(gaps.max() / max(gaps.min(), 1e-6)), 2) if gaps.size else None
+    hidden = [n for k, n in enumerate(("II", "III", "IV")) if shafts.support[k] < MIN_SHAFT_SUPPORT and n not in exclude]
+    return bool(np.any(gaps < MIN_SHAFT_GAP) or (gaps.size and gaps.max() > MAX_SHAFT_GAP_RATIO * gaps.min()) or hidden)

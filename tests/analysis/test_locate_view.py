@@ -63,8 +63,13 @@ def _shafts(gaps, support=(1.0, 1.0, 1.0, 1.0)):
     return _Shafts(np.zeros((4, 2)), np.array(support, float), np.ones(4), np.array(gaps, float))
 
 
-def test_shafts_overlap_when_close_or_poorly_traced():
-    assert not _shafts_overlap(_shafts([1.0, 0.9, 0.8]))
-    assert _shafts_overlap(_shafts([1.0, 0.3, 0.8]))  # two shafts nearly on top of each other
-    assert not _shafts_overlap(_shafts([1.0, 0.9, 0.8], support=(0.4, 1.0, 1.0, 0.1)))  # one of II-IV
-    assert _shafts_overlap(_shafts([1.0, 0.9, 0.8], support=(0.4, 0.45, 1.0, 1.0)))  # two of II-IV
+def test_shafts_overlap_when_close_uneven_or_hidden():
+    d: dict = {}
+    assert not _shafts_overlap(_shafts([1.0, 0.9, 0.8]), d)
+    assert d["shaft_gap_ratio"] == 1.25
+    assert _shafts_overlap(_shafts([1.0, 0.3, 0.8]), d)  # two shafts nearly on top of each other
+    assert _shafts_overlap(_shafts([1.5, 0.6, 0.8]), d)  # gaps 2.5x uneven: a rotated hand's crowding
+    assert not _shafts_overlap(_shafts([1.0, 0.9, 0.8], support=(1.0, 1.0, 1.0, 0.1)), d)  # V does not count
+    assert _shafts_overlap(_shafts([1.0, 0.9, 0.8], support=(0.6, 1.0, 1.0, 1.0)), d)  # II hidden
+    # A shaft whose ridge is broken by metal over it is not taken for a hidden one.
+    assert not _shafts_overlap(_shafts([1.0, 0.9, 0.8], support=(1.0, 0.5, 1.0, 1.0)), d, exclude={"III"})

@@ -148,6 +148,11 @@ def _prepare(image: np.ndarray, pixel_spacing_mm: float) -> _Work:
     lo, hi = np.percentile(smooth, [1.0, 99.9])
     g = (smooth - lo) / max(hi - lo, 1e-12)
     bands = _unexposed_bands(g, spacing)
+    if bands.any() and not bands.all():
+        # Scale to the exposed field alone: saturated bands at the top of the range would squeeze
+        # faint soft tissue under the tissue threshold.
+        lo, hi = np.percentile(smooth[~bands], [1.0, 99.9])
+        g = (smooth - lo) / max(hi - lo, 1e-12)
     valid = g[~bands]
     t_bone = _otsu(valid)
     t_tissue = _otsu(valid[valid < t_bone]) if np.count_nonzero(valid < t_bone) > 100 else 0.5 * t_bone

@@ -29,6 +29,9 @@ FINGER_RADII_MM = (10.0, 13.0, 8.0)
 THUMB_WIDTH_WEIGHT = 3.0
 """Weight of the log width ratio (end finger / the others' median) in the thumb score, next to its
 proximal offset (finger spacings) and angle (per 30 degrees)."""
+FOREIGN_FINGER_GAP = 2.0
+"""A finger whose base lies more than this many times the II-III-IV spacing beyond the ring finger
+is not this hand's little finger."""
 THUMB_MAX_WIDTH_RATIO = 1.6
 """Broader than this many times the other fingers' median width, an end lobe is no thumb."""
 HAND_SCALES = (1.0, 0.75, 0.55, 1.4)
@@ -294,6 +297,14 @@ def _number_fingers(cluster: list[_Finger], body: np.ndarray, details: dict):
     details.update(info)
     thumb = ordered[0] if info.get("thumb_from") == "finger" else None
     four = (ordered[1:] if thumb is not None else ordered)[:4]
+    if len(four) == 4 and thumb is not None:
+        # A "little finger" far beyond the ring finger belongs to something else beside the hand
+        # (the other hand, a fold of tissue): fingers II-V leave the palm about evenly spaced.
+        proj = np.array([f.base_rc @ v for f in four])
+        gaps = np.abs(np.diff(proj))
+        if gaps[2] > FOREIGN_FINGER_GAP * float(np.median(gaps[:2])):
+            four = four[:3]
+            details["foreign_finger_dropped"] = True
     if len(four) == 3 and thumb is not None:
         # The thumb and three fingers: the fourth is bent, hidden behind a neighbour or too short
         # to leave the palm. Its place is predicted from the others; the shaft lines below are

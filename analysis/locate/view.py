@@ -111,6 +111,8 @@ def _shafts_overlap(shafts: _Shafts, details: dict, exclude: set[str] = frozense
     judged by their ridge.
     """
     gaps = np.asarray(shafts.gaps, float)
+    if gaps.size == 3 and (shafts.support[3] < MIN_SHAFT_SUPPORT or "V" in exclude):
+        gaps = gaps[:2]  # V's line went astray (not measured; often beside another hand or a ring)
     details["shaft_gap_ratio"] = round(float(gaps.max() / max(gaps.min(), 1e-6)), 2) if gaps.size else None
     hidden = [n for k, n in enumerate(("II", "III", "IV")) if shafts.support[k] < MIN_SHAFT_SUPPORT and n not in exclude]
     return bool(np.any(gaps < MIN_SHAFT_GAP) or (gaps.size and gaps.max() > MAX_SHAFT_GAP_RATIO * gaps.min()) or hidden)

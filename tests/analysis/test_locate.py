@@ -286,3 +286,29 @@ def test_sliver_along_the_field_edge_does_not_push_short_fingers_out():
     sliver = _finger((20, 10), direction=(0.0, 1.0), length=200, width=6)
     cluster = _finger_cluster(fingers + [sliver])
     assert sliver not in cluster and len(cluster) == 5
+
+
+def test_white_collimator_on_all_four_sides_located():
+    """Unexposed white bands on every side (CR without electronic shuttering): the band's blurred
+    edge must not ring the field into one body part."""
+    image, truth = make_hand(seed=2, spacing_mm=SPACING, collimator="white")
+    loc = locate_hand(image, SPACING)
+    _assert_located(loc, truth)
+    assert loc.details["body_area_cm2"] < 250  # the hand and forearm, not the 240 x 180 mm field
+
+
+@pytest.mark.parametrize("laterality", ["L", "R"])
+def test_adducted_thumb_keeps_the_numbering(laterality):
+    """A thumb laid 15 degrees from the hand's axis: the broadest end finger is the thumb, so II and
+    IV are not swapped (they were, and the wrong bones were measured)."""
+    image, truth = make_hand(seed=3, spacing_mm=SPACING, laterality=laterality, thumb_angle_deg=15.0)
+    _assert_located(locate_hand(image, SPACING), truth)
+
+
+@pytest.mark.parametrize("laterality", ["L", "R"])
+def test_other_hand_beside_the_little_finger_is_not_finger_v(laterality):
+    """A second, partial hand on the ulnar side: its nearest finger is no little finger of this hand."""
+    ulnar = -1.0 if laterality == "L" else 1.0
+    image, truth = make_hand(seed=0, spacing_mm=SPACING, laterality=laterality, second_hand_mm=ulnar * 110.0)
+    loc = locate_hand(image, SPACING)
+    _assert_located(loc, truth)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from analysis.image_kernels import distance_to_background
 from analysis.locate.fingers import FINGER_MIN_LENGTH_MM, _Finger
 from analysis.locate.frame import _HandFrame
 from analysis.locate.location import HandLocation, _refuse
@@ -26,6 +27,12 @@ LATERAL_MAX_RIDGES = 3
 """With two or three finger strips: at most this many bone ridges across the palm behind them is a
 lateral view (the metacarpals stacked), more an oblique one (fanned partly apart). FracAtlas
 thumbnails: laterals 1-3 (a few 4-5), obliques 4-5."""
+BODY_MAX_FINGER_AREAS = 300.0
+"""Largest body part that is one hand (with its forearm), in squared finger widths (FracAtlas
+thumbnails refused as lateral or oblique: 4 % of the lateral hands above it, about 40 % of the
+chest and arm films)."""
+FIELD_EDGE_MM = 1.5
+"""A finger strip whose tip comes this close (mm) to the image edge or an unexposed band is cut."""
 MIN_SHAFT_GAP = 0.45
 """Neighbouring shaft lines of II-V closer than this (in s, at mid-palm) overlap: not a PA view."""
 MAX_SHAFT_GAP_RATIO = 2.2
@@ -73,10 +80,13 @@ def _palm_ridge_count(w: _Work, cluster: list[_Finger]) -> int | None:
 def _non_pa_view(w: _Work, cluster: list[_Finger], details: dict) -> HandLocation:
     """Refusal for an image where the four fingers of a PA hand were not found side by side.
 
-    No finger at all (or one short nub): not a hand (a chest, a knee, a forearm alone). One
-    finger-long strip: the stacked fingers of a lateral view. Two or three strips: lateral when
-    the palm just behind them shows at most LATERAL_MAX_RIDGES bone ridges (the metacarpals
-    stacked), oblique when it shows more (fanned partly apart).
+    ``w``: the working copy with its body mask; ``cluster``: the finger strips found (working
+    pixels). No finger at all (or one short nub): not a hand (a chest, a knee, a forearm alone).
+    A body part many hands large (a chest, a whole arm with the trunk) or finger strips that run
+    out of the field: no whole hand to judge, ``not_pa_hand``. One finger-long strip: the stacked
+    fingers of a lateral view. Two or three strips: lateral when the palm just behind them shows
+    at most LATERAL_MAX_RIDGES bone ridges (the metacarpals stacked), oblique when it shows more
+    (fanned partly apart).
     """
     details.update(fingers_found=len(cluster))
     if not cluster:
@@ -87,6 +97,9 @@ def _non_pa_view(w: _Work, cluster: list[_Finger], details: dict) -> HandLocatio
         if f.length_px * w.spacing_mm < FINGER_MIN_LENGTH_MM:
             # A nub (a marker touching the skin, a styloid) is no finger: no hand in view.
             return _refuse("not_pa_hand", details=details)
+    whole = _no_whole_hand(w, cluster, details)
+    if whole is not None:
+        return whole
     if len(cluster) == 1:
         # One strip of finger length: the four fingers stacked one over the other (a lateral view).
         # An oblique hand fans its fingers at least partly apart (on the FracAtlas thumbnails, 96 %
@@ -98,6 +111,35 @@ def _non_pa_view(w: _Work, cluster: list[_Finger], details: dict) -> HandLocatio
     if ridges is not None and ridges <= LATERAL_MAX_RIDGES:
         return _refuse("lateral_view", view="lateral", details=details)
     return _refuse("oblique_view", view="oblique", details=details)
+
+
+def _no_whole_hand(w: _Work, cluster: list[_Finger], details: dict) -> HandLocation | None:
+    """``not_pa_hand`` when the strips found are not the fingers of one whole hand, else None.
+
+    In units of the strips' median width (a finger's, or a few stacked fingers'): a hand with its
+    forearm covers at most about 150 (FracAtlas lateral and oblique hands: median 69 and 125); a
+    chest or a whole arm with the trunk covers far more (BODY_MAX_FINGER_AREAS). A strip whose tip
+    touches the image edge or an unexposed band is a finger cut by the field, or the rim of a limb
+    running out of it: no whole hand to judge the view of.
+    """
+    width = float(np.median([f.width_px for f in cluster]))
+    body_areas = float(np.count_nonzero(w.body)) / max(width, 1.0) ** 2
+    details["body_finger_areas"] = round(body_areas)
+    if body_areas > BODY_MAX_FINGER_AREAS:
+        return _refuse("not_pa_hand", "The image shows a larger body part (chest, arm or trunk), not a hand "
+                       "radiograph.", details=details)
+    rows, cols = w.body.shape
+    margin = max(2.0, FIELD_EDGE_MM / w.spacing_mm)
+    near_band = distance_to_background(~w.bands) if w.bands.any() else None
+    for f in cluster:
+        r, c = (float(x) for x in f.tip_rc)
+        at_edge = r < margin or c < margin or r > rows - 1 - margin or c > cols - 1 - margin
+        at_band = near_band is not None and near_band[int(round(r)), int(round(c))] < margin
+        if at_edge or at_band:
+            details["fingers_cut_by_field"] = True
+            return _refuse("not_pa_hand", "No whole hand in the image: the fingers run out of the field.",
+                           details=details)
+    return None
 
 
 def _shafts_overlap(shafts: _Shafts, details: dict, exclude: set[str] = frozenset()) -> bool:

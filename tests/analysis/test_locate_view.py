@@ -13,8 +13,8 @@ from tests.phantom import make_hand
 SPACING = 0.2  # mm
 
 
-def _strip(length_px, width_px=10.0):
-    base = np.array([100.0, 100.0])
+def _strip(length_px, width_px=10.0, base=(300.0, 100.0)):
+    base = np.array(base)
     return _Finger(base, base + [-length_px, 0.0], length_px, width_px, int(length_px * width_px), 1)
 
 
@@ -29,9 +29,9 @@ def test_one_short_nub_is_not_a_hand_one_long_strip_is_lateral():
     px_per_mm = 1.0 / st.w.spacing_mm  # 0.4 mm working pixels at 0.2 mm
     nub = _non_pa_view(st.w, [_strip(15 * px_per_mm)], {})
     assert nub.refusal[0] == "not_pa_hand" and nub.details["finger_strip_length_mm"] == 15.0
-    strip = _non_pa_view(st.w, [_strip(60 * px_per_mm, 5 * px_per_mm)], {})
+    strip = _non_pa_view(st.w, [_strip(60 * px_per_mm, 18 * px_per_mm)], {})
     assert strip.refusal[0] == "lateral_view" and strip.view == "lateral"
-    assert strip.details["finger_strip_length_mm"] == 60.0 and strip.details["finger_strip_elongation"] == 12.0
+    assert strip.details["finger_strip_length_mm"] == 60.0 and strip.details["finger_strip_elongation"] == 3.33
 
 
 def test_lateral_phantom_one_strip_lateral():
@@ -73,3 +73,14 @@ def test_shafts_overlap_when_close_uneven_or_hidden():
     assert _shafts_overlap(_shafts([1.0, 0.9, 0.8], support=(0.6, 1.0, 1.0, 1.0)), d)  # II hidden
     # A shaft whose ridge is broken by metal over it is not taken for a hidden one.
     assert not _shafts_overlap(_shafts([1.0, 0.9, 0.8], support=(1.0, 0.5, 1.0, 1.0)), d, exclude={"III"})
+
+
+def test_strips_running_out_of_the_field_or_a_body_part_many_hands_large_are_no_hand():
+    st = run_stages(make_hand(seed=1, spacing_mm=SPACING)[0], SPACING, until="body")
+    px_per_mm = 1.0 / st.w.spacing_mm
+    # The same finger-long strip, its tip at the image's top edge: cut by the field.
+    cut = _non_pa_view(st.w, [_strip(60 * px_per_mm, 18 * px_per_mm, base=(60 * px_per_mm, 100.0))], {})
+    assert cut.refusal[0] == "not_pa_hand" and cut.details["fingers_cut_by_field"]
+    # A "finger" so narrow that the body is over 300 of its squared widths: a chest or an arm's lobe.
+    thin = _non_pa_view(st.w, [_strip(60 * px_per_mm, 2 * px_per_mm)], {})
+    assert thin.refusal[0] == "not_pa_hand" and thin.details["body_finger_areas"] > 300

@@ -131,7 +131,15 @@ class AnalysisResult:
     who_category: str | None = None
     scores_omitted_reason: str | None = None
     reference_name: str | None = None
-    """The reference population used for T/Z (e.g. its source citation)."""
+    """The reference population used for T/Z: the set's name and the rows' mean, SD, n."""
+    reference_provisional: bool = False
+    """True when the T- or Z-score comes from a provisional (modelled) reference row."""
+    reference_mean_g_cm2: float | None = None
+    reference_sd_g_cm2: float | None = None
+    """Mean and SD of the young-adult reference the T-score uses (g/cm2)."""
+    z_reference_mean_g_cm2: float | None = None
+    z_reference_sd_g_cm2: float | None = None
+    """Mean and SD of the age-matched reference the Z-score uses (g/cm2)."""
     sex: str | None = None
     age_years: float | None = None
     analysis_version: str = ANALYSIS_VERSION
@@ -172,6 +180,7 @@ class AnalysisResult:
             "who_category": self.who_category,
             "scores_omitted_reason": self.scores_omitted_reason,
             "reference": self.reference_name,
+            "reference_provisional": self.reference_provisional if self.reference_name else None,
             "sex": self.sex,
             "age_years": _num(self.age_years),
             "analysis_version": self.analysis_version,

@@ -191,6 +191,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"{config.path}: OK (ae_title {config.node.ae_title}, port {config.node.port}, data_dir {config.data_dir}, "
         f"{len(config.sources)} sources, destinations: {dests}, reference tables: {'yes' if ref is not None else 'no'})"
     )
+    if ref is not None:
+        print(f"reference: {ref.summary()}")
+    else:
+        print("reference: none configured (T- and Z-scores will be omitted)")
     return 0
 
 
@@ -389,6 +393,8 @@ VERBS: tuple[Verb, ...] = (
         _arg("--dicom-out", metavar="DIR", help="write the SR (+ SC picture) per DICOM input"),
         _arg("--reference-dir", metavar="DIR", default=None,
              help=f"reference tables (*.csv) for T/Z-scores (default {research.DEFAULT_REFERENCE_DIR})"),
+        _arg("--reference", metavar="NAME", default=None,
+             help="reference set NAME.csv in the reference folder (default black2001 in the shipped folder)"),
         NO_PROGRESS,
     ), research.run_analyze,
         "Measure metacarpals II-IV on hand radiographs and print one JSON object per file."),

@@ -129,6 +129,8 @@ class OutputsConfig:
 class ReferenceConfig:
     dir: Path | None = None
     """Folder of reference CSV tables (absolute), or None when not configured."""
+    table: str | None = None
+    """The reference set to use: ``<dir>/<table>.csv`` (None: every ``*.csv`` in ``dir``)."""
 
 
 @dataclass(frozen=True)
@@ -341,6 +343,14 @@ def _parse_outputs(cfg_path: Path, raw: dict) -> OutputsConfig:
     return outputs
 
 
+def _parse_reference(cfg_path: Path, base: Path, raw: dict) -> ReferenceConfig:
+    r = Section(cfg_path, "[reference]", raw.get("reference", {}), {"dir", "table"})
+    table = r.str("table")
+    if table is not None and (not table or "/" in table or "\\" in table or table.startswith(".")):
+        r.fail(f"[reference] table must be a file name in [reference] dir without .csv, got {table!r}")
+    return ReferenceConfig(dir=path_value(r, "dir", base), table=table)
+
+
 def _parse_http(cfg_path: Path, base: Path, raw: dict) -> HttpConfig | None:
     http = None
     if "http" in raw:
@@ -396,7 +406,7 @@ def load_config(path: str | Path, *, port: int | None = None, data_dir: str | Pa
         export=_parse_export(cfg_path, raw),
         rules=_parse_rules(cfg_path, raw.get("rules")),
         outputs=_parse_outputs(cfg_path, raw),
-        reference=ReferenceConfig(dir=path_value(Section(cfg_path, "[reference]", raw.get("reference", {}), {"dir"}), "dir", base)),
+        reference=_parse_reference(cfg_path, base, raw),
         disk=DiskConfig(min_free_bytes=Section(cfg_path, "[disk]", raw.get("disk", {}), {"min_free_bytes"}).int(
             "min_free_bytes", DiskConfig.min_free_bytes, 0)),
         http=_parse_http(cfg_path, base, raw),

@@ -153,3 +153,31 @@ def test_outputs_options_are_checked_against_node_outputs_at_start(tmp_path, cap
 
     options = output_options(load_config(path), strict=True)
     assert (options.refusal_sr, options.institution_name) == (False, "St. Elsewhere")
+
+
+def test_check_config_prints_the_active_reference_set_and_whether_it_is_provisional(tmp_path, capsys):
+    ref = (REPO / "config" / "reference").resolve()
+    path = write_config(tmp_path, f'[reference]\ndir = "{ref}"\ntable = "wilczek2013"\n')
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "reference: Sectra anchor (Wilczek 2013): PROVISIONAL" in out
+    assert "women: T 0.583 +/- 0.047, Z ages 20-91 provisional" in out and "men: T 0.6576" in out
+    path = write_config(tmp_path, f'[reference]\ndir = "{ref}"\ntable = "nope"\n')
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "reference set 'nope' not found (available: african_american2005, black2001" in err
+    assert err.count("\n") == 1
+    path = write_config(tmp_path, f'[reference]\ndir = "{ref}"\n')  # no table: every set at once is ambiguous
+    assert main(["check-config", str(path)]) == 2
+    assert "choose one with [reference] table" in capsys.readouterr().err
+    path = write_config(tmp_path, '[reference]\ntable = "../x"\n')
+    with pytest.raises(ConfigError, match="table must be a file name"):
+        load_config(path)
+
+
+def test_shipped_config_uses_the_default_reference_set():
+    cfg = load_config(REPO / "config" / "node.toml")
+    assert cfg.reference.table == "black2001"
+    from node.reference import load_reference
+
+    assert load_reference(cfg).name == "US women (Black 2001)"

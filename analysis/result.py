@@ -125,6 +125,7 @@ class AnalysisResult:
     vpa_mm: float | None = None
     bhi: float | None = None
     porosity: float | None = None
+    """The porosity used in DXR-BMD (0: not measured; never reported as a result)."""
     dxr_bmd_g_cm2: float | None = None
     t_score: float | None = None
     z_score: float | None = None
@@ -173,7 +174,6 @@ class AnalysisResult:
             "mci": _num(self.mci),
             "vpa_mm": _num(self.vpa_mm),
             "bhi": _num(self.bhi),
-            "porosity": _num(self.porosity),
             "dxr_bmd_g_cm2": _num(self.dxr_bmd_g_cm2),
             "t_score": _num(self.t_score),
             "z_score": _num(self.z_score),

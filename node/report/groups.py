@@ -17,7 +17,7 @@ from node.report.codes import (
     ALGORITHM_NAME, ANALYSIS_OUTCOME, BHI, COMMENT, CORTICAL_THICKNESS, DXR_BMD, FULL_SERVICE, G_CM2, HAND, IMAGE_USE,
     LATERALITY_CODES, MEAN_CORTICAL_THICKNESS, MEAN_METACARPAL_INDEX, MEAN_OUTER_WIDTH, MEASURED, METACARPAL,
     METACARPAL_INDEX, MM, NO_UNITS, NOT_MEASURED, OUTER_WIDTH, PIXEL_SPACING_SOURCE, PIXEL_SPACING_SOURCES,
-    POROSITY, RATIO, REASON_CODES, REDUCED_SERVICE, REFUSAL_REASON, SERVICE_EXTENT, T_SCORE, T_SCORE_UNIT,
+    RATIO, REASON_CODES, REDUCED_SERVICE, REFUSAL_REASON, SERVICE_EXTENT, T_SCORE, T_SCORE_UNIT,
     UNKNOWN_REASON, USED_FOR_MEASUREMENT, VPA, WHO_CATEGORY, WHO_VALUES, Z_SCORE, Z_SCORE_UNIT,
 )
 from node.report.options import OutputOptions
@@ -70,7 +70,7 @@ def _finding_site(hand: str, anatomy=METACARPAL) -> hd.sr.FindingSite:
 REPORT_DECIMALS: dict[str, int] = {
     CORTICAL_THICKNESS.value: 3, OUTER_WIDTH.value: 3, VPA.value: 3, METACARPAL_INDEX.value: 4,
     MEAN_CORTICAL_THICKNESS.value: 3, MEAN_OUTER_WIDTH.value: 3, MEAN_METACARPAL_INDEX.value: 4,
-    DXR_BMD.value: 4, T_SCORE.value: 2, Z_SCORE.value: 2, BHI.value: 3, POROSITY.value: 5,
+    DXR_BMD.value: 4, T_SCORE.value: 2, Z_SCORE.value: 2, BHI.value: 3,
 }
 """Decimals each measurement is written with: finer than its precision, short enough to read
 (0.001 mm is far below the ~0.02 mm precision of cortical thickness)."""
@@ -179,7 +179,6 @@ def combined_group(image: ImageEntry, hand: str, uid_seed: str):
         _num(T_SCORE, result.t_score, T_SCORE_UNIT, properties=score_properties, **common),
         _num(Z_SCORE, result.z_score, Z_SCORE_UNIT, properties=score_properties, **common),
         _num(BHI, result.bhi, NO_UNITS, **common),
-        _num(POROSITY, result.porosity, NO_UNITS, **common),
         _num(MEAN_CORTICAL_THICKNESS, result.cortical_thickness_mm, MM, **common),
         _num(MEAN_OUTER_WIDTH, result.outer_width_mm, MM, **common),
         _num(MEAN_METACARPAL_INDEX, result.mci, RATIO, **common),

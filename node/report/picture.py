@@ -110,8 +110,7 @@ def summary_lines(result: AnalysisResult) -> list[str]:
         lines.append(_scores_note(result))
     if result.who_category:
         lines.append(f"WHO category (from the DXR T-score): {result.who_category.capitalize()}")
-    lines.append(f"BHI {fmt(result.bhi, 2)}   porosity index {fmt(result.porosity, 4)}   "
-                 f"mean MCI {fmt(result.mci, 3)}")
+    lines.append(f"BHI {fmt(result.bhi, 2)}   mean MCI {fmt(result.mci, 3)}")
     if result.reduced_service:
         lines.append(f"Reduced service: {result.bones_measured} of {len(BONE_NAMES)} metacarpals measured")
     return lines
@@ -246,8 +245,8 @@ def _draw_combined(draw: ImageDraw.ImageDraw, x0: int, x1: int, y: int, result: 
         for line in wrap_text(draw, f"Reference: {result.reference_name}", load_font(20), x1 - x0)[:2]:
             draw.text((x0, y), line, font=load_font(20), fill=MUTED)
             y += 26
-    draw.text((x0, y + 4), f"BHI {fmt(result.bhi, 2)}     porosity index {fmt(result.porosity, 4)}     "
-                           f"mean MCI {fmt(result.mci, 3)}", font=load_font(24), fill=TEXT)
+    draw.text((x0, y + 4), f"BHI {fmt(result.bhi, 2)}     mean MCI {fmt(result.mci, 3)}", font=load_font(24),
+              fill=TEXT)
     y += 40
     if result.reduced_service:
         draw.text((x0, y), f"Reduced service: {result.bones_measured} of {len(BONE_NAMES)} metacarpals measured",

@@ -116,7 +116,11 @@ class RulesConfig:
 
 @dataclass(frozen=True)
 class OutputsConfig:
-    refusal_sr: bool = True
+    refusal_sr: str = "hands"
+    """When nothing was measured: ``all`` (always an SR saying why), ``hands`` (only when an image
+    shows a hand, by the analysis or BodyPartExamined) or ``none``. The old boolean is read as
+    ``all``/``none`` (deprecated; logged at start)."""
+    refusal_sr_was_bool: bool = False
     """Send an SR saying why nothing was measured when the analysis refused or failed."""
     picture: bool = True
     """Send the result picture (Secondary Capture) beside each SR."""
@@ -331,11 +335,24 @@ def _parse_export(cfg_path: Path, raw: dict) -> ExportConfig:
     return export
 
 
+REFUSAL_SR_MODES = ("all", "hands", "none")
+
+
+def _refusal_sr_mode(o: Section) -> str:
+    value = o.table.get("refusal_sr", OutputsConfig.refusal_sr)
+    if isinstance(value, bool):  # the boolean of earlier releases
+        return "all" if value else "none"
+    if not isinstance(value, str) or value.strip().lower() not in REFUSAL_SR_MODES:
+        o.fail(f'[outputs] refusal_sr must be "all", "hands" or "none", got {value!r}')
+    return value.strip().lower()
+
+
 def _parse_outputs(cfg_path: Path, raw: dict) -> OutputsConfig:
     o = Section(cfg_path, "[outputs]", raw.get("outputs", {}), None)
     extra = tuple((k, v) for k, v in o.table.items() if k not in {"refusal_sr", "picture", "institution_name"})
     outputs = OutputsConfig(
-        refusal_sr=o.bool("refusal_sr", OutputsConfig.refusal_sr),
+        refusal_sr=_refusal_sr_mode(o),
+        refusal_sr_was_bool=isinstance(o.table.get("refusal_sr"), bool),
         picture=o.bool("picture", OutputsConfig.picture),
         institution_name=o.str("institution_name"),
         extra=extra,

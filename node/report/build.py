@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 
 from analysis.result import AnalysisResult
 from node.report.options import OutputOptions
-from node.report.plan import ImageEntry, hand_of, is_image, plan_reports
+from node.report.plan import ImageEntry, hand_of, is_image, plan_reports, shows_a_hand
 from node.report.sc import picture_sc
 from node.report.sr import measurement_sr, refusal_sr
 
@@ -49,7 +49,9 @@ def build_study_outputs(
     -------
     list of pydicom.Dataset
         For each measured hand (ordered L, R, unknown): its SR then its SC. When no hand was
-        measured: one refusal SR (or nothing if ``options.refusal_sr`` is False).
+        measured: one refusal SR, per ``options.refusal_sr``: ``"all"`` always, ``"hands"`` only
+        when an image shows a hand (else nothing, logged ``event=refusal_sr_skipped``), ``"none"``
+        never.
     """
     if not images:
         raise ValueError("build_study_outputs needs at least one analysed image.")
@@ -65,8 +67,13 @@ def build_study_outputs(
     reports = plan_reports(entries)
     outputs: list[Dataset] = []
     if not reports:
-        if options.refusal_sr:
+        mode = {True: "all", False: "none"}.get(options.refusal_sr, options.refusal_sr)  # type: ignore[arg-type]
+        if mode == "all" or (mode == "hands" and any(shows_a_hand(e) for e in entries)):
             outputs.append(refusal_sr(entries, uid_seed=uid_seed, options=options, replaces=replaces))
+        elif mode == "hands":
+            log.info("event=refusal_sr_skipped study=%s images=%d reason='no image shows a hand' reasons=%s",
+                     next(iter(study_uids)), len(entries),
+                     ",".join(sorted({e.result.reason or e.result.status for e in entries})))
         return outputs
     for instance_number, report in enumerate(reports, start=1):
         outputs.append(

@@ -21,7 +21,8 @@ log = logging.getLogger("dxr.worker")
 class OutputOptions:
     """How the SR and SC describe their maker, and which objects to build.
 
-    ``refusal_sr``: write an SR saying why when nothing could be measured.
+    ``refusal_sr``: when nothing could be measured, ``"all"`` (always an SR saying why),
+    ``"hands"`` (only when some image shows a hand) or ``"none"``; True/False mean all/none.
     ``picture``: write the SC result picture next to each SR.
     """
 
@@ -29,7 +30,7 @@ class OutputOptions:
     device_name: str = "DXR Node"
     software_version: str = analysis.ANALYSIS_VERSION
     institution_name: str | None = None
-    refusal_sr: bool = True
+    refusal_sr: str | bool = "hands"
     picture: bool = True
     reference: Any = None
     """``analysis.reference.ReferenceTables`` for the picture's BMD-vs-age chart (None: no curve)."""
@@ -58,6 +59,10 @@ def output_options(config: Config, reference: Any = None, *, strict: bool = Fals
             raise ConfigError(f"{config.path}: [outputs] {key} {why}")
         else:
             log.warning("event=config_ignored key=[outputs].%s reason='not an output option of this build'", key)
+    if config.outputs.refusal_sr_was_bool and strict:
+        log.warning("event=config_deprecated key=[outputs].refusal_sr value=%s reading=%s "
+                    "detail='a boolean is deprecated: use \"all\", \"hands\" or \"none\"'",
+                    str(config.outputs.refusal_sr == "all").lower(), config.outputs.refusal_sr)
     if reference is not None:
         values["reference"] = reference
     return OutputOptions(**{k: v for k, v in values.items() if k in names})

@@ -12,7 +12,9 @@ from pydicom.uid import ExplicitVRLittleEndian
 from analysis.result import BONE_NAMES
 from node.dicom import COMPREHENSIVE_SR, NODE_MANUFACTURER
 from node.report.charset import OWN_TEXT_ATTRIBUTES, fit_own_text
-from node.report.codes import ANALYSIS_OUTCOME, NOT_MEASURED, PRIVATE_SCHEME, PROCEDURE_DXR_BMD, REFUSAL_REASON
+from node.report.codes import (
+    ANALYSIS_OUTCOME, NOT_MEASURED, PRIVATE_SCHEME, PROCEDURE_DXR_BMD, PROCEDURE_NOT_PERFORMED, REFUSAL_REASON,
+)
 from node.report.groups import (
     algorithm_id, bone_group, combined_group, library_image, observation_context, unused_group, with_comment,
 )
@@ -33,6 +35,7 @@ def _sr_dataset(
     instance_number: int,
     options: OutputOptions,
     replaces: Sequence[str],
+    performed: bool = True,
 ) -> hd.sr.ComprehensiveSR:
     source = evidence[0]
     study_uid = str(source.StudyInstanceUID)
@@ -51,7 +54,8 @@ def _sr_dataset(
         is_complete=True,
         is_final=False,
         is_verified=False,
-        performed_procedure_codes=[PROCEDURE_DXR_BMD],
+        # A refusal names no performed procedure: nothing a billing system reads as a performed 0749T.
+        performed_procedure_codes=[PROCEDURE_DXR_BMD] if performed else None,
         transfer_syntax_uid=ExplicitVRLittleEndian,
         series_description="DXR-BMD report (computed estimate)",
         **kwargs,
@@ -122,7 +126,8 @@ def measurement_sr(
                       instance_number=instance_number, options=options, replaces=replaces)
 
 
-def refusal_sr(entries: list[ImageEntry], *, uid_seed: str, options: OutputOptions, replaces: Sequence[str]) -> Dataset:
+def refusal_sr(entries: list[ImageEntry], *, uid_seed: str, options: OutputOptions, replaces: Sequence[str],
+               instance_number: int = 1) -> Dataset:
     groups = []
     for entry in entries:
         ds = entry.dataset
@@ -146,17 +151,21 @@ def refusal_sr(entries: list[ImageEntry], *, uid_seed: str, options: OutputOptio
         )
     evidence = [e.dataset for e in entries]
     return _report_sr(groups, evidence, sop_instance_uid=derived_uid(uid_seed, "sr", "refusal"),
-                      instance_number=1, options=options, replaces=replaces)
+                      instance_number=instance_number, options=options, replaces=replaces, performed=False)
 
 
 def _report_sr(
     groups: list, evidence: list[Dataset], *, sop_instance_uid: str, instance_number: int,
-    options: OutputOptions, replaces: Sequence[str],
+    options: OutputOptions, replaces: Sequence[str], performed: bool = True,
 ) -> Dataset:
-    """The TID 1500 report of ``groups`` on the ``evidence`` images, as an SR instance."""
+    """The TID 1500 report of ``groups`` on the ``evidence`` images, as an SR instance.
+
+    ``performed`` False (a refusal): Procedure Reported says the DXR-BMD analysis was not
+    performed (private DXR0090) and no Performed Procedure Code is written.
+    """
     content = hd.sr.MeasurementReport(
         observation_context=observation_context(options),
-        procedure_reported=PROCEDURE_DXR_BMD,
+        procedure_reported=PROCEDURE_DXR_BMD if performed else PROCEDURE_NOT_PERFORMED,
         imaging_measurements=groups,
         referenced_images=[library_image(ds) for ds in evidence],
     )
@@ -167,4 +176,5 @@ def _report_sr(
         instance_number=instance_number,
         options=options,
         replaces=replaces,
+        performed=performed,
     )

@@ -67,7 +67,7 @@ def test_relative_data_dir_is_relative_to_the_config_file_and_flags_override(tmp
          "[export] retry_max_delay_seconds must be >= retry_base_delay_seconds"),
         ('[[rules.analyse]]\nModalty = ["CR"]\n', "Modalty is not a DICOM keyword"),
         ("[[rules.analyse]]\nModality = 3\n", "Modality must be a string or a non-empty list of strings, got 3"),
-        ('[outputs]\nrefusal_sr = "yes"\n', '[outputs] refusal_sr must be true or false, got "yes"'),
+        ('[outputs]\nrefusal_sr = "yes"\n', '[outputs] refusal_sr must be "all", "hands" or "none", got \'yes\''),
         ("[http]\nport = 0\n", "[http] port must be an integer 1-65535, got 0"),
         ("[disk]\nmin_free_bytes = -5\n", "[disk] min_free_bytes must be an integer >= 0, got -5"),
         ("[bogus]\nx = 1\n", "unknown section or key 'bogus'"),
@@ -152,7 +152,20 @@ def test_outputs_options_are_checked_against_node_outputs_at_start(tmp_path, cap
     from node.report.options import output_options
 
     options = output_options(load_config(path), strict=True)
-    assert (options.refusal_sr, options.institution_name) == (False, "St. Elsewhere")
+    assert (options.refusal_sr, options.institution_name) == ("none", "St. Elsewhere")  # the old boolean
+
+
+def test_refusal_sr_modes_and_the_deprecated_boolean(tmp_path, caplog):
+    from node.report.options import output_options
+
+    assert load_config(write_config(tmp_path)).outputs.refusal_sr == "hands"  # the default
+    for text, mode in (('"all"', "all"), ('"HANDS"', "hands"), ('"none"', "none"), ("true", "all"), ("false", "none")):
+        cfg = load_config(write_config(tmp_path, f"[outputs]\nrefusal_sr = {text}\n"))
+        assert cfg.outputs.refusal_sr == mode
+        caplog.clear()
+        assert output_options(cfg, strict=True).refusal_sr == mode
+        deprecated = [r.getMessage() for r in caplog.records if "event=config_deprecated" in r.getMessage()]
+        assert len(deprecated) == (1 if text in ("true", "false") else 0)
 
 
 def test_check_config_prints_the_active_reference_set_and_whether_it_is_provisional(tmp_path, capsys):

@@ -80,6 +80,7 @@ def run_job(store: Store, config: Config, job: Job, reference: Any = None) -> bo
         outputs = build_study_outputs(
             images,
             uid_seed=f"{job.study_instance_uid}/{job.run}",
+            run=job.run,
             options=output_options(config, reference=reference),
             replaces=replaces,
         )

@@ -23,6 +23,9 @@ __all__ = ["build_study_outputs", "write_dicom_outputs"]
 
 log = logging.getLogger("dxr.report")
 
+RUN_INSTANCE_STRIDE = 10
+"""Instance Numbers of run r start at (r - 1) * 10 + 1 (a run writes at most one SR/SC per hand)."""
+
 
 def build_study_outputs(
     images: Sequence[tuple[Dataset, AnalysisResult]],
@@ -30,6 +33,7 @@ def build_study_outputs(
     uid_seed: str,
     options: OutputOptions = OutputOptions(),
     replaces: Sequence[str] = (),
+    run: int = 1,
 ) -> list[Dataset]:
     """SR + SC per measured hand of one study, or one refusal SR.
 
@@ -44,6 +48,9 @@ def build_study_outputs(
     replaces : sequence of str
         SOP Instance UIDs of SRs from an earlier run of this study (made by this node), which
         the new SRs supersede; referenced in the Predecessor Documents Sequence.
+    run : int
+        The job's run of this study (1, 2, ...): Instance Numbers are ``(run - 1) * 10 + k``, so
+        they never repeat within the node's SR and SC series across runs (at most 3 hands a run).
 
     Returns
     -------
@@ -69,13 +76,14 @@ def build_study_outputs(
     if not reports:
         mode = {True: "all", False: "none"}.get(options.refusal_sr, options.refusal_sr)  # type: ignore[arg-type]
         if mode == "all" or (mode == "hands" and any(shows_a_hand(e) for e in entries)):
-            outputs.append(refusal_sr(entries, uid_seed=uid_seed, options=options, replaces=replaces))
+            outputs.append(refusal_sr(entries, uid_seed=uid_seed, options=options, replaces=replaces,
+                                      instance_number=(max(run, 1) - 1) * RUN_INSTANCE_STRIDE + 1))
         elif mode == "hands":
             log.info("event=refusal_sr_skipped study=%s images=%d reason='no image shows a hand' reasons=%s",
                      next(iter(study_uids)), len(entries),
                      ",".join(sorted({e.result.reason or e.result.status for e in entries})))
         return outputs
-    for instance_number, report in enumerate(reports, start=1):
+    for instance_number, report in enumerate(reports, start=(max(run, 1) - 1) * RUN_INSTANCE_STRIDE + 1):
         outputs.append(
             measurement_sr(report, instance_number, uid_seed=uid_seed, options=options, replaces=replaces)
         )

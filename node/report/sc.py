@@ -9,7 +9,7 @@ import highdicom as hd
 import numpy as np
 import pydicom.valuerep
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless
 
 from analysis.result import AnalysisResult
 from node.report import picture
@@ -23,6 +23,13 @@ from node.report.uids import derived_uid, sc_series_uid
 __all__ = ["picture_sc"]
 
 SC_SERIES_NUMBER = 9902
+"""Series number of the left hand's pictures; the right hand's is 9903, a hand of unknown side 9904."""
+SC_SERIES_OFFSET = {"L": 0, "R": 1, "U": 2}
+"""One SC series per hand, so that Laterality (a series attribute) is the same in every instance of a series."""
+SC_TRANSFER_SYNTAX = JPEGLSLossless
+"""JPEG-LS lossless: the page (flat colours, text, thin edge lines over a radiograph crop) comes to about
+0.9 MB instead of 6.9 MB in ~0.1 s; lossless because the reader judges 1-px edge lines and small text
+that lossy JPEG would smear. The exporter sends it uncompressed to a DIMSE peer that does not accept it."""
 
 
 def _patient_line(ds: Dataset, result: AnalysisResult) -> picture.PatientLine:
@@ -70,7 +77,8 @@ def _reference_bands(reference: Any, sex: str | None) -> tuple[list[ReferenceBan
     return sorted(bands, key=lambda b: b.age_from_years), (None if bands else f"no reference for {word} is configured")
 
 
-def picture_sc(report: HandReport, instance_number: int, *, uid_seed: str, options: OutputOptions) -> Dataset:
+def picture_sc(report: HandReport, instance_number: int, *, uid_seed: str, options: OutputOptions,
+               compress: bool = True) -> Dataset:
     image = report.measured
     source = image.dataset
     bands, no_bands_reason = _reference_bands(options.reference, image.result.sex or source.get("PatientSex"))
@@ -96,8 +104,8 @@ def picture_sc(report: HandReport, instance_number: int, *, uid_seed: str, optio
         photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
         bits_allocated=8,
         coordinate_system=hd.CoordinateSystemNames.PATIENT,
-        series_instance_uid=sc_series_uid(str(source.StudyInstanceUID)),
-        series_number=SC_SERIES_NUMBER,
+        series_instance_uid=sc_series_uid(str(source.StudyInstanceUID), report.hand),
+        series_number=SC_SERIES_NUMBER + SC_SERIES_OFFSET.get(report.hand, 2),
         sop_instance_uid=derived_uid(uid_seed, "sc", report.hand),
         instance_number=instance_number,
         manufacturer=options.manufacturer,
@@ -117,7 +125,26 @@ def picture_sc(report: HandReport, instance_number: int, *, uid_seed: str, optio
     sc.SoftwareVersions = options.software_version
     sc.ImageComments = "Computed estimate from a radiograph (DXR), not a DXA measurement."
     sc.BurnedInAnnotation = "YES"
+    # A composed page (workstation): WSD, derived from the radiograph it shows.
+    sc.ConversionType = "WSD"
+    sc.ImageType = ["DERIVED", "SECONDARY"]
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = source.SOPClassUID
+    ref.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    sc.SourceImageSequence = [ref]
+    sc.DerivationDescription = (
+        "Result page composed by DXR Node: the radiograph (windowed for display, cropped to the hand) with the "
+        "measurement regions and detected cortical edges drawn over it, magnified regions, results and chart."
+    )
     if options.institution_name:
         sc.InstitutionName = options.institution_name
     fit_own_text(sc, OWN_TEXT_ATTRIBUTES)
+    if compress:
+        try:
+            sc.compress(SC_TRANSFER_SYNTAX, generate_instance_uid=False)
+        except Exception as exc:  # noqa: BLE001 - no encoder: the uncompressed page is still a valid answer
+            import logging
+
+            logging.getLogger("dxr.report").warning(
+                "event=picture_not_compressed transfer_syntax=%s error=%r", SC_TRANSFER_SYNTAX, str(exc))
     return sc

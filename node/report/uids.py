@@ -18,5 +18,8 @@ def sr_series_uid(study_uid: str) -> str:
     return derived_uid(study_uid, "dxr-node-sr-series")
 
 
-def sc_series_uid(study_uid: str) -> str:
-    return derived_uid(study_uid, "dxr-node-sc-series")
+def sc_series_uid(study_uid: str, hand: str = "L") -> str:
+    # One SC series per hand (Laterality is a series attribute); the left hand keeps the earlier UID.
+    if hand == "L":
+        return derived_uid(study_uid, "dxr-node-sc-series")
+    return derived_uid(study_uid, "dxr-node-sc-series", hand)

@@ -118,12 +118,22 @@ def _validate_at_start(config: Config) -> Any:
     return reference
 
 
+def _log_installation(config: Config) -> None:
+    """Make (once) and log the installation UID that every output UID is derived from."""
+    from node.installation import installation_uid
+    from node.report.options import output_options
+
+    root = output_options(config).uid_root
+    log.info("event=installation uid=%s uid_root=%s", installation_uid(config.data_dir, root), root or "pydicom")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _config(args)
     setup_logging()
     _validate_at_start(config)
     store = _store(config)
     jobs, exports = store.recover()
+    _log_installation(config)
     log.info(
         "event=node_starting ae_title=%s port=%d data_dir=%s workers=%d quiet_period_seconds=%g "
         "recovered_jobs=%d recovered_exports=%d",

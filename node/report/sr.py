@@ -45,7 +45,7 @@ def _sr_dataset(
     sr = hd.sr.ComprehensiveSR(
         evidence=evidence,
         content=content,
-        series_instance_uid=sr_series_uid(study_uid),
+        series_instance_uid=sr_series_uid(study_uid, options.installation_uid, options.uid_root),
         series_number=SR_SERIES_NUMBER,
         sop_instance_uid=sop_instance_uid,
         instance_number=instance_number,
@@ -67,7 +67,7 @@ def _sr_dataset(
     fit_own_text(sr, OWN_TEXT_ATTRIBUTES)
     _declare_private_scheme(sr)
     if replaces:
-        _add_predecessors(sr, study_uid, replaces)
+        _add_predecessors(sr, study_uid, replaces, options)
     return sr
 
 
@@ -94,7 +94,7 @@ def _declare_private_scheme(ds: Dataset) -> None:
     ds.CodingSchemeIdentificationSequence = [item]
 
 
-def _add_predecessors(sr: Dataset, study_uid: str, replaces: Sequence[str]) -> None:
+def _add_predecessors(sr: Dataset, study_uid: str, replaces: Sequence[str], options: OutputOptions) -> None:
     referenced = []
     for uid in dict.fromkeys(replaces):
         ref = Dataset()
@@ -102,7 +102,7 @@ def _add_predecessors(sr: Dataset, study_uid: str, replaces: Sequence[str]) -> N
         ref.ReferencedSOPInstanceUID = uid
         referenced.append(ref)
     series = Dataset()
-    series.SeriesInstanceUID = sr_series_uid(study_uid)
+    series.SeriesInstanceUID = sr_series_uid(study_uid, options.installation_uid, options.uid_root)
     series.ReferencedSOPSequence = referenced
     study = Dataset()
     study.StudyInstanceUID = study_uid
@@ -122,7 +122,7 @@ def measurement_sr(
     groups.append(combined_group(image, report.hand, uid_seed))
     groups += [unused_group(u, uid_seed, report.hand) for u in report.unused]
     evidence = [image.dataset] + [u.image.dataset for u in report.unused]
-    return _report_sr(groups, evidence, sop_instance_uid=derived_uid(uid_seed, "sr", report.hand),
+    return _report_sr(groups, evidence, sop_instance_uid=derived_uid(uid_seed, "sr", report.hand, root=options.uid_root),
                       instance_number=instance_number, options=options, replaces=replaces)
 
 
@@ -150,7 +150,7 @@ def refusal_sr(entries: list[ImageEntry], *, uid_seed: str, options: OutputOptio
             )
         )
     evidence = [e.dataset for e in entries]
-    return _report_sr(groups, evidence, sop_instance_uid=derived_uid(uid_seed, "sr", "refusal"),
+    return _report_sr(groups, evidence, sop_instance_uid=derived_uid(uid_seed, "sr", "refusal", root=options.uid_root),
                       instance_number=instance_number, options=options, replaces=replaces, performed=False)
 
 

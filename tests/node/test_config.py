@@ -194,3 +194,11 @@ def test_shipped_config_uses_the_default_reference_set():
     from node.reference import load_reference
 
     assert load_reference(cfg).name == "US women (Black 2001)"
+
+
+def test_uid_root_is_checked_at_start(tmp_path, capsys):
+    path = write_config(tmp_path, '[outputs]\nuid_root = "1.2.x"\n')
+    assert main(["check-config", str(path)]) == 2
+    assert "[outputs] uid_root must be a UID root" in capsys.readouterr().err
+    path = write_config(tmp_path, '[outputs]\nuid_root = "1.2.826.0.1.3680043.10.999"\n')
+    assert main(["check-config", str(path)]) == 0

@@ -313,3 +313,50 @@ def test_a_job_over_its_timeout_is_stopped_retried_then_failed(tmp_path):
         assert all(p.is_alive() for p in pool.procs), "the pool keeps its workers"
     finally:
         pool.stop()
+
+
+def test_wiping_data_dir_never_reuses_an_output_uid_for_other_content(tmp_path):
+    """Re-run a study, wipe data_dir (a reinstall), run it again: no SOP Instance UID comes back."""
+    import shutil
+
+    from node.installation import INSTALLATION_FILE
+
+    cfg = make_config(tmp_path, destinations='[[destinations]]\nname = "a"\ntype = "folder"\n')
+    study = generate_uid()
+    first_image = make_image_dataset(study, rows=64, columns=64, seed=0)
+    late_image = make_image_dataset(study, rows=64, columns=64, seed=1)
+    uids: list[str] = []
+
+    def receive_and_run(store: Store, ds) -> None:
+        store.store_instance(encode(ds), sop_instance_uid=ds.SOPInstanceUID, study_instance_uid=study,
+                             sop_class_uid=ds.SOPClassUID)
+        job = _complete_and_claim(store)
+        assert job is not None and run_job(store, cfg, job)
+        uids.extend(r["sop_instance_uid"] for r in store._query("SELECT * FROM outputs WHERE job_id=?", (job.id,)))
+
+    store = Store(cfg.data_dir)
+    receive_and_run(store, first_image)  # run 1
+    receive_and_run(store, late_image)   # a late instance: run 2 of the same study
+    store.close()
+    installation = (cfg.data_dir / INSTALLATION_FILE).read_text().strip()
+    shutil.rmtree(cfg.data_dir)          # reinstall: a fresh data_dir and database
+    store = Store(cfg.data_dir)
+    receive_and_run(store, first_image)  # run 1 again, as far as the new database knows
+    store.close()
+    assert (cfg.data_dir / INSTALLATION_FILE).read_text().strip() != installation
+    assert len(uids) == 3 and len(set(uids)) == 3, uids
+    assert all(len(u) <= 64 for u in uids)
+
+
+def test_uid_root_prefixes_output_uids(tmp_path):
+    cfg = make_config(tmp_path, destinations='[[destinations]]\nname = "a"\ntype = "folder"\n',
+                      extra='[outputs]\nuid_root = "1.2.826.0.1.3680043.10.999"\n')
+    store = Store(cfg.data_dir)
+    _receive_study(store, 1)
+    job = _complete_and_claim(store)
+    assert run_job(store, cfg, job)
+    (row,) = store._query("SELECT * FROM outputs WHERE job_id=?", (job.id,))
+    ds = pydicom.dcmread(store.data_dir / row["path"])
+    assert ds.SOPInstanceUID.startswith("1.2.826.0.1.3680043.10.999.")
+    assert ds.SeriesInstanceUID.startswith("1.2.826.0.1.3680043.10.999.")
+    assert len(ds.SOPInstanceUID) <= 64

@@ -189,6 +189,14 @@ class Config:
     def outputs_dir(self) -> Path:
         return self.node.data_dir / "outputs"
 
+    def summary(self, reference: Any = None) -> str:
+        """``dxr-node check-config``'s two lines: the config, then the active reference set."""
+        dests = ", ".join(f"{d.name} ({d.type})" for d in self.destinations) or "none"
+        active = reference.summary() if reference is not None else "none configured (T- and Z-scores will be omitted)"
+        return (f"{self.path}: OK (ae_title {self.node.ae_title}, port {self.node.port}, data_dir {self.data_dir}, "
+                f"{len(self.sources)} sources, destinations: {dests}, "
+                f"reference tables: {'yes' if reference is not None else 'no'})\nreference: {active}")
+
     def destination(self, name: str) -> DestinationConfig:
         for dest in self.destinations:
             if dest.name == name:

@@ -8,12 +8,14 @@ makes the same UID for different content, while a re-send of the same run gives 
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from pydicom.uid import generate_uid
 
-__all__ = ["INSTALLATION_FILE", "installation_uid"]
+__all__ = ["INSTALLATION_FILE", "installation_uid", "log_installation"]
 
 INSTALLATION_FILE = "installation-uid"
 
@@ -50,3 +52,13 @@ def installation_uid(data_dir: Path, uid_root: str | None = None) -> str:
     finally:
         os.close(dir_fd)
     return path.read_text(encoding="ascii").strip()
+
+
+def log_installation(config: Any) -> str:
+    """``dxr-node serve`` at start: make (once) and log the installation UID; returns it."""
+    from node.report.options import output_options
+
+    root = output_options(config).uid_root
+    uid = installation_uid(config.data_dir, root)
+    logging.getLogger("dxr.node").info("event=installation uid=%s uid_root=%s", uid, root or "pydicom")
+    return uid

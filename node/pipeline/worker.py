@@ -59,6 +59,17 @@ def _analyse_one(ds: pydicom.Dataset, reference: Any, job: Job, sop_uid: str) ->
     return result
 
 
+def _history(store: Store, datasets: list) -> list:
+    """The patient's earlier results on this node (for the picture's trend); empty when unreadable."""
+    from node.report.history import patient_history
+
+    try:
+        return patient_history(store, datasets[0]) if datasets else []
+    except Exception as exc:  # noqa: BLE001 - a trend must never cost the report
+        log.warning("event=history_failed error=%r", f"{type(exc).__name__}: {exc}")
+        return []
+
+
 def run_job(store: Store, config: Config, job: Job, reference: Any = None) -> bool:
     """Run one claimed job to ``done`` or ``failed``; returns True when done."""
     try:
@@ -81,7 +92,8 @@ def run_job(store: Store, config: Config, job: Job, reference: Any = None) -> bo
         replaces = store.previous_sr_uids(job.study_instance_uid, job.run)
         options = output_options(config, reference=reference)
         installation = installation_uid(store.data_dir, options.uid_root)
-        options = dataclasses.replace(options, installation_uid=installation)
+        options = dataclasses.replace(options, installation_uid=installation,
+                                      history=_history(store, [ds for ds, _ in images]))
         outputs = build_study_outputs(
             images,
             # The installation UID makes a second node's or a reinstalled node's UIDs differ; the

@@ -77,11 +77,32 @@ def _reference_bands(reference: Any, sex: str | None) -> tuple[list[ReferenceBan
     return sorted(bands, key=lambda b: b.age_from_years), (None if bands else f"no reference for {word} is configured")
 
 
+def _trend(history: Any, hand: str, result: AnalysisResult, study_date: str):
+    """(age, BMD) of the earlier results of this hand, and the change since the last one."""
+    from node.report.history import LSC_PERCENT, PRECISION_CV_PERCENT, trend, years_between
+
+    if not history:
+        return [], None
+    same_hand = [p for p in history if p.hand == hand and (not study_date or p.study_date <= study_date)]
+    earlier = []
+    if result.age_years is not None:
+        for point in same_hand:
+            gap = years_between(point.study_date, study_date)
+            if gap is not None:
+                earlier.append((result.age_years - gap, point.bmd_g_cm2))
+    found = trend(same_hand, hand, result.dxr_bmd_g_cm2, study_date)
+    if found is None:
+        return earlier, None
+    return earlier, picture.TrendLine(found.previous.study_date, found.change_g_cm2, found.change_percent,
+                                      found.significant, LSC_PERCENT, PRECISION_CV_PERCENT)
+
+
 def picture_sc(report: HandReport, instance_number: int, *, uid_seed: str, options: OutputOptions,
                compress: bool = True) -> Dataset:
     image = report.measured
     source = image.dataset
     bands, no_bands_reason = _reference_bands(options.reference, image.result.sex or source.get("PatientSex"))
+    earlier, trend_line = _trend(options.history, report.hand, image.result, str(source.get("StudyDate", "") or ""))
     rgb = picture.compose_picture(
         bone_bright_image(source),
         image.result,
@@ -91,6 +112,8 @@ def picture_sc(report: HandReport, instance_number: int, *, uid_seed: str, optio
         reference_note=no_bands_reason,
         patient=_patient_line(source, image.result),
         measured_label=f"{describe_image(source)} ({source.get('Modality', '')})",
+        earlier=earlier,
+        trend=trend_line,
     )
     pixels = np.asarray(rgb, dtype=np.uint8)
     orientation = source.get("PatientOrientation")

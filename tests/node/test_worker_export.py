@@ -360,3 +360,39 @@ def test_uid_root_prefixes_output_uids(tmp_path):
     assert ds.SOPInstanceUID.startswith("1.2.826.0.1.3680043.10.999.")
     assert ds.SeriesInstanceUID.startswith("1.2.826.0.1.3680043.10.999.")
     assert len(ds.SOPInstanceUID) <= 64
+
+
+def test_a_patient_analysed_twice_gets_a_trend_on_the_second_picture(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from node.report import picture
+    from node.report.history import LSC_PERCENT, patient_history
+    from tests.node.outputs_inputs import hand_dataset
+
+    ref = (Path(__file__).resolve().parents[2] / "config" / "reference").resolve()
+    cfg = make_config(tmp_path, destinations='[[destinations]]\nname = "a"\ntype = "folder"\n',
+                      extra=f'[reference]\ndir = "{ref}"\ntable = "black2001"\n')
+    captured = []
+    real = picture.compose_picture
+    monkeypatch.setattr(picture, "compose_picture", lambda *a, **k: captured.append(k) or real(*a, **k))
+    store = Store(cfg.data_dir)
+    for seed, date, age in ((0, "20240110", "061Y"), (2, "20260115", "063Y")):
+        ds, _ = hand_dataset(laterality="L", seed=seed, study_uid=generate_uid())
+        ds.PatientID, ds.StudyDate, ds.PatientSex, ds.PatientAge = "TREND-1", date, "F", age
+        store.store_instance(encode(ds), sop_instance_uid=ds.SOPInstanceUID, study_instance_uid=ds.StudyInstanceUID,
+                             sop_class_uid=ds.SOPClassUID)
+        job = _complete_and_claim(store)
+        assert run_job(store, cfg, job)
+    assert len(captured) == 2
+    assert captured[0]["trend"] is None and not captured[0]["earlier"]
+    trend = captured[1]["trend"]
+    assert trend is not None and trend.previous_date == "20240110" and trend.lsc_percent == LSC_PERCENT == 1.88
+    (earlier_age, earlier_bmd), = captured[1]["earlier"]
+    assert earlier_age == pytest.approx(61.0, abs=0.1)
+    assert trend.change_g_cm2 == pytest.approx(trend.change_percent / 100 * earlier_bmd)
+    assert trend.significant == (abs(trend.change_percent) > 1.88)
+    assert "least significant change 1.88 %" in picture.trend_text(trend)
+    # Another patient sees none of it.
+    other, _ = hand_dataset(laterality="L", study_uid=generate_uid())
+    other.PatientID = "SOMEONE-ELSE"
+    assert patient_history(store, other) == []

@@ -141,12 +141,16 @@ def bone_group(image: ImageEntry, bone: BoneResult, hand: str, uid_seed: str):
     label = f"Metacarpal {bone.name}, {hand_words(hand)}"
     tracking = hd.sr.TrackingIdentifier(uid=derived_uid(uid_seed, "tracking", hand, bone.name), identifier=label)
     algorithm = algorithm_id(image.result)
-    site = _finding_site(hand, bone=bone.name)
+    # Two finding sites: first the bone itself (private code, so that viewers that print one
+    # finding site, as OHIF v3 does, label II, III and IV differently), then the standard
+    # SCT Metacarpal with the same bone as its topographical modifier.
+    sites = [hd.sr.FindingSite(anatomic_location=BONE_MODIFIERS[bone.name], laterality=LATERALITY_CODES.get(hand)),
+             _finding_site(hand, bone=bone.name)] if bone.name in BONE_MODIFIERS else [_finding_site(hand)]
     if bone.status != "ok":
         group = hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=tracking,
             source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(image.dataset)],
-            finding_sites=[site],
+            finding_sites=sites,
             algorithm_id=algorithm,
             qualitative_evaluations=[
                 hd.sr.QualitativeEvaluation(ANALYSIS_OUTCOME, NOT_MEASURED),
@@ -168,7 +172,7 @@ def bone_group(image: ImageEntry, bone: BoneResult, hand: str, uid_seed: str):
     ]
     content = dict(
         tracking_identifier=tracking,
-        finding_sites=[site],
+        finding_sites=sites,
         algorithm_id=algorithm,
         measurements=[m for m in measurements if m is not None],
         qualitative_evaluations=[hd.sr.QualitativeEvaluation(ANALYSIS_OUTCOME, MEASURED)],

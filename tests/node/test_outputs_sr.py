@@ -74,7 +74,9 @@ def test_sr_measurements_equal_the_result(left_pa, tmp_path):
         units = {m.name.meaning: m.unit.value for m in group.get_measurements()}
         assert units == {"Metacarpal cortical thickness": "mm", "Width": "mm",
                          "Metacarpal index": "{ratio}", "Volume per area": "mm"}
-        (site,) = group.finding_sites
+        bone_site, site = group.finding_sites
+        assert bone_site.value == codes.BONE_MODIFIERS[name]  # first: the bone itself (OHIF prints this one)
+        assert bone_site.laterality == pydicom.sr.codedict.codes.SCT.Left
         assert (site.value.value, site.value.scheme_designator) == ("36455000", "SCT")
         assert site.laterality == pydicom.sr.codedict.codes.SCT.Left
         assert site.topographical_modifier == codes.BONE_MODIFIERS[name]
@@ -87,8 +89,8 @@ def test_sr_measurements_equal_the_result(left_pa, tmp_path):
         assert _roi_source(group) == ds.SOPInstanceUID
         assert group.tracking_uid is not None
 
-    sites = {str(g.finding_sites[0].topographical_modifier.value) for g in bone_groups}
-    assert len(sites) == 3  # three distinct coded bones
+    sites = {str(g.finding_sites[1].topographical_modifier.value) for g in bone_groups}
+    assert len(sites) == 3 == len({g.finding_sites[0].value.value for g in bone_groups})  # three distinct coded bones
 
     (combined,) = [g for g in report.get_planar_roi_measurement_groups() if g.tracking_identifier.startswith("DXR")]
     assert combined.tracking_identifier == "DXR-BMD, left hand"

@@ -61,8 +61,8 @@ BONE_MODIFIERS = {
     "III": _private("DXR0072", "Third metacarpal (middle finger ray)"),
     "IV": _private("DXR0073", "Fourth metacarpal (ring finger ray)"),
 }
-"""Topographical modifier of the finding site SCT 36455000 Metacarpal: which of II-IV (docs/codes.md)."""
-
+"""Which of II-IV: the bone group's first finding site, and the topographical modifier of its second
+(SCT 36455000 Metacarpal); docs/codes.md."""
 PROCEDURE_NOT_PERFORMED = _private("DXR0090", "DXR-BMD analysis not performed")
 """Procedure reported of a refusal SR: nothing a billing system reads as a performed 0749T."""
 SERVICE_EXTENT = _private("DXR0021", "Extent of DXR service")

@@ -70,29 +70,30 @@ def test_ohif_draws_the_sr_with_its_labels(study_in_orthanc):
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.on("pageerror", lambda exc: page_errors.append(str(exc)))
-            page.goto(f"{web.url}/viewer?StudyInstanceUIDs={study_uid}", wait_until="domcontentloaded")
-            sr_label = page.locator('[data-cy="series-modality-label"]', has_text="SR").first
-            sr_label.wait_for(timeout=90_000)
-            page.wait_for_timeout(1000)
-            # The first-visit onboarding tour (Shepherd) covers the page: close it.
-            page.keyboard.press("Escape")
-            page.evaluate("() => document.querySelectorAll('.shepherd-modal-overlay-container, .shepherd-element')"
-                          ".forEach(e => e.remove())")
-            sr_label.dblclick()
-            # Wait for the labels; the first render after loading can miss the annotation layer on a
-            # slow machine, so nudge the viewport (pointer move) and, every 30 s, load the SR again.
             has_label = ("() => [...document.querySelectorAll('svg text')]"
                          ".some(t => t.textContent.includes('DXR-BMD'))")
-            for attempt in range(36):
+            # On a loaded machine the SR viewport's first render can miss the annotation layer (seen
+            # under a parallel test run): open the viewer afresh, up to three times, before failing.
+            for attempt in range(3):
+                page.goto(f"{web.url}/viewer?StudyInstanceUIDs={study_uid}", wait_until="domcontentloaded")
+                sr_label = page.locator('[data-cy="series-modality-label"]', has_text="SR").first
+                sr_label.wait_for(timeout=120_000)
+                page.wait_for_load_state("networkidle", timeout=120_000)  # the radiograph is in
+                # The first-visit onboarding tour (Shepherd) covers the page: close it.
+                page.keyboard.press("Escape")
+                page.evaluate("() => document.querySelectorAll('.shepherd-modal-overlay-container, .shepherd-element')"
+                              ".forEach(e => e.remove())")
+                sr_label.dblclick()
+                for _ in range(12):
+                    page.wait_for_timeout(5000)
+                    if page.evaluate(has_label):
+                        break
+                    page.mouse.move(800 + _ % 2 * 40, 500)  # a pointer event makes the viewport re-render
                 if page.evaluate(has_label):
                     break
-                page.mouse.move(800 + attempt % 2 * 40, 500)
-                if attempt and attempt % 6 == 0:
-                    sr_label.dblclick()
-                page.wait_for_timeout(5000)
+                page.screenshot(path=str(SHOT_DIR / f"ohif-failure-{attempt + 1}.png"))
             else:
-                page.screenshot(path=str(SHOT_DIR / "ohif-failure.png"))
-                raise AssertionError("OHIF drew no DXR-BMD label in 3 min; page text: "
+                raise AssertionError("OHIF drew no DXR-BMD label in three tries; page text: "
                                      + page.inner_text("body")[:1500] + f"; page errors: {page_errors}")
             page.wait_for_timeout(1500)
             page.screenshot(path=str(shot))

@@ -3,10 +3,14 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CONFIG ?= config/node.toml
-# Debian packages the tests need: the real PACS, the real modality, the real validators.
-TEST_DEBS := orthanc orthanc-dicomweb dcmtk dicom3tools
+# Debian packages the tests need: the real PACS, the real modality, the real validators, and
+# the browser the OHIF viewer test drives (Debian's chromium, used by Playwright via executable_path).
+TEST_DEBS := orthanc orthanc-dicomweb dcmtk dicom3tools chromium
+# The OHIF viewer test: the built app shipped in the @ohif/app npm tarball, unpacked here.
+OHIF_VERSION := 3.13.2
+OHIF_DIR := .cache/ohif
 
-.PHONY: run test venv debs bench overlays sample-report clean
+.PHONY: run test venv debs ohif bench overlays sample-report clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,7 +32,16 @@ debs:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-test: debs venv
+# npm (Debian package) fetches the tarball from the npm registry; nothing is built.
+ohif:
+	@if [ ! -f $(OHIF_DIR)/package/dist/index.html ] || ! grep -q '"version": "$(OHIF_VERSION)"' $(OHIF_DIR)/package/package.json; then \
+	  command -v npm >/dev/null || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends npm >/dev/null; }; \
+	  rm -rf $(OHIF_DIR) && mkdir -p $(OHIF_DIR) && \
+	  (cd $(OHIF_DIR) && npm pack --silent @ohif/app@$(OHIF_VERSION) >/dev/null && tar xzf ohif-app-$(OHIF_VERSION).tgz && rm ohif-app-$(OHIF_VERSION).tgz); \
+	fi
+
+test: debs venv ohif
 	$(PY) -m pytest -q tests
 
 # A phantom study's SR rendered by DCMTK dsr2html and its SC result picture, for a human to look at.

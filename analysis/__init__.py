@@ -262,5 +262,12 @@ def _finish(bones: dict[str, BoneResult], base: dict[str, Any], *, sex, age_year
         result.t_score, result.z_score = scores.t_score, scores.z_score
         result.who_category = scores.who_category
         result.reference_name = scores.reference_name
+        result.reference_provisional = scores.provisional
         result.scores_omitted_reason = scores.omitted_reason
+        if scores.young_adult is not None:
+            result.reference_mean_g_cm2 = scores.young_adult.mean_g_cm2
+            result.reference_sd_g_cm2 = scores.young_adult.sd_g_cm2
+        if scores.age_matched is not None:
+            result.z_reference_mean_g_cm2 = scores.age_matched.mean_g_cm2
+            result.z_reference_sd_g_cm2 = scores.age_matched.sd_g_cm2
     return result

@@ -1,14 +1,17 @@
 """Reference tables for T- and Z-scores, and the WHO category.
 
-Tables are CSV text (``config/reference/*.csv``; lines starting with ``#`` are comments) with
-the columns ``sex, age_min, age_max, mean_g_cm2, sd_g_cm2, kind, source, derived``:
+A reference set is CSV text (``config/reference/<set>.csv``; lines starting with ``#`` are
+comments, ``# name: ...`` names the set) with the columns ``sex, age_min, age_max, mean_g_cm2,
+sd_g_cm2, kind, source, derived`` and, optionally, ``n, where, derivation, provisional``:
 
 * ``sex`` ``F`` or ``M``; ``age_min <= age < age_max`` in years;
 * ``kind`` ``young_adult`` (for T-scores; one row per sex, it applies to patients of any age and
   its age band describes the reference group) or ``age_matched`` (for Z-scores; bands of one
   sex must not overlap);
-* ``source`` a citation; ``derived`` ``true`` when the numbers were computed by us rather than
-  published (shown with the result).
+* ``source`` a citation, ``where`` the place in it (table, figure, abstract), ``n`` the cohort
+  size; ``derived`` ``true`` when the numbers were computed by us rather than published, with
+  ``derivation`` saying how; ``provisional`` ``true`` when the row rests on a model rather than a
+  measured table (every score from it is marked provisional in the JSON, the SR and the picture).
 
 Scores are never guessed: unknown sex, unknown age, or no matching row omit the score with a
 reason. T = (BMD - mean) / SD against the young-adult row; WHO category from T: normal
@@ -24,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 COLUMNS = ("sex", "age_min", "age_max", "mean_g_cm2", "sd_g_cm2", "kind", "source", "derived")
+OPTIONAL_COLUMNS = ("n", "where", "derivation", "provisional")
 KINDS = ("young_adult", "age_matched")
 
 
@@ -37,13 +41,28 @@ class ReferenceRow:
     kind: str
     source: str
     derived: bool
+    n: str = ""
+    where: str = ""
+    derivation: str = ""
+    provisional: bool = False
 
     def covers(self, age_years: float) -> bool:
         return self.age_min <= age_years < self.age_max
 
     @property
     def label(self) -> str:
-        return self.source + (" [derived]" if self.derived else "")
+        return self.source + (" [provisional]" if self.provisional else " [derived]" if self.derived else "")
+
+    def describe(self) -> str:
+        """Short words for the result: whose mean and SD, and whether provisional."""
+        who = {"F": "women", "M": "men"}[self.sex]
+        if self.kind == "young_adult":
+            what = f"young-adult {who}"
+        else:
+            what = f"{who} aged {self.age_min:g}-{self.age_max:g}"
+        n = f", n {self.n}" if self.n and self.n.isdigit() else ""
+        flag = ", provisional" if self.provisional else ", derived" if self.derived else ""
+        return f"{what} {self.mean_g_cm2:g} +/- {self.sd_g_cm2:g} g/cm2{n}{flag}"
 
 
 @dataclass(frozen=True)
@@ -54,6 +73,12 @@ class Scores:
     reference_name: str | None = None
     omitted_reason: str | None = None
     """Why a score is missing (one sentence), or None when both were computed."""
+    provisional: bool = False
+    """True when the T- or Z-score comes from a provisional (modelled) row."""
+    young_adult: ReferenceRow | None = None
+    """The row of the T-score (its mean and SD go into the SR's TID 311 on DXR-BMD)."""
+    age_matched: ReferenceRow | None = None
+    """The row of the Z-score."""
 
 
 def who_category(t_score: float) -> str:
@@ -65,13 +90,13 @@ def who_category(t_score: float) -> str:
     return "osteopenia"
 
 
-def _parse_bool(text: str, where: str) -> bool:
+def _parse_bool(text: str, where: str, column: str = "derived") -> bool:
     t = text.strip().lower()
     if t in ("true", "yes", "1"):
         return True
     if t in ("false", "no", "0"):
         return False
-    raise ValueError(f"{where}: derived must be true or false, not {text!r}")
+    raise ValueError(f"{where}: {column} must be true or false, not {text!r}")
 
 
 def _parse_float(text: str, name: str, where: str) -> float:
@@ -82,6 +107,15 @@ def _parse_float(text: str, name: str, where: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{where}: {name} must be finite, not {text!r}")
     return value
+
+
+def set_name(text: str) -> str | None:
+    """The ``# name: ...`` comment of a reference set, or None."""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.lower().startswith("# name:"):
+            return stripped[len("# name:"):].strip() or None
+    return None
 
 
 def parse_reference_csv(text: str, name: str = "table") -> list[ReferenceRow]:
@@ -118,30 +152,60 @@ def parse_reference_csv(text: str, name: str = "table") -> list[ReferenceRow]:
             raise ValueError(f"{where}: kind must be young_adult or age_matched, not {rec['kind']!r}")
         if not rec["source"]:
             raise ValueError(f"{where}: source is empty; cite where the numbers come from")
-        rows.append(ReferenceRow(sex, age_min, age_max, mean, sd, kind, rec["source"], _parse_bool(rec["derived"], where)))
+        derived = _parse_bool(rec["derived"], where)
+        provisional = _parse_bool(rec["provisional"], where, "provisional") if rec.get("provisional") else False
+        if derived and "derivation" in header and not rec.get("derivation"):
+            raise ValueError(f"{where}: derived is true but derivation is empty; say how the numbers were computed")
+        rows.append(ReferenceRow(sex, age_min, age_max, mean, sd, kind, rec["source"], derived,
+                                 n=rec.get("n", ""), where=rec.get("where", ""), derivation=rec.get("derivation", ""),
+                                 provisional=provisional))
     return rows
 
 
 @dataclass
 class ReferenceTables:
     rows: list[ReferenceRow] = field(default_factory=list)
+    name: str = "site reference"
+    """The set's name (``# name:`` line, else the file name), shown with every score."""
 
     def __post_init__(self) -> None:
         for sex in ("F", "M"):
             young = [r for r in self.rows if r.sex == sex and r.kind == "young_adult"]
             if len(young) > 1:
-                raise ValueError(f"{len(young)} young_adult rows for sex {sex}; keep exactly one")
+                raise ValueError(f"{len(young)} young_adult rows for sex {sex}; keep exactly one "
+                                 "(several reference sets loaded? choose one with [reference] table)")
             matched = sorted((r for r in self.rows if r.sex == sex and r.kind == "age_matched"), key=lambda r: r.age_min)
             for a, b in zip(matched, matched[1:]):
                 if b.age_min < a.age_max:
                     raise ValueError(f"age_matched rows for sex {sex} overlap ({a.age_min}-{a.age_max} and {b.age_min}-{b.age_max})")
 
     @classmethod
-    def from_csv_texts(cls, texts: Iterable[str]) -> "ReferenceTables":
+    def from_csv_texts(cls, texts: Iterable[str], name: str | None = None) -> "ReferenceTables":
         rows: list[ReferenceRow] = []
+        names = []
         for i, text in enumerate(texts):
             rows.extend(parse_reference_csv(text, name=f"table {i + 1}"))
-        return cls(rows)
+            names.append(set_name(text))
+        found = [n for n in names if n]
+        return cls(rows, name=(found[0] if len(found) == 1 and len(names) == 1 else name) or name or "site reference")
+
+    @property
+    def provisional(self) -> bool:
+        """True when any row of the set is provisional (check-config says so)."""
+        return any(r.provisional for r in self.rows)
+
+    def summary(self) -> str:
+        """One line for check-config: the set, its T-score anchors, what is provisional."""
+        parts = []
+        for sex, word in (("F", "women"), ("M", "men")):
+            young = self.young_adult(sex)
+            matched = [r for r in self.rows if r.sex == sex and r.kind == "age_matched"]
+            t = f"T {young.mean_g_cm2:g} +/- {young.sd_g_cm2:g}" + (" provisional" if young.provisional else "") if young else "no T"
+            z = (f"Z ages {min(r.age_min for r in matched):g}-{max(r.age_max for r in matched):g}"
+                 + (" provisional" if any(r.provisional for r in matched) else "")) if matched else "no Z"
+            parts.append(f"{word}: {t}, {z}")
+        flag = "PROVISIONAL (parts rest on a model)" if self.provisional else "not provisional"
+        return f"{self.name}: {flag}; " + "; ".join(parts)
 
     def young_adult(self, sex: str) -> ReferenceRow | None:
         return next((r for r in self.rows if r.sex == sex and r.kind == "young_adult"), None)
@@ -173,12 +237,13 @@ class ReferenceTables:
                 reasons.append(f"Z-score omitted: no age-matched reference for {word} aged {age_years:g} is configured.")
             else:
                 z = (bmd_g_cm2 - matched.mean_g_cm2) / matched.sd_g_cm2
-        names = [r.label for r in (young, matched) if r is not None]
-        return Scores(t_score=t, z_score=z, who_category=who,
-                      reference_name="; ".join(dict.fromkeys(names)) or None,
-                      omitted_reason=" ".join(reasons) or None)
+        used = [(k, r) for k, r in (("T", young), ("Z", matched)) if r is not None]
+        name = (f"{self.name} (" + "; ".join(f"{k}: {r.describe()}" for k, r in used) + ")") if used else None
+        return Scores(t_score=t, z_score=z, who_category=who, reference_name=name,
+                      omitted_reason=" ".join(reasons) or None,
+                      provisional=any(r.provisional for _, r in used), young_adult=young, age_matched=matched)
 
 
-def load_reference_tables(texts: Iterable[str]) -> ReferenceTables:
+def load_reference_tables(texts: Iterable[str], name: str | None = None) -> ReferenceTables:
     """Parse and validate reference CSV texts (pure: the caller reads the files)."""
-    return ReferenceTables.from_csv_texts(texts)
+    return ReferenceTables.from_csv_texts(texts, name=name)

@@ -125,13 +125,22 @@ class AnalysisResult:
     vpa_mm: float | None = None
     bhi: float | None = None
     porosity: float | None = None
+    """The porosity used in DXR-BMD (0: not measured; never reported as a result)."""
     dxr_bmd_g_cm2: float | None = None
     t_score: float | None = None
     z_score: float | None = None
     who_category: str | None = None
     scores_omitted_reason: str | None = None
     reference_name: str | None = None
-    """The reference population used for T/Z (e.g. its source citation)."""
+    """The reference population used for T/Z: the set's name and the rows' mean, SD, n."""
+    reference_provisional: bool = False
+    """True when the T- or Z-score comes from a provisional (modelled) reference row."""
+    reference_mean_g_cm2: float | None = None
+    reference_sd_g_cm2: float | None = None
+    """Mean and SD of the young-adult reference the T-score uses (g/cm2)."""
+    z_reference_mean_g_cm2: float | None = None
+    z_reference_sd_g_cm2: float | None = None
+    """Mean and SD of the age-matched reference the Z-score uses (g/cm2)."""
     sex: str | None = None
     age_years: float | None = None
     analysis_version: str = ANALYSIS_VERSION
@@ -165,13 +174,13 @@ class AnalysisResult:
             "mci": _num(self.mci),
             "vpa_mm": _num(self.vpa_mm),
             "bhi": _num(self.bhi),
-            "porosity": _num(self.porosity),
             "dxr_bmd_g_cm2": _num(self.dxr_bmd_g_cm2),
             "t_score": _num(self.t_score),
             "z_score": _num(self.z_score),
             "who_category": self.who_category,
             "scores_omitted_reason": self.scores_omitted_reason,
             "reference": self.reference_name,
+            "reference_provisional": self.reference_provisional if self.reference_name else None,
             "sex": self.sex,
             "age_years": _num(self.age_years),
             "analysis_version": self.analysis_version,

@@ -35,6 +35,7 @@ from node.pipeline.pool import WorkerPool
 from node.receive.ingest import instance_problem
 from node.receive.rules import evaluate
 from node.receive.scp import start_scp
+from node.installation import log_installation
 from node.reference import load_reference
 from node.spool import Store, StoreError
 
@@ -124,6 +125,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _validate_at_start(config)
     store = _store(config)
     jobs, exports = store.recover()
+    log_installation(config)
     log.info(
         "event=node_starting ae_title=%s port=%d data_dir=%s workers=%d quiet_period_seconds=%g "
         "recovered_jobs=%d recovered_exports=%d",
@@ -185,12 +187,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------- small verbs
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _config(args)
-    ref = _validate_at_start(config)
-    dests = ", ".join(f"{d.name} ({d.type})" for d in config.destinations) or "none"
-    print(
-        f"{config.path}: OK (ae_title {config.node.ae_title}, port {config.node.port}, data_dir {config.data_dir}, "
-        f"{len(config.sources)} sources, destinations: {dests}, reference tables: {'yes' if ref is not None else 'no'})"
-    )
+    print(config.summary(_validate_at_start(config)))
     return 0
 
 
@@ -389,6 +386,7 @@ VERBS: tuple[Verb, ...] = (
         _arg("--dicom-out", metavar="DIR", help="write the SR (+ SC picture) per DICOM input"),
         _arg("--reference-dir", metavar="DIR", default=None,
              help=f"reference tables (*.csv) for T/Z-scores (default {research.DEFAULT_REFERENCE_DIR})"),
+        _arg("--reference", metavar="NAME", help="reference set NAME.csv (default black2001 in the shipped folder)"),
         NO_PROGRESS,
     ), research.run_analyze,
         "Measure metacarpals II-IV on hand radiographs and print one JSON object per file."),

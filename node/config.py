@@ -116,7 +116,11 @@ class RulesConfig:
 
 @dataclass(frozen=True)
 class OutputsConfig:
-    refusal_sr: bool = True
+    refusal_sr: str = "hands"
+    """When nothing was measured: ``all`` (always an SR saying why), ``hands`` (only when an image
+    shows a hand, by the analysis or BodyPartExamined) or ``none``. The old boolean is read as
+    ``all``/``none`` (deprecated; logged at start)."""
+    refusal_sr_was_bool: bool = False
     """Send an SR saying why nothing was measured when the analysis refused or failed."""
     picture: bool = True
     """Send the result picture (Secondary Capture) beside each SR."""
@@ -129,6 +133,8 @@ class OutputsConfig:
 class ReferenceConfig:
     dir: Path | None = None
     """Folder of reference CSV tables (absolute), or None when not configured."""
+    table: str | None = None
+    """The reference set to use: ``<dir>/<table>.csv`` (None: every ``*.csv`` in ``dir``)."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +188,14 @@ class Config:
     @property
     def outputs_dir(self) -> Path:
         return self.node.data_dir / "outputs"
+
+    def summary(self, reference: Any = None) -> str:
+        """``dxr-node check-config``'s two lines: the config, then the active reference set."""
+        dests = ", ".join(f"{d.name} ({d.type})" for d in self.destinations) or "none"
+        active = reference.summary() if reference is not None else "none configured (T- and Z-scores will be omitted)"
+        return (f"{self.path}: OK (ae_title {self.node.ae_title}, port {self.node.port}, data_dir {self.data_dir}, "
+                f"{len(self.sources)} sources, destinations: {dests}, "
+                f"reference tables: {'yes' if reference is not None else 'no'})\nreference: {active}")
 
     def destination(self, name: str) -> DestinationConfig:
         for dest in self.destinations:
@@ -329,16 +343,37 @@ def _parse_export(cfg_path: Path, raw: dict) -> ExportConfig:
     return export
 
 
+REFUSAL_SR_MODES = ("all", "hands", "none")
+
+
+def _refusal_sr_mode(o: Section) -> str:
+    value = o.table.get("refusal_sr", OutputsConfig.refusal_sr)
+    if isinstance(value, bool):  # the boolean of earlier releases
+        return "all" if value else "none"
+    if not isinstance(value, str) or value.strip().lower() not in REFUSAL_SR_MODES:
+        o.fail(f'[outputs] refusal_sr must be "all", "hands" or "none", got {value!r}')
+    return value.strip().lower()
+
+
 def _parse_outputs(cfg_path: Path, raw: dict) -> OutputsConfig:
     o = Section(cfg_path, "[outputs]", raw.get("outputs", {}), None)
     extra = tuple((k, v) for k, v in o.table.items() if k not in {"refusal_sr", "picture", "institution_name"})
     outputs = OutputsConfig(
-        refusal_sr=o.bool("refusal_sr", OutputsConfig.refusal_sr),
+        refusal_sr=_refusal_sr_mode(o),
+        refusal_sr_was_bool=isinstance(o.table.get("refusal_sr"), bool),
         picture=o.bool("picture", OutputsConfig.picture),
         institution_name=o.str("institution_name"),
         extra=extra,
     )
     return outputs
+
+
+def _parse_reference(cfg_path: Path, base: Path, raw: dict) -> ReferenceConfig:
+    r = Section(cfg_path, "[reference]", raw.get("reference", {}), {"dir", "table"})
+    table = r.str("table")
+    if table is not None and (not table or "/" in table or "\\" in table or table.startswith(".")):
+        r.fail(f"[reference] table must be a file name in [reference] dir without .csv, got {table!r}")
+    return ReferenceConfig(dir=path_value(r, "dir", base), table=table)
 
 
 def _parse_http(cfg_path: Path, base: Path, raw: dict) -> HttpConfig | None:
@@ -396,7 +431,7 @@ def load_config(path: str | Path, *, port: int | None = None, data_dir: str | Pa
         export=_parse_export(cfg_path, raw),
         rules=_parse_rules(cfg_path, raw.get("rules")),
         outputs=_parse_outputs(cfg_path, raw),
-        reference=ReferenceConfig(dir=path_value(Section(cfg_path, "[reference]", raw.get("reference", {}), {"dir"}), "dir", base)),
+        reference=_parse_reference(cfg_path, base, raw),
         disk=DiskConfig(min_free_bytes=Section(cfg_path, "[disk]", raw.get("disk", {}), {"min_free_bytes"}).int(
             "min_free_bytes", DiskConfig.min_free_bytes, 0)),
         http=_parse_http(cfg_path, base, raw),

@@ -30,7 +30,7 @@ from pydicom.errors import InvalidDicomError
 
 import analysis
 from analysis.result import REASON_MESSAGES, AnalysisResult
-from node.reference import load_reference_dir
+from node.reference import DEFAULT_TABLE, load_reference_dir
 
 __all__ = ["run_analyze", "run_locate", "locate_file"]
 
@@ -178,11 +178,14 @@ def _has_image_magic(path: Path) -> bool:
     return _file_head(path, 8).startswith((b"\x89PNG", b"\xff\xd8"))
 
 
-def _load_reference(directory: Path, explicit: bool):
-    """The tables in ``directory``, or None; ``explicit`` (given with --reference-dir): it must exist."""
+def _load_reference(directory: Path, explicit: bool, table: str | None = None):
+    """The set ``table`` in ``directory`` (default dir: the shipped default set; a given dir without
+    ``--reference``: every table in it), or None; ``explicit`` (given with --reference-dir): it must exist."""
     if explicit and not directory.is_dir():
         raise ValueError(f"--reference-dir {directory}: not a folder")
-    return load_reference_dir(directory)
+    if table is None and not explicit:
+        table = DEFAULT_TABLE
+    return load_reference_dir(directory, table)
 
 
 def _unique_png(out_dir: Path, path: Path, used: set[str]) -> Path:
@@ -204,7 +207,8 @@ def run_analyze(args: argparse.Namespace) -> int:
         return _error("--age must be an age in years between 0 and 130")
     explicit_ref = args.reference_dir is not None
     try:
-        reference = _load_reference(Path(args.reference_dir) if explicit_ref else DEFAULT_REFERENCE_DIR, explicit_ref)
+        reference = _load_reference(Path(args.reference_dir) if explicit_ref else DEFAULT_REFERENCE_DIR, explicit_ref,
+                                    getattr(args, "reference", None))
     except ValueError as exc:
         return _error(str(exc))
     overlay_dir = Path(args.overlay_dir) if args.overlay_dir else None

@@ -27,11 +27,10 @@ from tests.phantom import make_dataset, make_hand  # noqa: E402
 
 
 def _reference():
-    """The shipped reference tables (config/reference/*.csv), as the node loads them."""
-    from analysis.reference import load_reference_tables
+    """The shipped default reference set (config/reference/black2001.csv), as the node loads it."""
+    from node.reference import DEFAULT_TABLE, load_reference_dir
 
-    texts = [p.read_text(encoding="utf-8") for p in sorted((REPO / "config" / "reference").glob("*.csv"))]
-    return load_reference_tables(texts)
+    return load_reference_dir(REPO / "config" / "reference", DEFAULT_TABLE)
 
 
 def main(out_dir: Path = REPO / "out") -> int:
@@ -57,6 +56,9 @@ def main(out_dir: Path = REPO / "out") -> int:
         results[0] = measured.replace(
             age_years=67.0, t_score=scores.t_score, z_score=scores.z_score, who_category=scores.who_category,
             reference_name=scores.reference_name, scores_omitted_reason=scores.omitted_reason,
+            reference_provisional=scores.provisional,
+            reference_mean_g_cm2=scores.young_adult.mean_g_cm2 if scores.young_adult else None,
+            reference_sd_g_cm2=scores.young_adult.sd_g_cm2 if scores.young_adult else None,
         )
     if results[1].status == "ok" or results[1].reason not in ("lateral_view", "oblique_view", "not_pa_hand"):
         print(f"sample-report: the engine did not call the lateral view lateral ({results[1].reason})")

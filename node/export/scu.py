@@ -65,6 +65,22 @@ def echo(dest: DestinationConfig, calling_ae: str, timeout_seconds: float = 10.0
     return False, f"{dest.name} ({dest.ae_title}@{dest.host}:{dest.port}): C-ECHO failed ({code})"
 
 
+def _as_accepted(assoc, ds: pydicom.Dataset) -> pydicom.Dataset:
+    """``ds`` as it can go: compressed when the peer accepted that syntax, else decompressed.
+
+    The node writes its picture JPEG-LS lossless; a peer that accepts only the uncompressed
+    syntaxes for Secondary Capture gets it decoded (Explicit VR Little Endian).
+    """
+    ts = UID(str(ds.file_meta.TransferSyntaxUID))
+    if not ts.is_compressed:
+        return ds
+    sop_class = str(ds.SOPClassUID)
+    if any(str(c.abstract_syntax) == sop_class and str(c.transfer_syntax[0]) == ts for c in assoc.accepted_contexts):
+        return ds
+    ds.decompress(generate_instance_uid=False)  # the same instance, another encoding
+    return ds
+
+
 def send_files(
     dest: DestinationConfig, paths: Sequence[Path], calling_ae: str, timeout_seconds: float = 30.0
 ) -> list[SendResult]:
@@ -102,6 +118,7 @@ def send_files(
                 for p, ds in readable:
                     uid = str(ds.SOPInstanceUID)
                     try:
+                        ds = _as_accepted(assoc, ds)
                         status = assoc.send_c_store(ds)
                     except Exception as exc:  # e.g. no accepted context for this SOP class
                         results[p] = SendResult(p, uid, False, f"C-STORE not possible: {exc}")

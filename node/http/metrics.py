@@ -23,6 +23,7 @@ dxr_stow_requests_total                    counter    status (HTTP status code)
 dxr_instances_stored                       gauge      (instances in the spool database)
 dxr_studies_completed_total                counter    (quiet period reached; re-opened studies count again)
 dxr_jobs                                   gauge      state (queued, running, done, failed, superseded)
+dxr_jobs_without_report                    gauge      (done jobs that wrote nothing: no image showed a hand)
 dxr_analysis_duration_seconds              histogram  (jobs that ran to an end: claim to done/failed)
 dxr_export_attempts_total                  counter    destination
 dxr_export_failures_total                  counter    destination
@@ -124,6 +125,8 @@ class StoreSnapshot:
     instances: int = 0
     studies_completed: int = 0
     jobs_by_state: dict[str, int] = field(default_factory=dict)
+    jobs_without_report: int = 0
+    """Done jobs with no output (``[outputs] refusal_sr`` "hands" and no hand, or "none")."""
     analysis_durations_seconds: list[float] = field(default_factory=list)
     export_attempts: dict[str, int] = field(default_factory=dict)
     export_failures: dict[str, int] = field(default_factory=dict)
@@ -164,6 +167,9 @@ def read_snapshot(db_path: str | Path) -> StoreSnapshot:
         snap.jobs_by_state = {
             r["state"]: r["n"] for r in conn.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
         }
+        snap.jobs_without_report = conn.execute(
+            "SELECT COUNT(*) FROM jobs j WHERE j.state='done' AND NOT EXISTS (SELECT 1 FROM outputs o WHERE o.job_id=j.id)"
+        ).fetchone()[0]
         # updated_at is the time the job reached done/failed; started_at when a worker took it.
         snap.analysis_durations_seconds = [
             max(0.0, r[0])
@@ -267,6 +273,10 @@ class StoreCollector(Collector):
         for state in sorted(set(snap.jobs_by_state) | {"queued", "running", "done", "failed"}):
             jobs.add_metric([state], snap.jobs_by_state.get(state, 0))
         yield jobs
+        yield GaugeMetricFamily(
+            "dxr_jobs_without_report", "Finished jobs that sent nothing (no image showed a hand, or refusal_sr none).",
+            value=snap.jobs_without_report,
+        )
 
         buckets, total = _histogram_buckets(snap.analysis_durations_seconds, ANALYSIS_DURATION_BUCKETS_SECONDS)
         hist = HistogramMetricFamily(

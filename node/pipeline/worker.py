@@ -15,6 +15,7 @@ pool; a node that dies mid-job has it queued again by ``Store.recover`` at the n
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import io
 import logging
 import os
@@ -28,6 +29,7 @@ import analysis
 from analysis.result import REASON_MESSAGES, AnalysisResult
 from node.config import Config
 from node.dicom import output_kind
+from node.installation import installation_uid
 from node.log import setup_logging
 from node.reference import load_reference
 from node.report import build_study_outputs
@@ -57,6 +59,17 @@ def _analyse_one(ds: pydicom.Dataset, reference: Any, job: Job, sop_uid: str) ->
     return result
 
 
+def _history(store: Store, datasets: list) -> list:
+    """The patient's earlier results on this node (for the picture's trend); empty when unreadable."""
+    from node.report.history import patient_history
+
+    try:
+        return patient_history(store, datasets[0]) if datasets else []
+    except Exception as exc:  # noqa: BLE001 - a trend must never cost the report
+        log.warning("event=history_failed error=%r", f"{type(exc).__name__}: {exc}")
+        return []
+
+
 def run_job(store: Store, config: Config, job: Job, reference: Any = None) -> bool:
     """Run one claimed job to ``done`` or ``failed``; returns True when done."""
     try:
@@ -77,10 +90,17 @@ def run_job(store: Store, config: Config, job: Job, reference: Any = None) -> bo
             raise RuntimeError(f"none of the study's {len(instances)} instances could be read from the spool")
 
         replaces = store.previous_sr_uids(job.study_instance_uid, job.run)
+        options = output_options(config, reference=reference)
+        installation = installation_uid(store.data_dir, options.uid_root)
+        options = dataclasses.replace(options, installation_uid=installation,
+                                      history=_history(store, [ds for ds, _ in images]))
         outputs = build_study_outputs(
             images,
-            uid_seed=f"{job.study_instance_uid}/{job.run}",
-            options=output_options(config, reference=reference),
+            # The installation UID makes a second node's or a reinstalled node's UIDs differ; the
+            # same run re-sent keeps its UIDs.
+            uid_seed=f"{installation}/{job.study_instance_uid}/{job.run}",
+            run=job.run,
+            options=options,
             replaces=replaces,
         )
         recorded = []

@@ -15,13 +15,16 @@ from pydicom.dataset import Dataset
 
 from analysis.result import AnalysisResult
 from node.report.options import OutputOptions
-from node.report.plan import ImageEntry, hand_of, is_image, plan_reports
+from node.report.plan import ImageEntry, hand_of, is_image, plan_reports, shows_a_hand
 from node.report.sc import picture_sc
 from node.report.sr import measurement_sr, refusal_sr
 
 __all__ = ["build_study_outputs", "write_dicom_outputs"]
 
 log = logging.getLogger("dxr.report")
+
+RUN_INSTANCE_STRIDE = 10
+"""Instance Numbers of run r start at (r - 1) * 10 + 1 (a run writes at most one SR/SC per hand)."""
 
 
 def build_study_outputs(
@@ -30,6 +33,7 @@ def build_study_outputs(
     uid_seed: str,
     options: OutputOptions = OutputOptions(),
     replaces: Sequence[str] = (),
+    run: int = 1,
 ) -> list[Dataset]:
     """SR + SC per measured hand of one study, or one refusal SR.
 
@@ -44,12 +48,17 @@ def build_study_outputs(
     replaces : sequence of str
         SOP Instance UIDs of SRs from an earlier run of this study (made by this node), which
         the new SRs supersede; referenced in the Predecessor Documents Sequence.
+    run : int
+        The job's run of this study (1, 2, ...): Instance Numbers are ``(run - 1) * 10 + k``, so
+        they never repeat within the node's SR and SC series across runs (at most 3 hands a run).
 
     Returns
     -------
     list of pydicom.Dataset
         For each measured hand (ordered L, R, unknown): its SR then its SC. When no hand was
-        measured: one refusal SR (or nothing if ``options.refusal_sr`` is False).
+        measured: one refusal SR, per ``options.refusal_sr``: ``"all"`` always, ``"hands"`` only
+        when an image shows a hand (else nothing, logged ``event=refusal_sr_skipped``), ``"none"``
+        never.
     """
     if not images:
         raise ValueError("build_study_outputs needs at least one analysed image.")
@@ -65,10 +74,16 @@ def build_study_outputs(
     reports = plan_reports(entries)
     outputs: list[Dataset] = []
     if not reports:
-        if options.refusal_sr:
-            outputs.append(refusal_sr(entries, uid_seed=uid_seed, options=options, replaces=replaces))
+        mode = {True: "all", False: "none"}.get(options.refusal_sr, options.refusal_sr)  # type: ignore[arg-type]
+        if mode == "all" or (mode == "hands" and any(shows_a_hand(e) for e in entries)):
+            outputs.append(refusal_sr(entries, uid_seed=uid_seed, options=options, replaces=replaces,
+                                      instance_number=(max(run, 1) - 1) * RUN_INSTANCE_STRIDE + 1))
+        elif mode == "hands":
+            log.info("event=refusal_sr_skipped study=%s images=%d reason='no image shows a hand' reasons=%s",
+                     next(iter(study_uids)), len(entries),
+                     ",".join(sorted({e.result.reason or e.result.status for e in entries})))
         return outputs
-    for instance_number, report in enumerate(reports, start=1):
+    for instance_number, report in enumerate(reports, start=(max(run, 1) - 1) * RUN_INSTANCE_STRIDE + 1):
         outputs.append(
             measurement_sr(report, instance_number, uid_seed=uid_seed, options=options, replaces=replaces)
         )

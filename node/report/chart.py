@@ -37,15 +37,18 @@ def draw_chart(
     result: AnalysisResult,
     bands: Sequence[ReferenceBand],
     omitted_reason: str | None,
+    earlier: Sequence[tuple[float, float]] = (),
+    provisional: bool = False,
 ) -> None:
-    """DXR-BMD (g/cm2) against age (years): reference mean with +/-1 and +/-2.5 SD, patient point."""
+    """DXR-BMD (g/cm2) against age (years): reference mean with +/-1 and +/-2 SD, the patient's
+    earlier results (``earlier``: (age, BMD), oldest first) joined to today's point."""
     left, top, right, bottom = box
     label_font, tick_font = load_font(22), load_font(19)
     draw.text((left, top), "DXR-BMD (g/cm\u00b2) against age (years)", font=load_font(24, bold=True), fill=TEXT)
     plot = (left + 60, top + 44, right - 12, bottom - 34)
     px0, py0, px1, py1 = plot
     age_lo, age_hi = AGE_RANGE_YEARS
-    values = [b.mean_g_cm2 + k * b.sd_g_cm2 for b in bands for k in (-2.5, 2.5)]
+    values = [b.mean_g_cm2 + k * b.sd_g_cm2 for b in bands for k in (-2.5, 2.5)] + [v for _, v in earlier]
     if result.dxr_bmd_g_cm2 is not None:
         values.append(result.dxr_bmd_g_cm2)
     bmd_lo = math.floor((min(values, default=0.3) - 0.05) * 10) / 10
@@ -66,7 +69,7 @@ def draw_chart(
         a0, a1 = max(band.age_from_years, age_lo), min(band.age_to_years, age_hi)
         if a1 <= a0:
             continue
-        for k, colour in ((2.5, BAND_25SD), (1.0, BAND_1SD)):
+        for k, colour in ((2.0, BAND_25SD), (1.0, BAND_1SD)):
             x0, y0 = xy(a0, band.mean_g_cm2 + k * band.sd_g_cm2)
             x1, y1 = xy(a1, band.mean_g_cm2 - k * band.sd_g_cm2)
             draw.rectangle((x0, y0, x1, y1), fill=colour)
@@ -80,7 +83,15 @@ def draw_chart(
                           width=2)
             draw.text((px1 - 6, y_t - 3), text, font=tick_font, fill=TEXT, anchor="rb",
                       stroke_width=3, stroke_fill=(0, 0, 0))
-    _draw_axes(draw, plot, xy, (bmd_lo, bmd_hi), tick_font, drawn_kind=("age-matched" if matched else "young-adult") if drawn else None)
+    kind = ("age-matched" if matched else "young-adult") if drawn else None
+    if kind and provisional:
+        kind += " (provisional)"
+    _draw_axes(draw, plot, xy, (bmd_lo, bmd_hi), tick_font, drawn_kind=kind)
+    if earlier and result.dxr_bmd_g_cm2 is not None and result.age_years is not None:
+        line = [xy(a, v) for a, v in earlier] + [xy(result.age_years, result.dxr_bmd_g_cm2)]
+        draw.line(line, fill=ACCENT, width=3)
+        for x, y in line[:-1]:
+            draw.ellipse((x - 6, y - 6, x + 6, y + 6), fill=(255, 255, 255), outline=ACCENT, width=3)
     _draw_patient(draw, plot, xy, result, tick_font)
     if not bands:
         reason = omitted_reason or "no reference population configured"
@@ -110,7 +121,7 @@ def _draw_axes(draw: ImageDraw.ImageDraw, plot: tuple[float, float, float, float
     lx, ly = px0 + 10, py0 + 8
     if drawn_kind:
         which = drawn_kind
-        for colour, text in ((BAND_1SD, f"{which} mean \u00b11 SD"), (BAND_25SD, "\u00b12.5 SD")):
+        for colour, text in ((BAND_1SD, f"{which} mean \u00b11 SD"), (BAND_25SD, "\u00b12 SD")):
             draw.rectangle((lx, ly + 3, lx + 22, ly + 19), fill=colour, outline=(150, 230, 160))
             draw.text((lx + 30, ly), text, font=tick_font, fill=TEXT)
             lx += 40 + draw.textlength(text, font=tick_font) + 12

@@ -29,11 +29,8 @@ LATERALITY_CODES = {"L": codes.SCT.Left, "R": codes.SCT.Right}
 OUTER_WIDTH = codes.SCT.Width  # SCT 103355008
 Z_SCORE = codes.DCM.ZScore  # DCM 113071
 COMMENT = codes.DCM.Comment  # DCM 121106
-WHO_VALUES = {
-    "normal": hd.sr.CodedConcept("17621005", "SCT", "Normal"),
-    "osteopenia": hd.sr.CodedConcept("312894000", "SCT", "Osteopenia"),
-    "osteoporosis": hd.sr.CodedConcept("64859006", "SCT", "Osteoporosis"),
-}
+MEAN = codes.SCT.Mean  # SCT 373098007, TID 311 on DXR-BMD
+STANDARD_DEVIATION = codes.SCT.StandardDeviation  # SCT 386136009
 
 
 # Private codes: no standard concept exists for radiogrammetry quantities.
@@ -42,12 +39,32 @@ METACARPAL_INDEX = _private("DXR0002", "Metacarpal index")
 VPA = _private("DXR0003", "Volume per area")
 DXR_BMD = _private("DXR0004", "DXR-BMD")
 T_SCORE = _private("DXR0005", "T-score")
+"""No DCM T-score concept exists; LOINC's T-scores are DXA-site specific (e.g. 80946-7 "DXA Hip-L T-score
+BMD"), so a DXR T-score gets the private code with the plain meaning "T-score"."""
 BHI = _private("DXR0006", "Bone health index")
-POROSITY = _private("DXR0007", "Cortical porosity index")
 MEAN_CORTICAL_THICKNESS = _private("DXR0008", "Mean metacarpal cortical thickness")
 MEAN_OUTER_WIDTH = _private("DXR0009", "Mean metacarpal outer width")
 MEAN_METACARPAL_INDEX = _private("DXR0010", "Mean metacarpal index")
-WHO_CATEGORY = _private("DXR0020", "WHO bone density category")
+SCREENING_CATEGORY = _private("DXR0080", "DXR screening category")
+SCREENING_VALUES = {
+    "normal": _private("DXR0081", "DXR T-score -1.0 or above"),
+    "osteopenia": _private("DXR0082", "DXR T-score between -2.5 and -1.0"),
+    "osteoporosis": _private("DXR0083", "DXR T-score -2.5 or below"),
+}
+"""A screening category from the DXR T-score with the WHO thresholds, deliberately not the SNOMED
+disorders: WHO thresholds are defined for central DXA (docs/codes.md)."""
+REFERENCE_STATUS = _private("DXR0084", "Reference population status")
+PROVISIONAL_REFERENCE = _private("DXR0085", "Provisional reference (model)")
+SOURCED_REFERENCE = _private("DXR0086", "Published or derived reference")
+BONE_MODIFIERS = {
+    "II": _private("DXR0071", "Second metacarpal (index finger ray)"),
+    "III": _private("DXR0072", "Third metacarpal (middle finger ray)"),
+    "IV": _private("DXR0073", "Fourth metacarpal (ring finger ray)"),
+}
+"""Which of II-IV: the bone group's first finding site, and the topographical modifier of its second
+(SCT 36455000 Metacarpal); docs/codes.md."""
+PROCEDURE_NOT_PERFORMED = _private("DXR0090", "DXR-BMD analysis not performed")
+"""Procedure reported of a refusal SR: nothing a billing system reads as a performed 0749T."""
 SERVICE_EXTENT = _private("DXR0021", "Extent of DXR service")
 FULL_SERVICE = _private("DXR0022", "Full service: metacarpals II-IV measured")
 REDUCED_SERVICE = _private("DXR0023", "Reduced service: two metacarpals measured")
@@ -98,5 +115,6 @@ def private_codes() -> list[hd.sr.CodedConcept]:
     """Every private code this module can write (docs/codes.md must list them all)."""
     found = [value for value in globals().values() if isinstance(value, hd.sr.CodedConcept)]
     found += list(PIXEL_SPACING_SOURCES.values()) + list(REASON_CODES.values())
+    found += list(SCREENING_VALUES.values()) + list(BONE_MODIFIERS.values())
     unique = {code.value: code for code in found if code.scheme_designator == PRIVATE_SCHEME}
     return [unique[key] for key in sorted(unique)]

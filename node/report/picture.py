@@ -28,7 +28,7 @@ from node.report.overlay import load_font, wrap_text
 from node.report.panels import fit, hand_panel, roi_tile
 from node.report.style import ACCENT, BACKGROUND, GRID, MUTED, TEXT, WHO_COLOURS, fmt
 
-__all__ = ["PatientLine", "UnusedImage", "compose_picture", "summary_lines", "table_rows"]
+__all__ = ["PatientLine", "TrendLine", "UnusedImage", "compose_picture", "summary_lines", "table_rows", "trend_text"]
 
 DISCLAIMER = "Computed estimate from a radiograph (digital X-ray radiogrammetry) \u2014 not a DXA measurement."
 PAGE_SIZE_PX = (1920, 1200)
@@ -101,6 +101,42 @@ def _scores_note(result: AnalysisResult) -> str | None:
     return None
 
 
+SCREENING_WORDS = {
+    "normal": "DXR T-score \u2265 \u22121.0",
+    "osteopenia": "DXR T-score \u22122.5 to \u22121.0: consider DXA",
+    "osteoporosis": "DXR T-score \u2264 \u22122.5: consider DXA",
+}
+"""The screening category in words: WHO thresholds on a DXR estimate, not a WHO diagnosis (central DXA)."""
+
+
+@dataclass(frozen=True)
+class TrendLine:
+    """The change since the patient's last result on this node (same hand)."""
+
+    previous_date: str
+    change_g_cm2: float
+    change_percent: float
+    significant: bool
+    lsc_percent: float
+    cv_percent: float
+
+
+def trend_text(trend: TrendLine) -> str:
+    date = trend.previous_date
+    if len(date) == 8 and date.isdigit():
+        date = f"{date[:4]}-{date[4:6]}-{date[6:]}"
+    verdict = "exceeds" if trend.significant else "within"
+    return (f"Change since {date or 'the last result'}: {fmt(trend.change_g_cm2, 3, signed=True)} g/cm\u00b2 "
+            f"({fmt(trend.change_percent, 1, signed=True)} %), {verdict} the least significant change "
+            f"{trend.lsc_percent:.2f} % (2.77 \u00d7 CV {trend.cv_percent:.2f} %)")
+
+
+def _provisional_note(result: AnalysisResult) -> str | None:
+    if result.reference_name and result.reference_provisional:
+        return "PROVISIONAL reference: part of it is a model, not a measured table."
+    return None
+
+
 def summary_lines(result: AnalysisResult) -> list[str]:
     """The combined result as plain lines (the same words the picture draws)."""
     lines = [f"DXR-BMD {fmt(result.dxr_bmd_g_cm2, 3)} g/cm\u00b2"]
@@ -108,10 +144,11 @@ def summary_lines(result: AnalysisResult) -> list[str]:
         lines.append(f"T-score {fmt(result.t_score, 1, signed=True)}   Z-score {fmt(result.z_score, 1, signed=True)}")
     if _scores_note(result):
         lines.append(_scores_note(result))
+    if _provisional_note(result):
+        lines.append(_provisional_note(result))
     if result.who_category:
-        lines.append(f"WHO category (from the DXR T-score): {result.who_category.capitalize()}")
-    lines.append(f"BHI {fmt(result.bhi, 2)}   porosity index {fmt(result.porosity, 4)}   "
-                 f"mean MCI {fmt(result.mci, 3)}")
+        lines.append(f"DXR screening category: {SCREENING_WORDS.get(result.who_category, result.who_category)}")
+    lines.append(f"BHI {fmt(result.bhi, 2)}   mean MCI {fmt(result.mci, 3)}")
     if result.reduced_service:
         lines.append(f"Reduced service: {result.bones_measured} of {len(BONE_NAMES)} metacarpals measured")
     return lines
@@ -127,6 +164,8 @@ def compose_picture(
     reference_note: str | None = None,
     patient: PatientLine = PatientLine(),
     measured_label: str = "",
+    earlier: Sequence[tuple[float, float]] = (),
+    trend: TrendLine | None = None,
 ) -> Image.Image:
     """The full result picture, RGB, 1920 x 1200 px.
 
@@ -147,6 +186,10 @@ def compose_picture(
     patient : PatientLine
     measured_label : str
         Which image was measured (e.g. ``"series 1 image 1, DX PA"``).
+    earlier : sequence of (age in years, DXR-BMD)
+        The patient's earlier results of this hand from this node, oldest first (the trend line).
+    trend : TrendLine, optional
+        The change since the last of them and whether it exceeds the LSC.
     """
     width, height = PAGE_SIZE_PX
     page = Image.new("RGB", (width, height), BACKGROUND)
@@ -159,11 +202,12 @@ def compose_picture(
     _draw_zoom_column(page, draw, image_bone_bright, result)
     x0, x1 = ZOOM_BOX_PX[2] + 28, width - MARGIN_PX
     y = _draw_bone_table(draw, x0, x1, 100, result)
-    y = _draw_combined(draw, x0, x1, y, result)
+    y = _draw_combined(draw, x0, x1, y, result, trend)
     notes_top = _draw_notes(draw, x0, x1, result, unused, measured_label)
     chart_box = (x0, y + 10, x1, notes_top - 14)
     if chart_box[3] - chart_box[1] > 200:
-        draw_chart(draw, chart_box, result, reference_bands, reference_note or result.scores_omitted_reason)
+        draw_chart(draw, chart_box, result, reference_bands, reference_note or result.scores_omitted_reason,
+                   earlier=earlier, provisional=bool(result.reference_provisional))
     # footer: the statement
     footer_top = height - FOOTER_PX
     draw.rectangle((MARGIN_PX, footer_top, width - MARGIN_PX, height - 14), outline=ACCENT, width=3)
@@ -225,14 +269,16 @@ def _draw_bone_table(draw: ImageDraw.ImageDraw, x0: int, x1: int, y: int, result
     return y + 16
 
 
-def _draw_combined(draw: ImageDraw.ImageDraw, x0: int, x1: int, y: int, result: AnalysisResult) -> int:
-    """DXR-BMD, WHO category, scores (or why not), indices; returns the y below them."""
+def _draw_combined(draw: ImageDraw.ImageDraw, x0: int, x1: int, y: int, result: AnalysisResult,
+                   trend: TrendLine | None = None) -> int:
+    """DXR-BMD, screening category, scores (or why not), trend, indices; returns the y below them."""
     draw.text((x0, y), f"DXR-BMD  {fmt(result.dxr_bmd_g_cm2, 3)} g/cm\u00b2", font=load_font(40, bold=True), fill=TEXT)
+    y += 56
     if result.who_category:
         colour = WHO_COLOURS.get(result.who_category.lower(), TEXT)
-        draw.text((x1, y + 6), result.who_category.capitalize(), font=load_font(34, bold=True), fill=colour,
-                  anchor="ra")
-    y += 56
+        draw.text((x0, y), SCREENING_WORDS.get(result.who_category, result.who_category),
+                  font=load_font(28, bold=True), fill=colour)
+        y += 40
     if result.t_score is not None or result.z_score is not None:
         draw.text((x0, y), f"T-score  {fmt(result.t_score, 1, signed=True)}      "
                            f"Z-score  {fmt(result.z_score, 1, signed=True)}", font=load_font(32, bold=True), fill=TEXT)
@@ -242,12 +288,20 @@ def _draw_combined(draw: ImageDraw.ImageDraw, x0: int, x1: int, y: int, result: 
         for line in wrap_text(draw, note, load_font(22), x1 - x0)[:3]:
             draw.text((x0, y), line, font=load_font(22), fill=WHO_COLOURS["osteopenia"])
             y += 29
+    if _provisional_note(result):
+        draw.text((x0, y), _provisional_note(result), font=load_font(22, bold=True), fill=WHO_COLOURS["osteopenia"])
+        y += 30
     if result.reference_name:
         for line in wrap_text(draw, f"Reference: {result.reference_name}", load_font(20), x1 - x0)[:2]:
             draw.text((x0, y), line, font=load_font(20), fill=MUTED)
             y += 26
-    draw.text((x0, y + 4), f"BHI {fmt(result.bhi, 2)}     porosity index {fmt(result.porosity, 4)}     "
-                           f"mean MCI {fmt(result.mci, 3)}", font=load_font(24), fill=TEXT)
+    if trend is not None:
+        for line in wrap_text(draw, trend_text(trend), load_font(22, bold=trend.significant), x1 - x0)[:2]:
+            draw.text((x0, y), line, font=load_font(22, bold=trend.significant),
+                      fill=ACCENT if trend.significant else TEXT)
+            y += 29
+    draw.text((x0, y + 4), f"BHI {fmt(result.bhi, 2)}     mean MCI {fmt(result.mci, 3)}", font=load_font(24),
+              fill=TEXT)
     y += 40
     if result.reduced_service:
         draw.text((x0, y), f"Reduced service: {result.bones_measured} of {len(BONE_NAMES)} metacarpals measured",

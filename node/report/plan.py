@@ -17,7 +17,7 @@ try:  # a private highdicom helper (optional): without it an instance with rows 
 except ImportError:
     does_iod_have_pixel_data = None
 
-__all__ = ['HandReport', 'ImageEntry', 'UnusedEntry', 'describe_image', 'hand_of', 'hand_words', 'is_image', 'plan_reports', 'reason_code', 'reason_text']
+__all__ = ['HAND_SEEN_REASONS', 'shows_a_hand', 'HandReport', 'ImageEntry', 'UnusedEntry', 'describe_image', 'hand_of', 'hand_words', 'is_image', 'plan_reports', 'reason_code', 'reason_text']
 
 
 @dataclass
@@ -97,6 +97,25 @@ def reason_text(result: AnalysisResult) -> str:
     if result.status == "ok":
         return REASON_MESSAGES.get(f"{result.view}_view", REASON_MESSAGES["not_pa_hand"])
     return result.message or REASON_MESSAGES.get(result.reason or "", "No measurement was made.")
+
+
+HAND_SEEN_REASONS = frozenset({
+    "lateral_view", "oblique_view", "immature_skeleton", "bone_not_found", "foreign_object_in_roi", "low_quality",
+})
+"""Refusals made after the analysis found a hand (the view or the bones failed, not the subject)."""
+HAND_BODY_PARTS = frozenset({"HAND", "WRIST", "FINGER"})
+
+
+def shows_a_hand(entry: ImageEntry) -> bool:
+    """True when the analysis found a hand in the image or its header says it is a hand/wrist film.
+
+    A chest film without BodyPartExamined (which the default analyse rule lets through) is
+    refused ``not_pa_hand`` and shows no hand: with ``refusal_sr = "hands"`` its study gets no SR.
+    """
+    result = entry.result
+    if result.status == "ok" or (result.reason or "") in HAND_SEEN_REASONS:
+        return True
+    return str(entry.dataset.get("BodyPartExamined", "") or "").strip().upper() in HAND_BODY_PARTS
 
 
 def hand_words(hand: str) -> str:

@@ -12,7 +12,9 @@ from pydicom.uid import ExplicitVRLittleEndian
 from analysis.result import BONE_NAMES
 from node.dicom import COMPREHENSIVE_SR, NODE_MANUFACTURER
 from node.report.charset import OWN_TEXT_ATTRIBUTES, fit_own_text
-from node.report.codes import ANALYSIS_OUTCOME, NOT_MEASURED, PRIVATE_SCHEME, PROCEDURE_DXR_BMD, REFUSAL_REASON
+from node.report.codes import (
+    ANALYSIS_OUTCOME, NOT_MEASURED, PRIVATE_SCHEME, PROCEDURE_DXR_BMD, PROCEDURE_NOT_PERFORMED, REFUSAL_REASON,
+)
 from node.report.groups import (
     algorithm_id, bone_group, combined_group, library_image, observation_context, unused_group, with_comment,
 )
@@ -33,6 +35,7 @@ def _sr_dataset(
     instance_number: int,
     options: OutputOptions,
     replaces: Sequence[str],
+    performed: bool = True,
 ) -> hd.sr.ComprehensiveSR:
     source = evidence[0]
     study_uid = str(source.StudyInstanceUID)
@@ -42,7 +45,7 @@ def _sr_dataset(
     sr = hd.sr.ComprehensiveSR(
         evidence=evidence,
         content=content,
-        series_instance_uid=sr_series_uid(study_uid),
+        series_instance_uid=sr_series_uid(study_uid, options.installation_uid, options.uid_root),
         series_number=SR_SERIES_NUMBER,
         sop_instance_uid=sop_instance_uid,
         instance_number=instance_number,
@@ -51,7 +54,8 @@ def _sr_dataset(
         is_complete=True,
         is_final=False,
         is_verified=False,
-        performed_procedure_codes=[PROCEDURE_DXR_BMD],
+        # A refusal names no performed procedure: nothing a billing system reads as a performed 0749T.
+        performed_procedure_codes=[PROCEDURE_DXR_BMD] if performed else None,
         transfer_syntax_uid=ExplicitVRLittleEndian,
         series_description="DXR-BMD report (computed estimate)",
         **kwargs,
@@ -63,7 +67,7 @@ def _sr_dataset(
     fit_own_text(sr, OWN_TEXT_ATTRIBUTES)
     _declare_private_scheme(sr)
     if replaces:
-        _add_predecessors(sr, study_uid, replaces)
+        _add_predecessors(sr, study_uid, replaces, options)
     return sr
 
 
@@ -90,7 +94,7 @@ def _declare_private_scheme(ds: Dataset) -> None:
     ds.CodingSchemeIdentificationSequence = [item]
 
 
-def _add_predecessors(sr: Dataset, study_uid: str, replaces: Sequence[str]) -> None:
+def _add_predecessors(sr: Dataset, study_uid: str, replaces: Sequence[str], options: OutputOptions) -> None:
     referenced = []
     for uid in dict.fromkeys(replaces):
         ref = Dataset()
@@ -98,7 +102,7 @@ def _add_predecessors(sr: Dataset, study_uid: str, replaces: Sequence[str]) -> N
         ref.ReferencedSOPInstanceUID = uid
         referenced.append(ref)
     series = Dataset()
-    series.SeriesInstanceUID = sr_series_uid(study_uid)
+    series.SeriesInstanceUID = sr_series_uid(study_uid, options.installation_uid, options.uid_root)
     series.ReferencedSOPSequence = referenced
     study = Dataset()
     study.StudyInstanceUID = study_uid
@@ -118,11 +122,12 @@ def measurement_sr(
     groups.append(combined_group(image, report.hand, uid_seed))
     groups += [unused_group(u, uid_seed, report.hand) for u in report.unused]
     evidence = [image.dataset] + [u.image.dataset for u in report.unused]
-    return _report_sr(groups, evidence, sop_instance_uid=derived_uid(uid_seed, "sr", report.hand),
+    return _report_sr(groups, evidence, sop_instance_uid=derived_uid(uid_seed, "sr", report.hand, root=options.uid_root),
                       instance_number=instance_number, options=options, replaces=replaces)
 
 
-def refusal_sr(entries: list[ImageEntry], *, uid_seed: str, options: OutputOptions, replaces: Sequence[str]) -> Dataset:
+def refusal_sr(entries: list[ImageEntry], *, uid_seed: str, options: OutputOptions, replaces: Sequence[str],
+               instance_number: int = 1) -> Dataset:
     groups = []
     for entry in entries:
         ds = entry.dataset
@@ -145,18 +150,22 @@ def refusal_sr(entries: list[ImageEntry], *, uid_seed: str, options: OutputOptio
             )
         )
     evidence = [e.dataset for e in entries]
-    return _report_sr(groups, evidence, sop_instance_uid=derived_uid(uid_seed, "sr", "refusal"),
-                      instance_number=1, options=options, replaces=replaces)
+    return _report_sr(groups, evidence, sop_instance_uid=derived_uid(uid_seed, "sr", "refusal", root=options.uid_root),
+                      instance_number=instance_number, options=options, replaces=replaces, performed=False)
 
 
 def _report_sr(
     groups: list, evidence: list[Dataset], *, sop_instance_uid: str, instance_number: int,
-    options: OutputOptions, replaces: Sequence[str],
+    options: OutputOptions, replaces: Sequence[str], performed: bool = True,
 ) -> Dataset:
-    """The TID 1500 report of ``groups`` on the ``evidence`` images, as an SR instance."""
+    """The TID 1500 report of ``groups`` on the ``evidence`` images, as an SR instance.
+
+    ``performed`` False (a refusal): Procedure Reported says the DXR-BMD analysis was not
+    performed (private DXR0090) and no Performed Procedure Code is written.
+    """
     content = hd.sr.MeasurementReport(
         observation_context=observation_context(options),
-        procedure_reported=PROCEDURE_DXR_BMD,
+        procedure_reported=PROCEDURE_DXR_BMD if performed else PROCEDURE_NOT_PERFORMED,
         imaging_measurements=groups,
         referenced_images=[library_image(ds) for ds in evidence],
     )
@@ -167,4 +176,5 @@ def _report_sr(
         instance_number=instance_number,
         options=options,
         replaces=replaces,
+        performed=performed,
     )

@@ -132,7 +132,8 @@ def result_from_truth(
     who = "normal" if t_score >= -1 else "osteoporosis" if t_score <= -2.5 else "osteopenia"
     scores = dict(
         t_score=t_score, z_score=(bmd - 0.55) / 0.06, who_category=who,
-        reference_name="Test reference, women (synthetic)",
+        reference_name="Test reference, women (synthetic)", reference_provisional=True,
+        reference_mean_g_cm2=0.598, reference_sd_g_cm2=0.034, z_reference_mean_g_cm2=0.55, z_reference_sd_g_cm2=0.06,
     ) if with_scores else dict(scores_omitted_reason=SCORES_OMITTED)
     return AnalysisResult(
         status="ok",

@@ -67,7 +67,7 @@ def test_relative_data_dir_is_relative_to_the_config_file_and_flags_override(tmp
          "[export] retry_max_delay_seconds must be >= retry_base_delay_seconds"),
         ('[[rules.analyse]]\nModalty = ["CR"]\n', "Modalty is not a DICOM keyword"),
         ("[[rules.analyse]]\nModality = 3\n", "Modality must be a string or a non-empty list of strings, got 3"),
-        ('[outputs]\nrefusal_sr = "yes"\n', '[outputs] refusal_sr must be true or false, got "yes"'),
+        ('[outputs]\nrefusal_sr = "yes"\n', '[outputs] refusal_sr must be "all", "hands" or "none", got \'yes\''),
         ("[http]\nport = 0\n", "[http] port must be an integer 1-65535, got 0"),
         ("[disk]\nmin_free_bytes = -5\n", "[disk] min_free_bytes must be an integer >= 0, got -5"),
         ("[bogus]\nx = 1\n", "unknown section or key 'bogus'"),
@@ -152,4 +152,53 @@ def test_outputs_options_are_checked_against_node_outputs_at_start(tmp_path, cap
     from node.report.options import output_options
 
     options = output_options(load_config(path), strict=True)
-    assert (options.refusal_sr, options.institution_name) == (False, "St. Elsewhere")
+    assert (options.refusal_sr, options.institution_name) == ("none", "St. Elsewhere")  # the old boolean
+
+
+def test_refusal_sr_modes_and_the_deprecated_boolean(tmp_path, caplog):
+    from node.report.options import output_options
+
+    assert load_config(write_config(tmp_path)).outputs.refusal_sr == "hands"  # the default
+    for text, mode in (('"all"', "all"), ('"HANDS"', "hands"), ('"none"', "none"), ("true", "all"), ("false", "none")):
+        cfg = load_config(write_config(tmp_path, f"[outputs]\nrefusal_sr = {text}\n"))
+        assert cfg.outputs.refusal_sr == mode
+        caplog.clear()
+        assert output_options(cfg, strict=True).refusal_sr == mode
+        deprecated = [r.getMessage() for r in caplog.records if "event=config_deprecated" in r.getMessage()]
+        assert len(deprecated) == (1 if text in ("true", "false") else 0)
+
+
+def test_check_config_prints_the_active_reference_set_and_whether_it_is_provisional(tmp_path, capsys):
+    ref = (REPO / "config" / "reference").resolve()
+    path = write_config(tmp_path, f'[reference]\ndir = "{ref}"\ntable = "wilczek2013"\n')
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "reference: Sectra anchor (Wilczek 2013): PROVISIONAL" in out
+    assert "women: T 0.583 +/- 0.047, Z ages 20-91 provisional" in out and "men: T 0.6576" in out
+    path = write_config(tmp_path, f'[reference]\ndir = "{ref}"\ntable = "nope"\n')
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "reference set 'nope' not found (available: african_american2005, black2001" in err
+    assert err.count("\n") == 1
+    path = write_config(tmp_path, f'[reference]\ndir = "{ref}"\n')  # no table: every set at once is ambiguous
+    assert main(["check-config", str(path)]) == 2
+    assert "choose one with [reference] table" in capsys.readouterr().err
+    path = write_config(tmp_path, '[reference]\ntable = "../x"\n')
+    with pytest.raises(ConfigError, match="table must be a file name"):
+        load_config(path)
+
+
+def test_shipped_config_uses_the_default_reference_set():
+    cfg = load_config(REPO / "config" / "node.toml")
+    assert cfg.reference.table == "black2001"
+    from node.reference import load_reference
+
+    assert load_reference(cfg).name == "US women (Black 2001)"
+
+
+def test_uid_root_is_checked_at_start(tmp_path, capsys):
+    path = write_config(tmp_path, '[outputs]\nuid_root = "1.2.x"\n')
+    assert main(["check-config", str(path)]) == 2
+    assert "[outputs] uid_root must be a UID root" in capsys.readouterr().err
+    path = write_config(tmp_path, '[outputs]\nuid_root = "1.2.826.0.1.3680043.10.999"\n')
+    assert main(["check-config", str(path)]) == 0

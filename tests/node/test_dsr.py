@@ -58,6 +58,16 @@ def test_dsr2html_renders_each_cortical_thickness_and_the_bmd(measured_sr, tmp_p
         assert _ds_text(bone.cortical_thickness_mm, 3) in page, name
     assert _ds_text(result.dxr_bmd_g_cm2, 4) in page
     assert "DXR-BMD" in page
+    # Every number the SR carries: per bone W, MCI, VPA; combined T, Z, BHI, mean MCI/T/W; TID 311.
+    for name in ("II", "III", "IV"):
+        bone = result.bones[name]
+        for value, decimals in ((bone.outer_width_mm, 3), (bone.mci, 4), (bone.vpa_mm, 3)):
+            assert _ds_text(value, decimals) in page, (name, value)
+    for value, decimals in ((result.t_score, 2), (result.z_score, 2), (result.bhi, 3), (result.mci, 4),
+                            (result.cortical_thickness_mm, 3), (result.outer_width_mm, 3),
+                            (result.reference_mean_g_cm2, 4), (result.reference_sd_g_cm2, 4)):
+        assert _ds_text(value, decimals) in page, value
+    assert "T-score" in page and "Z-score" in page and "DXR screening category" in page
 
 
 def test_dsrdump_reads_the_refusal_sr(tmp_path):
@@ -65,3 +75,4 @@ def test_dsrdump_reads_the_refusal_sr(tmp_path):
     (sr,) = build_study_outputs([(lateral, view_refusal("lateral"))], uid_seed="dsr/refused")
     text = _dsrdump_clean(save(sr, tmp_path / "refusal.dcm"))
     assert "No measurement made" in text and "Lateral view" in text
+    assert "0749T" not in text and "DXR-BMD analysis not performed" in text

@@ -132,6 +132,17 @@ def test_counts_follow_the_store_through_jobs_and_exports(tmp_path: Path):
     snap = metrics.read_snapshot(store.data_dir / "node.sqlite3")
     assert snap.last_export["b"]["state"] == "failed" and snap.last_export["b"]["last_error"] == "down"
     assert snap.last_export["a"]["state"] == "sent"
+    assert value(s3, "dxr_jobs_without_report") == 0
+
+
+def test_a_study_that_showed_no_hand_is_counted(tmp_path: Path):
+    """refusal_sr = "hands": a study with no hand gets no SR; the metric counts it."""
+    store = Store(tmp_path / "var")
+    store.store_instance(b"DICM" * 10, sop_instance_uid="1.2.4.1.1", study_instance_uid="1.2.4.1")
+    store.complete_due_studies(0.0, now=time.time() + 1)
+    job = store.claim_job(worker_pid=123)
+    store.finish_job(job.id, [], ["a"])
+    assert value(scrape(store), "dxr_jobs_without_report") == 1
 
 
 def test_disk_gauges(tmp_path: Path):

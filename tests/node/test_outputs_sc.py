@@ -172,3 +172,67 @@ def test_hand_panel_is_cropped_to_the_hand_and_geometry_follows():
                                np.asarray(result.bones["III"].roi_polygon_px))
     # Nothing located: the whole image.
     assert panels._hand_crop_box(result.replace(bones={}, metacarpal_axes_px={}), big) == (0, 0, big[1], big[0])
+
+
+def test_sc_is_a_composed_page_derived_from_the_radiograph(right_hand, tmp_path):
+    ds, _, result = right_hand
+    sc = pydicom.dcmread(save(_sc(ds, result), tmp_path / "sc.dcm"))
+    assert sc.ConversionType == "WSD"
+    assert list(sc.ImageType)[:2] == ["DERIVED", "SECONDARY"]
+    (source,) = sc.SourceImageSequence
+    assert (source.ReferencedSOPClassUID, source.ReferencedSOPInstanceUID) == (ds.SOPClassUID, ds.SOPInstanceUID)
+    assert "radiograph" in sc.DerivationDescription
+    # JPEG-LS lossless, decodable, and far smaller than the 6.9 MB uncompressed page.
+    assert sc.file_meta.TransferSyntaxUID == pydicom.uid.JPEGLSLossless
+    assert len(sc.PixelData) < 2_500_000
+    assert sc.pixel_array.shape == (sc.Rows, sc.Columns, 3)
+
+
+def test_each_hand_has_its_own_sc_series_and_instance_numbers_do_not_repeat_across_runs():
+    from pydicom.uid import generate_uid
+
+    study = generate_uid()
+    left, left_truth = hand_dataset(laterality="L", study_uid=study)
+    right, right_truth = hand_dataset(laterality="R", study_uid=study, instance_number=2, seed=1)
+    images = [(left, result_from_truth(left_truth)), (right, result_from_truth(right_truth, laterality="R"))]
+    seen: dict[str, set] = {}
+    numbers: dict[str, list[int]] = {}
+    for run in (1, 2, 3):
+        for out in build_study_outputs(images, uid_seed=f"{study}/{run}", run=run):
+            seen.setdefault(out.SeriesInstanceUID, set()).add(out.get("Laterality"))
+            numbers.setdefault(out.SeriesInstanceUID, []).append(int(out.InstanceNumber))
+    sc_series = [uid for uid, lats in seen.items() if lats & {"L", "R"}]
+    assert len(sc_series) == 2 and all(len(seen[uid]) == 1 for uid in sc_series)
+    for uid, values in numbers.items():
+        assert len(values) == len(set(values)), (uid, values)
+
+
+def test_a_peer_without_jpeg_ls_gets_the_picture_uncompressed(right_hand, tmp_path):
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import SecondaryCaptureImageStorage
+
+    from node.config import DestinationConfig
+    from node.export.scu import send_files
+
+    ds, _, result = right_hand
+    path = save(_sc(ds, result), tmp_path / "sc.dcm")
+    received = []
+
+    def on_store(event):
+        received.append((str(event.context.transfer_syntax), event.dataset.SOPInstanceUID))
+        return 0x0000
+
+    ae = AE(ae_title="NOJPEGLS")
+    ae.add_supported_context(SecondaryCaptureImageStorage, [pydicom.uid.ExplicitVRLittleEndian,
+                                                            pydicom.uid.ImplicitVRLittleEndian])
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        port = server.server_address[1]
+        dest = DestinationConfig(name="p", ae_title="NOJPEGLS", host="127.0.0.1", port=port)
+        (res,) = send_files(dest, [path], "DXRNODE")
+    finally:
+        server.shutdown()
+    assert res.ok, res
+    sent = pydicom.dcmread(path, stop_before_pixels=True)
+    assert received and received[0][0] in (pydicom.uid.ExplicitVRLittleEndian, pydicom.uid.ImplicitVRLittleEndian)
+    assert received[0][1] == sent.SOPInstanceUID

@@ -62,7 +62,7 @@ def test_sr_measurements_equal_the_result(left_pa, tmp_path):
     (sr_ds,) = build_study_outputs([(ds, result)], uid_seed="study/1", options=SR_ONLY)
     _, report = _read_back(sr_ds, tmp_path)
 
-    bone_groups = report.get_planar_roi_measurement_groups()
+    bone_groups = report.get_planar_roi_measurement_groups()[:3]
     assert [g.tracking_identifier for g in bone_groups] == [
         "Metacarpal II, left hand", "Metacarpal III, left hand", "Metacarpal IV, left hand"]
     for group, name in zip(bone_groups, ("II", "III", "IV")):
@@ -74,9 +74,12 @@ def test_sr_measurements_equal_the_result(left_pa, tmp_path):
         units = {m.name.meaning: m.unit.value for m in group.get_measurements()}
         assert units == {"Metacarpal cortical thickness": "mm", "Width": "mm",
                          "Metacarpal index": "{ratio}", "Volume per area": "mm"}
-        (site,) = group.finding_sites
+        bone_site, site = group.finding_sites
+        assert bone_site.value == codes.BONE_MODIFIERS[name]  # first: the bone itself (OHIF prints this one)
+        assert bone_site.laterality == pydicom.sr.codedict.codes.SCT.Left
         assert (site.value.value, site.value.scheme_designator) == ("36455000", "SCT")
         assert site.laterality == pydicom.sr.codedict.codes.SCT.Left
+        assert site.topographical_modifier == codes.BONE_MODIFIERS[name]
         # ROI: result (column, row) pixel centres -> SCOORD with (0, 0) at the pixel corner.
         region = group.roi
         assert region.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
@@ -86,23 +89,47 @@ def test_sr_measurements_equal_the_result(left_pa, tmp_path):
         assert _roi_source(group) == ds.SOPInstanceUID
         assert group.tracking_uid is not None
 
-    (combined,) = report.get_image_measurement_groups(tracking_uid=None)[:1]
+    sites = {str(g.finding_sites[1].topographical_modifier.value) for g in bone_groups}
+    assert len(sites) == 3 == len({g.finding_sites[0].value.value for g in bone_groups})  # three distinct coded bones
+
+    (combined,) = [g for g in report.get_planar_roi_measurement_groups() if g.tracking_identifier.startswith("DXR")]
     assert combined.tracking_identifier == "DXR-BMD, left hand"
+    # The combined group is drawn on the radiograph too (OHIF needs a SCOORD): the ROIs' outline.
+    assert _roi_source(combined) == ds.SOPInstanceUID
+    hull = combined.roi.value
+    for name in ("II", "III", "IV"):
+        pts = np.asarray(result.bones[name].roi_polygon_px) + 0.5
+        assert hull[:, 0].min() <= pts[:, 0].min() + 1e-6 and hull[:, 0].max() >= pts[:, 0].max() - 1e-6
+    # The first five numbers are the ones a reader needs (OHIF shows five).
+    first = [m.name.meaning for m in combined.get_measurements()][:5]
+    assert first == ["DXR-BMD", "T-score", "Z-score", "Bone health index", "Mean metacarpal index"]
     assert _value(combined, codes.DXR_BMD) == round(result.dxr_bmd_g_cm2, 4)
     assert _value(combined, codes.T_SCORE) == round(result.t_score, 2)
     assert _value(combined, codes.Z_SCORE) == round(result.z_score, 2)
     assert _value(combined, codes.BHI) == round(result.bhi, 3)
-    assert _value(combined, codes.POROSITY) == round(result.porosity, 5)
+    assert not hasattr(codes, "POROSITY")  # not measured: never reported (docs/method.md §4)
     (z_score,) = combined.get_measurements(name=pydicom.sr.codedict.codes.DCM.ZScore)
     assert z_score.unit.value == "{Z-score}"
     (bmd,) = combined.get_measurements(name=codes.DXR_BMD)
     assert bmd.unit.value == "g/cm2"
-    assert _evaluation(combined, codes.WHO_CATEGORY) == codes.WHO_VALUES[result.who_category]
+    assert _evaluation(combined, codes.SCREENING_CATEGORY) == codes.SCREENING_VALUES[result.who_category]
+    assert _evaluation(combined, codes.REFERENCE_STATUS) == codes.PROVISIONAL_REFERENCE
+    # No SNOMED disorder code anywhere (the category is a DXR screening category, not a diagnosis).
+    coded = [c for item in walk_content(sr_ds) for c in item.get("ConceptCodeSequence", [])]
+    assert not [c for c in coded if c.CodingSchemeDesignator == "SCT" and c.CodeValue in ("64859006", "312894000")]
     assert _evaluation(combined, codes.SERVICE_EXTENT) == codes.FULL_SERVICE
     assert _evaluation(combined, codes.PIXEL_SPACING_SOURCE) == codes.PIXEL_SPACING_SOURCES["PixelSpacing"]
+    # TID 311 on DXR-BMD: the reference population's mean and SD in g/cm2, and its name.
     population = [item for item in combined[0].ContentSequence if item.ValueType == "NUM"
-                  and item.name == codes.T_SCORE][0].ContentSequence
-    assert result.reference_name in [i.TextValue for i in population if i.ValueType == "TEXT"]
+                  and item.name == codes.DXR_BMD][0].ContentSequence
+    numbers = {i.ConceptNameCodeSequence[0].CodeValue: (i.MeasuredValueSequence[0].NumericValue,
+                                                         i.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue)
+               for i in population if i.ValueType == "NUM"}
+    assert numbers == {"373098007": (0.598, "g/cm2"), "386136009": (0.034, "g/cm2")}
+    assert any(result.reference_name in i.TextValue for i in population if i.ValueType == "TEXT")
+    for code in (codes.T_SCORE, pydicom.sr.codedict.codes.DCM.ZScore):
+        (score,) = [item for item in combined[0].ContentSequence if item.ValueType == "NUM" and item.name == code]
+        assert "ContentSequence" not in score  # no mean 0 / SD 1 on the scores
 
 
 def test_sr_identity_procedure_observer_library(left_pa, tmp_path):
@@ -172,8 +199,9 @@ def test_reduced_service_is_stated(tmp_path):
     (sr_ds,) = build_study_outputs([(ds, result)], uid_seed="study/reduced", options=SR_ONLY)
     _, report = _read_back(sr_ds, tmp_path)
     assert [g.tracking_identifier for g in report.get_planar_roi_measurement_groups()] == [
-        "Metacarpal II, right hand", "Metacarpal III, right hand"]
-    groups = {g.tracking_identifier: g for g in report.get_image_measurement_groups()}
+        "Metacarpal II, right hand", "Metacarpal III, right hand", "DXR-BMD, right hand"]
+    groups = {g.tracking_identifier: g for g in
+              report.get_image_measurement_groups() + report.get_planar_roi_measurement_groups()}
     combined = groups["DXR-BMD, right hand"]
     assert _evaluation(combined, codes.SERVICE_EXTENT) == codes.REDUCED_SERVICE
     assert any("Reduced service" in text for text in _comments(combined))
@@ -188,7 +216,7 @@ def test_scores_omitted_reason_is_stated(tmp_path):
     result = result_from_truth(truth, with_scores=False)
     (sr_ds,) = build_study_outputs([(ds, result)], uid_seed="study/noscores", options=SR_ONLY)
     _, report = _read_back(sr_ds, tmp_path)
-    (combined,) = [g for g in report.get_image_measurement_groups() if g.tracking_identifier.startswith("DXR-BMD")]
+    (combined,) = [g for g in report.get_planar_roi_measurement_groups() if g.tracking_identifier.startswith("DXR-BMD")]
     assert combined.get_measurements(name=codes.T_SCORE) == []
     assert _value(combined, codes.DXR_BMD) == round(result.dxr_bmd_g_cm2, 4)
     assert any(SCORES_OMITTED in text for text in _comments(combined))
@@ -220,7 +248,30 @@ def test_refused_study_yields_one_refusal_sr(tmp_path):
                        oblique.SOPInstanceUID: codes.REASON_CODES["oblique_view"]}
     assert all(_evaluation(g, codes.ANALYSIS_OUTCOME) == codes.NOT_MEASURED for g in groups)
     assert any("lateral view" in text for g in groups for text in _comments(g))
+    # What was not done, and nothing a billing system reads as a performed 0749T.
+    procedures = [i.ConceptCodeSequence[0] for i in sr_ds.ContentSequence
+                  if i.ConceptNameCodeSequence[0].CodeValue == "121058"]
+    assert [(p.CodeValue, p.CodingSchemeDesignator) for p in procedures] == [("DXR0090", codes.PRIVATE_SCHEME)]
+    assert "PerformedProcedureCodeSequence" not in sr_ds or not sr_ds.PerformedProcedureCodeSequence
+    assert "0749T" not in str(sr_ds)
+    assert build_study_outputs(images, uid_seed="study/refused", options=OutputOptions(refusal_sr="none")) == []
     assert build_study_outputs(images, uid_seed="study/refused", options=OutputOptions(refusal_sr=False)) == []
+
+
+def test_a_study_that_shows_no_hand_gets_no_refusal_sr_by_default(caplog):
+    from analysis.result import refused
+
+    caplog.set_level("INFO")
+    chest, _ = hand_dataset(study_uid=generate_uid())
+    if "BodyPartExamined" in chest:
+        del chest.BodyPartExamined
+    images = [(chest, refused("not_pa_hand", laterality=None))]
+    assert build_study_outputs(images, uid_seed="study/chest") == []
+    assert any("event=refusal_sr_skipped" in r.getMessage() for r in caplog.records)
+    (sr,) = build_study_outputs(images, uid_seed="study/chest", options=OutputOptions(refusal_sr="all"))
+    assert sr.Modality == "SR"
+    chest.BodyPartExamined = "HAND"  # the header says hand: the technologist should learn why
+    assert len(build_study_outputs(images, uid_seed="study/chest")) == 1
 
 
 def test_pa_oblique_lateral_study_reports_once_from_the_pa(tmp_path):
@@ -319,9 +370,10 @@ def test_a_measured_bone_without_a_region_keeps_its_numbers(tmp_path):
     result.bones["III"].roi_polygon_px = []
     (sr_ds,) = build_study_outputs([(ds, result)], uid_seed="study/noroi", options=SR_ONLY)
     _, report = _read_back(sr_ds, tmp_path)
-    assert [g.tracking_identifier for g in report.get_planar_roi_measurement_groups()] == [
-        "Metacarpal II, left hand", "Metacarpal IV, left hand"]
-    (group,) = [g for g in report.get_image_measurement_groups() if g.tracking_identifier.startswith("Metacarpal III")]
+    # Still a region on the radiograph (OHIF needs one): the whole image.
+    (group,) = [g for g in report.get_planar_roi_measurement_groups() if g.tracking_identifier.startswith("Metacarpal III")]
+    region = group.roi.value
+    assert region[:, 0].min() == 0.0 and region[:, 0].max() == ds.Columns and region[:, 1].max() == ds.Rows
     assert _value(group, codes.CORTICAL_THICKNESS) == round(result.bones["III"].cortical_thickness_mm, 3)
     assert _evaluation(group, codes.ANALYSIS_OUTCOME) == codes.MEASURED
 

@@ -11,7 +11,7 @@ from node.cli import main
 from tests.phantom import make_dataset, make_hand
 
 KEYS = {"file", "status", "reason", "message", "laterality", "pixel_spacing_mm", "pixel_spacing_source", "bones",
-        "cortical_thickness_mm", "outer_width_mm", "mci", "vpa_mm", "bhi", "porosity", "dxr_bmd_g_cm2", "t_score",
+        "cortical_thickness_mm", "outer_width_mm", "mci", "vpa_mm", "bhi", "dxr_bmd_g_cm2", "t_score",
         "z_score", "who_category", "analysis_version"}
 
 
@@ -46,6 +46,7 @@ def test_json_lines_in_input_order_and_exit_1_for_unreadable(capsys, inputs):
     assert code == 1
     assert [ln["file"] for ln in lines] == [str(f) for f in files]
     assert all(KEYS <= set(ln) for ln in lines)
+    assert not any("porosity" in ln for ln in lines)  # not measured: not reported
     assert [(ln["status"], ln["reason"]) for ln in lines] == [
         ("refused", "no_pixel_spacing"), ("refused", "no_pixel_spacing"), ("error", "unreadable"),
         ("refused", "resolution_too_low"), ("error", "unreadable")]

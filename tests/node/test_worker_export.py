@@ -313,3 +313,86 @@ def test_a_job_over_its_timeout_is_stopped_retried_then_failed(tmp_path):
         assert all(p.is_alive() for p in pool.procs), "the pool keeps its workers"
     finally:
         pool.stop()
+
+
+def test_wiping_data_dir_never_reuses_an_output_uid_for_other_content(tmp_path):
+    """Re-run a study, wipe data_dir (a reinstall), run it again: no SOP Instance UID comes back."""
+    import shutil
+
+    from node.installation import INSTALLATION_FILE
+
+    cfg = make_config(tmp_path, destinations='[[destinations]]\nname = "a"\ntype = "folder"\n')
+    study = generate_uid()
+    first_image = make_image_dataset(study, rows=64, columns=64, seed=0)
+    late_image = make_image_dataset(study, rows=64, columns=64, seed=1)
+    uids: list[str] = []
+
+    def receive_and_run(store: Store, ds) -> None:
+        store.store_instance(encode(ds), sop_instance_uid=ds.SOPInstanceUID, study_instance_uid=study,
+                             sop_class_uid=ds.SOPClassUID)
+        job = _complete_and_claim(store)
+        assert job is not None and run_job(store, cfg, job)
+        uids.extend(r["sop_instance_uid"] for r in store._query("SELECT * FROM outputs WHERE job_id=?", (job.id,)))
+
+    store = Store(cfg.data_dir)
+    receive_and_run(store, first_image)  # run 1
+    receive_and_run(store, late_image)   # a late instance: run 2 of the same study
+    store.close()
+    installation = (cfg.data_dir / INSTALLATION_FILE).read_text().strip()
+    shutil.rmtree(cfg.data_dir)          # reinstall: a fresh data_dir and database
+    store = Store(cfg.data_dir)
+    receive_and_run(store, first_image)  # run 1 again, as far as the new database knows
+    store.close()
+    assert (cfg.data_dir / INSTALLATION_FILE).read_text().strip() != installation
+    assert len(uids) == 3 and len(set(uids)) == 3, uids
+    assert all(len(u) <= 64 for u in uids)
+
+
+def test_uid_root_prefixes_output_uids(tmp_path):
+    cfg = make_config(tmp_path, destinations='[[destinations]]\nname = "a"\ntype = "folder"\n',
+                      extra='[outputs]\nuid_root = "1.2.826.0.1.3680043.10.999"\n')
+    store = Store(cfg.data_dir)
+    _receive_study(store, 1)
+    job = _complete_and_claim(store)
+    assert run_job(store, cfg, job)
+    (row,) = store._query("SELECT * FROM outputs WHERE job_id=?", (job.id,))
+    ds = pydicom.dcmread(store.data_dir / row["path"])
+    assert ds.SOPInstanceUID.startswith("1.2.826.0.1.3680043.10.999.")
+    assert ds.SeriesInstanceUID.startswith("1.2.826.0.1.3680043.10.999.")
+    assert len(ds.SOPInstanceUID) <= 64
+
+
+def test_a_patient_analysed_twice_gets_a_trend_on_the_second_picture(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from node.report import picture
+    from node.report.history import LSC_PERCENT, patient_history
+    from tests.node.outputs_inputs import hand_dataset
+
+    ref = (Path(__file__).resolve().parents[2] / "config" / "reference").resolve()
+    cfg = make_config(tmp_path, destinations='[[destinations]]\nname = "a"\ntype = "folder"\n',
+                      extra=f'[reference]\ndir = "{ref}"\ntable = "black2001"\n')
+    captured = []
+    real = picture.compose_picture
+    monkeypatch.setattr(picture, "compose_picture", lambda *a, **k: captured.append(k) or real(*a, **k))
+    store = Store(cfg.data_dir)
+    for seed, date, age in ((0, "20240110", "061Y"), (2, "20260115", "063Y")):
+        ds, _ = hand_dataset(laterality="L", seed=seed, study_uid=generate_uid())
+        ds.PatientID, ds.StudyDate, ds.PatientSex, ds.PatientAge = "TREND-1", date, "F", age
+        store.store_instance(encode(ds), sop_instance_uid=ds.SOPInstanceUID, study_instance_uid=ds.StudyInstanceUID,
+                             sop_class_uid=ds.SOPClassUID)
+        job = _complete_and_claim(store)
+        assert run_job(store, cfg, job)
+    assert len(captured) == 2
+    assert captured[0]["trend"] is None and not captured[0]["earlier"]
+    trend = captured[1]["trend"]
+    assert trend is not None and trend.previous_date == "20240110" and trend.lsc_percent == LSC_PERCENT == 1.88
+    (earlier_age, earlier_bmd), = captured[1]["earlier"]
+    assert earlier_age == pytest.approx(61.0, abs=0.1)
+    assert trend.change_g_cm2 == pytest.approx(trend.change_percent / 100 * earlier_bmd)
+    assert trend.significant == (abs(trend.change_percent) > 1.88)
+    assert "least significant change 1.88 %" in picture.trend_text(trend)
+    # Another patient sees none of it.
+    other, _ = hand_dataset(laterality="L", study_uid=generate_uid())
+    other.PatientID = "SOMEONE-ELSE"
+    assert patient_history(store, other) == []

@@ -1,0 +1,129 @@
+"""The patient's earlier DXR-BMD results from this node's database, for the picture's trend.
+
+Every SR this node made is a row of ``outputs`` (kind ``SR``) with its file under data_dir. The
+latest finished run of every other study is read (the header first, the content only when the
+Patient ID matches), and its combined group gives the study date, the hand and the DXR-BMD.
+Reading SR files costs a few ms each; a node with many thousand studies would want an index
+table (a schema change in node/spool).
+
+Change is judged against the least significant change LSC = 2.77 x CV with CV = 0.68 %: the
+short-term in-vivo precision of DXR-BMD (X-posure, women 30-40 y; 0.61 % in women over 64;
+Jorgensen et al., Clin Physiol 2000;20:330-5), the larger of the two, so the test is
+conservative. The phantom's repeat CV of this node (0.03-0.04 %, docs/method.md section 6)
+leaves out positioning and anatomy and would make every change look significant.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+
+__all__ = ["LSC_PERCENT", "PRECISION_CV_PERCENT", "HistoryPoint", "Trend", "patient_history", "trend"]
+
+log = logging.getLogger("dxr.report")
+
+PRECISION_CV_PERCENT = 0.68
+"""Short-term in-vivo CV of DXR-BMD (Jorgensen 2000), the precision the LSC uses."""
+LSC_PERCENT = round(2.77 * PRECISION_CV_PERCENT, 2)
+"""Least significant change at 95 % confidence for two measurements (2.77 x CV) = 1.88 %."""
+_TRACKING_IDENTIFIER = "112039"
+_DXR_BMD = ("DXR0004", "99DXRNODE")
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    study_date: str
+    """YYYYMMDD (may be empty when the SR had none)."""
+    hand: str
+    """``L``, ``R`` or ``U``."""
+    bmd_g_cm2: float
+    study_instance_uid: str = ""
+
+
+@dataclass(frozen=True)
+class Trend:
+    previous: HistoryPoint
+    change_g_cm2: float
+    change_percent: float
+    significant: bool
+    """|change| exceeds the LSC."""
+
+
+def _parse_date(text: str) -> date | None:
+    try:
+        return date(int(text[:4]), int(text[4:6]), int(text[6:8])) if len(text) == 8 else None
+    except ValueError:
+        return None
+
+
+def years_between(earlier: str, later: str) -> float | None:
+    a, b = _parse_date(earlier), _parse_date(later)
+    return None if a is None or b is None else (b - a).days / 365.25
+
+
+def _combined_points(sr: Dataset) -> list[tuple[str, float]]:
+    """(hand, DXR-BMD) of each "DXR-BMD, <hand>" group in a node SR."""
+    points = []
+    for group in sr.get("ContentSequence", []):
+        for container in group.get("ContentSequence", []):
+            if container.get("ValueType") != "CONTAINER":
+                continue
+            identifier = bmd = None
+            for item in container.get("ContentSequence", []):
+                name = item.ConceptNameCodeSequence[0] if "ConceptNameCodeSequence" in item else None
+                if name is None:
+                    continue
+                if name.CodeValue == _TRACKING_IDENTIFIER and item.ValueType == "TEXT":
+                    identifier = str(item.TextValue)
+                elif (name.CodeValue, name.CodingSchemeDesignator) == _DXR_BMD and item.ValueType == "NUM":
+                    bmd = float(item.MeasuredValueSequence[0].NumericValue)
+            if identifier and identifier.startswith("DXR-BMD") and bmd is not None:
+                hand = "L" if "left" in identifier else "R" if "right" in identifier else "U"
+                points.append((hand, bmd))
+    return points
+
+
+def patient_history(store: Any, source: Dataset) -> list[HistoryPoint]:
+    """Earlier results of ``source``'s patient (same Patient ID and issuer) from other studies, oldest first."""
+    patient_id = str(source.get("PatientID", "") or "").strip()
+    if not patient_id:
+        return []
+    issuer = str(source.get("IssuerOfPatientID", "") or "")
+    study_uid = str(source.StudyInstanceUID)
+    rows = store._query(  # read-only; the latest finished run of each other study
+        "SELECT o.path, j.study_instance_uid FROM outputs o JOIN jobs j ON o.job_id=j.id "
+        "WHERE o.kind='SR' AND j.state='done' AND j.study_instance_uid<>? AND j.run=("
+        "  SELECT MAX(run) FROM jobs WHERE study_instance_uid=j.study_instance_uid AND state='done')",
+        (study_uid,),
+    )
+    points: list[HistoryPoint] = []
+    for row in rows:
+        path = store.data_dir / row["path"]
+        try:
+            head = pydicom.dcmread(path, specific_tags=["PatientID", "IssuerOfPatientID", "StudyDate"])
+            if str(head.get("PatientID", "")).strip() != patient_id or str(head.get("IssuerOfPatientID", "") or "") != issuer:
+                continue
+            sr = pydicom.dcmread(path)
+            for hand, bmd in _combined_points(sr):
+                points.append(HistoryPoint(str(head.get("StudyDate", "") or ""), hand, bmd, row["study_instance_uid"]))
+        except Exception as exc:  # noqa: BLE001 - a missing or odd file loses one point, never the report
+            log.warning("event=history_unreadable path=%s error=%r", row["path"], str(exc))
+    return sorted(points, key=lambda p: p.study_date)
+
+
+def trend(history: list[HistoryPoint], hand: str, bmd_g_cm2: float | None, study_date: str) -> Trend | None:
+    """Change since the latest earlier result of the same hand (dated before this study), or None."""
+    if bmd_g_cm2 is None:
+        return None
+    earlier = [p for p in history if p.hand == hand and (not study_date or not p.study_date or p.study_date <= study_date)]
+    if not earlier:
+        return None
+    previous = earlier[-1]
+    change = bmd_g_cm2 - previous.bmd_g_cm2
+    percent = 100.0 * change / previous.bmd_g_cm2
+    return Trend(previous, change, percent, abs(percent) > LSC_PERCENT)

@@ -73,6 +73,8 @@ MU_TRABECULAR = 0.030
 MU_METAL = 3.0
 
 HAND_ANCHOR_MM = (0.0, 80.0)
+NON_PA_ANCHOR_SHIFT_MM = 12.0
+"""How much further along the hand (mm) the image centre sits for oblique and lateral views."""
 """The hand point (u, v) that lands at the image centre; u points to the thumb, v distally."""
 
 
@@ -343,7 +345,8 @@ def _rounded_slab(points: np.ndarray, u: np.ndarray, v: np.ndarray, thickness: f
 class _Frame:
     """Affine map between hand coordinates (u, v) in mm and pixel (col, row)."""
 
-    def __init__(self, shape, spacing_mm, rotation_deg, laterality, fingers, shift_mm=(0.0, 0.0)):
+    def __init__(self, shape, spacing_mm, rotation_deg, laterality, fingers, shift_mm=(0.0, 0.0),
+                 anchor_mm=HAND_ANCHOR_MM):
         rows, cols = shape
         self.spacing = spacing_mm
         theta = math.radians(rotation_deg + _FINGERS_THETA_DEG[fingers])
@@ -353,7 +356,7 @@ class _Frame:
         self.A = rot @ np.diag([mirror, -1.0]) / spacing_mm  # (u, v) mm -> (col, row) px
         self.Ainv = np.linalg.inv(self.A)
         self.c = np.array([(cols - 1) / 2 + shift_mm[0] / spacing_mm, (rows - 1) / 2 + shift_mm[1] / spacing_mm])
-        self.anchor = np.array(HAND_ANCHOR_MM)
+        self.anchor = np.array(anchor_mm)
 
     def to_px(self, uv) -> np.ndarray:
         return self.A @ (np.asarray(uv, float) - self.anchor) + self.c
@@ -669,7 +672,10 @@ def make_hand(
         noise_rng = np.random.default_rng([seed, 104729, repeat])
     else:
         noise_rng = np.random.default_rng([seed, 104729])
-    frame = _Frame(shape_px, spacing_mm, rot, laterality, fingers, tuple(shift))
+    # An oblique or lateral hand reaches further along its axis than the PA hand the default field
+    # was sized for: centred a little more distally, its fingertips stay inside the field.
+    anchor = HAND_ANCHOR_MM if view == "PA" else (HAND_ANCHOR_MM[0], HAND_ANCHOR_MM[1] + NON_PA_ANCHOR_SHIFT_MM)
+    frame = _Frame(shape_px, spacing_mm, rot, laterality, fingers, tuple(shift), anchor)
     rows, cols = shape_px
     hands = [(frame, metacarpals, phalanges, forearm, carpals, size)]
     if second_hand_mm is not None:

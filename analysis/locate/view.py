@@ -82,8 +82,8 @@ def _non_pa_view(w: _Work, cluster: list[_Finger], details: dict) -> HandLocatio
 
     ``w``: the working copy with its body mask; ``cluster``: the finger strips found (working
     pixels). No finger at all (or one short nub): not a hand (a chest, a knee, a forearm alone).
-    A body part many hands large (a chest, a whole arm with the trunk) or finger strips that run
-    out of the field: no whole hand to judge, ``not_pa_hand``. One finger-long strip: the stacked
+    A body part many hands large (a chest, a whole arm with the trunk) or two or more finger
+    strips one of which runs out of the field: no whole hand to judge, ``not_pa_hand``. One finger-long strip: the stacked
     fingers of a lateral view. Two or three strips: lateral when the palm just behind them shows
     at most LATERAL_MAX_RIDGES bone ridges (the metacarpals stacked), oblique when it shows more
     (fanned partly apart).
@@ -118,9 +118,10 @@ def _no_whole_hand(w: _Work, cluster: list[_Finger], details: dict) -> HandLocat
 
     In units of the strips' median width (a finger's, or a few stacked fingers'): a hand with its
     forearm covers at most about 150 (FracAtlas lateral and oblique hands: median 69 and 125); a
-    chest or a whole arm with the trunk covers far more (BODY_MAX_FINGER_AREAS). A strip whose tip
-    touches the image edge or an unexposed band is a finger cut by the field, or the rim of a limb
-    running out of it: no whole hand to judge the view of.
+    chest or a whole arm with the trunk covers far more (BODY_MAX_FINGER_AREAS). Of two or more
+    strips, one whose tip touches the image edge or an unexposed band is a finger cut by the
+    field, or the rim of a limb running out of it: no whole hand to judge the view of. (A single
+    strip stays a lateral view's stacked fingers.)
     """
     width = float(np.median([f.width_px for f in cluster]))
     body_areas = float(np.count_nonzero(w.body)) / max(width, 1.0) ** 2
@@ -131,6 +132,8 @@ def _no_whole_hand(w: _Work, cluster: list[_Finger], details: dict) -> HandLocat
     rows, cols = w.body.shape
     margin = max(2.0, FIELD_EDGE_MM / w.spacing_mm)
     near_band = distance_to_background(~w.bands) if w.bands.any() else None
+    if len(cluster) < 2:
+        return None  # one strip: a lateral view's stacked fingers, judged as such even when cut
     for f in cluster:
         r, c = (float(x) for x in f.tip_rc)
         at_edge = r < margin or c < margin or r > rows - 1 - margin or c > cols - 1 - margin

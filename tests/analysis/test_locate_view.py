@@ -78,9 +78,13 @@ def test_shafts_overlap_when_close_uneven_or_hidden():
 def test_strips_running_out_of_the_field_or_a_body_part_many_hands_large_are_no_hand():
     st = run_stages(make_hand(seed=1, spacing_mm=SPACING)[0], SPACING, until="body")
     px_per_mm = 1.0 / st.w.spacing_mm
-    # The same finger-long strip, its tip at the image's top edge: cut by the field.
-    cut = _non_pa_view(st.w, [_strip(60 * px_per_mm, 18 * px_per_mm, base=(60 * px_per_mm, 100.0))], {})
+    # Two finger strips, one tip at the image's top edge: cut by the field, no whole hand to judge.
+    strips = [_strip(60 * px_per_mm, 18 * px_per_mm, base=(60 * px_per_mm, 100.0)),
+              _strip(40 * px_per_mm, 18 * px_per_mm, base=(300.0, 200.0))]
+    cut = _non_pa_view(st.w, strips, {})
     assert cut.refusal[0] == "not_pa_hand" and cut.details["fingers_cut_by_field"]
+    # One strip is a lateral view's stacked fingers even where it is cut.
+    assert _non_pa_view(st.w, strips[:1], {}).refusal[0] == "lateral_view"
     # A "finger" so narrow that the body is over 300 of its squared widths: a chest or an arm's lobe.
     thin = _non_pa_view(st.w, [_strip(60 * px_per_mm, 2 * px_per_mm)], {})
     assert thin.refusal[0] == "not_pa_hand" and thin.details["body_finger_areas"] > 300

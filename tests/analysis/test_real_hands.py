@@ -90,8 +90,6 @@ def _refusal_cases():
 
 @pytest.mark.parametrize("name,reason", list(_refusal_cases()))
 def test_refused_with_reason(name, reason):
-    """The reason read by eye; IMG0000023 is a lateral hand whose fingers run out of the bottom edge
-    (another hand at the top): no whole hand, ``not_pa_hand``."""
     loc = _located(name)
     assert loc.refusal is not None and loc.refusal[0] == reason, f"{name}: {loc.refusal} (view {loc.view})"
     assert not loc.metacarpals or loc.refusal is not None

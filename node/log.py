@@ -6,10 +6,19 @@ Lines carry AE titles, UIDs, states and reasons; never patient names or other pa
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 
 __all__ = ["setup_logging"]
+
+
+# Control characters (NUL from a hostile AE title or header value, ESC, ...) never reach the log raw.
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
+
+
+def _escape(match: re.Match) -> str:
+    return f"\\x{ord(match.group()):02x}"
 
 
 class _UTCFormatter(logging.Formatter):
@@ -20,7 +29,7 @@ class _UTCFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         # Libraries (pydicom's decoders) log tracebacks; keep them on the record's one line.
-        return super().format(record).replace("\r", "").replace("\n", " | ")
+        return _CONTROL.sub(_escape, super().format(record).replace("\r", "").replace("\n", " | "))
 
 
 def setup_logging(level: int = logging.INFO, *, process_name: str | None = None) -> None:
@@ -36,6 +45,8 @@ def setup_logging(level: int = logging.INFO, *, process_name: str | None = None)
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # warnings.warn (pydicom's "Invalid value for VR ...") as log records, not raw multi-line stderr.
+    logging.captureWarnings(True)
     # pynetdicom logs every PDU at INFO; our handlers log the events that matter.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     logging.getLogger("highdicom").setLevel(logging.WARNING)

@@ -28,12 +28,31 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_durable_dirs: set[Path] = set()
+_durable_lock = threading.Lock()
+
+
+def _make_durable_dir(path: Path) -> None:
+    """Create ``path`` if needed and make its entry durable: fsync of its parent, once per process.
+
+    A study folder created for its first instance must survive a power loss with that
+    instance, so the folder's own directory entry is fsynced too, not only the file's.
+    """
+    with _durable_lock:
+        if path in _durable_dirs:
+            return
+        path.mkdir(parents=True, exist_ok=True)
+        _fsync_dir(path.parent)
+        _durable_dirs.add(path)
+
+
 def atomic_write(target: Path, data: bytes | memoryview, *, tmp_dir: Path | None = None) -> None:
     """Write ``data`` to ``target`` so that it is either absent or complete, even after a crash.
 
-    Temp file in ``tmp_dir`` (same filesystem), fsync, atomic rename, fsync of the directory.
+    Temp file in ``tmp_dir`` (same filesystem), fsync, atomic rename, fsync of the directory
+    (and, the first time, of the directory's parent).
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_durable_dir(target.parent)
     tmp_dir = tmp_dir or target.parent
     tmp_dir.mkdir(parents=True, exist_ok=True)
     tmp = tmp_dir / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"

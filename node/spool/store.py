@@ -177,6 +177,29 @@ class Store:
             atomic_write(target, data, tmp_dir=self.tmp_dir)
         except OSError as exc:
             raise StoreError(f"cannot write spool file {target}: {exc.strerror or exc}") from exc
+        try:
+            return self._record_instance(target, len(data), sop_instance_uid, study_instance_uid, series_instance_uid,
+                                         sop_class_uid, transfer_syntax_uid, calling_ae, source)
+        except StoreError:
+            self._drop_unrecorded(target, sop_instance_uid)
+            raise
+
+    def _drop_unrecorded(self, target: Path, sop_uid: str) -> None:
+        """After a failed commit: remove the spool file unless a row (another association's) names it."""
+        try:
+            if self.has_instance(sop_uid):
+                return
+        except StoreError:
+            return  # cannot tell: an orphan file is better than a lost instance
+        try:
+            target.unlink()
+        except OSError:
+            pass
+
+    def _record_instance(self, target: Path, size: int, sop_instance_uid: str, study_instance_uid: str,
+                         series_instance_uid: str | None, sop_class_uid: str | None,
+                         transfer_syntax_uid: str | None, calling_ae: str | None, source: str) -> str:
+        """The instance's row, and its study's, in one transaction; ``stored``/``reopened``/``duplicate``."""
         now = time.time()
         rel = str(target.relative_to(self.data_dir))
         with self._tx() as c:
@@ -191,7 +214,7 @@ class Store:
                     calling_ae,
                     source,
                     rel,
-                    len(data),
+                    size,
                     now,
                 ),
             ).rowcount

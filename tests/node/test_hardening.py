@@ -1,0 +1,67 @@
+"""Issue 12 hardening: each finding of the adversarial run has a test here that failed before the fix."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from pydicom.uid import generate_uid
+
+from node.log import setup_logging
+from node.spool import Store, StoreError, atomic_write
+from node.spool import files as spool_files
+from tests.dicom_samples import make_image_dataset
+from tests.node.node_helpers import encode
+
+
+def _data(study: str, sop: str) -> bytes:
+    return encode(make_image_dataset(study, rows=16, columns=16, sop_instance_uid=sop))
+
+
+# ------------------------------------------------------------------ D5, parent fsync
+def test_d5_spool_file_is_removed_when_the_commit_fails(tmp_path, monkeypatch):
+    store = Store(tmp_path)
+    study, sop = generate_uid(), generate_uid()
+
+    def full_disk(*args, **kwargs):
+        raise StoreError("database commit failed: database or disk is full")
+
+    monkeypatch.setattr(store, "_record_instance", full_disk)
+    with pytest.raises(StoreError):
+        store.store_instance(_data(study, sop), sop_instance_uid=sop, study_instance_uid=study)
+    assert not store.spool_path(study, sop).exists()  # no orphan
+
+
+def test_d5_real_sqlite_failure_leaves_no_orphan(tmp_path):
+    store = Store(tmp_path)
+    study, sop = generate_uid(), generate_uid()
+    store._conn.execute("CREATE TRIGGER full BEFORE INSERT ON instances BEGIN SELECT RAISE(ABORT, 'disk is full'); END")
+    with pytest.raises(StoreError, match="disk is full"):
+        store.store_instance(_data(study, sop), sop_instance_uid=sop, study_instance_uid=study)
+    assert not store.spool_path(study, sop).exists()
+
+
+def test_the_new_study_folder_is_made_durable_in_its_parent(tmp_path, monkeypatch):
+    synced = []
+    real = spool_files._fsync_dir
+    monkeypatch.setattr(spool_files, "_fsync_dir", lambda p: (synced.append(p), real(p)))
+    target = tmp_path / "spool" / "1.2.3" / "4.5.dcm"
+    atomic_write(target, b"x")
+    assert tmp_path / "spool" in synced  # the parent of the new study folder
+    assert target.parent in synced
+
+
+# ------------------------------------------------------------------ D9
+def test_d9_log_lines_carry_no_raw_control_bytes_and_warnings_are_log_lines(capsys):
+    setup_logging()
+    try:
+        logging.getLogger("dxr.dimse").warning("event=x calling_ae=%s", "EVIL\x00AE\x1b[2J")
+        import warnings
+        warnings.warn("Invalid value for VR UI: 'x'\nsecond line", UserWarning)
+    finally:
+        logging.captureWarnings(False)
+    err = capsys.readouterr().err
+    assert "\x00" not in err and "\x1b" not in err
+    assert "EVIL\\x00AE\\x1b[2J" in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and "py.warnings" in lines[1] and "second line" in lines[1]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pydicom
@@ -66,9 +66,14 @@ def echo(dest: DestinationConfig, calling_ae: str, timeout_seconds: float = 10.0
 
 
 def send_files(
-    dest: DestinationConfig, paths: Sequence[Path], calling_ae: str, timeout_seconds: float = 30.0
+    dest: DestinationConfig, paths: Sequence[Path], calling_ae: str, timeout_seconds: float = 30.0,
+    on_result: Callable[[SendResult], None] | None = None,
 ) -> list[SendResult]:
-    """C-STORE every file to ``dest`` over one association; one result per file, in order."""
+    """C-STORE every file to ``dest`` over one association; one result per file, in order.
+
+    ``on_result`` is called with each C-STORE's result as its response arrives (before the next
+    instance is sent), so the caller can record it at once.
+    """
     datasets: list[tuple[Path, pydicom.Dataset | None, str | None]] = []
     for p in paths:
         try:
@@ -114,6 +119,8 @@ def send_files(
                     else:
                         comment = str(status.get("ErrorComment", "") or "")
                         results[p] = SendResult(p, uid, False, f"C-STORE status 0x{code:04X} {comment}".strip())
+                    if on_result is not None:
+                        on_result(results[p])
                     if not assoc.is_established:
                         break
             finally:

@@ -65,3 +65,55 @@ def test_d9_log_lines_carry_no_raw_control_bytes_and_warnings_are_log_lines(caps
     assert "EVIL\\x00AE\\x1b[2J" in err
     lines = err.strip().splitlines()
     assert len(lines) == 2 and "py.warnings" in lines[1] and "second line" in lines[1]
+
+
+# ------------------------------------------------------------------ D6
+def _queued_exports(cfg, n: int) -> Store:
+    """A store with ``n`` outputs of one finished job queued for destination ``pacs`` (no analysis run)."""
+    import os
+    import time
+
+    store = Store(cfg.data_dir)
+    study = generate_uid()
+    store.store_instance(_data(study, generate_uid()), sop_instance_uid=generate_uid(), study_instance_uid=study)
+    store.complete_due_studies(0.0, now=time.time() + 1)
+    job = store.claim_job(os.getpid())
+    outputs = []
+    for _ in range(n):
+        ds = make_image_dataset(study, rows=16, columns=16)
+        rel = f"outputs/{ds.SOPInstanceUID}.dcm"
+        (cfg.data_dir / rel).write_bytes(encode(ds))
+        outputs.append((ds.SOPInstanceUID, ds.SOPClassUID, "SC", rel))
+    store.finish_job(job.id, outputs, ["pacs"])
+    return store
+
+
+def test_d6_each_export_is_marked_sent_as_its_c_store_response_arrives(tmp_path):
+    """When the PACS gets instance k, the k-1 before it are already 'sent' in SQLite: a crash now re-sends one."""
+    from pynetdicom import AE, evt
+
+    from node.dicom import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
+    from node.export.exporter import deliver
+    from tests.node.node_helpers import HOST, free_port, make_config
+
+    port = free_port()
+    cfg = make_config(tmp_path, destinations=f'[[destinations]]\nname = "pacs"\nae_title = "TESTPACS"\n'
+                                             f'host = "127.0.0.1"\nport = {port}\n')
+    store = _queued_exports(cfg, 4)
+    watcher = Store(cfg.data_dir)  # another connection: what a restarted node would find
+    sent_when_received: list[int] = []
+
+    def on_store(event):
+        sent_when_received.append(sum(e.state == "sent" for e in watcher.list_exports()))
+        return 0x0000
+
+    ae = AE(ae_title="TESTPACS")
+    for uid in STORAGE_SOP_CLASSES:
+        ae.add_supported_context(uid, TRANSFER_SYNTAXES)
+    server = ae.start_server((HOST, port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        sent, failed = deliver(cfg, store, "pacs", store.claim_due_exports()["pacs"])
+    finally:
+        server.shutdown()
+    assert (sent, failed) == (4, 0)
+    assert sent_when_received == [0, 1, 2, 3]

@@ -117,3 +117,16 @@ def test_d6_each_export_is_marked_sent_as_its_c_store_response_arrives(tmp_path)
         server.shutdown()
     assert (sent, failed) == (4, 0)
     assert sent_when_received == [0, 1, 2, 3]
+
+
+# ------------------------------------------------------------------ D7
+@pytest.mark.parametrize("chunk", [10**9, 1000, 7])
+def test_d7_part_header_limit_holds_whatever_the_chunking(chunk):
+    from node.receive.multipart import MultipartError, MultipartParser
+
+    body = b"--B\r\nContent-Type: application/dicom\r\nX-Pad: " + b"a" * 20_000 + b"\r\n\r\nDATA\r\n--B--\r\n"
+    parser = MultipartParser(b"B", lambda h: None, lambda d: None, lambda: None)
+    with pytest.raises(MultipartError, match="16 KiB"):
+        for i in range(0, len(body), chunk):
+            parser.feed(body[i:i + chunk])
+        parser.close()

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydicom.datadict import tag_for_keyword
 
+from node.limits import LimitsConfig, parse_limits
 from node.dicom import NODE_MANUFACTURER, SC_SOP_CLASS_PREFIX, SR_SOP_CLASS_PREFIX
 from node.toml_section import ConfigError, Section, path_value, resolve_path
 
@@ -29,6 +30,7 @@ __all__ = [
     "DiskConfig",
     "ExportConfig",
     "HttpConfig",
+    "LimitsConfig",
     "NodeConfig",
     "OutputsConfig",
     "ReferenceConfig",
@@ -166,6 +168,7 @@ class Config:
     reference: ReferenceConfig
     disk: DiskConfig
     http: HttpConfig | None = None
+    limits: LimitsConfig = LimitsConfig()
 
     @property
     def data_dir(self) -> Path:
@@ -379,7 +382,7 @@ def load_config(path: str | Path, *, port: int | None = None, data_dir: str | Pa
         raise ConfigError(f"{cfg_path}: not valid TOML ({exc})") from None
     base = cfg_path.resolve().parent
 
-    known_top = {"node", "study", "sources", "destinations", "export", "rules", "outputs", "reference", "http", "disk"}
+    known_top = {"node", "study", "sources", "destinations", "export", "rules", "outputs", "reference", "http", "disk", "limits"}
     for key in raw:
         if key not in known_top:
             raise ConfigError(f"{cfg_path}: unknown section or key {key!r} (known: {', '.join(sorted(known_top))})")
@@ -400,4 +403,5 @@ def load_config(path: str | Path, *, port: int | None = None, data_dir: str | Pa
         disk=DiskConfig(min_free_bytes=Section(cfg_path, "[disk]", raw.get("disk", {}), {"min_free_bytes"}).int(
             "min_free_bytes", DiskConfig.min_free_bytes, 0)),
         http=_parse_http(cfg_path, base, raw),
+        limits=parse_limits(cfg_path, raw),
     )

@@ -19,6 +19,7 @@ from pydicom.uid import UID
 from node.config import Config
 from node.dicom import STATUS
 from node.disk import shared_watermark
+from node.limits import inflated_size_problem, pixel_size_problem
 from node.receive.rules import evaluate
 from node.spool import Store, StoreError
 
@@ -137,6 +138,7 @@ def ingest(
     source: str = "dimse",
     request_sop_instance_uid: str | None = None,
     request_sop_class_uid: str | None = None,
+    dataset: pydicom.Dataset | None = None,
 ) -> IngestOutcome:
     """Check, filter and durably spool one received instance; log one line about it.
 
@@ -148,6 +150,8 @@ def ingest(
         Who sent it (logged and recorded). For STOW-RS pass the client's name or address.
     request_sop_instance_uid, request_sop_class_uid
         The UIDs from the C-STORE request, when there is one (checked against the data set).
+    dataset
+        ``data`` already parsed by the caller (STOW-RS: parsed once, after its own size check).
     """
     receipt = _Receipt(calling_ae, source, request_sop_instance_uid, request_sop_class_uid)
     # Disk watermark first: refusing costs nothing and keeps the database writable.
@@ -156,6 +160,11 @@ def ingest(
         log.warning("event=instance_refused %s sop=%s reason=no_space detail=%r",
                     receipt.who, request_sop_instance_uid, refusal)
         return IngestOutcome("no_space", STATUS["out_of_resources"], refusal, request_sop_instance_uid)
+    if dataset is not None:
+        return _ingest_dataset(store, config, data, dataset, receipt)
+    too_large = inflated_size_problem(data, config.limits.max_decompressed_bytes)
+    if too_large:
+        return receipt.invalid("too_large", too_large, status=STATUS["cannot_understand"])
     try:
         ds = parse_header(data)
     except Exception as exc:  # pydicom raises many types on garbage; the peer gets a status, we keep serving
@@ -196,6 +205,9 @@ def _ingest_dataset(store: Store, config: Config, data: bytes | memoryview, ds: 
     if not decision.analyse:
         log.info("event=instance_dropped %s sop=%s study=%s why=%r", receipt.who, sop_uid, study_uid, decision.reason)
         return IngestOutcome("dropped", STATUS["success"], decision.reason, sop_uid, study_uid)
+    too_large = pixel_size_problem(ds, config.limits.max_pixel_bytes)
+    if too_large:
+        return receipt.invalid("too_large", too_large, sop_uid, study_uid, STATUS["cannot_understand"])
     problem = instance_problem(ds, check_pixels=True)
     if problem:
         return receipt.invalid(*problem, sop_uid, study_uid)

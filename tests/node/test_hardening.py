@@ -130,3 +130,104 @@ def test_d7_part_header_limit_holds_whatever_the_chunking(chunk):
         for i in range(0, len(body), chunk):
             parser.feed(body[i:i + chunk])
         parser.close()
+
+
+# ------------------------------------------------------------------ D2
+def _deflate_bomb(study: str, zeros: int) -> bytes:
+    """A small Deflated Explicit VR file that inflates to more than ``zeros`` bytes."""
+    import io
+
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = make_image_dataset(study, rows=16, columns=16)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.add_new(0x00091010, "OB", bytes(zeros))  # a private element full of zeros
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def _large_declared_image(study: str) -> bytes:
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    ds = make_image_dataset(study, rows=16, columns=16)
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.Rows = ds.Columns = 8192
+    ds.PixelData = encapsulate([b"\xff\xd8" + bytes(1000) + b"\xff\xd9"])
+    ds["PixelData"].VR = "OB"
+    return encode(ds)
+
+
+def test_d2_deflate_bomb_and_oversized_declared_image_are_refused_by_ingest(tmp_path, caplog):
+    from node.dicom import STATUS
+    from node.receive.ingest import ingest
+    from tests.node.node_helpers import make_config
+
+    cfg = make_config(tmp_path, "[limits]\nmax_decompressed_bytes = 4000000\n")
+    store = Store(cfg.data_dir)
+    bomb = _deflate_bomb(generate_uid(), 8_000_000)
+    assert len(bomb) < 50_000
+    caplog.set_level(logging.WARNING)
+    out = ingest(store, cfg, bomb, calling_ae="EVIL")
+    assert (out.outcome, out.status) == ("invalid", STATUS["cannot_understand"])
+    assert "max_decompressed_bytes" in out.message
+    big = ingest(store, cfg, _large_declared_image(generate_uid()), calling_ae="EVIL")
+    assert (big.outcome, big.status) == ("invalid", STATUS["cannot_understand"])
+    assert "max_pixel_bytes" in big.message
+    assert sum("reason=too_large" in r.getMessage() for r in caplog.records) == 2
+    assert list(store.spool_dir.rglob("*.dcm")) == []
+    small = ingest(store, cfg, _deflate_bomb(generate_uid(), 1000), calling_ae="OK")
+    assert small.outcome == "stored"  # a normal Deflated instance still goes in
+
+
+def test_d2_deflate_bomb_over_c_store_gets_a_failure_status(tmp_path):
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    from node.receive.scp import start_scp
+    from tests.node.node_helpers import make_config, scu
+
+    cfg = make_config(tmp_path, "[limits]\nmax_decompressed_bytes = 4000000\n")
+    store = Store(cfg.data_dir)
+    server = start_scp(cfg, store)
+    try:
+        import io
+
+        import pydicom
+
+        ds = pydicom.dcmread(io.BytesIO(_deflate_bomb(generate_uid(), 8_000_000)))
+        assoc = scu(cfg.node.port, contexts=[ds.SOPClassUID], syntaxes=[DeflatedExplicitVRLittleEndian])
+        assert assoc.is_established
+        status = assoc.send_c_store(ds)
+        assoc.release()
+    finally:
+        server.shutdown()
+    assert status.Status == 0xC210 and "Deflated" in status.ErrorComment
+    assert list(store.spool_dir.rglob("*.dcm")) == []
+
+
+def test_d2_deflate_bomb_over_stow_is_refused_and_parsed_once(tmp_path, monkeypatch):
+    import dataclasses
+
+    from starlette.testclient import TestClient
+
+    import node.receive.stow as stow_mod
+    from node.http.app import create_app
+    from node.limits import LimitsConfig
+    from tests.node.test_dicomweb import Node, failed_items, multipart, small_image
+
+    node = Node(tmp_path)
+    node.config = dataclasses.replace(node.config, limits=LimitsConfig(max_decompressed_bytes=4_000_000))
+    node.client = TestClient(create_app(node.config, node.store), raise_server_exceptions=False)
+    resp = node.post(multipart([_deflate_bomb(generate_uid(), 8_000_000)]))
+    assert resp.status_code in (400, 409), resp.text
+    assert [int(i.FailureReason) for i in failed_items(resp)] == [0xC210]
+    node.assert_nothing_stored()
+    # A good part is parsed once (the STOW check and ingest share the data set).
+    parses = []
+    real = stow_mod.pydicom.dcmread
+    monkeypatch.setattr(stow_mod.pydicom, "dcmread", lambda *a, **k: (parses.append(1), real(*a, **k))[1])
+    import node.receive.ingest as ingest_mod
+    monkeypatch.setattr(ingest_mod.pydicom, "dcmread", lambda *a, **k: (parses.append(1), real(*a, **k))[1])
+    assert node.post(multipart([encode(small_image())])).status_code == 200
+    assert len(parses) == 1

@@ -57,6 +57,13 @@ class NodeConfig:
     workers: int = 2
     max_associations: int = 10
     """Concurrent inbound associations (pynetdicom ``maximum_associations``)."""
+    max_associations_per_host: int = 5
+    """Concurrent inbound connections from one peer address; more are rejected (transient, logged)."""
+    acse_timeout_seconds: float = 5.0
+    """A connection that sends no A-ASSOCIATE-RQ within this is closed (its slot freed)."""
+    network_timeout_seconds: float = 20.0
+    """An association silent for this long is aborted."""
+    dimse_timeout_seconds: float = 30.0
     job_timeout_seconds: float = 600.0
     """A job running longer is stopped (its worker is killed) and retried, then failed."""
 
@@ -245,7 +252,8 @@ def _parse_rules(cfg_path: Path, raw: Any) -> RulesConfig:
 def _parse_node(cfg_path: Path, base: Path, raw: dict, *, port: int | None, data_dir: str | Path | None) -> NodeConfig:
     n = Section(
         cfg_path, "[node]", raw.get("node", {}),
-        {"ae_title", "bind", "port", "data_dir", "workers", "max_associations", "job_timeout_seconds"},
+        {"ae_title", "bind", "port", "data_dir", "workers", "max_associations", "job_timeout_seconds",
+         "max_associations_per_host", "acse_timeout_seconds", "network_timeout_seconds", "dimse_timeout_seconds"},
     )
     node = NodeConfig(
         ae_title=n.ae("ae_title", NodeConfig.ae_title),
@@ -255,6 +263,9 @@ def _parse_node(cfg_path: Path, base: Path, raw: dict, *, port: int | None, data
         workers=n.int("workers", NodeConfig.workers, 1, 64),
         max_associations=n.int("max_associations", NodeConfig.max_associations, 1, 1000),
         job_timeout_seconds=n.number("job_timeout_seconds", NodeConfig.job_timeout_seconds, 0.0, exclusive=True),
+        max_associations_per_host=n.int("max_associations_per_host", NodeConfig.max_associations_per_host, 1, 1000),
+        **{k: n.number(k, getattr(NodeConfig, k), 0.0, exclusive=True)
+           for k in ("acse_timeout_seconds", "network_timeout_seconds", "dimse_timeout_seconds")},
     )
     if port is not None:
         if not 1 <= port <= 65535:

@@ -231,3 +231,80 @@ def test_d2_deflate_bomb_over_stow_is_refused_and_parsed_once(tmp_path, monkeypa
     monkeypatch.setattr(ingest_mod.pydicom, "dcmread", lambda *a, **k: (parses.append(1), real(*a, **k))[1])
     assert node.post(multipart([encode(small_image())])).status_code == 200
     assert len(parses) == 1
+
+
+# ------------------------------------------------------------------ D4
+def _start_scp(tmp_path, **node):
+    import dataclasses
+
+    from node.receive.scp import start_scp
+    from tests.node.node_helpers import make_config
+
+    cfg = make_config(tmp_path)
+    cfg = dataclasses.replace(cfg, node=dataclasses.replace(cfg.node, **node))
+    return cfg, start_scp(cfg, Store(cfg.data_dir))
+
+
+def _closed_by_peer(sock) -> bool:
+    sock.settimeout(0.2)
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+
+
+def test_d4_silent_connections_are_dropped_in_seconds_and_logged(tmp_path, caplog):
+    import socket
+
+    from tests.node.node_helpers import HOST, scu, wait_until
+
+    cfg, server = _start_scp(tmp_path, max_associations=3, acse_timeout_seconds=1.0)
+    caplog.set_level(logging.INFO, logger="dxr.dimse")
+    silent = [socket.create_connection((HOST, cfg.node.port)) for _ in range(3)]
+    try:
+        wait_until(lambda: all(_closed_by_peer(s) for s in silent), 20, "silent connections closed by the node")
+        assoc = scu(cfg.node.port)
+        assert assoc.is_established  # the slots are free again
+        assoc.release()
+    finally:
+        for s in silent:
+            s.close()
+        server.shutdown()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("event=connection_dropped" in m and "A-ASSOCIATE-RQ" in m for m in messages) == 3
+
+
+@pytest.mark.parametrize("limits, reason", [
+    (dict(max_associations=3, max_associations_per_host=2), "max_associations_per_host = 2"),
+    (dict(max_associations=2, max_associations_per_host=5), "association limit reached (max_associations = 2)"),
+])
+def test_d4_per_host_and_capacity_rejections_are_logged(tmp_path, caplog, limits, reason):
+    from tests.node.node_helpers import scu
+
+    cfg, server = _start_scp(tmp_path, **limits)
+    caplog.set_level(logging.INFO, logger="dxr.dimse")
+    held = [scu(cfg.node.port) for _ in range(2)]
+    try:
+        assert all(a.is_established for a in held)
+        assert scu(cfg.node.port).is_rejected
+    finally:
+        for a in held:
+            a.release()
+        server.shutdown()
+    messages = [r.getMessage() for r in caplog.records if "association_rejected" in r.getMessage()]
+    assert len(messages) == 1 and reason in messages[0], messages
+
+
+def test_d4_an_idle_association_is_aborted_after_network_timeout(tmp_path):
+    from tests.node.node_helpers import scu, wait_until
+
+    cfg, server = _start_scp(tmp_path, network_timeout_seconds=1.0)
+    try:
+        assoc = scu(cfg.node.port)
+        assert assoc.is_established
+        wait_until(lambda: not assoc.is_established, 20, "the idle association aborted by the node")
+        assert assoc.is_aborted
+    finally:
+        server.shutdown()

@@ -149,6 +149,11 @@ class HttpConfig:
     token: str | None = None
     token_file: Path | None = None
     max_body_bytes: int = 2 * 1024**3
+    max_connections: int = 64
+    """Open HTTP connections; a new one beyond is closed at once (and logged)."""
+    header_timeout_seconds: float = 10.0
+    """A connection whose request headers are not complete this long after it opened (or after its
+    last response: keep-alive) is closed."""
 
 
 @dataclass(frozen=True)
@@ -358,7 +363,8 @@ def _parse_outputs(cfg_path: Path, raw: dict) -> OutputsConfig:
 def _parse_http(cfg_path: Path, base: Path, raw: dict) -> HttpConfig | None:
     http = None
     if "http" in raw:
-        h = Section(cfg_path, "[http]", raw["http"], {"bind", "port", "token", "token_file", "max_body_bytes"})
+        h = Section(cfg_path, "[http]", raw["http"], {"bind", "port", "token", "token_file", "max_body_bytes",
+                                                      "max_connections", "header_timeout_seconds"})
         token_file = path_value(h, "token_file", base)
         http = HttpConfig(
             bind=h.str("bind", HttpConfig.bind),
@@ -366,6 +372,9 @@ def _parse_http(cfg_path: Path, base: Path, raw: dict) -> HttpConfig | None:
             token=h.str("token"),
             token_file=token_file,
             max_body_bytes=h.int("max_body_bytes", HttpConfig.max_body_bytes, 1),
+            max_connections=h.int("max_connections", HttpConfig.max_connections, 1, 100_000),
+            header_timeout_seconds=h.number("header_timeout_seconds", HttpConfig.header_timeout_seconds, 0.0,
+                                            exclusive=True),
         )
     return http
 

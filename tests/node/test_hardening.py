@@ -308,3 +308,47 @@ def test_d4_an_idle_association_is_aborted_after_network_timeout(tmp_path):
         assert assoc.is_aborted
     finally:
         server.shutdown()
+
+
+# ------------------------------------------------------------------ D1
+def test_d1_idle_http_connections_are_capped_and_dropped_and_dimse_keeps_answering(tmp_path, caplog):
+    import socket
+    import time
+
+    import httpx
+
+    from node.config import HttpConfig
+    from node.http.server import HttpServer
+    from tests.node.node_helpers import HOST, free_port, scu, wait_until
+    from tests.node.test_dicomweb import Node
+
+    caplog.set_level(logging.INFO)
+    node = Node(tmp_path / "http")
+    port = free_port()
+    server = HttpServer(node.client.app, HOST, port, HttpConfig(max_connections=5, header_timeout_seconds=1.0)).start()
+    cfg, scp = _start_scp(tmp_path / "dimse")
+    idle = []
+    try:
+        idle = [socket.create_connection((HOST, port)) for _ in range(20)]
+        trickle = socket.create_connection((HOST, port))
+        trickle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        assoc = scu(cfg.node.port)  # DIMSE unaffected
+        assert assoc.is_established and assoc.send_c_echo().Status == 0
+        assoc.release()
+        wait_until(lambda: sum(_closed_by_peer(s) for s in idle) >= 15, 20, "connections over the cap closed")
+        for _ in range(3):  # a slow client trickling its headers is cut off too
+            time.sleep(0.3)
+            try:
+                trickle.sendall(b"X-Slow: 1\r\n")
+            except OSError:
+                break
+        wait_until(lambda: all(_closed_by_peer(s) for s in idle + [trickle]), 20, "idle connections dropped")
+        assert httpx.get(f"http://{HOST}:{port}/healthz", timeout=10).status_code == 200
+    finally:
+        for s in idle:
+            s.close()
+        server.stop()
+        scp.shutdown()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("event=http_connection_refused" in m and "max_connections = 5" in m for m in messages)
+    assert any("event=http_connection_dropped" in m and "header_timeout_seconds" in m for m in messages)

@@ -30,6 +30,7 @@ from node.config import Config
 from node.dicom import output_kind
 from node.log import setup_logging
 from node.reference import load_reference
+from node.pipeline.headers import make_header_safe
 from node.report import build_study_outputs
 from node.report.options import output_options
 from node.spool import Job, Store, StoreError, atomic_write, uid_filename
@@ -57,6 +58,21 @@ def _analyse_one(ds: pydicom.Dataset, reference: Any, job: Job, sop_uid: str) ->
     return result
 
 
+def _build_outputs(images: list, job: Job, options: Any, replaces: list[str]) -> list[pydicom.Dataset]:
+    """The study's outputs; a source header the builders cannot carry (unknown character set, bad
+    date, malformed name) is made safe and the outputs built again, so the study still gets its SR."""
+    seed = f"{job.study_instance_uid}/{job.run}"
+    try:
+        return build_study_outputs(images, uid_seed=seed, options=options, replaces=replaces)
+    except Exception as exc:
+        repaired = sorted({k for ds, _ in images for k in make_header_safe(ds)})
+        if not repaired:
+            raise
+        log.warning("event=header_fallback job=J%d study=%s repaired=%s error=%r", job.id,
+                    job.study_instance_uid, ",".join(repaired), f"{type(exc).__name__}: {exc}")
+        return build_study_outputs(images, uid_seed=seed, options=options, replaces=replaces)
+
+
 def run_job(store: Store, config: Config, job: Job, reference: Any = None) -> bool:
     """Run one claimed job to ``done`` or ``failed``; returns True when done."""
     try:
@@ -77,12 +93,7 @@ def run_job(store: Store, config: Config, job: Job, reference: Any = None) -> bo
             raise RuntimeError(f"none of the study's {len(instances)} instances could be read from the spool")
 
         replaces = store.previous_sr_uids(job.study_instance_uid, job.run)
-        outputs = build_study_outputs(
-            images,
-            uid_seed=f"{job.study_instance_uid}/{job.run}",
-            options=output_options(config, reference=reference),
-            replaces=replaces,
-        )
+        outputs = _build_outputs(images, job, output_options(config, reference=reference), replaces)
         recorded = []
         for ds in outputs:
             uid, sop_class = str(ds.SOPInstanceUID), str(ds.SOPClassUID)

@@ -352,3 +352,41 @@ def test_d1_idle_http_connections_are_capped_and_dropped_and_dimse_keeps_answeri
     messages = [r.getMessage() for r in caplog.records]
     assert any("event=http_connection_refused" in m and "max_connections = 5" in m for m in messages)
     assert any("event=http_connection_dropped" in m and "header_timeout_seconds" in m for m in messages)
+
+
+# ------------------------------------------------------------------ D3
+@pytest.mark.parametrize("bad", [
+    {"SpecificCharacterSet": "NOT_A_CHARSET", "PatientName": "M\u00fcller^Hans"},
+    {"StudyDate": "2025-13-45", "AccessionNumber": "A" * 40 + "\x01"},
+])
+def test_d3_a_header_the_builders_cannot_carry_still_yields_the_sr(tmp_path, bad, caplog):
+    import os
+    import time
+    import warnings
+
+    import pydicom
+
+    from node.pipeline.worker import run_job
+    from tests.node.node_helpers import make_config
+
+    cfg = make_config(tmp_path)
+    store = Store(cfg.data_dir)
+    ds = make_image_dataset(rows=64, columns=64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for keyword, value in bad.items():
+            setattr(ds, keyword, value)
+        data = encode(ds)
+    store.store_instance(data, sop_instance_uid=ds.SOPInstanceUID, study_instance_uid=ds.StudyInstanceUID,
+                         sop_class_uid=ds.SOPClassUID)
+    store.complete_due_studies(0.0, now=time.time() + 1)
+    job = store.claim_job(os.getpid())
+    caplog.set_level(logging.WARNING)
+    assert run_job(store, cfg, job)
+    assert store.job(job.id).state == "done"
+    srs = [pydicom.dcmread(p) for p in store.outputs_dir.rglob("*.dcm")]
+    srs = [s for s in srs if s.Modality == "SR"]
+    assert len(srs) == 1 and srs[0].StudyInstanceUID == ds.StudyInstanceUID
+    if "PatientName" in bad:
+        assert str(srs[0].PatientName) == "M\u00fcller^Hans"
+    assert any("event=header_fallback" in r.getMessage() for r in caplog.records)

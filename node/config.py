@@ -71,6 +71,9 @@ class NodeConfig:
 @dataclass(frozen=True)
 class StudyConfig:
     quiet_period_seconds: float = 10.0
+    on_changed_duplicate: str = "replace"
+    """A known SOP Instance UID with other bytes or another study: ``replace`` (kept, its study re-analysed,
+    the new SR names the old as predecessor), ``keep`` (the first version stays) or ``reject`` (0x0111)."""
 
 
 @dataclass(frozen=True)
@@ -408,8 +411,11 @@ def load_config(path: str | Path, *, port: int | None = None, data_dir: str | Pa
             raise ConfigError(f"{cfg_path}: unknown section or key {key!r} (known: {', '.join(sorted(known_top))})")
 
     node = _parse_node(cfg_path, base, raw, port=port, data_dir=data_dir)
-    s = Section(cfg_path, "[study]", raw.get("study", {}), {"quiet_period_seconds"})
-    study = StudyConfig(quiet_period_seconds=s.number("quiet_period_seconds", StudyConfig.quiet_period_seconds, 0.0))
+    s = Section(cfg_path, "[study]", raw.get("study", {}), {"quiet_period_seconds", "on_changed_duplicate"})
+    study = StudyConfig(quiet_period_seconds=s.number("quiet_period_seconds", StudyConfig.quiet_period_seconds, 0.0),
+                        on_changed_duplicate=s.str("on_changed_duplicate", StudyConfig.on_changed_duplicate))
+    if study.on_changed_duplicate not in ("replace", "keep", "reject"):
+        s._bad("on_changed_duplicate", '"replace", "keep" or "reject"', study.on_changed_duplicate)
     return Config(
         path=cfg_path,
         node=node,

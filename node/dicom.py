@@ -33,6 +33,7 @@ __all__ = [
 STATUS: dict[str, int] = {
     "success": 0x0000,
     "processing_failure": 0x0110,
+    "duplicate_sop_instance": 0x0111,
     "sop_class_not_supported": 0x0122,
     "out_of_resources": 0xA700,
     "dataset_mismatch": 0xA900,

@@ -218,15 +218,16 @@ def _ingest_dataset(store: Store, config: Config, data: bytes | memoryview, ds: 
         ts = None
     ids = dict(sop_instance_uid=sop_uid, study_instance_uid=study_uid, series_instance_uid=series_uid,
                sop_class_uid=sop_class, transfer_syntax_uid=str(ts) if ts else None)
-    return _spool(store, data, ids, modality, receipt)
+    return _spool(store, data, ids, modality, receipt, config.study.on_changed_duplicate)
 
 
 def _spool(store: Store, data: bytes | memoryview, ids: dict[str, str | None], modality: str,
-           receipt: _Receipt) -> IngestOutcome:
+           receipt: _Receipt, on_changed: str) -> IngestOutcome:
     """Write the instance to the spool and its row to SQLite; log and return the outcome."""
     sop_uid, study_uid = ids["sop_instance_uid"], ids["study_instance_uid"]
     try:
-        result = store.store_instance(data, **ids, calling_ae=receipt.calling_ae, source=receipt.source)
+        result = store.store_instance(data, **ids, calling_ae=receipt.calling_ae, source=receipt.source,
+                                      on_changed=on_changed)
     except StoreError as exc:
         log.error("event=instance_refused %s sop=%s study=%s reason=store_error detail=%r",
                   receipt.who, sop_uid, study_uid, str(exc))
@@ -234,8 +235,18 @@ def _spool(store: Store, data: bytes | memoryview, ids: dict[str, str | None], m
     if result == "duplicate":
         log.info("event=instance_duplicate %s sop=%s study=%s", receipt.who, sop_uid, study_uid)
         return IngestOutcome("duplicate", STATUS["success"], "already stored", sop_uid, study_uid)
+    if result in ("kept", "rejected"):
+        log.warning("event=instance_changed_duplicate %s sop=%s study=%s policy=%s", receipt.who, sop_uid,
+                    study_uid, "keep" if result == "kept" else "reject")
+        if result == "kept":
+            return IngestOutcome("duplicate", STATUS["success"], "already stored (first version kept)", sop_uid,
+                                 study_uid)
+        return IngestOutcome("duplicate_changed", STATUS["duplicate_sop_instance"],
+                             "this SOP Instance UID is stored with other content", sop_uid, study_uid)
     log.info(
         "event=instance_stored %s sop=%s study=%s modality=%s bytes=%d%s",
-        receipt.who, sop_uid, study_uid, modality, len(data), " study_reopened=1" if result == "reopened" else "",
+        receipt.who, sop_uid, study_uid, modality, len(data),
+        {"reopened": " study_reopened=1", "replaced": " replaced_changed_duplicate=1 study_reopened=1"}.get(result, ""),
     )
-    return IngestOutcome(result, STATUS["success"], "stored", sop_uid, study_uid)
+    outcome = "reopened" if result == "replaced" else result
+    return IngestOutcome(outcome, STATUS["success"], "stored", sop_uid, study_uid)

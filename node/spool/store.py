@@ -158,37 +158,66 @@ class Store(QueueRows):
         transfer_syntax_uid: str | None = None,
         calling_ae: str | None = None,
         source: str = "dimse",
+        on_changed: str = "replace",
     ) -> str:
         """Spool the received bytes durably and record the instance.
 
+        ``on_changed`` (``[study] on_changed_duplicate``) decides for a known SOP Instance UID
+        that comes again with other bytes or under another study: ``replace`` it, ``keep`` the
+        first, or ``reject`` the new one.
+
         Returns
         -------
-        ``"stored"``, ``"duplicate"`` (already stored: nothing written), or ``"reopened"``
-        (stored, and its study had already been completed, so it will run again).
+        ``"stored"``, ``"reopened"`` (stored, and its study had already been completed, so it will
+        run again), ``"duplicate"`` (the same bytes again: nothing written), ``"replaced"`` (changed
+        and replaced: its study, and a study it left, run again), ``"kept"`` (changed, the first
+        kept) or ``"rejected"`` (changed, refused).
 
         Raises
         ------
         StoreError
             On any disk or database failure; nothing half-stored is left visible.
         """
-        if self.has_instance(sop_instance_uid):
-            return "duplicate"
-        target = self.spool_path(study_instance_uid, sop_instance_uid)
+        row = self._query("SELECT study_instance_uid, path FROM instances WHERE sop_instance_uid=?",
+                          (sop_instance_uid,))
+        ids = (sop_instance_uid, study_instance_uid, series_instance_uid, sop_class_uid, transfer_syntax_uid,
+               calling_ae, source)
+        if row:
+            if self._same_content(row[0], data, study_instance_uid):
+                return "duplicate"
+            if on_changed != "replace":
+                return "kept" if on_changed == "keep" else "rejected"
+            # A new file name beside the old: a failed commit leaves the first version intact.
+            target = self.spool_path(study_instance_uid, sop_instance_uid)
+            target = target.with_name(f"{target.stem}.{time.time_ns()}.dcm")
+        else:
+            target = self.spool_path(study_instance_uid, sop_instance_uid)
         try:
             atomic_write(target, data, tmp_dir=self.tmp_dir)
         except OSError as exc:
             raise StoreError(f"cannot write spool file {target}: {exc.strerror or exc}") from exc
         try:
-            return self._record_instance(target, len(data), sop_instance_uid, study_instance_uid, series_instance_uid,
-                                         sop_class_uid, transfer_syntax_uid, calling_ae, source)
+            result = self._record_instance(target, len(data), ids, replacing=row[0] if row else None)
         except StoreError:
-            self._drop_unrecorded(target, sop_instance_uid)
+            self._drop_unrecorded(target, sop_instance_uid, row[0]["path"] if row else None)
             raise
+        if row and result == "replaced" and row[0]["path"] != str(target.relative_to(self.data_dir)):
+            (self.data_dir / row[0]["path"]).unlink(missing_ok=True)
+        return result
 
-    def _drop_unrecorded(self, target: Path, sop_uid: str) -> None:
+    def _same_content(self, row: sqlite3.Row, data: bytes | memoryview, study_uid: str) -> bool:
+        if row["study_instance_uid"] != study_uid:
+            return False
+        try:
+            return (self.data_dir / row["path"]).read_bytes() == bytes(data)
+        except OSError:
+            return False  # the spooled copy is gone or unreadable: the new one takes its place
+
+    def _drop_unrecorded(self, target: Path, sop_uid: str, old_path: str | None = None) -> None:
         """After a failed commit: remove the spool file unless a row (another association's) names it."""
         try:
-            if self.has_instance(sop_uid):
+            rows = self._query("SELECT path FROM instances WHERE sop_instance_uid=?", (sop_uid,))
+            if rows and rows[0]["path"] != old_path:
                 return
         except StoreError:
             return  # cannot tell: an orphan file is better than a lost instance
@@ -197,43 +226,43 @@ class Store(QueueRows):
         except OSError:
             pass
 
-    def _record_instance(self, target: Path, size: int, sop_instance_uid: str, study_instance_uid: str,
-                         series_instance_uid: str | None, sop_class_uid: str | None,
-                         transfer_syntax_uid: str | None, calling_ae: str | None, source: str) -> str:
-        """The instance's row, and its study's, in one transaction; ``stored``/``reopened``/``duplicate``."""
+    def _record_instance(self, target: Path, size: int, ids: tuple, replacing: sqlite3.Row | None = None) -> str:
+        """The instance's row, and its study's, in one transaction; ``stored``/``reopened``/``duplicate``/``replaced``.
+
+        ``ids``: SOP Instance, Study, Series, SOP Class and Transfer Syntax UIDs, calling AE, source.
+        """
         now = time.time()
         rel = str(target.relative_to(self.data_dir))
+        study_uid = ids[1]
         with self._tx() as c:
-            inserted = c.execute(
-                "INSERT OR IGNORE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    sop_instance_uid,
-                    study_instance_uid,
-                    series_instance_uid,
-                    sop_class_uid,
-                    transfer_syntax_uid,
-                    calling_ae,
-                    source,
-                    rel,
-                    size,
-                    now,
-                ),
-            ).rowcount
+            if replacing is not None:
+                c.execute(
+                    "UPDATE instances SET study_instance_uid=?, series_instance_uid=?, sop_class_uid=?, "
+                    "transfer_syntax_uid=?, calling_ae=?, source=?, path=?, size_bytes=?, received_at=? "
+                    "WHERE sop_instance_uid=?", (*ids[1:], rel, size, now, ids[0]))
+                old_study = replacing["study_instance_uid"]
+                if old_study != study_uid:  # the study it left changed too: it runs again
+                    c.execute("UPDATE studies SET state='receiving', last_received_at=? WHERE study_instance_uid=? "
+                              "AND EXISTS (SELECT 1 FROM instances WHERE study_instance_uid=?)",
+                              (now, old_study, old_study))
+                self._touch_study(c, study_uid, now)
+                return "replaced"
+            inserted = c.execute("INSERT OR IGNORE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?)",
+                                 (*ids, rel, size, now)).rowcount
             if not inserted:  # a concurrent association stored the same instance first
                 return "duplicate"
-            row = c.execute(
-                "SELECT state FROM studies WHERE study_instance_uid=?", (study_instance_uid,)
-            ).fetchone()
-            if row is None:
-                c.execute(
-                    "INSERT INTO studies VALUES (?, 'receiving', ?, ?, 0)", (study_instance_uid, now, now)
-                )
-                return "stored"
-            c.execute(
-                "UPDATE studies SET state='receiving', last_received_at=? WHERE study_instance_uid=?",
-                (now, study_instance_uid),
-            )
-            return "reopened" if row["state"] == "complete" else "stored"
+            return self._touch_study(c, study_uid, now)
+
+    @staticmethod
+    def _touch_study(c: sqlite3.Connection, study_uid: str, now: float) -> str:
+        """The study receives again (created if new); ``reopened`` when it had been completed, else ``stored``."""
+        row = c.execute("SELECT state FROM studies WHERE study_instance_uid=?", (study_uid,)).fetchone()
+        if row is None:
+            c.execute("INSERT INTO studies VALUES (?, 'receiving', ?, ?, 0)", (study_uid, now, now))
+            return "stored"
+        c.execute("UPDATE studies SET state='receiving', last_received_at=? WHERE study_instance_uid=?",
+                  (now, study_uid))
+        return "reopened" if row["state"] == "complete" else "stored"
 
     def study_instances(self, study_uid: str) -> list[InstanceRecord]:
         rows = self._query(

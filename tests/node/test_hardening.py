@@ -390,3 +390,74 @@ def test_d3_a_header_the_builders_cannot_carry_still_yields_the_sr(tmp_path, bad
     if "PatientName" in bad:
         assert str(srs[0].PatientName) == "M\u00fcller^Hans"
     assert any("event=header_fallback" in r.getMessage() for r in caplog.records)
+
+
+# ------------------------------------------------------------------ D8
+def _versions(study: str, sop: str):
+    v1 = make_image_dataset(study, rows=16, columns=16, sop_instance_uid=sop, laterality="L")
+    v2 = make_image_dataset(study, rows=16, columns=16, sop_instance_uid=sop, laterality="R")  # corrected
+    return encode(v1), encode(v2)
+
+
+@pytest.mark.parametrize("policy, status, content", [
+    ("replace", 0x0000, "v2"), ("keep", 0x0000, "v1"), ("reject", 0x0111, "v1")])
+def test_d8_a_changed_duplicate_follows_the_policy(tmp_path, policy, status, content, caplog):
+    import time
+
+    from node.config import load_config
+    from node.receive.ingest import ingest
+    from tests.node.node_helpers import write_config
+
+    text = write_config(tmp_path).read_text().replace("[study]\n", f'[study]\non_changed_duplicate = "{policy}"\n')
+    (tmp_path / "node.toml").write_text(text)
+    cfg = load_config(tmp_path / "node.toml")
+    assert cfg.study.on_changed_duplicate == policy
+    store = Store(cfg.data_dir)
+    study, sop = generate_uid(), generate_uid()
+    v1, v2 = _versions(study, sop)
+    assert ingest(store, cfg, v1, calling_ae="A").outcome == "stored"
+    store.complete_due_studies(0.0, now=time.time() + 5)
+    assert ingest(store, cfg, v1, calling_ae="A").outcome == "duplicate"  # same bytes: stored once, as before
+    out = ingest(store, cfg, v2, calling_ae="A")
+    assert out.status == status
+    [rec] = store.study_instances(study)
+    assert (store.data_dir / rec.path).read_bytes() == {"v1": v1, "v2": v2}[content]
+    assert len(list(store.spool_dir.rglob("*.dcm"))) == 1
+    state = store._query("SELECT state FROM studies WHERE study_instance_uid=?", (study,))[0]["state"]
+    assert state == ("receiving" if policy == "replace" else "complete")  # replace: the study runs again
+    if policy != "replace":
+        assert any("event=instance_changed_duplicate" in r.getMessage() for r in caplog.records)
+
+
+def test_d8_an_instance_resent_under_another_study_moves_there_and_both_studies_run_again(tmp_path):
+    import time
+
+    from node.receive.ingest import ingest
+    from tests.node.node_helpers import make_config
+
+    cfg = make_config(tmp_path)
+    assert cfg.study.on_changed_duplicate == "replace"  # the default
+    store = Store(cfg.data_dir)
+    old_study, new_study, sop = generate_uid(), generate_uid(), generate_uid()
+    keep = encode(make_image_dataset(old_study, rows=16, columns=16))
+    moved = encode(make_image_dataset(old_study, rows=16, columns=16, sop_instance_uid=sop))
+    for data in (keep, moved):
+        ingest(store, cfg, data, calling_ae="A")
+    store.complete_due_studies(0.0, now=time.time() + 5)
+    merged = encode(make_image_dataset(new_study, rows=16, columns=16, sop_instance_uid=sop))  # patients merged
+    assert ingest(store, cfg, merged, calling_ae="A").outcome == "reopened"
+    assert [r.sop_instance_uid for r in store.study_instances(new_study)] == [sop]
+    assert len(store.study_instances(old_study)) == 1
+    states = {r["study_instance_uid"]: r["state"] for r in store._query("SELECT * FROM studies")}
+    assert states == {old_study: "receiving", new_study: "receiving"}
+    assert not store.spool_path(old_study, sop).exists()
+
+
+def test_d8_an_unknown_policy_is_a_config_error(tmp_path):
+    from node.config import ConfigError, load_config
+    from tests.node.node_helpers import write_config
+
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace("[study]\n", '[study]\non_changed_duplicate = "merge"\n'))
+    with pytest.raises(ConfigError, match="on_changed_duplicate"):
+        load_config(path)

@@ -8,7 +8,7 @@ import re
 import threading
 from pathlib import Path
 
-__all__ = ["atomic_write", "uid_filename"]
+__all__ = ["atomic_write", "dataset_body", "uid_filename"]
 
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
@@ -18,6 +18,19 @@ def uid_filename(uid: str) -> str:
     if _UID_RE.match(uid) and len(uid) <= 64:
         return uid
     return "x" + hashlib.sha1(uid.encode("utf-8", "replace")).hexdigest()
+
+
+def dataset_body(data: bytes | memoryview) -> bytes | memoryview:
+    """The data set after the preamble and File Meta group (which differ between senders and protocols).
+
+    Relies on the File Meta's (0002,0000) group length, which the writers we see always give;
+    without it, the whole file is returned.
+    """
+    view = memoryview(data)
+    if bytes(view[128:132]) != b"DICM" or bytes(view[132:138]) != b"\x02\x00\x00\x00UL":
+        return view
+    group_length = int.from_bytes(view[140:144], "little")
+    return view[144 + group_length:]
 
 
 def _fsync_dir(path: Path) -> None:

@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from node.spool.files import atomic_write, uid_filename
+from node.spool.files import atomic_write, dataset_body, uid_filename
 from node.spool.queue_rows import QueueRows
 from node.spool.records import InstanceRecord, Job
 from node.spool.schema import SchemaError, prepare
@@ -208,8 +208,8 @@ class Store(QueueRows):
     def _same_content(self, row: sqlite3.Row, data: bytes | memoryview, study_uid: str) -> bool:
         if row["study_instance_uid"] != study_uid:
             return False
-        try:
-            return (self.data_dir / row["path"]).read_bytes() == bytes(data)
+        try:  # the data set, not the File Meta: the same instance by C-STORE and by STOW-RS is the same
+            return dataset_body((self.data_dir / row["path"]).read_bytes()) == dataset_body(data)
         except OSError:
             return False  # the spooled copy is gone or unreadable: the new one takes its place
 

@@ -461,3 +461,16 @@ def test_d8_an_unknown_policy_is_a_config_error(tmp_path):
     path.write_text(path.read_text().replace("[study]\n", '[study]\non_changed_duplicate = "merge"\n'))
     with pytest.raises(ConfigError, match="on_changed_duplicate"):
         load_config(path)
+
+
+def test_d8_the_same_data_set_with_another_file_meta_is_a_plain_duplicate(tmp_path):
+    store = Store(tmp_path)
+    study, sop = generate_uid(), generate_uid()
+    ds = make_image_dataset(study, rows=16, columns=16, sop_instance_uid=sop)
+    first = encode(ds)
+    ds.file_meta.SourceApplicationEntityTitle = "OTHERSENDER"  # e.g. the same instance again over STOW-RS
+    second = encode(ds)
+    assert first != second
+    ids = dict(sop_instance_uid=sop, study_instance_uid=study)
+    assert store.store_instance(first, **ids) == "stored"
+    assert store.store_instance(second, **ids) == "duplicate"

@@ -73,9 +73,9 @@ def _config(args: argparse.Namespace) -> Config:
         raise CLIError(str(exc), 2) from None
 
 
-def _store(config: Config) -> Store:
+def _store(config: Config, exclusive: bool = False) -> Store:
     try:
-        return Store(config.data_dir)
+        return Store(config.data_dir, exclusive=exclusive)
     except StoreError as exc:
         raise CLIError(str(exc)) from None
 
@@ -90,11 +90,7 @@ def _fmt_time(t: float | None) -> str:
 
 # ---------------------------------------------------------------------------------- serve
 def _start_http(config: Config, store: Any) -> Any:
-    """The STOW-RS/health/metrics server (``node.http``) when ``[http]`` is configured, else None.
-
-    The returned server has ``.stop()``; its STOW-RS route shares the receive path with the SCP
-    through ``node.receive.ingest``.
-    """
+    """The STOW-RS/health/metrics server (``node.http``, has ``.stop()``) when ``[http]`` is set, else None."""
     if config.http is None:
         return None
     try:
@@ -121,8 +117,8 @@ def _validate_at_start(config: Config) -> Any:
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _config(args)
     setup_logging()
+    store = _store(config, exclusive=True)  # one node per data_dir, before anything touches the database
     _validate_at_start(config)
-    store = _store(config)
     jobs, exports = store.recover()
     log.info(
         "event=node_starting ae_title=%s port=%d data_dir=%s workers=%d quiet_period_seconds=%g "

@@ -38,6 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from node.spool.lock import DataDirBusy, lock_data_dir
 from node.spool.files import atomic_write, dataset_body, uid_filename
 from node.spool.queue_rows import QueueRows
 from node.spool.records import InstanceRecord, Job
@@ -56,8 +57,17 @@ class StoreError(RuntimeError):
 class Store(QueueRows):
     """The SQLite database plus the data_dir layout; thread-safe within one process."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, *, exclusive: bool = False):
+        """``exclusive``: take the data_dir lock first (``serve``: one node per data_dir; see node.spool.lock)."""
         self.data_dir = Path(data_dir)
+        self._data_dir_lock = None
+        if exclusive:
+            try:
+                self._data_dir_lock = lock_data_dir(self.data_dir)
+            except DataDirBusy as exc:
+                raise StoreError(str(exc)) from None
+            except OSError as exc:
+                raise StoreError(f"cannot lock {self.data_dir}: {exc}") from exc
         self.spool_dir = self.data_dir / "spool"
         self.outputs_dir = self.data_dir / "outputs"
         self.tmp_dir = self.data_dir / "tmp"
@@ -79,6 +89,9 @@ class Store(QueueRows):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+        if self._data_dir_lock is not None:
+            self._data_dir_lock.close()
+            self._data_dir_lock = None
 
     # ---------------------------------------------------------------- plumbing
     @contextmanager

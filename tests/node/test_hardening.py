@@ -474,3 +474,38 @@ def test_d8_the_same_data_set_with_another_file_meta_is_a_plain_duplicate(tmp_pa
     ids = dict(sop_instance_uid=sop, study_instance_uid=study)
     assert store.store_instance(first, **ids) == "stored"
     assert store.store_instance(second, **ids) == "duplicate"
+
+
+# ------------------------------------------------------------------ one node per data_dir
+def test_a_second_serve_on_the_same_data_dir_exits_at_once_naming_the_pid_and_touches_nothing(tmp_path):
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.node.node_helpers import free_port, scu, wait_until, write_config
+
+    repo = Path(__file__).resolve().parents[2]
+    node = [sys.executable, "-m", "node.cli", "serve"]
+    port = free_port()
+    cfg = write_config(tmp_path, port=port)
+    first = subprocess.Popen([*node, "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             cwd=repo, start_new_session=True)
+    try:
+        wait_until(lambda: (a := scu(port)).is_established and (a.release() or True), 60, "first node answering")
+        db = tmp_path / "var" / "node.sqlite3"
+        with sqlite3.connect(db) as c:  # an export the live node is sending
+            c.execute("INSERT INTO exports (output_sop_instance_uid, destination, state, attempts, next_attempt_at, "
+                      "updated_at) VALUES ('1.2.3', 'outbox', 'sending', 0, 0, 0)")
+        second = subprocess.run([*node, "--config", str(cfg), "--port", str(free_port())], capture_output=True,
+                                text=True, cwd=repo, timeout=60)
+        with sqlite3.connect(db) as c:
+            state = c.execute("SELECT state FROM exports WHERE output_sop_instance_uid='1.2.3'").fetchone()[0]
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=30)
+    assert second.returncode == 1
+    errors = [line for line in second.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and f"(PID {first.pid})" in errors[0] and "in use by another dxr-node" in errors[0], errors
+    assert state == "sending"  # the second node never ran recover()

@@ -36,6 +36,7 @@ from node.receive.ingest import instance_problem
 from node.receive.rules import evaluate
 from node.receive.scp import start_scp
 from node.reference import load_reference
+from node.retention import Retention, run_purge
 from node.spool import Store, StoreError
 
 __all__ = ["main", "build_parser"]
@@ -148,11 +149,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     pool = WorkerPool(config, store)
     assembler = Assembler(store, config.study.quiet_period_seconds, stop)
     exporter = Exporter(config, store, stop)
+    retention = Retention(config, store, stop)
     try:
         http = _start_http(config, store)
         pool.start()
         assembler.start()
         exporter.start()
+        retention.start()
         log.info("event=node_ready ae_title=%s port=%d", config.node.ae_title, config.node.port)
         next_monitor = 0.0
         while not stop_signals:
@@ -169,7 +172,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         scp.shutdown()
         if http is not None:
             http.stop()
-        for thread in (assembler, exporter):
+        for thread in (assembler, exporter, retention):
             if thread.is_alive():
                 thread.join(30)
         pool.stop()
@@ -359,8 +362,7 @@ VERBS: tuple[Verb, ...] = (
     ), cmd_serve),
     Verb("check-config", "validate a config file", (_arg("config", metavar="FILE"),), cmd_check_config),
     Verb("echo", "C-ECHO a configured destination (folder: check it is writable)", (
-        _arg("destination", metavar="DESTINATION"),
-        CONFIG,
+        _arg("destination", metavar="DESTINATION"), CONFIG,
         _arg("--timeout", type=float, default=10.0, help="seconds (default 10)"),
     ), cmd_echo),
     Verb("rules test", "say whether the node would analyse FILE.dcm, and why",
@@ -371,11 +373,12 @@ VERBS: tuple[Verb, ...] = (
         _arg("--json", action="store_true", help="machine-readable output"),
         _arg("--state", choices=STATES, help="only jobs and exports in this state"),
     ), cmd_queue_list),
-    Verb("queue retry", "re-queue a failed export (E<n>) or job (J<n>)", (
-        _arg("id", metavar="ID"),
-        CONFIG,
-        _arg("--data-dir", help="overrides [node] data_dir"),
-    ), cmd_queue_retry),
+    Verb("queue retry", "re-queue a failed export (E<n>) or job (J<n>)",
+         (_arg("id", metavar="ID"), CONFIG, _arg("--data-dir", help="overrides [node] data_dir")), cmd_queue_retry),
+    Verb("purge", "delete delivered studies past [retention] keep_days (or early when the disk is low)", (
+        CONFIG, _arg("--data-dir", help="overrides [node] data_dir"),
+        _arg("--dry-run", action="store_true", help="only list what would be deleted"),
+    ), run_purge),
     Verb("analyze", "measure hand radiographs (DICOM, PNG, JPEG, folders); JSON Lines on stdout", (
         PATHS,
         PIXEL_SPACING,

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydicom.datadict import tag_for_keyword
 
-from node.limits import LimitsConfig, parse_limits
+from node.limits import LimitsConfig, RetentionConfig, parse_limits, parse_retention
 from node.dicom import NODE_MANUFACTURER, SC_SOP_CLASS_PREFIX, SR_SOP_CLASS_PREFIX
 from node.toml_section import ConfigError, Section, path_value, resolve_path
 
@@ -31,6 +31,7 @@ __all__ = [
     "ExportConfig",
     "HttpConfig",
     "LimitsConfig",
+    "RetentionConfig",
     "NodeConfig",
     "OutputsConfig",
     "ReferenceConfig",
@@ -184,6 +185,7 @@ class Config:
     disk: DiskConfig
     http: HttpConfig | None = None
     limits: LimitsConfig = LimitsConfig()
+    retention: RetentionConfig = RetentionConfig()
 
     @property
     def data_dir(self) -> Path:
@@ -405,7 +407,8 @@ def load_config(path: str | Path, *, port: int | None = None, data_dir: str | Pa
         raise ConfigError(f"{cfg_path}: not valid TOML ({exc})") from None
     base = cfg_path.resolve().parent
 
-    known_top = {"node", "study", "sources", "destinations", "export", "rules", "outputs", "reference", "http", "disk", "limits"}
+    known_top = {"node", "study", "sources", "destinations", "export", "rules", "outputs", "reference", "http", "disk", "limits",
+                 "retention"}
     for key in raw:
         if key not in known_top:
             raise ConfigError(f"{cfg_path}: unknown section or key {key!r} (known: {', '.join(sorted(known_top))})")
@@ -430,4 +433,5 @@ def load_config(path: str | Path, *, port: int | None = None, data_dir: str | Pa
             "min_free_bytes", DiskConfig.min_free_bytes, 0)),
         http=_parse_http(cfg_path, base, raw),
         limits=parse_limits(cfg_path, raw),
+        retention=parse_retention(cfg_path, raw),
     )

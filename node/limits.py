@@ -1,4 +1,5 @@
-"""Bounded resources for received data: ``[limits]`` and the checks that apply it before anything is decoded.
+"""Bounded resources: ``[limits]`` for received data (checked before anything is decoded), and the
+``[retention]`` settings (:mod:`node.retention` applies them to the disk).
 
 A hostile or broken peer must not make the node allocate without bound: a Deflated Explicit VR
 data set is inflated in bounded steps and refused past ``max_decompressed_bytes`` (a 268 KB
@@ -21,7 +22,8 @@ from pydicom.filereader import _read_file_meta_info, read_preamble
 
 from node.toml_section import Section
 
-__all__ = ["LimitsConfig", "declared_pixel_bytes", "inflated_size_problem", "parse_limits", "pixel_size_problem"]
+__all__ = ["LimitsConfig", "RetentionConfig", "declared_pixel_bytes", "inflated_size_problem", "parse_limits",
+           "parse_retention", "pixel_size_problem"]
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
 _STEP = 1 << 20
@@ -96,3 +98,21 @@ def pixel_size_problem(ds: pydicom.Dataset, limit: int) -> str | None:
     if limit and declared > limit:
         return f"the header declares {declared} bytes of pixels, over [limits] max_pixel_bytes = {limit}"
     return None
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    keep_days: float = 30.0
+    """Spool, outputs and outbox files of a delivered study are kept this many days after delivery,
+    then deleted with their rows (0 = kept for ever, unless the disk runs low)."""
+    purge_below_free_bytes: int = 0
+    """Below this free space, delivered studies are purged early, oldest delivery first
+    (0 = [disk] min_free_bytes; with that 0 too, never early)."""
+
+
+def parse_retention(cfg_path: Path, raw: dict[str, Any]) -> RetentionConfig:
+    sec = Section(cfg_path, "[retention]", raw.get("retention", {}), {"keep_days", "purge_below_free_bytes"})
+    return RetentionConfig(
+        keep_days=sec.number("keep_days", RetentionConfig.keep_days, 0.0),
+        purge_below_free_bytes=sec.int("purge_below_free_bytes", RetentionConfig.purge_below_free_bytes, 0),
+    )

@@ -509,3 +509,68 @@ def test_a_second_serve_on_the_same_data_dir_exits_at_once_naming_the_pid_and_to
     errors = [line for line in second.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and f"(PID {first.pid})" in errors[0] and "in use by another dxr-node" in errors[0], errors
     assert state == "sending"  # the second node never ran recover()
+
+
+# ------------------------------------------------------------------ retention
+def _delivered_study(cfg, store: Store, *, deliver_it: bool = True) -> str:
+    import os
+    import time
+
+    from node.export.exporter import deliver
+
+    study = generate_uid()
+    store.store_instance(_data(study, sop := generate_uid()), sop_instance_uid=sop, study_instance_uid=study)
+    store.complete_due_studies(0.0, now=time.time() + 1)
+    job = store.claim_job(os.getpid())
+    ds = make_image_dataset(study, rows=16, columns=16)
+    rel = f"outputs/{study}/{ds.SOPInstanceUID}.dcm"
+    (cfg.data_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+    (cfg.data_dir / rel).write_bytes(encode(ds))
+    store.finish_job(job.id, [(ds.SOPInstanceUID, ds.SOPClassUID, "SR", rel)], ["outbox"])
+    if deliver_it:
+        for name, exports in store.claim_due_exports().items():
+            deliver(cfg, store, name, exports)
+    return study
+
+
+def test_retention_purges_only_delivered_studies_after_keep_days_with_their_files(tmp_path, capsys):
+    import time
+
+    from node import retention
+    from node.cli import main
+    from tests.node.node_helpers import make_config
+
+    cfg = make_config(tmp_path, "[retention]\nkeep_days = 30\n")
+    store = Store(cfg.data_dir)
+    done = _delivered_study(cfg, store)
+    pending = _delivered_study(cfg, store, deliver_it=False)
+    files = [p for p in cfg.data_dir.rglob("*.dcm")]
+    assert len(files) == 5  # 2 spool + 2 outputs + 1 outbox copy
+    assert retention.due_studies(cfg, store) == []  # delivered today: kept
+    later = time.time() + 31 * 86400
+    assert [s.study for s in retention.due_studies(cfg, store, later)] == [done]
+    assert main(["purge", "--dry-run", "--config", str(cfg.path)]) == 0
+    assert "would purge 0 studies" in capsys.readouterr().out
+    assert retention.purge(cfg, store, later) == 1
+    left = sorted(p for p in cfg.data_dir.rglob("*.dcm"))
+    assert len(left) == 2 and all(pending in str(p) for p in left)  # the undelivered study keeps everything
+    assert store.study_instances(done) == [] and len(store.study_instances(pending)) == 1
+    assert retention.purge(cfg, store, later + 1000 * 86400) == 0  # never before delivery
+
+
+def test_retention_purges_early_oldest_first_when_the_disk_is_low(tmp_path, monkeypatch, capsys):
+    from node import retention
+    from node.cli import main
+    from tests.node.node_helpers import make_config
+
+    cfg = make_config(tmp_path, "[retention]\nkeep_days = 30\npurge_below_free_bytes = 1000\n")
+    store = Store(cfg.data_dir)
+    first = _delivered_study(cfg, store)
+    second = _delivered_study(cfg, store)
+    free = iter([10, 10, 10, 5000, 5000])  # low until one study is gone
+    monkeypatch.setattr(retention, "free_bytes", lambda _path: next(free, 5000))
+    assert main(["purge", "--dry-run", "--config", str(cfg.path)]) == 0
+    out = capsys.readouterr().out
+    assert out.index(first) < out.index(second) and "early purge" in out
+    assert retention.purge(cfg, store) == 1
+    assert store.study_instances(first) == [] and len(store.study_instances(second)) == 1

@@ -51,7 +51,8 @@ SR_SC_SOP_CLASS_PATTERNS = (SR_SOP_CLASS_PREFIX + "*", SC_SOP_CLASS_PREFIX + "*"
 @dataclass(frozen=True)
 class NodeConfig:
     ae_title: str = "DXRNODE"
-    bind: str = "0.0.0.0"
+    bind: str = "127.0.0.1"
+    """Loopback by default: opening the node to the network is a decision (README, "Opening it up")."""
     port: int = 11112
     data_dir: Path = Path("var")
     """Absolute path of the spool, SQLite database and outputs."""
@@ -148,11 +149,13 @@ class ReferenceConfig:
 class HttpConfig:
     """DICOMweb/health HTTP server; present only when ``[http]`` is in the file."""
 
-    bind: str = "0.0.0.0"
+    bind: str = "127.0.0.1"
     port: int = 8080
     token: str | None = None
     token_file: Path | None = None
     max_body_bytes: int = 2 * 1024**3
+    public_health: bool = False
+    """``/readyz`` and ``/metrics`` answer without the token (``/healthz`` always does)."""
     max_connections: int = 64
     """Open HTTP connections; a new one beyond is closed at once (and logged)."""
     header_timeout_seconds: float = 10.0
@@ -369,7 +372,7 @@ def _parse_http(cfg_path: Path, base: Path, raw: dict) -> HttpConfig | None:
     http = None
     if "http" in raw:
         h = Section(cfg_path, "[http]", raw["http"], {"bind", "port", "token", "token_file", "max_body_bytes",
-                                                      "max_connections", "header_timeout_seconds"})
+                                                      "max_connections", "header_timeout_seconds", "public_health"})
         token_file = path_value(h, "token_file", base)
         http = HttpConfig(
             bind=h.str("bind", HttpConfig.bind),
@@ -377,6 +380,7 @@ def _parse_http(cfg_path: Path, base: Path, raw: dict) -> HttpConfig | None:
             token=h.str("token"),
             token_file=token_file,
             max_body_bytes=h.int("max_body_bytes", HttpConfig.max_body_bytes, 1),
+            public_health=h.bool("public_health", HttpConfig.public_health),
             max_connections=h.int("max_connections", HttpConfig.max_connections, 1, 100_000),
             header_timeout_seconds=h.number("header_timeout_seconds", HttpConfig.header_timeout_seconds, 0.0,
                                             exclusive=True),

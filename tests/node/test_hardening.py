@@ -574,3 +574,34 @@ def test_retention_purges_early_oldest_first_when_the_disk_is_low(tmp_path, monk
     assert out.index(first) < out.index(second) and "early purge" in out
     assert retention.purge(cfg, store) == 1
     assert store.study_instances(first) == [] and len(store.study_instances(second)) == 1
+
+
+# ------------------------------------------------------------------ health endpoints, default bind
+@pytest.mark.parametrize("public", [False, True])
+def test_readyz_and_metrics_need_the_token_unless_public_health(tmp_path, public):
+    import dataclasses
+
+    from starlette.testclient import TestClient
+
+    from node.http.app import create_app
+    from tests.node.test_dicomweb import AUTH, Node
+
+    node = Node(tmp_path)
+    config = dataclasses.replace(node.config, http=dataclasses.replace(node.config.http, public_health=public))
+    client = TestClient(create_app(config, node.store))
+    assert client.get("/healthz").status_code == 200  # always open
+    for path in ("/readyz", "/metrics"):
+        assert client.get(path).status_code == (200 if public else 401)
+        assert client.get(path, headers=AUTH).status_code == 200
+        assert client.get(path, headers={"Authorization": "Bearer wrong"}).status_code == (200 if public else 401)
+
+
+def test_the_defaults_and_the_shipped_config_listen_on_loopback_and_pin_dcmtk_sources():
+    from pathlib import Path
+
+    from node.config import HttpConfig, NodeConfig, load_config
+
+    assert NodeConfig.bind == "127.0.0.1" and HttpConfig.bind == "127.0.0.1"
+    shipped = load_config(Path(__file__).resolve().parents[2] / "config" / "node.toml")
+    assert shipped.node.bind == "127.0.0.1"
+    assert all(s.host in ("127.0.0.1", "localhost") for s in shipped.sources if s.ae_title in ("STORESCU", "ECHOSCU"))

@@ -46,6 +46,7 @@ class QueueRows:
 
     def export_sent(self, export_id: int) -> None:
         with self._tx() as c:
+            _count(c, "export_attempts", export_id)
             c.execute(
                 "UPDATE exports SET state='sent', attempts=attempts+1, last_error=NULL, updated_at=? WHERE id=?",
                 (time.time(), export_id),
@@ -64,6 +65,8 @@ class QueueRows:
             if r["state"] != "sending":  # already settled (e.g. sent) or re-queued by hand
                 return Export(**dict(r))
             attempts = r["attempts"] + 1
+            _count(c, "export_attempts", export_id)
+            _count(c, "export_failures", export_id)
             if attempts >= max_attempts:
                 state, next_at = "failed", now
             else:
@@ -110,3 +113,9 @@ class QueueRows:
             c.execute(f"UPDATE {table} SET {', '.join(f'{k}=?' for k in changes)} WHERE id=?", (*changes.values(), row_id))
             return record(**{**dict(r), **changes})
 
+
+
+def _count(c: Any, name: str, export_id: int) -> None:
+    """One more of a monotonic counter (``counters`` table), labelled with the export's destination."""
+    c.execute("INSERT INTO counters (name, label, value) SELECT ?, destination, 1 FROM exports WHERE id=? "
+              "ON CONFLICT (name, label) DO UPDATE SET value = value + 1", (name, export_id))

@@ -23,6 +23,7 @@ Tables (the CLI and the other node modules rely on these names and states; schem
 ``exports``    id (PK), output_sop_instance_uid, destination, state ('queued'|'sending'|'sent'|
                'failed'), attempts, next_attempt_at, last_error, updated_at;
                UNIQUE(output_sop_instance_uid, destination)
+``counters``   name, label, value: monotonic metric counters (export attempts and failures per destination)
 
 One connection per process (guarded by a lock for the SCP's association threads), WAL mode,
 ``synchronous=FULL`` so a committed row survives power loss like the fsynced spool file.

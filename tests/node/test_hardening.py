@@ -605,3 +605,30 @@ def test_the_defaults_and_the_shipped_config_listen_on_loopback_and_pin_dcmtk_so
     shipped = load_config(Path(__file__).resolve().parents[2] / "config" / "node.toml")
     assert shipped.node.bind == "127.0.0.1"
     assert all(s.host in ("127.0.0.1", "localhost") for s in shipped.sources if s.ae_title in ("STORESCU", "ECHOSCU"))
+
+
+# ------------------------------------------------------------------ monotonic counters
+def test_export_counters_never_go_down_after_queue_retry_or_purge(tmp_path):
+    import time
+
+    from node import retention
+    from node.http.metrics import read_snapshot
+    from tests.node.node_helpers import make_config
+
+    cfg = make_config(tmp_path, "[retention]\nkeep_days = 1\n")
+    store = Store(cfg.data_dir)
+    _delivered_study(cfg, store, deliver_it=False)
+    [export] = [e for exps in store.claim_due_exports().values() for e in exps]
+    for _ in range(2):
+        store.export_attempt_failed(export.id, "PACS down", max_attempts=2, delay_seconds=lambda n: 0.0)
+        store.claim_due_exports()
+    before = read_snapshot(cfg.db_path)
+    assert (before.export_attempts, before.export_failures) == ({"outbox": 2}, {"outbox": 2})
+    store.retry_export(export.id)  # attempts back to 0 in the row
+    store.claim_due_exports()
+    store.export_sent(export.id)
+    after = read_snapshot(cfg.db_path)
+    assert (after.export_attempts, after.export_failures) == ({"outbox": 3}, {"outbox": 2})
+    assert retention.purge(cfg, store, time.time() + 2 * 86400) == 1  # the export row is gone...
+    purged = read_snapshot(cfg.db_path)
+    assert (purged.export_attempts, purged.export_failures) == ({"outbox": 3}, {"outbox": 2})  # ...not the count

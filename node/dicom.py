@@ -16,6 +16,8 @@ from pydicom.uid import (
     JPEGExtended12Bit,
     JPEGLossless,
     JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
     RLELossless,
 )
 
@@ -83,8 +85,11 @@ TRANSFER_SYNTAXES: list[str] = [
     JPEG2000Lossless,
     JPEG2000,
     RLELossless,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
 ]
-"""Accepted as received, never transcoded; the worker decodes with pylibjpeg/openjpeg."""
+"""Accepted as received, never transcoded; the worker decodes with pylibjpeg (libjpeg: JPEG and JPEG-LS, the
+usual dcm4chee archive compression; openjpeg: JPEG 2000)."""
 
 
 def output_kind(sop_class_uid: str) -> str:

@@ -632,3 +632,30 @@ def test_export_counters_never_go_down_after_queue_retry_or_purge(tmp_path):
     assert retention.purge(cfg, store, time.time() + 2 * 86400) == 1  # the export row is gone...
     purged = read_snapshot(cfg.db_path)
     assert (purged.export_attempts, purged.export_failures) == ({"outbox": 3}, {"outbox": 2})  # ...not the count
+
+
+# ------------------------------------------------------------------ JPEG-LS
+def test_jpeg_ls_from_dcmtk_is_accepted_spooled_as_is_and_decodes(tmp_path):
+    import shutil
+    import subprocess
+
+    import pydicom
+
+    if not shutil.which("dcmcjpls"):
+        pytest.skip("DCMTK dcmcjpls is not installed (make test installs it)")
+    src, jls = tmp_path / "src.dcm", tmp_path / "jls.dcm"
+    ds = make_image_dataset(rows=64, columns=64, seed=3)
+    ds.save_as(src, enforce_file_format=True)
+    subprocess.run(["dcmcjpls", str(src), str(jls)], check=True)
+    assert str(pydicom.dcmread(jls).file_meta.TransferSyntaxUID) == "1.2.840.10008.1.2.4.80"
+    cfg, server = _start_scp(tmp_path / "node")
+    try:
+        sent = subprocess.run(["storescu", "-xt", "-aet", "TESTSCU", "-aec", "DXRNODE", "127.0.0.1", str(cfg.node.port),
+                               str(jls)], capture_output=True, text=True, timeout=60)
+    finally:
+        server.shutdown()
+    assert sent.returncode == 0, sent.stderr
+    spooled = Store(cfg.data_dir).spool_path(ds.StudyInstanceUID, ds.SOPInstanceUID)
+    back = pydicom.dcmread(spooled)
+    assert str(back.file_meta.TransferSyntaxUID) == "1.2.840.10008.1.2.4.80"  # as received
+    assert (back.pixel_array == ds.pixel_array).all()  # the worker's decode (pylibjpeg-libjpeg)

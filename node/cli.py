@@ -200,7 +200,7 @@ def cmd_echo(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise CLIError(str(exc), 2) from None
     if dest.type == "dimse":
-        ok, message = echo(dest, config.export.calling_ae_title or config.node.ae_title, args.timeout)
+        ok, message = echo(dest, config.export.calling_ae_title or config.node.ae_title, args.timeout, config.tls)
     elif dest.type == "folder":
         assert dest.path is not None
         try:

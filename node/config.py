@@ -20,6 +20,7 @@ from typing import Any
 from pydicom.datadict import tag_for_keyword
 
 from node.limits import LimitsConfig, RetentionConfig, parse_limits, parse_retention
+from node.tls import TlsConfig, parse_tls
 from node.dicom import NODE_MANUFACTURER, SC_SOP_CLASS_PREFIX, SR_SOP_CLASS_PREFIX
 from node.toml_section import ConfigError, Section, path_value, resolve_path
 
@@ -99,6 +100,8 @@ class DestinationConfig:
     token_file: Path | None = None
     username: str | None = None
     password: str | None = None
+    tls: bool = False
+    """DIMSE destinations: reached over TLS ([tls] ca_certificates verifies the peer)."""
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,7 @@ class Config:
     http: HttpConfig | None = None
     limits: LimitsConfig = LimitsConfig()
     retention: RetentionConfig = RetentionConfig()
+    tls: TlsConfig | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -305,7 +309,8 @@ def _parse_destinations(cfg_path: Path, base: Path, raw: dict, data_dir: Path) -
     if not isinstance(raw_dests, list):
         raise ConfigError(f"{cfg_path}: destinations must be an array of tables ([[destinations]])")
     destinations: list[DestinationConfig] = []
-    dest_keys = {"name", "type", "ae_title", "host", "port", "path", "url", "token", "token_file", "username", "password"}
+    dest_keys = {"name", "type", "ae_title", "host", "port", "path", "url", "token", "token_file", "username", "password",
+                 "tls"}
     for i, entry in enumerate(raw_dests):
         sec = Section(cfg_path, f"[[destinations]] #{i + 1}", entry, dest_keys)
         name = sec.str("name", required=True)
@@ -322,6 +327,7 @@ def _parse_destinations(cfg_path: Path, base: Path, raw: dict, data_dir: Path) -
                 ae_title=sec.ae("ae_title", required=True),
                 host=sec.str("host", required=True),
                 port=sec.int("port", None, 1, 65535, required=True),
+                tls=sec.bool("tls", False),
             )
         elif dtype == "folder":
             dest = DestinationConfig(name=name, type=dtype, path=data_dir / "outbox")
@@ -412,7 +418,7 @@ def load_config(path: str | Path, *, port: int | None = None, data_dir: str | Pa
     base = cfg_path.resolve().parent
 
     known_top = {"node", "study", "sources", "destinations", "export", "rules", "outputs", "reference", "http", "disk", "limits",
-                 "retention"}
+                 "retention", "tls"}
     for key in raw:
         if key not in known_top:
             raise ConfigError(f"{cfg_path}: unknown section or key {key!r} (known: {', '.join(sorted(known_top))})")
@@ -438,4 +444,5 @@ def load_config(path: str | Path, *, port: int | None = None, data_dir: str | Pa
         http=_parse_http(cfg_path, base, raw),
         limits=parse_limits(cfg_path, raw),
         retention=parse_retention(cfg_path, raw),
+        tls=parse_tls(cfg_path, base, raw),
     )

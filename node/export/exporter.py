@@ -58,7 +58,8 @@ def deliver(config: Config, store: Store, dest_name: str, exports: list[Export])
     elif dest.type == "folder":
         results = send_folder(dest, exports, store.data_dir)
     elif dest.type == "dimse":
-        results = send_files(dest, paths, config.export.calling_ae_title or config.node.ae_title, on_result=record)
+        results = send_files(dest, paths, config.export.calling_ae_title or config.node.ae_title, on_result=record,
+                             tls=config.tls)
     else:
         results = send_stow(dest, paths)
     for r in results:

@@ -14,6 +14,7 @@ from pynetdicom.sop_class import Verification
 from node.config import DestinationConfig
 from node.dicom import STATUS
 from node.export.result import SendResult
+from node.tls import TlsConfig, client_context
 
 __all__ = ["echo", "send_files"]
 
@@ -27,11 +28,14 @@ def _scu_ae(calling_ae: str, timeout_seconds: float) -> AE:
     return ae
 
 
-def _associate(ae: AE, dest: DestinationConfig):
-    """Associate with ``dest``; returns (association, whether the TCP connection ever opened)."""
+def _associate(ae: AE, dest: DestinationConfig, tls: TlsConfig | None = None):
+    """Associate with ``dest`` (over TLS when it says ``tls = true``); returns (association, whether
+    the TCP connection ever opened)."""
     opened = threading.Event()
+    tls_args = (client_context(tls), dest.host) if dest.tls else None
     assoc = ae.associate(
-        dest.host, dest.port, ae_title=dest.ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, lambda e: opened.set())]
+        dest.host, dest.port, ae_title=dest.ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, lambda e: opened.set())],
+        tls_args=tls_args,
     )
     return assoc, opened.is_set()
 
@@ -48,11 +52,12 @@ def _assoc_failure(assoc, connected: bool = True) -> str:
     return "connection failed (peer unreachable or not a DICOM service)"
 
 
-def echo(dest: DestinationConfig, calling_ae: str, timeout_seconds: float = 10.0) -> tuple[bool, str]:
+def echo(dest: DestinationConfig, calling_ae: str, timeout_seconds: float = 10.0,
+         tls: TlsConfig | None = None) -> tuple[bool, str]:
     """C-ECHO a DIMSE destination: (ok, one-line message)."""
     ae = _scu_ae(calling_ae, timeout_seconds)
     ae.add_requested_context(Verification)
-    assoc, connected = _associate(ae, dest)
+    assoc, connected = _associate(ae, dest, tls)
     if not assoc.is_established:
         return False, f"{dest.name} ({dest.ae_title}@{dest.host}:{dest.port}): {_assoc_failure(assoc, connected)}"
     try:
@@ -67,7 +72,7 @@ def echo(dest: DestinationConfig, calling_ae: str, timeout_seconds: float = 10.0
 
 def send_files(
     dest: DestinationConfig, paths: Sequence[Path], calling_ae: str, timeout_seconds: float = 30.0,
-    on_result: Callable[[SendResult], None] | None = None,
+    on_result: Callable[[SendResult], None] | None = None, tls: TlsConfig | None = None,
 ) -> list[SendResult]:
     """C-STORE every file to ``dest`` over one association; one result per file, in order.
 
@@ -97,7 +102,7 @@ def send_files(
                 contexts[(sop_class, (str(ts),))] = None
         for sop_class, syntaxes in contexts:
             ae.add_requested_context(sop_class, list(syntaxes))
-        assoc, connected = _associate(ae, dest)
+        assoc, connected = _associate(ae, dest, tls)
         if not assoc.is_established:
             why = f"{dest.ae_title}@{dest.host}:{dest.port}: {_assoc_failure(assoc, connected)}"
             for p, ds in readable:

@@ -21,6 +21,7 @@ from node.dicom import STATUS, STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 from node.http import metrics
 from node.receive.ingest import ingest
 from node.spool import Store
+from node.tls import server_context
 
 __all__ = ["handlers", "make_scp_ae", "start_scp"]
 
@@ -203,9 +204,9 @@ def start_scp(config: Config, store: Store):
     """
     ae = make_scp_ae(config)
     server = ae.start_server(
-        (config.node.bind, config.node.port), block=False, evt_handlers=handlers(config, store)
+        (config.node.bind, config.node.port), block=False, evt_handlers=handlers(config, store),
+        ssl_context=server_context(config.tls) if config.tls else None,
     )
-    log.info(
-        "event=scp_listening ae_title=%s bind=%s port=%d", config.node.ae_title, config.node.bind, config.node.port
-    )
+    log.info("event=scp_listening ae_title=%s bind=%s port=%d tls=%d", config.node.ae_title, config.node.bind,
+             config.node.port, config.tls is not None)
     return server

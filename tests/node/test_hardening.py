@@ -659,3 +659,116 @@ def test_jpeg_ls_from_dcmtk_is_accepted_spooled_as_is_and_decodes(tmp_path):
     back = pydicom.dcmread(spooled)
     assert str(back.file_meta.TransferSyntaxUID) == "1.2.840.10008.1.2.4.80"  # as received
     assert (back.pixel_array == ds.pixel_array).all()  # the worker's decode (pylibjpeg-libjpeg)
+
+
+# ------------------------------------------------------------------ TLS
+def _make_ca(d):
+    """A test CA, a server certificate for 127.0.0.1/localhost and a client certificate (openssl CLI)."""
+    import subprocess
+
+    d.mkdir(parents=True, exist_ok=True)
+
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+        "-subj", "/CN=DXR test CA")
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth"),
+                      ("client", "extendedKeyUsage=clientAuth")):
+        (d / f"{name}.ext").write_text(ext + "\n")
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/CN=dxr-{name}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext")
+    return d
+
+
+def _tls_node(tmp_path, require_client: bool = True):
+    from node.config import load_config
+    from tests.node.node_helpers import write_config
+
+    ca = _make_ca(tmp_path / "pki")
+    path = write_config(tmp_path, f'[tls]\ncertificate = "pki/server.crt"\nprivate_key = "pki/server.key"\n'
+                                  f'ca_certificates = "pki/ca.crt"\n'
+                                  f'require_client_certificate = {str(require_client).lower()}\n')
+    return load_config(path), ca
+
+
+def test_tls_dimse_in_with_dcmtk_echoscu_and_storescu_and_plain_tcp_refused(tmp_path):
+    import shutil
+    import subprocess
+
+    from node.receive.scp import start_scp
+
+    if not shutil.which("echoscu"):
+        pytest.skip("DCMTK is not installed (make test installs it)")
+    cfg, ca = _tls_node(tmp_path)
+    store = Store(cfg.data_dir)
+    server = start_scp(cfg, store)
+    src = tmp_path / "hand.dcm"
+    ds = make_image_dataset(rows=32, columns=32)
+    ds.save_as(src, enforce_file_format=True)
+    tls = ["+tls", str(ca / "client.key"), str(ca / "client.crt"), "+cf", str(ca / "ca.crt")]
+    where = ["-aet", "TESTSCU", "-aec", "DXRNODE", "127.0.0.1", str(cfg.node.port)]
+    try:
+        echo = subprocess.run(["echoscu", *tls, *where], capture_output=True, text=True, timeout=60)
+        stored = subprocess.run(["storescu", *tls, *where, str(src)], capture_output=True, text=True, timeout=60)
+        plain = subprocess.run(["echoscu", *where], capture_output=True, text=True, timeout=60)
+        anonymous = subprocess.run(["echoscu", "+tla", "+cf", str(ca / "ca.crt"), *where], capture_output=True,
+                                   text=True, timeout=60)
+    finally:
+        server.shutdown()
+    assert echo.returncode == 0, echo.stderr
+    assert stored.returncode == 0, stored.stderr
+    assert store.spool_path(ds.StudyInstanceUID, ds.SOPInstanceUID).is_file()
+    assert plain.returncode != 0  # no TLS: no association
+    assert anonymous.returncode != 0  # require_client_certificate: no certificate, no association
+
+
+def test_tls_dimse_out_to_a_tls_pacs_and_https(tmp_path):
+    import dataclasses
+    import ssl
+
+    import httpx
+    from pynetdicom import AE, evt
+
+    from node.dicom import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
+    from node.export.scu import echo, send_files
+    from node.http.server import HttpServer
+    from node.tls import server_context
+    from tests.node.node_helpers import HOST, free_port
+    from tests.node.test_dicomweb import Node
+
+    cfg, ca = _tls_node(tmp_path)
+    port = free_port()
+    received = []
+    pacs = AE(ae_title="TLSPACS")
+    for uid in STORAGE_SOP_CLASSES:
+        pacs.add_supported_context(uid, TRANSFER_SYNTAXES)
+    from pynetdicom.sop_class import Verification
+    pacs.add_supported_context(Verification)
+    server = pacs.start_server((HOST, port), block=False, ssl_context=server_context(cfg.tls),
+                               evt_handlers=[(evt.EVT_C_STORE, lambda e: received.append(1) or 0)])
+    dest = cfg.destinations[0].__class__(name="pacs", ae_title="TLSPACS", host="127.0.0.1", port=port, tls=True)
+    out = tmp_path / "out.dcm"
+    make_image_dataset(rows=16, columns=16).save_as(out, enforce_file_format=True)
+    try:
+        assert echo(dest, "DXRNODE", 10, cfg.tls)[0]
+        assert [r.ok for r in send_files(dest, [out], "DXRNODE", tls=cfg.tls)] == [True]
+        plain = dataclasses.replace(dest, tls=False)
+        assert not echo(plain, "DXRNODE", 5, cfg.tls)[0]  # the TLS PACS refuses plain TCP
+    finally:
+        server.shutdown()
+    assert received == [1]
+
+    web = Node(tmp_path / "web")
+    http_port = free_port()
+    https = HttpServer(web.client.app, HOST, http_port, web.config.http, cfg.tls).start()
+    try:
+        ctx = ssl.create_default_context(cafile=str(ca / "ca.crt"))
+        ctx.load_cert_chain(ca / "client.crt", ca / "client.key")
+        assert httpx.get(f"https://127.0.0.1:{http_port}/healthz", verify=ctx, timeout=10).status_code == 200
+        with pytest.raises(httpx.HTTPError):  # no client certificate
+            httpx.get(f"https://127.0.0.1:{http_port}/healthz", verify=str(ca / "ca.crt"), timeout=10)
+    finally:
+        https.stop()

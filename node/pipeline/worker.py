@@ -55,6 +55,9 @@ def _analyse_one(ds: pydicom.Dataset, reference: Any, job: Job, sop_uid: str) ->
         "event=image_analysed job=J%d study=%s sop=%s status=%s reason=%s seconds=%.2f",
         job.id, job.study_instance_uid, sop_uid, result.status, result.reason, time.monotonic() - started,
     )
+    # One decoded image at a time: pydicom caches the decoded array on the data set; the next
+    # image must not be decoded beside it (the picture decodes its one source again).
+    ds._pixel_array, ds._pixel_id = None, {}
     return result
 
 

@@ -5,13 +5,20 @@ A mixin: ``Store`` supplies ``_tx`` (one short write transaction) and ``_query``
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from node.spool.records import Export, Job
 
-__all__ = ["QueueRows"]
+__all__ = ["MAX_BATCH_BYTES", "MAX_BATCH_COUNT", "QueueRows"]
+
+MAX_BATCH_COUNT = 100
+"""Exports per destination batch (one association)."""
+MAX_BATCH_BYTES = 256 * 1024**2
+"""Output bytes per destination batch (the DIMSE sender reads a batch into memory)."""
 
 
 class QueueRows:
@@ -22,14 +29,19 @@ class QueueRows:
 
     # ---------------------------------------------------------------- exports
     def claim_due_exports(
-        self, now: float | None = None, exclude: frozenset[str] | set[str] = frozenset()
+        self, now: float | None = None, exclude: frozenset[str] | set[str] = frozenset(),
+        max_count: int = MAX_BATCH_COUNT, max_bytes: int = MAX_BATCH_BYTES,
     ) -> dict[str, list[Export]]:
         """Queued exports whose time has come, marked 'sending', grouped by destination.
 
-        Destinations in ``exclude`` (e.g. still busy with an earlier batch) are left alone.
+        Destinations in ``exclude`` (e.g. still busy with an earlier batch) are left alone. A
+        destination's batch holds at most ``max_count`` exports and ``max_bytes`` of files (at
+        least one export): the sender reads a batch into memory; the rest waits for the next.
         """
         now = time.time() if now is None else now
         by_dest: dict[str, list[Export]] = {}
+        sizes: dict[str, int] = {}
+        data_dir: Path = self.data_dir  # type: ignore[attr-defined]
         with self._tx() as c:
             rows = c.execute(
                 "SELECT e.*, o.path, o.study_instance_uid, o.sop_class_uid FROM exports e "
@@ -38,8 +50,14 @@ class QueueRows:
                 (now,),
             ).fetchall()
             for r in rows:
-                if r["destination"] in exclude:
+                dest = r["destination"]
+                if dest in exclude:
                     continue
+                size = _size(data_dir / r["path"])
+                batch = by_dest.get(dest, [])
+                if batch and (len(batch) >= max_count or sizes[dest] + size > max_bytes):
+                    continue
+                sizes[dest] = sizes.get(dest, 0) + size
                 c.execute("UPDATE exports SET state='sending', updated_at=? WHERE id=?", (now, r["id"]))
                 by_dest.setdefault(r["destination"], []).append(Export(**{**dict(r), "state": "sending"}))
         return by_dest
@@ -119,3 +137,10 @@ def _count(c: Any, name: str, export_id: int) -> None:
     """One more of a monotonic counter (``counters`` table), labelled with the export's destination."""
     c.execute("INSERT INTO counters (name, label, value) SELECT ?, destination, 1 FROM exports WHERE id=? "
               "ON CONFLICT (name, label) DO UPDATE SET value = value + 1", (name, export_id))
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0  # the sender reports the missing file

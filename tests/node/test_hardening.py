@@ -772,3 +772,46 @@ def test_tls_dimse_out_to_a_tls_pacs_and_https(tmp_path):
             httpx.get(f"https://127.0.0.1:{http_port}/healthz", verify=str(ca / "ca.crt"), timeout=10)
     finally:
         https.stop()
+
+
+# ------------------------------------------------------------------ bounded memory: worker and export batches
+def test_the_worker_keeps_no_decoded_image_beside_the_next(tmp_path, monkeypatch):
+    import os
+    import time
+
+    import node.pipeline.worker as worker
+    from tests.node.node_helpers import make_config
+
+    cfg = make_config(tmp_path)
+    store = Store(cfg.data_dir)
+    study = generate_uid()
+    for k in range(3):
+        ds = make_image_dataset(study, rows=64, columns=64, seed=k)
+        store.store_instance(encode(ds), sop_instance_uid=ds.SOPInstanceUID, study_instance_uid=study)
+    store.complete_due_studies(0.0, now=time.time() + 1)
+    decoded_at_analysis: list[int] = []
+    held: list = []
+    real = worker.analysis.analyse
+
+    def analyse(ds, **kwargs):
+        decoded_at_analysis.append(sum(d._pixel_array is not None for d in held))
+        held.append(ds)
+        return real(ds, **kwargs)
+
+    monkeypatch.setattr(worker.analysis, "analyse", analyse)
+    assert worker.run_job(store, cfg, store.claim_job(os.getpid()))
+    assert decoded_at_analysis == [0, 0, 0]
+
+
+def test_export_batches_are_bounded_in_count_and_bytes(tmp_path):
+    from tests.node.node_helpers import make_config
+
+    cfg = make_config(tmp_path)
+    store = _queued_exports(cfg, 5)
+    first = store.claim_due_exports(max_count=2)
+    assert [len(v) for v in first.values()] == [2]
+    size = (cfg.data_dir / first["pacs"][0].path).stat().st_size
+    second = store.claim_due_exports(max_bytes=size * 2 + 1)
+    assert [len(v) for v in second.values()] == [2]
+    assert [len(v) for v in store.claim_due_exports().values()] == [1]
+    assert store.claim_due_exports() == {}

@@ -769,7 +769,8 @@ def test_tls_dimse_out_to_a_tls_pacs_and_https(tmp_path):
         ctx.load_cert_chain(ca / "client.crt", ca / "client.key")
         assert httpx.get(f"https://127.0.0.1:{http_port}/healthz", verify=ctx, timeout=10).status_code == 200
         with pytest.raises(httpx.HTTPError):  # no client certificate
-            httpx.get(f"https://127.0.0.1:{http_port}/healthz", verify=str(ca / "ca.crt"), timeout=10)
+            httpx.get(f"https://127.0.0.1:{http_port}/healthz", timeout=10,
+                      verify=ssl.create_default_context(cafile=str(ca / "ca.crt")))
     finally:
         https.stop()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 import time
 
 __all__ = ["setup_logging"]
@@ -32,6 +33,15 @@ class _UTCFormatter(logging.Formatter):
         return _CONTROL.sub(_escape, super().format(record).replace("\r", "").replace("\n", " | "))
 
 
+def _thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("dxr.thread").error("event=thread_died thread=%s error=%r", name,
+                                          f"{args.exc_type.__name__}: {args.exc_value}",
+                                          exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+
+
 def setup_logging(level: int = logging.INFO, *, process_name: str | None = None) -> None:
     """Log to stderr, one line per record; safe to call again (in worker processes too)."""
     fmt = "%(asctime)s %(levelname)s %(name)s"
@@ -47,6 +57,8 @@ def setup_logging(level: int = logging.INFO, *, process_name: str | None = None)
     root.setLevel(level)
     # warnings.warn (pydicom's "Invalid value for VR ...") as log records, not raw multi-line stderr.
     logging.captureWarnings(True)
+    # An exception that ends a library thread (a pynetdicom reactor) is one record too, not a raw traceback.
+    threading.excepthook = _thread_exception
     # pynetdicom logs every PDU at INFO; our handlers log the events that matter.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     logging.getLogger("highdicom").setLevel(logging.WARNING)

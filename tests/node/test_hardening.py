@@ -816,3 +816,22 @@ def test_export_batches_are_bounded_in_count_and_bytes(tmp_path):
     assert [len(v) for v in second.values()] == [2]
     assert [len(v) for v in store.claim_due_exports().values()] == [1]
     assert store.claim_due_exports() == {}
+
+
+def test_d9_an_exception_that_ends_a_thread_is_one_log_line(capsys):
+    import threading
+
+    setup_logging()
+    try:
+        def boom():
+            raise RuntimeError("reactor\\x00 failed")
+
+        t = threading.Thread(target=boom, name="run_reactor")
+        t.start()
+        t.join()
+    finally:
+        threading.excepthook = threading.__excepthook__
+        logging.captureWarnings(False)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "event=thread_died thread=run_reactor" in lines[0] and "Traceback" in lines[0]

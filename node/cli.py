@@ -37,6 +37,7 @@ from node.receive.rules import evaluate
 from node.receive.scp import start_scp
 from node.installation import log_installation
 from node.reference import load_reference
+from node.retention import Retention, run_purge
 from node.spool import Store, StoreError
 
 __all__ = ["main", "build_parser"]
@@ -74,9 +75,9 @@ def _config(args: argparse.Namespace) -> Config:
         raise CLIError(str(exc), 2) from None
 
 
-def _store(config: Config) -> Store:
+def _store(config: Config, exclusive: bool = False) -> Store:
     try:
-        return Store(config.data_dir)
+        return Store(config.data_dir, exclusive=exclusive)
     except StoreError as exc:
         raise CLIError(str(exc)) from None
 
@@ -91,11 +92,7 @@ def _fmt_time(t: float | None) -> str:
 
 # ---------------------------------------------------------------------------------- serve
 def _start_http(config: Config, store: Any) -> Any:
-    """The STOW-RS/health/metrics server (``node.http``) when ``[http]`` is configured, else None.
-
-    The returned server has ``.stop()``; its STOW-RS route shares the receive path with the SCP
-    through ``node.receive.ingest``.
-    """
+    """The STOW-RS/health/metrics server (``node.http``, has ``.stop()``) when ``[http]`` is set, else None."""
     if config.http is None:
         return None
     try:
@@ -122,8 +119,8 @@ def _validate_at_start(config: Config) -> Any:
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _config(args)
     setup_logging()
+    store = _store(config, exclusive=True)  # one node per data_dir, before anything touches the database
     _validate_at_start(config)
-    store = _store(config)
     jobs, exports = store.recover()
     log_installation(config)
     log.info(
@@ -154,11 +151,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     pool = WorkerPool(config, store)
     assembler = Assembler(store, config.study.quiet_period_seconds, stop)
     exporter = Exporter(config, store, stop)
+    retention = Retention(config, store, stop)
     try:
         http = _start_http(config, store)
         pool.start()
         assembler.start()
         exporter.start()
+        retention.start()
         log.info("event=node_ready ae_title=%s port=%d", config.node.ae_title, config.node.port)
         next_monitor = 0.0
         while not stop_signals:
@@ -175,7 +174,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         scp.shutdown()
         if http is not None:
             http.stop()
-        for thread in (assembler, exporter):
+        for thread in (assembler, exporter, retention):
             if thread.is_alive():
                 thread.join(30)
         pool.stop()
@@ -198,7 +197,7 @@ def cmd_echo(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise CLIError(str(exc), 2) from None
     if dest.type == "dimse":
-        ok, message = echo(dest, config.export.calling_ae_title or config.node.ae_title, args.timeout)
+        ok, message = echo(dest, config.export.calling_ae_title or config.node.ae_title, args.timeout, config.tls)
     elif dest.type == "folder":
         assert dest.path is not None
         try:
@@ -360,8 +359,7 @@ VERBS: tuple[Verb, ...] = (
     ), cmd_serve),
     Verb("check-config", "validate a config file", (_arg("config", metavar="FILE"),), cmd_check_config),
     Verb("echo", "C-ECHO a configured destination (folder: check it is writable)", (
-        _arg("destination", metavar="DESTINATION"),
-        CONFIG,
+        _arg("destination", metavar="DESTINATION"), CONFIG,
         _arg("--timeout", type=float, default=10.0, help="seconds (default 10)"),
     ), cmd_echo),
     Verb("rules test", "say whether the node would analyse FILE.dcm, and why",
@@ -372,11 +370,12 @@ VERBS: tuple[Verb, ...] = (
         _arg("--json", action="store_true", help="machine-readable output"),
         _arg("--state", choices=STATES, help="only jobs and exports in this state"),
     ), cmd_queue_list),
-    Verb("queue retry", "re-queue a failed export (E<n>) or job (J<n>)", (
-        _arg("id", metavar="ID"),
-        CONFIG,
-        _arg("--data-dir", help="overrides [node] data_dir"),
-    ), cmd_queue_retry),
+    Verb("queue retry", "re-queue a failed export (E<n>) or job (J<n>)",
+         (_arg("id", metavar="ID"), CONFIG, _arg("--data-dir", help="overrides [node] data_dir")), cmd_queue_retry),
+    Verb("purge", "delete delivered studies past [retention] keep_days (or early when the disk is low)", (
+        CONFIG, _arg("--data-dir", help="overrides [node] data_dir"),
+        _arg("--dry-run", action="store_true", help="only list what would be deleted"),
+    ), run_purge),
     Verb("analyze", "measure hand radiographs (DICOM, PNG, JPEG, folders); JSON Lines on stdout", (
         PATHS,
         PIXEL_SPACING,

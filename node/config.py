@@ -19,6 +19,8 @@ from typing import Any
 
 from pydicom.datadict import tag_for_keyword
 
+from node.limits import LimitsConfig, RetentionConfig, parse_limits, parse_retention
+from node.tls import TlsConfig, parse_tls
 from node.dicom import NODE_MANUFACTURER, SC_SOP_CLASS_PREFIX, SR_SOP_CLASS_PREFIX
 from node.toml_section import ConfigError, Section, path_value, resolve_path
 
@@ -29,6 +31,8 @@ __all__ = [
     "DiskConfig",
     "ExportConfig",
     "HttpConfig",
+    "LimitsConfig",
+    "RetentionConfig",
     "NodeConfig",
     "OutputsConfig",
     "ReferenceConfig",
@@ -48,13 +52,21 @@ SR_SC_SOP_CLASS_PATTERNS = (SR_SOP_CLASS_PREFIX + "*", SC_SOP_CLASS_PREFIX + "*"
 @dataclass(frozen=True)
 class NodeConfig:
     ae_title: str = "DXRNODE"
-    bind: str = "0.0.0.0"
+    bind: str = "127.0.0.1"
+    """Loopback by default: opening the node to the network is a decision (README, "Opening it up")."""
     port: int = 11112
     data_dir: Path = Path("var")
     """Absolute path of the spool, SQLite database and outputs."""
     workers: int = 2
     max_associations: int = 10
     """Concurrent inbound associations (pynetdicom ``maximum_associations``)."""
+    max_associations_per_host: int = 5
+    """Concurrent inbound connections from one peer address; more are rejected (transient, logged)."""
+    acse_timeout_seconds: float = 5.0
+    """A connection that sends no A-ASSOCIATE-RQ within this is closed (its slot freed)."""
+    network_timeout_seconds: float = 20.0
+    """An association silent for this long is aborted."""
+    dimse_timeout_seconds: float = 30.0
     job_timeout_seconds: float = 600.0
     """A job running longer is stopped (its worker is killed) and retried, then failed."""
 
@@ -62,6 +74,9 @@ class NodeConfig:
 @dataclass(frozen=True)
 class StudyConfig:
     quiet_period_seconds: float = 10.0
+    on_changed_duplicate: str = "replace"
+    """A known SOP Instance UID with other bytes or another study: ``replace`` (kept, its study re-analysed,
+    the new SR names the old as predecessor), ``keep`` (the first version stays) or ``reject`` (0x0111)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +100,8 @@ class DestinationConfig:
     token_file: Path | None = None
     username: str | None = None
     password: str | None = None
+    tls: bool = False
+    """DIMSE destinations: reached over TLS ([tls] ca_certificates verifies the peer)."""
 
 
 @dataclass(frozen=True)
@@ -141,11 +158,18 @@ class ReferenceConfig:
 class HttpConfig:
     """DICOMweb/health HTTP server; present only when ``[http]`` is in the file."""
 
-    bind: str = "0.0.0.0"
+    bind: str = "127.0.0.1"
     port: int = 8080
     token: str | None = None
     token_file: Path | None = None
     max_body_bytes: int = 2 * 1024**3
+    public_health: bool = False
+    """``/readyz`` and ``/metrics`` answer without the token (``/healthz`` always does)."""
+    max_connections: int = 64
+    """Open HTTP connections; a new one beyond is closed at once (and logged)."""
+    header_timeout_seconds: float = 10.0
+    """A connection whose request headers are not complete this long after it opened (or after its
+    last response: keep-alive) is closed."""
 
 
 @dataclass(frozen=True)
@@ -172,6 +196,9 @@ class Config:
     reference: ReferenceConfig
     disk: DiskConfig
     http: HttpConfig | None = None
+    limits: LimitsConfig = LimitsConfig()
+    retention: RetentionConfig = RetentionConfig()
+    tls: TlsConfig | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -256,7 +283,8 @@ def _parse_rules(cfg_path: Path, raw: Any) -> RulesConfig:
 def _parse_node(cfg_path: Path, base: Path, raw: dict, *, port: int | None, data_dir: str | Path | None) -> NodeConfig:
     n = Section(
         cfg_path, "[node]", raw.get("node", {}),
-        {"ae_title", "bind", "port", "data_dir", "workers", "max_associations", "job_timeout_seconds"},
+        {"ae_title", "bind", "port", "data_dir", "workers", "max_associations", "job_timeout_seconds",
+         "max_associations_per_host", "acse_timeout_seconds", "network_timeout_seconds", "dimse_timeout_seconds"},
     )
     node = NodeConfig(
         ae_title=n.ae("ae_title", NodeConfig.ae_title),
@@ -266,6 +294,9 @@ def _parse_node(cfg_path: Path, base: Path, raw: dict, *, port: int | None, data
         workers=n.int("workers", NodeConfig.workers, 1, 64),
         max_associations=n.int("max_associations", NodeConfig.max_associations, 1, 1000),
         job_timeout_seconds=n.number("job_timeout_seconds", NodeConfig.job_timeout_seconds, 0.0, exclusive=True),
+        max_associations_per_host=n.int("max_associations_per_host", NodeConfig.max_associations_per_host, 1, 1000),
+        **{k: n.number(k, getattr(NodeConfig, k), 0.0, exclusive=True)
+           for k in ("acse_timeout_seconds", "network_timeout_seconds", "dimse_timeout_seconds")},
     )
     if port is not None:
         if not 1 <= port <= 65535:
@@ -292,7 +323,8 @@ def _parse_destinations(cfg_path: Path, base: Path, raw: dict, data_dir: Path) -
     if not isinstance(raw_dests, list):
         raise ConfigError(f"{cfg_path}: destinations must be an array of tables ([[destinations]])")
     destinations: list[DestinationConfig] = []
-    dest_keys = {"name", "type", "ae_title", "host", "port", "path", "url", "token", "token_file", "username", "password"}
+    dest_keys = {"name", "type", "ae_title", "host", "port", "path", "url", "token", "token_file", "username", "password",
+                 "tls"}
     for i, entry in enumerate(raw_dests):
         sec = Section(cfg_path, f"[[destinations]] #{i + 1}", entry, dest_keys)
         name = sec.str("name", required=True)
@@ -309,6 +341,7 @@ def _parse_destinations(cfg_path: Path, base: Path, raw: dict, data_dir: Path) -
                 ae_title=sec.ae("ae_title", required=True),
                 host=sec.str("host", required=True),
                 port=sec.int("port", None, 1, 65535, required=True),
+                tls=sec.bool("tls", False),
             )
         elif dtype == "folder":
             dest = DestinationConfig(name=name, type=dtype, path=data_dir / "outbox")
@@ -379,7 +412,8 @@ def _parse_reference(cfg_path: Path, base: Path, raw: dict) -> ReferenceConfig:
 def _parse_http(cfg_path: Path, base: Path, raw: dict) -> HttpConfig | None:
     http = None
     if "http" in raw:
-        h = Section(cfg_path, "[http]", raw["http"], {"bind", "port", "token", "token_file", "max_body_bytes"})
+        h = Section(cfg_path, "[http]", raw["http"], {"bind", "port", "token", "token_file", "max_body_bytes",
+                                                      "max_connections", "header_timeout_seconds", "public_health"})
         token_file = path_value(h, "token_file", base)
         http = HttpConfig(
             bind=h.str("bind", HttpConfig.bind),
@@ -387,6 +421,10 @@ def _parse_http(cfg_path: Path, base: Path, raw: dict) -> HttpConfig | None:
             token=h.str("token"),
             token_file=token_file,
             max_body_bytes=h.int("max_body_bytes", HttpConfig.max_body_bytes, 1),
+            public_health=h.bool("public_health", HttpConfig.public_health),
+            max_connections=h.int("max_connections", HttpConfig.max_connections, 1, 100_000),
+            header_timeout_seconds=h.number("header_timeout_seconds", HttpConfig.header_timeout_seconds, 0.0,
+                                            exclusive=True),
         )
     return http
 
@@ -414,14 +452,18 @@ def load_config(path: str | Path, *, port: int | None = None, data_dir: str | Pa
         raise ConfigError(f"{cfg_path}: not valid TOML ({exc})") from None
     base = cfg_path.resolve().parent
 
-    known_top = {"node", "study", "sources", "destinations", "export", "rules", "outputs", "reference", "http", "disk"}
+    known_top = {"node", "study", "sources", "destinations", "export", "rules", "outputs", "reference", "http", "disk", "limits",
+                 "retention", "tls"}
     for key in raw:
         if key not in known_top:
             raise ConfigError(f"{cfg_path}: unknown section or key {key!r} (known: {', '.join(sorted(known_top))})")
 
     node = _parse_node(cfg_path, base, raw, port=port, data_dir=data_dir)
-    s = Section(cfg_path, "[study]", raw.get("study", {}), {"quiet_period_seconds"})
-    study = StudyConfig(quiet_period_seconds=s.number("quiet_period_seconds", StudyConfig.quiet_period_seconds, 0.0))
+    s = Section(cfg_path, "[study]", raw.get("study", {}), {"quiet_period_seconds", "on_changed_duplicate"})
+    study = StudyConfig(quiet_period_seconds=s.number("quiet_period_seconds", StudyConfig.quiet_period_seconds, 0.0),
+                        on_changed_duplicate=s.str("on_changed_duplicate", StudyConfig.on_changed_duplicate))
+    if study.on_changed_duplicate not in ("replace", "keep", "reject"):
+        s._bad("on_changed_duplicate", '"replace", "keep" or "reject"', study.on_changed_duplicate)
     return Config(
         path=cfg_path,
         node=node,
@@ -435,4 +477,7 @@ def load_config(path: str | Path, *, port: int | None = None, data_dir: str | Pa
         disk=DiskConfig(min_free_bytes=Section(cfg_path, "[disk]", raw.get("disk", {}), {"min_free_bytes"}).int(
             "min_free_bytes", DiskConfig.min_free_bytes, 0)),
         http=_parse_http(cfg_path, base, raw),
+        limits=parse_limits(cfg_path, raw),
+        retention=parse_retention(cfg_path, raw),
+        tls=parse_tls(cfg_path, base, raw),
     )

@@ -16,6 +16,8 @@ from pydicom.uid import (
     JPEGExtended12Bit,
     JPEGLossless,
     JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
     RLELossless,
 )
 
@@ -33,6 +35,7 @@ __all__ = [
 STATUS: dict[str, int] = {
     "success": 0x0000,
     "processing_failure": 0x0110,
+    "duplicate_sop_instance": 0x0111,
     "sop_class_not_supported": 0x0122,
     "out_of_resources": 0xA700,
     "dataset_mismatch": 0xA900,
@@ -82,8 +85,11 @@ TRANSFER_SYNTAXES: list[str] = [
     JPEG2000Lossless,
     JPEG2000,
     RLELossless,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
 ]
-"""Accepted as received, never transcoded; the worker decodes with pylibjpeg/openjpeg."""
+"""Accepted as received, never transcoded; the worker decodes with pylibjpeg (libjpeg: JPEG and JPEG-LS, the
+usual dcm4chee archive compression; openjpeg: JPEG 2000)."""
 
 
 def output_kind(sop_class_uid: str) -> str:

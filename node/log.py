@@ -6,10 +6,20 @@ Lines carry AE titles, UIDs, states and reasons; never patient names or other pa
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import threading
 import time
 
 __all__ = ["setup_logging"]
+
+
+# Control characters (NUL from a hostile AE title or header value, ESC, ...) never reach the log raw.
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
+
+
+def _escape(match: re.Match) -> str:
+    return f"\\x{ord(match.group()):02x}"
 
 
 class _UTCFormatter(logging.Formatter):
@@ -20,7 +30,16 @@ class _UTCFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         # Libraries (pydicom's decoders) log tracebacks; keep them on the record's one line.
-        return super().format(record).replace("\r", "").replace("\n", " | ")
+        return _CONTROL.sub(_escape, super().format(record).replace("\r", "").replace("\n", " | "))
+
+
+def _thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("dxr.thread").error("event=thread_died thread=%s error=%r", name,
+                                          f"{args.exc_type.__name__}: {args.exc_value}",
+                                          exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
 
 
 def setup_logging(level: int = logging.INFO, *, process_name: str | None = None) -> None:
@@ -36,6 +55,10 @@ def setup_logging(level: int = logging.INFO, *, process_name: str | None = None)
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # warnings.warn (pydicom's "Invalid value for VR ...") as log records, not raw multi-line stderr.
+    logging.captureWarnings(True)
+    # An exception that ends a library thread (a pynetdicom reactor) is one record too, not a raw traceback.
+    threading.excepthook = _thread_exception
     # pynetdicom logs every PDU at INFO; our handlers log the events that matter.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     logging.getLogger("highdicom").setLevel(logging.WARNING)

@@ -31,52 +31,71 @@ log = logging.getLogger("dxr.export")
 
 
 def deliver(config: Config, store: Store, dest_name: str, exports: list[Export]) -> tuple[int, int]:
-    """Deliver claimed exports to one destination and record each outcome; (sent, failed attempts)."""
+    """Deliver claimed exports to one destination and record each outcome; (sent, failed attempts).
+
+    DIMSE outcomes are recorded as each C-STORE response arrives (exactly once where the protocol
+    allows: after a crash mid-batch only the instances not yet answered go again).
+    """
     try:
         dest = config.destination(dest_name)
     except Exception:
         dest = None
     paths = [store.data_dir / e.path for e in exports]
+    by_path = dict(zip(paths, exports))
+    counts = {True: 0, False: 0}
+    recorded: set[int] = set()
+
+    def record(r: SendResult) -> None:
+        e = by_path.get(r.path)
+        if e is None or e.id in recorded:
+            return
+        recorded.add(e.id)
+        counts[_record(config, store, dest_name, e, r)] += 1
+
     if dest is None:
         results = [SendResult(p, e.output_sop_instance_uid, False, f"destination {dest_name!r} is no longer configured")
                    for p, e in zip(paths, exports)]
     elif dest.type == "folder":
         results = send_folder(dest, exports, store.data_dir)
     elif dest.type == "dimse":
-        results = send_files(dest, paths, config.export.calling_ae_title or config.node.ae_title)
+        results = send_files(dest, paths, config.export.calling_ae_title or config.node.ae_title, on_result=record,
+                             tls=config.tls)
     else:
         results = send_stow(dest, paths)
-    sent = failed = 0
-    for e, r in zip(exports, results):
-        try:
-            if r.ok:
-                store.export_sent(e.id)
-                sent += 1
-                log.info(
-                    "event=export_sent export=E%d destination=%s sop=%s study=%s attempt=%d",
-                    e.id, dest_name, e.output_sop_instance_uid, e.study_instance_uid, e.attempts + 1,
-                )
-            else:
-                failed += 1
-                after = store.export_attempt_failed(
-                    e.id, r.error or "unknown error",
-                    max_attempts=config.export.max_attempts, delay_seconds=config.export.delay_seconds,
-                )
-                if after.state == "failed":
-                    log.error(
-                        "event=export_failed export=E%d destination=%s sop=%s study=%s attempts=%d error=%r "
-                        "hint='dxr-node queue retry E%d'",
-                        e.id, dest_name, e.output_sop_instance_uid, e.study_instance_uid, after.attempts, r.error, e.id,
-                    )
-                else:
-                    log.warning(
-                        "event=export_retry export=E%d destination=%s sop=%s attempts=%d retry_in_seconds=%.1f error=%r",
-                        e.id, dest_name, e.output_sop_instance_uid, after.attempts,
-                        config.export.delay_seconds(after.attempts), r.error,
-                    )
-        except StoreError as exc:  # state stays 'sending'; recovered at the next start
-            log.error("event=export_state_lost export=E%d error=%r", e.id, str(exc))
-    return sent, failed
+    for r in results:
+        record(r)
+    return counts[True], counts[False]
+
+
+def _record(config: Config, store: Store, dest_name: str, e: Export, r: SendResult) -> bool:
+    """Record one export's outcome (sent, or a failed attempt with backoff) and log it; whether it was sent."""
+    try:
+        if r.ok:
+            store.export_sent(e.id)
+            log.info(
+                "event=export_sent export=E%d destination=%s sop=%s study=%s attempt=%d",
+                e.id, dest_name, e.output_sop_instance_uid, e.study_instance_uid, e.attempts + 1,
+            )
+            return True
+        after = store.export_attempt_failed(
+            e.id, r.error or "unknown error",
+            max_attempts=config.export.max_attempts, delay_seconds=config.export.delay_seconds,
+        )
+        if after.state == "failed":
+            log.error(
+                "event=export_failed export=E%d destination=%s sop=%s study=%s attempts=%d error=%r "
+                "hint='dxr-node queue retry E%d'",
+                e.id, dest_name, e.output_sop_instance_uid, e.study_instance_uid, after.attempts, r.error, e.id,
+            )
+        else:
+            log.warning(
+                "event=export_retry export=E%d destination=%s sop=%s attempts=%d retry_in_seconds=%.1f error=%r",
+                e.id, dest_name, e.output_sop_instance_uid, after.attempts,
+                config.export.delay_seconds(after.attempts), r.error,
+            )
+    except StoreError as exc:  # state stays 'sending'; recovered at the next start
+        log.error("event=export_state_lost export=E%d error=%r", e.id, str(exc))
+    return False
 
 
 class Exporter(threading.Thread):

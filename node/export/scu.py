@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pydicom
@@ -14,6 +14,7 @@ from pynetdicom.sop_class import Verification
 from node.config import DestinationConfig
 from node.dicom import STATUS
 from node.export.result import SendResult
+from node.tls import TlsConfig, client_context
 
 __all__ = ["echo", "send_files"]
 
@@ -27,11 +28,14 @@ def _scu_ae(calling_ae: str, timeout_seconds: float) -> AE:
     return ae
 
 
-def _associate(ae: AE, dest: DestinationConfig):
-    """Associate with ``dest``; returns (association, whether the TCP connection ever opened)."""
+def _associate(ae: AE, dest: DestinationConfig, tls: TlsConfig | None = None):
+    """Associate with ``dest`` (over TLS when it says ``tls = true``); returns (association, whether
+    the TCP connection ever opened)."""
     opened = threading.Event()
+    tls_args = (client_context(tls), dest.host) if dest.tls else None
     assoc = ae.associate(
-        dest.host, dest.port, ae_title=dest.ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, lambda e: opened.set())]
+        dest.host, dest.port, ae_title=dest.ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, lambda e: opened.set())],
+        tls_args=tls_args,
     )
     return assoc, opened.is_set()
 
@@ -48,11 +52,12 @@ def _assoc_failure(assoc, connected: bool = True) -> str:
     return "connection failed (peer unreachable or not a DICOM service)"
 
 
-def echo(dest: DestinationConfig, calling_ae: str, timeout_seconds: float = 10.0) -> tuple[bool, str]:
+def echo(dest: DestinationConfig, calling_ae: str, timeout_seconds: float = 10.0,
+         tls: TlsConfig | None = None) -> tuple[bool, str]:
     """C-ECHO a DIMSE destination: (ok, one-line message)."""
     ae = _scu_ae(calling_ae, timeout_seconds)
     ae.add_requested_context(Verification)
-    assoc, connected = _associate(ae, dest)
+    assoc, connected = _associate(ae, dest, tls)
     if not assoc.is_established:
         return False, f"{dest.name} ({dest.ae_title}@{dest.host}:{dest.port}): {_assoc_failure(assoc, connected)}"
     try:
@@ -82,9 +87,14 @@ def _as_accepted(assoc, ds: pydicom.Dataset) -> pydicom.Dataset:
 
 
 def send_files(
-    dest: DestinationConfig, paths: Sequence[Path], calling_ae: str, timeout_seconds: float = 30.0
+    dest: DestinationConfig, paths: Sequence[Path], calling_ae: str, timeout_seconds: float = 30.0,
+    on_result: Callable[[SendResult], None] | None = None, tls: TlsConfig | None = None,
 ) -> list[SendResult]:
-    """C-STORE every file to ``dest`` over one association; one result per file, in order."""
+    """C-STORE every file to ``dest`` over one association; one result per file, in order.
+
+    ``on_result`` is called with each C-STORE's result as its response arrives (before the next
+    instance is sent), so the caller can record it at once.
+    """
     datasets: list[tuple[Path, pydicom.Dataset | None, str | None]] = []
     for p in paths:
         try:
@@ -108,7 +118,7 @@ def send_files(
                 contexts[(sop_class, (str(ts),))] = None
         for sop_class, syntaxes in contexts:
             ae.add_requested_context(sop_class, list(syntaxes))
-        assoc, connected = _associate(ae, dest)
+        assoc, connected = _associate(ae, dest, tls)
         if not assoc.is_established:
             why = f"{dest.ae_title}@{dest.host}:{dest.port}: {_assoc_failure(assoc, connected)}"
             for p, ds in readable:
@@ -131,6 +141,8 @@ def send_files(
                     else:
                         comment = str(status.get("ErrorComment", "") or "")
                         results[p] = SendResult(p, uid, False, f"C-STORE status 0x{code:04X} {comment}".strip())
+                    if on_result is not None:
+                        on_result(results[p])
                     if not assoc.is_established:
                         break
             finally:

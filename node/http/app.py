@@ -12,6 +12,9 @@ An ASGI app (Starlette) served by uvicorn in a thread of ``dxr-node serve``
     503 otherwise, with the reasons. Also shows each destination's last export state.
 ``GET /metrics``
     Prometheus text format (see :mod:`node.http.metrics`).
+
+``/readyz`` and ``/metrics`` need the bearer token (they show paths, AE titles and queues)
+unless ``[http] public_health = true``; ``/healthz`` is always open.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from node.disk import shared_watermark
 from node.http import metrics
 from node.http.errors import error_response
 from node.http.health import readiness
-from node.http.token import load_token
+from node.http.token import authorised, load_token
 from node.receive.stow import StowHandler
 from node.spool import Store
 
@@ -51,16 +54,29 @@ def create_app(config: Config, store: Store) -> Starlette:
         raise ConfigError(f"{config.path}: no [http] table: the HTTP server is not configured")
     disk = shared_watermark(config.data_dir, config.disk.min_free_bytes)
     registry = metrics.build_registry(config.db_path, [d.name for d in config.destinations], disk.check)
-    stow_handler = StowHandler(config, store, load_token(config.http, config.path), disk)
+    token = load_token(config.http, config.path)
+    stow_handler = StowHandler(config, store, token, disk)
+
+    def refused(request: Request) -> Response | None:
+        """/readyz and /metrics show paths, AE titles and queue sizes: the token, unless [http] public_health."""
+        if config.http.public_health or authorised(request.headers.get("authorization", ""), token):
+            return None
+        log.warning("event=http_refused path=%s client=%s reason=unauthorised", request.url.path,
+                    request.client.host if request.client else "-")
+        return error_response(401, "missing or wrong bearer token (or set [http] public_health = true)")
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "ae_title": config.node.ae_title})
 
     async def readyz(request: Request) -> Response:
+        if (refusal := refused(request)) is not None:
+            return refusal
         ready, body = await run_in_threadpool(readiness, config, store, disk)
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def metrics_endpoint(request: Request) -> Response:
+        if (refusal := refused(request)) is not None:
+            return refusal
         text = await run_in_threadpool(metrics.render, registry)
         return Response(text, media_type=metrics.CONTENT_TYPE)
 

@@ -183,10 +183,12 @@ def read_snapshot(db_path: str | Path) -> StoreSnapshot:
         ):
             dest, state = r["destination"], r["state"]
             snap.exports_by_destination_state[(dest, state)] = r["n"]
-            snap.export_attempts[dest] = snap.export_attempts.get(dest, 0) + r["attempts"]
-            # Every attempt of an export that is not 'sent' failed; a sent one failed attempts-1 times.
-            failures = r["attempts"] - (r["n"] if state == "sent" else 0)
-            snap.export_failures[dest] = snap.export_failures.get(dest, 0) + max(failures, 0)
+        # Counted as they happen (node.spool.queue_rows), never recomputed from rows that a retry
+        # resets or retention deletes: the counters only go up.
+        for r in conn.execute("SELECT name, label, value FROM counters"):
+            target = {"export_attempts": snap.export_attempts, "export_failures": snap.export_failures}.get(r["name"])
+            if target is not None:
+                target[r["label"]] = r["value"]
         for r in conn.execute(
             "SELECT destination, state, attempts, last_error, updated_at FROM exports e "
             "WHERE updated_at = (SELECT MAX(updated_at) FROM exports WHERE destination = e.destination) "

@@ -11,13 +11,18 @@ import time
 import uvicorn
 from starlette.applications import Starlette
 
-from node.config import Config
+from node.config import Config, HttpConfig
+from node.http.guard import guarded_protocol, raise_open_file_limit
 from node.http.app import create_app
 from node.spool import Store
+from node.tls import TlsConfig, server_context
 
 __all__ = ["HttpServer", "start_http_server"]
 
 log = logging.getLogger("dxr.dicomweb")
+
+MAX_HEADER_BYTES = 16 * 1024
+"""A request line plus headers larger than this is answered 400 by h11."""
 
 
 class HttpServer:
@@ -28,11 +33,22 @@ class HttpServer:
     node's logging (one line per event), at WARNING and above.
     """
 
-    def __init__(self, app: Starlette, host: str, port: int) -> None:
+    def __init__(self, app: Starlette, host: str, port: int, http: HttpConfig | None = None,
+                 tls: TlsConfig | None = None) -> None:
         self.host, self.port = host, port
+        http = http or HttpConfig()
+        ssl: dict = {}
+        if tls is not None:  # HTTPS only; client certificates checked as for DIMSE
+            ssl = dict(ssl_certfile=str(tls.certificate), ssl_keyfile=str(tls.private_key),
+                       ssl_ca_certs=str(tls.ca_certificates) if tls.ca_certificates else None,
+                       ssl_cert_reqs=server_context(tls).verify_mode)
+        # Bounded: open connections (excess closed at once), time to send request headers, keep-alive
+        # idle time, header size (h11), concurrent requests (503 beyond).
         cfg = uvicorn.Config(
             app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
-            timeout_keep_alive=30, server_header=False, log_config=None,
+            timeout_keep_alive=http.header_timeout_seconds, server_header=False, log_config=None,
+            http=guarded_protocol(http.max_connections, http.header_timeout_seconds),
+            limit_concurrency=http.max_connections, h11_max_incomplete_event_size=MAX_HEADER_BYTES, **ssl,
         )
         self._server = uvicorn.Server(cfg)
         self._thread = threading.Thread(target=self._run, name="http-server", daemon=True)
@@ -89,5 +105,6 @@ def start_http_server(config: Config, store: Store) -> HttpServer | None:
     """
     if config.http is None:
         return None
+    raise_open_file_limit()
     app = create_app(config, store)
-    return HttpServer(app, config.http.bind, config.http.port).start()
+    return HttpServer(app, config.http.bind, config.http.port, config.http, config.tls).start()

@@ -32,6 +32,7 @@ from node.dicom import output_kind
 from node.installation import installation_uid
 from node.log import setup_logging
 from node.reference import load_reference
+from node.pipeline.headers import make_header_safe
 from node.report import build_study_outputs
 from node.report.options import output_options
 from node.spool import Job, Store, StoreError, atomic_write, uid_filename
@@ -56,6 +57,9 @@ def _analyse_one(ds: pydicom.Dataset, reference: Any, job: Job, sop_uid: str) ->
         "event=image_analysed job=J%d study=%s sop=%s status=%s reason=%s seconds=%.2f",
         job.id, job.study_instance_uid, sop_uid, result.status, result.reason, time.monotonic() - started,
     )
+    # One decoded image at a time: pydicom caches the decoded array on the data set; the next
+    # image must not be decoded beside it (the picture decodes its one source again).
+    ds._pixel_array, ds._pixel_id = None, {}
     return result
 
 
@@ -68,6 +72,24 @@ def _history(store: Store, datasets: list) -> list:
     except Exception as exc:  # noqa: BLE001 - a trend must never cost the report
         log.warning("event=history_failed error=%r", f"{type(exc).__name__}: {exc}")
         return []
+
+
+def _build_outputs(images: list, job: Job, options: Any, replaces: list[str]) -> list[pydicom.Dataset]:
+    """The study's outputs; a source header the builders cannot carry (unknown character set, bad
+    date, malformed name) is made safe and the outputs built again, so the study still gets its SR.
+
+    The installation UID in ``options`` makes a second node's or a reinstalled node's UIDs differ;
+    the same run re-sent keeps its UIDs."""
+    seed = f"{options.installation_uid}/{job.study_instance_uid}/{job.run}"
+    try:
+        return build_study_outputs(images, uid_seed=seed, run=job.run, options=options, replaces=replaces)
+    except Exception as exc:
+        repaired = sorted({k for ds, _ in images for k in make_header_safe(ds)})
+        if not repaired:
+            raise
+        log.warning("event=header_fallback job=J%d study=%s repaired=%s error=%r", job.id,
+                    job.study_instance_uid, ",".join(repaired), f"{type(exc).__name__}: {exc}")
+        return build_study_outputs(images, uid_seed=seed, run=job.run, options=options, replaces=replaces)
 
 
 def run_job(store: Store, config: Config, job: Job, reference: Any = None) -> bool:
@@ -94,15 +116,7 @@ def run_job(store: Store, config: Config, job: Job, reference: Any = None) -> bo
         installation = installation_uid(store.data_dir, options.uid_root)
         options = dataclasses.replace(options, installation_uid=installation,
                                       history=_history(store, [ds for ds, _ in images]))
-        outputs = build_study_outputs(
-            images,
-            # The installation UID makes a second node's or a reinstalled node's UIDs differ; the
-            # same run re-sent keeps its UIDs.
-            uid_seed=f"{installation}/{job.study_instance_uid}/{job.run}",
-            run=job.run,
-            options=options,
-            replaces=replaces,
-        )
+        outputs = _build_outputs(images, job, options, replaces)
         recorded = []
         for ds in outputs:
             uid, sop_class = str(ds.SOPInstanceUID), str(ds.SOPClassUID)

@@ -19,6 +19,7 @@ from pydicom.uid import UID
 from node.config import Config
 from node.dicom import STATUS
 from node.disk import shared_watermark
+from node.limits import inflated_size_problem, pixel_size_problem
 from node.receive.rules import evaluate
 from node.spool import Store, StoreError
 
@@ -137,6 +138,7 @@ def ingest(
     source: str = "dimse",
     request_sop_instance_uid: str | None = None,
     request_sop_class_uid: str | None = None,
+    dataset: pydicom.Dataset | None = None,
 ) -> IngestOutcome:
     """Check, filter and durably spool one received instance; log one line about it.
 
@@ -148,6 +150,8 @@ def ingest(
         Who sent it (logged and recorded). For STOW-RS pass the client's name or address.
     request_sop_instance_uid, request_sop_class_uid
         The UIDs from the C-STORE request, when there is one (checked against the data set).
+    dataset
+        ``data`` already parsed by the caller (STOW-RS: parsed once, after its own size check).
     """
     receipt = _Receipt(calling_ae, source, request_sop_instance_uid, request_sop_class_uid)
     # Disk watermark first: refusing costs nothing and keeps the database writable.
@@ -156,6 +160,11 @@ def ingest(
         log.warning("event=instance_refused %s sop=%s reason=no_space detail=%r",
                     receipt.who, request_sop_instance_uid, refusal)
         return IngestOutcome("no_space", STATUS["out_of_resources"], refusal, request_sop_instance_uid)
+    if dataset is not None:
+        return _ingest_dataset(store, config, data, dataset, receipt)
+    too_large = inflated_size_problem(data, config.limits.max_decompressed_bytes)
+    if too_large:
+        return receipt.invalid("too_large", too_large, status=STATUS["cannot_understand"])
     try:
         ds = parse_header(data)
     except Exception as exc:  # pydicom raises many types on garbage; the peer gets a status, we keep serving
@@ -196,6 +205,9 @@ def _ingest_dataset(store: Store, config: Config, data: bytes | memoryview, ds: 
     if not decision.analyse:
         log.info("event=instance_dropped %s sop=%s study=%s why=%r", receipt.who, sop_uid, study_uid, decision.reason)
         return IngestOutcome("dropped", STATUS["success"], decision.reason, sop_uid, study_uid)
+    too_large = pixel_size_problem(ds, config.limits.max_pixel_bytes)
+    if too_large:
+        return receipt.invalid("too_large", too_large, sop_uid, study_uid, STATUS["cannot_understand"])
     problem = instance_problem(ds, check_pixels=True)
     if problem:
         return receipt.invalid(*problem, sop_uid, study_uid)
@@ -206,15 +218,16 @@ def _ingest_dataset(store: Store, config: Config, data: bytes | memoryview, ds: 
         ts = None
     ids = dict(sop_instance_uid=sop_uid, study_instance_uid=study_uid, series_instance_uid=series_uid,
                sop_class_uid=sop_class, transfer_syntax_uid=str(ts) if ts else None)
-    return _spool(store, data, ids, modality, receipt)
+    return _spool(store, data, ids, modality, receipt, config.study.on_changed_duplicate)
 
 
 def _spool(store: Store, data: bytes | memoryview, ids: dict[str, str | None], modality: str,
-           receipt: _Receipt) -> IngestOutcome:
+           receipt: _Receipt, on_changed: str) -> IngestOutcome:
     """Write the instance to the spool and its row to SQLite; log and return the outcome."""
     sop_uid, study_uid = ids["sop_instance_uid"], ids["study_instance_uid"]
     try:
-        result = store.store_instance(data, **ids, calling_ae=receipt.calling_ae, source=receipt.source)
+        result = store.store_instance(data, **ids, calling_ae=receipt.calling_ae, source=receipt.source,
+                                      on_changed=on_changed)
     except StoreError as exc:
         log.error("event=instance_refused %s sop=%s study=%s reason=store_error detail=%r",
                   receipt.who, sop_uid, study_uid, str(exc))
@@ -222,8 +235,18 @@ def _spool(store: Store, data: bytes | memoryview, ids: dict[str, str | None], m
     if result == "duplicate":
         log.info("event=instance_duplicate %s sop=%s study=%s", receipt.who, sop_uid, study_uid)
         return IngestOutcome("duplicate", STATUS["success"], "already stored", sop_uid, study_uid)
+    if result in ("kept", "rejected"):
+        log.warning("event=instance_changed_duplicate %s sop=%s study=%s policy=%s", receipt.who, sop_uid,
+                    study_uid, "keep" if result == "kept" else "reject")
+        if result == "kept":
+            return IngestOutcome("duplicate", STATUS["success"], "already stored (first version kept)", sop_uid,
+                                 study_uid)
+        return IngestOutcome("duplicate_changed", STATUS["duplicate_sop_instance"],
+                             "this SOP Instance UID is stored with other content", sop_uid, study_uid)
     log.info(
         "event=instance_stored %s sop=%s study=%s modality=%s bytes=%d%s",
-        receipt.who, sop_uid, study_uid, modality, len(data), " study_reopened=1" if result == "reopened" else "",
+        receipt.who, sop_uid, study_uid, modality, len(data),
+        {"reopened": " study_reopened=1", "replaced": " replaced_changed_duplicate=1 study_reopened=1"}.get(result, ""),
     )
-    return IngestOutcome(result, STATUS["success"], "stored", sop_uid, study_uid)
+    outcome = "reopened" if result == "replaced" else result
+    return IngestOutcome(outcome, STATUS["success"], "stored", sop_uid, study_uid)

@@ -91,9 +91,10 @@ class MultipartParser:
                 end = self._buf.find(b"\r\n\r\n")
                 if end < 0 and self._buf.startswith(b"\r\n"):
                     end = -2  # a part with no header lines at all
+                # The limit holds whatever the chunking: a whole oversized block in one chunk too.
+                if (end == -1 and len(self._buf) > MAX_PART_HEADER_BYTES) or end > MAX_PART_HEADER_BYTES:
+                    raise MultipartError("a part's headers exceed 16 KiB")
                 if end == -1:
-                    if len(self._buf) > MAX_PART_HEADER_BYTES:
-                        raise MultipartError("a part's headers exceed 16 KiB")
                     return
                 block = bytes(self._buf[:max(end, 0)])
                 del self._buf[:end + 4]

@@ -21,6 +21,7 @@ from node.dicom import STATUS, STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 from node.http import metrics
 from node.receive.ingest import ingest
 from node.spool import Store
+from node.tls import server_context
 
 __all__ = ["handlers", "make_scp_ae", "start_scp"]
 
@@ -52,6 +53,13 @@ def _allowed(config: Config, calling_ae: str, peer_host: str) -> str | None:
     return f"host {peer_host} is not allowed for this AE title (allowed: {hosts})"
 
 
+def _same_host(event: evt.Event) -> int:
+    """Other inbound connections (associated or not yet) from this association's peer address."""
+    me = event.assoc
+    return sum(1 for a in me.ae.active_associations
+               if a is not me and a.is_acceptor and a.requestor.address == me.requestor.address)
+
+
 def _peer(event: evt.Event) -> tuple[str, str]:
     """(calling AE title, ``address:port``) of the association's requestor."""
     a = event.assoc.requestor
@@ -70,13 +78,39 @@ def on_requested(event: evt.Event, config: Config) -> None:
     else:
         why = _allowed(config, calling, event.assoc.requestor.address)
         diag = 0x03
+    result, source = 0x01, 0x01  # rejected permanent, by the service user (PS3.8 9.3.4)
+    if not why and _same_host(event) >= config.node.max_associations_per_host:
+        why = f"host has {_same_host(event)} connections open (max_associations_per_host = " \
+              f"{config.node.max_associations_per_host})"
+        result, source, diag = 0x02, 0x03, 0x02  # transient, service provider: local limit exceeded
     if why:
         log.warning(
             "event=association_rejected calling_ae=%s called_ae=%s peer=%s reason=%r", calling, called, peer, why
         )
-        # Rejected permanent, by the service user, with the matching diagnostic (PS3.8 9.3.4).
-        event.assoc.acse.send_reject(0x01, 0x01, diag)
+        event.assoc.acse.send_reject(result, source, diag)
         event.assoc.kill()
+
+
+def on_conn_open(event: evt.Event, config: Config) -> None:
+    """A peer over its per-host connection limit gets one second to speak (then a rejection) or is closed."""
+    if _same_host(event) >= config.node.max_associations_per_host:
+        event.assoc.acse_timeout = min(1.0, config.node.acse_timeout_seconds)
+
+
+def on_conn_close(event: evt.Event, config: Config) -> None:
+    """Log a connection closed before it ever asked for an association (silent peer, port scan)."""
+    a = event.assoc
+    if a.requestor.primitive is None:
+        log.warning("event=connection_dropped peer=%s:%s reason=%r", a.requestor.address, a.requestor.port,
+                    f"no A-ASSOCIATE-RQ within {a.acse_timeout:g} s (acse_timeout_seconds)")
+
+
+def on_rejected(event: evt.Event, config: Config) -> None:
+    """pynetdicom's own rejections: the association limit (every rejection gets a log line)."""
+    a = event.assoc
+    log.warning("event=association_rejected calling_ae=%s peer=%s:%s reason=%r", a.requestor.ae_title.strip(),
+                a.requestor.address, a.requestor.port,
+                f"association limit reached (max_associations = {config.node.max_associations})")
 
 
 def on_accepted(event: evt.Event) -> None:
@@ -136,6 +170,9 @@ def handlers(config: Config, store: Store) -> list[tuple]:
     """The SCP's event bindings (pynetdicom ``evt_handlers``)."""
     return [
         (evt.EVT_REQUESTED, on_requested, [config]),
+        (evt.EVT_CONN_OPEN, on_conn_open, [config]),
+        (evt.EVT_CONN_CLOSE, on_conn_close, [config]),
+        (evt.EVT_REJECTED, on_rejected, [config]),
         (evt.EVT_ACCEPTED, on_accepted),
         (evt.EVT_RELEASED, on_released),
         (evt.EVT_ABORTED, on_aborted),
@@ -150,7 +187,10 @@ def make_scp_ae(config: Config) -> AE:
     ae = AE(ae_title=config.node.ae_title)
     ae.maximum_pdu_size = 0  # unlimited: fewer, larger P-DATA fragments on big radiographs
     ae.maximum_associations = config.node.max_associations
-    ae.network_timeout = 60
+    # Silent peers free their slot in seconds: no A-ASSOCIATE-RQ, an idle association, a stalled message.
+    ae.acse_timeout = config.node.acse_timeout_seconds
+    ae.network_timeout = config.node.network_timeout_seconds
+    ae.dimse_timeout = config.node.dimse_timeout_seconds
     ae.add_supported_context(Verification)
     for uid in STORAGE_SOP_CLASSES:
         ae.add_supported_context(uid, TRANSFER_SYNTAXES)
@@ -164,9 +204,9 @@ def start_scp(config: Config, store: Store):
     """
     ae = make_scp_ae(config)
     server = ae.start_server(
-        (config.node.bind, config.node.port), block=False, evt_handlers=handlers(config, store)
+        (config.node.bind, config.node.port), block=False, evt_handlers=handlers(config, store),
+        ssl_context=server_context(config.tls) if config.tls else None,
     )
-    log.info(
-        "event=scp_listening ae_title=%s bind=%s port=%d", config.node.ae_title, config.node.bind, config.node.port
-    )
+    log.info("event=scp_listening ae_title=%s bind=%s port=%d tls=%d", config.node.ae_title, config.node.bind,
+             config.node.port, config.tls is not None)
     return server

@@ -58,6 +58,7 @@ from node.disk import DiskWatermark
 from node.http import metrics
 from node.http.errors import error_response
 from node.http.token import authorised
+from node.limits import inflated_size_problem
 from node.receive.ingest import ingest
 from node.receive.multipart import MultipartError, MultipartParser, content_type
 from node.spool import Store
@@ -357,8 +358,11 @@ class StowHandler:
             return refuse("not_dicom", STATUS["cannot_understand"],
                           f"part {part.index} has content type {part.content_type!r}, not application/dicom")
         data = _as_part10(part.read())
+        too_large = inflated_size_problem(data, self.config.limits.max_decompressed_bytes)
+        if too_large:
+            return refuse("too_large", STATUS["cannot_understand"], too_large)
         try:
-            header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            header = pydicom.dcmread(io.BytesIO(data))  # parsed once: ingest() takes this data set
             sop_class = str(header.get("SOPClassUID", "") or "") or None
             sop_uid = str(header.get("SOPInstanceUID", "") or "") or None
             study_uid = str(header.get("StudyInstanceUID", "") or "") or None
@@ -375,7 +379,7 @@ class StowHandler:
         if study_in_url is not None and study_uid != study_in_url:
             return refuse("study_uid_mismatch", STATUS["study_uid_mismatch"],
                           f"StudyInstanceUID {study_uid} differs from {study_in_url} in the URL", sop_class, sop_uid)
-        outcome = ingest(self.store, self.config, data, calling_ae=client, source="dicomweb")
+        outcome = ingest(self.store, self.config, data, calling_ae=client, source="dicomweb", dataset=header)
         if outcome.accepted:
             metrics.instance_received(client, metrics.PROTOCOL_STOW)
             return _PartResult(part.index, True, outcome.outcome, outcome.message, sop_class,

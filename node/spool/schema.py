@@ -16,7 +16,7 @@ __all__ = ["SCHEMA", "SCHEMA_VERSION", "SchemaError", "UPGRADES", "prepare"]
 
 log = logging.getLogger("dxr.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The version :data:`SCHEMA` describes."""
 
 SCHEMA = """
@@ -76,6 +76,12 @@ CREATE TABLE IF NOT EXISTS exports (
     UNIQUE (output_sop_instance_uid, destination)
 );
 CREATE INDEX IF NOT EXISTS exports_state ON exports(state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS counters (
+    name  TEXT NOT NULL,
+    label TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (name, label)
+);
 """
 
 
@@ -93,7 +99,19 @@ def _to_1(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE jobs ADD COLUMN started_at REAL")
 
 
-UPGRADES: dict[int, Callable[[sqlite3.Connection], None]] = {1: _to_1}
+def _to_2(conn: sqlite3.Connection) -> None:
+    """Version 2: ``counters`` (monotonic Prometheus counters: ``export_attempts``/``export_failures`` per
+    destination, counted as they happen, so neither ``queue retry`` nor retention makes them go down),
+    seeded from the exports there are."""
+    conn.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT NOT NULL, label TEXT NOT NULL, "
+                 "value INTEGER NOT NULL, PRIMARY KEY (name, label))")
+    conn.execute("INSERT OR IGNORE INTO counters SELECT 'export_attempts', destination, SUM(attempts) "
+                 "FROM exports GROUP BY destination")
+    conn.execute("INSERT OR IGNORE INTO counters SELECT 'export_failures', destination, "
+                 "SUM(MAX(attempts - (state = 'sent'), 0)) FROM exports GROUP BY destination")
+
+
+UPGRADES: dict[int, Callable[[sqlite3.Connection], None]] = {1: _to_1, 2: _to_2}
 """``UPGRADES[n]`` brings a database at version ``n - 1`` to version ``n``."""
 
 

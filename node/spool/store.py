@@ -23,6 +23,7 @@ Tables (the CLI and the other node modules rely on these names and states; schem
 ``exports``    id (PK), output_sop_instance_uid, destination, state ('queued'|'sending'|'sent'|
                'failed'), attempts, next_attempt_at, last_error, updated_at;
                UNIQUE(output_sop_instance_uid, destination)
+``counters``   name, label, value: monotonic metric counters (export attempts and failures per destination)
 
 One connection per process (guarded by a lock for the SCP's association threads), WAL mode,
 ``synchronous=FULL`` so a committed row survives power loss like the fsynced spool file.
@@ -33,13 +34,15 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from node.spool.files import atomic_write, uid_filename
-from node.spool.records import Export, InstanceRecord, Job
+from node.spool.lock import DataDirBusy, lock_data_dir
+from node.spool.files import atomic_write, dataset_body, uid_filename
+from node.spool.queue_rows import QueueRows
+from node.spool.records import InstanceRecord, Job
 from node.spool.schema import SchemaError, prepare
 
 __all__ = ["Store", "StoreError"]
@@ -52,11 +55,20 @@ class StoreError(RuntimeError):
     and keep running."""
 
 
-class Store:
+class Store(QueueRows):
     """The SQLite database plus the data_dir layout; thread-safe within one process."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, *, exclusive: bool = False):
+        """``exclusive``: take the data_dir lock first (``serve``: one node per data_dir; see node.spool.lock)."""
         self.data_dir = Path(data_dir)
+        self._data_dir_lock = None
+        if exclusive:
+            try:
+                self._data_dir_lock = lock_data_dir(self.data_dir)
+            except DataDirBusy as exc:
+                raise StoreError(str(exc)) from None
+            except OSError as exc:
+                raise StoreError(f"cannot lock {self.data_dir}: {exc}") from exc
         self.spool_dir = self.data_dir / "spool"
         self.outputs_dir = self.data_dir / "outputs"
         self.tmp_dir = self.data_dir / "tmp"
@@ -78,6 +90,9 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+        if self._data_dir_lock is not None:
+            self._data_dir_lock.close()
+            self._data_dir_lock = None
 
     # ---------------------------------------------------------------- plumbing
     @contextmanager
@@ -157,59 +172,111 @@ class Store:
         transfer_syntax_uid: str | None = None,
         calling_ae: str | None = None,
         source: str = "dimse",
+        on_changed: str = "replace",
     ) -> str:
         """Spool the received bytes durably and record the instance.
 
+        ``on_changed`` (``[study] on_changed_duplicate``) decides for a known SOP Instance UID
+        that comes again with other bytes or under another study: ``replace`` it, ``keep`` the
+        first, or ``reject`` the new one.
+
         Returns
         -------
-        ``"stored"``, ``"duplicate"`` (already stored: nothing written), or ``"reopened"``
-        (stored, and its study had already been completed, so it will run again).
+        ``"stored"``, ``"reopened"`` (stored, and its study had already been completed, so it will
+        run again), ``"duplicate"`` (the same bytes again: nothing written), ``"replaced"`` (changed
+        and replaced: its study, and a study it left, run again), ``"kept"`` (changed, the first
+        kept) or ``"rejected"`` (changed, refused).
 
         Raises
         ------
         StoreError
             On any disk or database failure; nothing half-stored is left visible.
         """
-        if self.has_instance(sop_instance_uid):
-            return "duplicate"
-        target = self.spool_path(study_instance_uid, sop_instance_uid)
+        row = self._query("SELECT study_instance_uid, path FROM instances WHERE sop_instance_uid=?",
+                          (sop_instance_uid,))
+        ids = (sop_instance_uid, study_instance_uid, series_instance_uid, sop_class_uid, transfer_syntax_uid,
+               calling_ae, source)
+        if row:
+            if self._same_content(row[0], data, study_instance_uid):
+                return "duplicate"
+            if on_changed != "replace":
+                return "kept" if on_changed == "keep" else "rejected"
+            # A new file name beside the old: a failed commit leaves the first version intact.
+            target = self.spool_path(study_instance_uid, sop_instance_uid)
+            target = target.with_name(f"{target.stem}.{time.time_ns()}.dcm")
+        else:
+            target = self.spool_path(study_instance_uid, sop_instance_uid)
         try:
             atomic_write(target, data, tmp_dir=self.tmp_dir)
         except OSError as exc:
             raise StoreError(f"cannot write spool file {target}: {exc.strerror or exc}") from exc
+        try:
+            result = self._record_instance(target, len(data), ids, replacing=row[0] if row else None)
+        except StoreError:
+            self._drop_unrecorded(target, sop_instance_uid, row[0]["path"] if row else None)
+            raise
+        if row and result == "replaced" and row[0]["path"] != str(target.relative_to(self.data_dir)):
+            (self.data_dir / row[0]["path"]).unlink(missing_ok=True)
+        return result
+
+    def _same_content(self, row: sqlite3.Row, data: bytes | memoryview, study_uid: str) -> bool:
+        if row["study_instance_uid"] != study_uid:
+            return False
+        try:  # the data set, not the File Meta: the same instance by C-STORE and by STOW-RS is the same
+            return dataset_body((self.data_dir / row["path"]).read_bytes()) == dataset_body(data)
+        except OSError:
+            return False  # the spooled copy is gone or unreadable: the new one takes its place
+
+    def _drop_unrecorded(self, target: Path, sop_uid: str, old_path: str | None = None) -> None:
+        """After a failed commit: remove the spool file unless a row (another association's) names it."""
+        try:
+            rows = self._query("SELECT path FROM instances WHERE sop_instance_uid=?", (sop_uid,))
+            if rows and rows[0]["path"] != old_path:
+                return
+        except StoreError:
+            return  # cannot tell: an orphan file is better than a lost instance
+        try:
+            target.unlink()
+        except OSError:
+            pass
+
+    def _record_instance(self, target: Path, size: int, ids: tuple, replacing: sqlite3.Row | None = None) -> str:
+        """The instance's row, and its study's, in one transaction; ``stored``/``reopened``/``duplicate``/``replaced``.
+
+        ``ids``: SOP Instance, Study, Series, SOP Class and Transfer Syntax UIDs, calling AE, source.
+        """
         now = time.time()
         rel = str(target.relative_to(self.data_dir))
+        study_uid = ids[1]
         with self._tx() as c:
-            inserted = c.execute(
-                "INSERT OR IGNORE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    sop_instance_uid,
-                    study_instance_uid,
-                    series_instance_uid,
-                    sop_class_uid,
-                    transfer_syntax_uid,
-                    calling_ae,
-                    source,
-                    rel,
-                    len(data),
-                    now,
-                ),
-            ).rowcount
+            if replacing is not None:
+                c.execute(
+                    "UPDATE instances SET study_instance_uid=?, series_instance_uid=?, sop_class_uid=?, "
+                    "transfer_syntax_uid=?, calling_ae=?, source=?, path=?, size_bytes=?, received_at=? "
+                    "WHERE sop_instance_uid=?", (*ids[1:], rel, size, now, ids[0]))
+                old_study = replacing["study_instance_uid"]
+                if old_study != study_uid:  # the study it left changed too: it runs again
+                    c.execute("UPDATE studies SET state='receiving', last_received_at=? WHERE study_instance_uid=? "
+                              "AND EXISTS (SELECT 1 FROM instances WHERE study_instance_uid=?)",
+                              (now, old_study, old_study))
+                self._touch_study(c, study_uid, now)
+                return "replaced"
+            inserted = c.execute("INSERT OR IGNORE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?)",
+                                 (*ids, rel, size, now)).rowcount
             if not inserted:  # a concurrent association stored the same instance first
                 return "duplicate"
-            row = c.execute(
-                "SELECT state FROM studies WHERE study_instance_uid=?", (study_instance_uid,)
-            ).fetchone()
-            if row is None:
-                c.execute(
-                    "INSERT INTO studies VALUES (?, 'receiving', ?, ?, 0)", (study_instance_uid, now, now)
-                )
-                return "stored"
-            c.execute(
-                "UPDATE studies SET state='receiving', last_received_at=? WHERE study_instance_uid=?",
-                (now, study_instance_uid),
-            )
-            return "reopened" if row["state"] == "complete" else "stored"
+            return self._touch_study(c, study_uid, now)
+
+    @staticmethod
+    def _touch_study(c: sqlite3.Connection, study_uid: str, now: float) -> str:
+        """The study receives again (created if new); ``reopened`` when it had been completed, else ``stored``."""
+        row = c.execute("SELECT state FROM studies WHERE study_instance_uid=?", (study_uid,)).fetchone()
+        if row is None:
+            c.execute("INSERT INTO studies VALUES (?, 'receiving', ?, ?, 0)", (study_uid, now, now))
+            return "stored"
+        c.execute("UPDATE studies SET state='receiving', last_received_at=? WHERE study_instance_uid=?",
+                  (now, study_uid))
+        return "reopened" if row["state"] == "complete" else "stored"
 
     def study_instances(self, study_uid: str) -> list[InstanceRecord]:
         rows = self._query(
@@ -342,93 +409,3 @@ class Store:
                 )
                 changed.append(Job(**{**dict(r), "state": state, "last_error": err}))
         return changed
-
-    # ---------------------------------------------------------------- exports
-    def claim_due_exports(
-        self, now: float | None = None, exclude: frozenset[str] | set[str] = frozenset()
-    ) -> dict[str, list[Export]]:
-        """Queued exports whose time has come, marked 'sending', grouped by destination.
-
-        Destinations in ``exclude`` (e.g. still busy with an earlier batch) are left alone.
-        """
-        now = time.time() if now is None else now
-        by_dest: dict[str, list[Export]] = {}
-        with self._tx() as c:
-            rows = c.execute(
-                "SELECT e.*, o.path, o.study_instance_uid, o.sop_class_uid FROM exports e "
-                "JOIN outputs o ON o.sop_instance_uid=e.output_sop_instance_uid "
-                "WHERE e.state='queued' AND e.next_attempt_at<=? ORDER BY e.id",
-                (now,),
-            ).fetchall()
-            for r in rows:
-                if r["destination"] in exclude:
-                    continue
-                c.execute("UPDATE exports SET state='sending', updated_at=? WHERE id=?", (now, r["id"]))
-                by_dest.setdefault(r["destination"], []).append(Export(**{**dict(r), "state": "sending"}))
-        return by_dest
-
-    def export_sent(self, export_id: int) -> None:
-        with self._tx() as c:
-            c.execute(
-                "UPDATE exports SET state='sent', attempts=attempts+1, last_error=NULL, updated_at=? WHERE id=?",
-                (time.time(), export_id),
-            )
-
-    def export_attempt_failed(
-        self, export_id: int, error: str, *, max_attempts: int, delay_seconds: Callable[[int], float]
-    ) -> Export:
-        """Count a failed attempt: queued again after the backoff delay, or 'failed' at the cap.
-
-        ``delay_seconds(attempts)`` gives the backoff after that many failed attempts.
-        """
-        now = time.time()
-        with self._tx() as c:
-            r = c.execute("SELECT * FROM exports WHERE id=?", (export_id,)).fetchone()
-            if r["state"] != "sending":  # already settled (e.g. sent) or re-queued by hand
-                return Export(**dict(r))
-            attempts = r["attempts"] + 1
-            if attempts >= max_attempts:
-                state, next_at = "failed", now
-            else:
-                state, next_at = "queued", now + delay_seconds(attempts)
-            c.execute(
-                "UPDATE exports SET state=?, attempts=?, next_attempt_at=?, last_error=?, updated_at=? WHERE id=?",
-                (state, attempts, next_at, error[:2000], now, export_id),
-            )
-            return Export(**{**dict(r), "state": state, "attempts": attempts, "next_attempt_at": next_at, "last_error": error})
-
-    # ---------------------------------------------------------------- CLI views
-    def list_jobs(self) -> list[Job]:
-        return [Job(**dict(r)) for r in self._query("SELECT * FROM jobs ORDER BY id")]
-
-    def list_exports(self) -> list[Export]:
-        rows = self._query(
-            "SELECT e.*, COALESCE(o.path, '') AS path, COALESCE(o.study_instance_uid, '') AS study_instance_uid, "
-            "COALESCE(o.sop_class_uid, '') AS sop_class_uid FROM exports e "
-            "LEFT JOIN outputs o ON o.sop_instance_uid=e.output_sop_instance_uid ORDER BY e.id"
-        )
-        return [Export(**dict(r)) for r in rows]
-
-    def retry_export(self, export_id: int) -> Export | None:
-        """Re-queue a failed export now with a fresh attempt budget; None if no such export."""
-        now = time.time()
-        return self._requeue_failed("exports", Export, export_id, next_attempt_at=now, updated_at=now)
-
-    def retry_job(self, job_id: int) -> Job | None:
-        """Re-queue a failed job; None if no such job."""
-        return self._requeue_failed("jobs", Job, job_id, worker_pid=None, updated_at=time.time())
-
-    def _requeue_failed(self, table: str, record: Any, row_id: int, **columns: Any) -> Any:
-        """A ``failed`` row of ``table`` back to ``queued`` with no attempts and ``columns`` set.
-
-        Returns the row as ``record`` afterwards (unchanged if it was not failed), None if there is none.
-        """
-        changes = {"state": "queued", "attempts": 0, **columns}
-        with self._tx() as c:
-            r = c.execute(f"SELECT * FROM {table} WHERE id=?", (row_id,)).fetchone()
-            if r is None:
-                return None
-            if r["state"] != "failed":
-                return record(**dict(r))
-            c.execute(f"UPDATE {table} SET {', '.join(f'{k}=?' for k in changes)} WHERE id=?", (*changes.values(), row_id))
-            return record(**{**dict(r), **changes})

@@ -62,7 +62,8 @@ class WebNode:
 
     def get(self, path: str) -> tuple[int, str]:
         try:
-            with urllib.request.urlopen(self.url + path, timeout=10) as resp:
+            request = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {self.token}"})
+            with urllib.request.urlopen(request, timeout=10) as resp:
                 return resp.status, resp.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()

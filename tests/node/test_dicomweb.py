@@ -365,7 +365,7 @@ def test_unknown_paths_and_methods_get_json_errors(node: Node):
 # ------------------------------------------------------------------------------ health, readiness, watermark
 def test_healthz_and_readyz(node: Node):
     assert node.client.get("/healthz").json()["status"] == "ok"
-    resp = node.client.get("/readyz")
+    resp = node.client.get("/readyz", headers=AUTH)
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["ready"] is True and body["reasons"] == []
@@ -375,7 +375,7 @@ def test_healthz_and_readyz(node: Node):
 
 def test_watermark_makes_node_unready_and_stow_507(tmp_path: Path):
     node = Node(tmp_path, min_free_bytes=2**62)  # more than any disk: simulates a full disk
-    resp = node.client.get("/readyz")
+    resp = node.client.get("/readyz", headers=AUTH)
     assert resp.status_code == 503
     [reason] = resp.json()["reasons"]
     assert "min_free_bytes" in reason and "below" in reason
@@ -385,7 +385,7 @@ def test_watermark_makes_node_unready_and_stow_507(tmp_path: Path):
 
 def test_readyz_reports_unreadable_database(node: Node):
     node.config.db_path.rename(node.config.db_path.with_suffix(".moved"))
-    resp = node.client.get("/readyz")
+    resp = node.client.get("/readyz", headers=AUTH)
     assert resp.status_code == 503
     assert any("database" in r for r in resp.json()["reasons"])
 
@@ -508,14 +508,14 @@ def test_readyz_reports_a_spool_it_cannot_write(node: Node):
     tmp_dir.rename(tmp_dir.with_name("tmp.moved"))
     tmp_dir.write_text("a file where the spool's temporary folder should be")  # fails even for root
     try:
-        resp = node.client.get("/readyz")
+        resp = node.client.get("/readyz", headers=AUTH)
     finally:
         tmp_dir.unlink()
         tmp_dir.with_name("tmp.moved").rename(tmp_dir)
     assert resp.status_code == 503
     [reason] = resp.json()["reasons"]
     assert "not writable" in reason and str(tmp_dir) in reason
-    assert node.client.get("/readyz").status_code == 200
+    assert node.client.get("/readyz", headers=AUTH).status_code == 200
 
 
 def test_a_part_that_cannot_be_written_to_tmp_dir_is_a_503_and_stores_nothing(node: Node, monkeypatch):

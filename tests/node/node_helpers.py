@@ -6,6 +6,7 @@ Everything here is real: TOML files parsed by node.config, SQLite, pynetdicom on
 from __future__ import annotations
 
 import io
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -129,3 +130,14 @@ class TestPacs:
         if self.server is not None:
             self.server.shutdown()
             self.server = None
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    """True when the node has closed ``sock`` (EOF or a reset), False while it is still open."""
+    sock.settimeout(0.2)
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+    except OSError:
+        return True

@@ -19,7 +19,7 @@ from pydicom.uid import generate_uid
 from node.spool import Store
 from node.spool.files import dataset_body
 from tests.dicom_samples import make_image_dataset
-from tests.node.node_helpers import HOST, encode, free_port, scu, wait_until, write_config
+from tests.node.node_helpers import HOST, closed_by_peer, encode, free_port, scu, wait_until, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 NODE = [sys.executable, "-m", "node.cli", "serve"]
@@ -137,7 +137,7 @@ def test_20_concurrent_senders_hostile_inputs_and_idle_floods_on_both_ports(tmp_
                 refused.append(type(exc).__name__)
             if assoc.is_established:
                 assoc.release()
-        wait_until(lambda: all(_closed(s) for s in flood), 30, "idle connections dropped by the node")
+        wait_until(lambda: all(closed_by_peer(s) for s in flood), 30, "idle connections dropped by the node")
         assert _answering(port)
         import httpx
         assert httpx.get(f"http://{HOST}:{http_port}/healthz", timeout=10).status_code == 200
@@ -152,16 +152,6 @@ def test_20_concurrent_senders_hostile_inputs_and_idle_floods_on_both_ports(tmp_
     assert len(hostile) >= 50 and all(r != 0 for r in answered)
     log = (tmp_path / "node.log").read_text(errors="replace")
     assert "Traceback" not in log and "\x00" not in log
-
-
-def _closed(sock: socket.socket) -> bool:
-    sock.settimeout(0.2)
-    try:
-        return sock.recv(1) == b""
-    except TimeoutError:
-        return False
-    except OSError:
-        return True
 
 
 def _hostile_datasets() -> list[pydicom.Dataset]:

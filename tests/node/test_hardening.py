@@ -11,7 +11,7 @@ from node.log import setup_logging
 from node.spool import Store, StoreError, atomic_write
 from node.spool import files as spool_files
 from tests.dicom_samples import make_image_dataset
-from tests.node.node_helpers import encode
+from tests.node.node_helpers import closed_by_peer, encode
 
 
 def _data(study: str, sop: str) -> bytes:
@@ -245,16 +245,6 @@ def _start_scp(tmp_path, **node):
     return cfg, start_scp(cfg, Store(cfg.data_dir))
 
 
-def _closed_by_peer(sock) -> bool:
-    sock.settimeout(0.2)
-    try:
-        return sock.recv(1) == b""
-    except TimeoutError:
-        return False
-    except OSError:
-        return True
-
-
 def test_d4_silent_connections_are_dropped_in_seconds_and_logged(tmp_path, caplog):
     import socket
 
@@ -264,7 +254,7 @@ def test_d4_silent_connections_are_dropped_in_seconds_and_logged(tmp_path, caplo
     caplog.set_level(logging.INFO, logger="dxr.dimse")
     silent = [socket.create_connection((HOST, cfg.node.port)) for _ in range(3)]
     try:
-        wait_until(lambda: all(_closed_by_peer(s) for s in silent), 20, "silent connections closed by the node")
+        wait_until(lambda: all(closed_by_peer(s) for s in silent), 20, "silent connections closed by the node")
         assoc = scu(cfg.node.port)
         assert assoc.is_established  # the slots are free again
         assoc.release()
@@ -335,14 +325,14 @@ def test_d1_idle_http_connections_are_capped_and_dropped_and_dimse_keeps_answeri
         assoc = scu(cfg.node.port)  # DIMSE unaffected
         assert assoc.is_established and assoc.send_c_echo().Status == 0
         assoc.release()
-        wait_until(lambda: sum(_closed_by_peer(s) for s in idle) >= 15, 20, "connections over the cap closed")
+        wait_until(lambda: sum(closed_by_peer(s) for s in idle) >= 15, 20, "connections over the cap closed")
         for _ in range(3):  # a slow client trickling its headers is cut off too
             time.sleep(0.3)
             try:
                 trickle.sendall(b"X-Slow: 1\r\n")
             except OSError:
                 break
-        wait_until(lambda: all(_closed_by_peer(s) for s in idle + [trickle]), 20, "idle connections dropped")
+        wait_until(lambda: all(closed_by_peer(s) for s in idle + [trickle]), 20, "idle connections dropped")
         assert httpx.get(f"http://{HOST}:{port}/healthz", timeout=10).status_code == 200
     finally:
         for s in idle:

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydicom.datadict import tag_for_keyword
 
+from node.export.config import DESTINATION_TYPES, DestinationConfig, ExportConfig, parse_destinations, parse_export  # noqa: F401 (re-exported)
 from node.limits import LimitsConfig, RetentionConfig, parse_limits, parse_retention
 from node.tls import TlsConfig, parse_tls
 from node.dicom import NODE_MANUFACTURER, SC_SOP_CLASS_PREFIX, SR_SOP_CLASS_PREFIX
@@ -43,7 +44,6 @@ __all__ = [
     "load_config",
 ]
 
-DESTINATION_TYPES = ("dimse", "folder", "dicomweb")
 
 # The SR and SC storage classes the node itself produces; the default rules never analyse them.
 SR_SC_SOP_CLASS_PATTERNS = (SR_SOP_CLASS_PREFIX + "*", SC_SOP_CLASS_PREFIX + "*")
@@ -83,38 +83,6 @@ class StudyConfig:
 class SourceConfig:
     ae_title: str
     host: str | None = None
-
-
-@dataclass(frozen=True)
-class DestinationConfig:
-    name: str
-    type: str = "dimse"
-    ae_title: str | None = None
-    host: str | None = None
-    port: int | None = None
-    path: Path | None = None
-    """Folder destinations: absolute output folder (default ``<data_dir>/outbox``)."""
-    url: str | None = None
-    """DICOMweb destinations: the STOW-RS base URL."""
-    token: str | None = None
-    token_file: Path | None = None
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-    """DIMSE destinations: reached over TLS ([tls] ca_certificates verifies the peer)."""
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    retry_base_delay_seconds: float = 5.0
-    retry_max_delay_seconds: float = 300.0
-    max_attempts: int = 8
-    calling_ae_title: str | None = None
-    """AE title the node uses when it sends; defaults to ``[node] ae_title``."""
-
-    def delay_seconds(self, attempts: int) -> float:
-        """Backoff before the next attempt after ``attempts`` failed ones (seconds)."""
-        return min(self.retry_base_delay_seconds * 2 ** max(attempts - 1, 0), self.retry_max_delay_seconds)
 
 
 @dataclass(frozen=True)
@@ -318,64 +286,6 @@ def _parse_sources(cfg_path: Path, raw: dict) -> tuple[SourceConfig, ...]:
     return tuple(sources)
 
 
-def _parse_destinations(cfg_path: Path, base: Path, raw: dict, data_dir: Path) -> tuple[DestinationConfig, ...]:
-    raw_dests = raw.get("destinations", [])
-    if not isinstance(raw_dests, list):
-        raise ConfigError(f"{cfg_path}: destinations must be an array of tables ([[destinations]])")
-    destinations: list[DestinationConfig] = []
-    dest_keys = {"name", "type", "ae_title", "host", "port", "path", "url", "token", "token_file", "username", "password",
-                 "tls"}
-    for i, entry in enumerate(raw_dests):
-        sec = Section(cfg_path, f"[[destinations]] #{i + 1}", entry, dest_keys)
-        name = sec.str("name", required=True)
-        sec.name = f"[[destinations]] {name!r}"
-        if any(d.name == name for d in destinations):
-            sec.fail(f"{sec.name} name is used twice; destination names must be unique")
-        dtype = sec.str("type", "dimse")
-        if dtype not in DESTINATION_TYPES:
-            sec._bad("type", " or ".join(f'"{t}"' for t in DESTINATION_TYPES), dtype)
-        if dtype == "dimse":
-            dest = DestinationConfig(
-                name=name,
-                type=dtype,
-                ae_title=sec.ae("ae_title", required=True),
-                host=sec.str("host", required=True),
-                port=sec.int("port", None, 1, 65535, required=True),
-                tls=sec.bool("tls", False),
-            )
-        elif dtype == "folder":
-            dest = DestinationConfig(name=name, type=dtype, path=data_dir / "outbox")
-            if "path" in entry:
-                p = Path(sec.str("path")).expanduser()
-                dest = replace(dest, path=p if p.is_absolute() else data_dir / p)
-        else:
-            token_file = sec.str("token_file")
-            dest = DestinationConfig(
-                name=name,
-                type=dtype,
-                url=sec.str("url", required=True),
-                token=sec.str("token"),
-                token_file=resolve_path(base, token_file) if token_file else None,
-                username=sec.str("username"),
-                password=sec.str("password", allow_empty=True),
-            )
-        destinations.append(dest)
-    return tuple(destinations)
-
-
-def _parse_export(cfg_path: Path, raw: dict) -> ExportConfig:
-    e = Section(cfg_path, "[export]", raw.get("export", {}), {"retry_base_delay_seconds", "retry_max_delay_seconds", "max_attempts", "calling_ae_title"})
-    export = ExportConfig(
-        retry_base_delay_seconds=e.number("retry_base_delay_seconds", ExportConfig.retry_base_delay_seconds, 0.0),
-        retry_max_delay_seconds=e.number("retry_max_delay_seconds", ExportConfig.retry_max_delay_seconds, 0.0),
-        max_attempts=e.int("max_attempts", ExportConfig.max_attempts, 1, 1000),
-        calling_ae_title=e.ae("calling_ae_title"),
-    )
-    if export.retry_max_delay_seconds < export.retry_base_delay_seconds:
-        e.fail("[export] retry_max_delay_seconds must be >= retry_base_delay_seconds")
-    return export
-
-
 REFUSAL_SR_MODES = ("all", "hands", "none")
 
 
@@ -469,8 +379,8 @@ def load_config(path: str | Path, *, port: int | None = None, data_dir: str | Pa
         node=node,
         study=study,
         sources=_parse_sources(cfg_path, raw),
-        destinations=_parse_destinations(cfg_path, base, raw, node.data_dir),
-        export=_parse_export(cfg_path, raw),
+        destinations=parse_destinations(cfg_path, base, raw, node.data_dir),
+        export=parse_export(cfg_path, raw),
         rules=_parse_rules(cfg_path, raw.get("rules")),
         outputs=_parse_outputs(cfg_path, raw),
         reference=_parse_reference(cfg_path, base, raw),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from node.config import DestinationConfig
+from node.export.config import DestinationConfig
 from node.export.result import SendResult
 from node.spool import Export, atomic_write, uid_filename
 

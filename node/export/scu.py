@@ -11,7 +11,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
-from node.config import DestinationConfig
+from node.export.config import DestinationConfig
 from node.dicom import STATUS
 from node.export.result import SendResult
 from node.tls import TlsConfig, client_context

@@ -21,7 +21,7 @@ import pydicom
 import requests
 from dicomweb_client.api import DICOMwebClient
 
-from node.config import DestinationConfig
+from node.export.config import DestinationConfig
 from node.export.result import SendResult
 
 __all__ = ["send_stow", "make_client"]

@@ -52,7 +52,9 @@ def _make_durable_dir(path: Path) -> None:
     instance, so the folder's own directory entry is fsynced too, not only the file's.
     """
     with _durable_lock:
-        if path in _durable_dirs:
+        # The folder may have gone since (retention purged the study, data_dir was wiped): one
+        # stat per write keeps the cache from pointing at a folder that no longer exists.
+        if path in _durable_dirs and path.is_dir():
             return
         path.mkdir(parents=True, exist_ok=True)
         _fsync_dir(path.parent)

@@ -53,6 +53,8 @@ HEAD_SEARCH = 2.8
 """How far distal to mid-shaft (in s) the MCP joint is looked for."""
 HEAD_FROM_WEB = (-0.3, 2.0)
 """Where the MCP joint may lie relative to where the finger leaves the palm (in s, + = proximal)."""
+RING_METAL_RATIO = 2.5
+"""Along a shaft line distal to mid-shaft, a profile this many times its median is metal (a ring)."""
 HEAD_VALLEY_FRACTION = 0.7
 """The MCP joint is the first joint line distal to mid-shaft at least this fraction as strong as
 the strongest in the search window."""
@@ -189,6 +191,13 @@ def _head_y(profile_y: np.ndarray, raw: np.ndarray, k0: int, y_web: float, s: fl
         fy, fp, fstep_mm = fine(y_lo, y_hi)
         sig = max(1.0, JOINT_SIGMA_MM / fstep_mm)
         valley = ndi.gaussian_filter1d(fp, sig, order=2) * sig**2
+        # A ring on the proximal phalanx: its edges are the strongest "joint lines" of the profile
+        # and would outvote the MCP joint. Metal is far brighter than bone; its surroundings are
+        # no joint space.
+        level = float(np.median(fp))
+        if level > 0:
+            metal = ndi.binary_dilation(fp > RING_METAL_RATIO * level, iterations=int(np.ceil(3 * sig)))
+            valley = np.where(metal, 0.0, valley)
         if valley.size < 3 or valley.max() <= 0:
             return None
         # The first strong joint line distal to mid-shaft: the MCP joint space. (The base of the

@@ -312,3 +312,14 @@ def test_other_hand_beside_the_little_finger_is_not_finger_v(laterality):
     image, truth = make_hand(seed=0, spacing_mm=SPACING, laterality=laterality, second_hand_mm=ulnar * 110.0)
     loc = locate_hand(image, SPACING)
     _assert_located(loc, truth)
+
+
+def test_rings_do_not_move_the_metacarpal_heads():
+    """Rings on the ring and little fingers: their edges are the strongest lines along IV and V but
+    lie on the proximal phalanx; the head of IV stays at the MCP joint (it was put on the ring,
+    20 mm distal, and the measurement then refused IV)."""
+    image, truth = make_hand(seed=3, spacing_mm=SPACING, rings=("IV", "V"))
+    loc = locate_hand(image, SPACING)
+    _assert_located(loc, truth)
+    head_error_mm = np.hypot(*np.subtract(loc.metacarpals["IV"].head_rc, truth.axis("IV").head_rc)) * SPACING
+    assert head_error_mm < 2.0

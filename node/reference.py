@@ -60,11 +60,6 @@ def load_reference_dir(ref_dir: Path | None, table: str | None = None) -> Any:
         files = sorted(ref_dir.glob("*.csv"))
         if not files:
             return None
-        # A config from before reference sets were chosen names the folder only: the folder now
-        # ships several sets, so the default one is meant (one set of young-adult rows a sex).
-        default = ref_dir / f"{DEFAULT_TABLE}.csv"
-        if len(files) > 1 and default in files:
-            files, table = [default], DEFAULT_TABLE
     where = files[0] if table is not None else ref_dir
     try:
         return load_reference_tables([f.read_text(encoding="utf-8") for f in files],

@@ -65,21 +65,3 @@ def test_research_cli_prints_t_z_and_the_reference(tmp_path, capsys):
                  "--no-progress"]) == 0
     (doc,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert doc["reference"].startswith("Sectra anchor (Wilczek 2013)")
-
-
-def test_reference_folder_without_a_table_name_means_the_default_set(tmp_path):
-    """An older [reference] section names only the folder; it holds several sets now, and the node
-    must start on the default one rather than refuse the mix of four young-adult references."""
-    import shutil
-    from pathlib import Path
-
-    from node.reference import DEFAULT_TABLE, load_reference_dir
-
-    shipped = Path(__file__).resolve().parents[2] / "config" / "reference"
-    assert len(list(shipped.glob("*.csv"))) > 1
-    assert load_reference_dir(shipped).name == load_reference_dir(shipped, DEFAULT_TABLE).name
-    # A site's own folder with one set of its own is read as it is.
-    own = tmp_path / "own"
-    own.mkdir()
-    shutil.copy(shipped / "sweden2013.csv", own / "site.csv")
-    assert load_reference_dir(own).name == load_reference_dir(shipped, "sweden2013").name

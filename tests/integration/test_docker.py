@@ -89,7 +89,7 @@ def _container_config(token: str) -> dict:
         "study": {"quiet_period_seconds": 1.0},
         "sources": [{"ae_title": "TESTSCU"}],
         "destinations": [{"name": "outbox", "type": "folder", "path": "outbox"}],
-        "reference": {"dir": "/opt/dxr-node/reference"},
+        "reference": {"dir": "/opt/dxr-node/reference", "table": "black2001"},
         "http": {"bind": "0.0.0.0", "port": 8080, "token": token},
     }
 

@@ -129,11 +129,11 @@ def _no_whole_hand(w: _Work, cluster: list[_Finger], details: dict) -> HandLocat
     if body_areas > BODY_MAX_FINGER_AREAS:
         return _refuse("not_pa_hand", "The image shows a larger body part (chest, arm or trunk), not a hand "
                        "radiograph.", details=details)
+    if len(cluster) < 2:
+        return None  # one strip: a lateral view's stacked fingers, judged as such even when cut
     rows, cols = w.body.shape
     margin = max(2.0, FIELD_EDGE_MM / w.spacing_mm)
     near_band = distance_to_background(~w.bands) if w.bands.any() else None
-    if len(cluster) < 2:
-        return None  # one strip: a lateral view's stacked fingers, judged as such even when cut
     for f in cluster:
         r, c = (float(x) for x in f.tip_rc)
         at_edge = r < margin or c < margin or r > rows - 1 - margin or c > cols - 1 - margin

@@ -1,7 +1,9 @@
 """``dxr-node``: the node's command line.
 
 Every verb, with its arguments and handler, is one entry of :data:`VERBS` (``dxr-node --help``
-lists them); ``analyze`` and ``locate`` run in ``node/research.py``.
+lists them); a module with verbs of its own exports a tuple of :class:`node.verbs.Verb` that
+``VERBS`` includes (``queue`` in ``node/spool/verbs.py``); ``analyze`` and ``locate`` run in
+``node/research.py``.
 
 Every error is one line on stderr (``dxr-node: error: ...``) and a non-zero exit status:
 1 for a failed operation, 2 for bad usage or configuration. Never a traceback.
@@ -10,21 +12,18 @@ Every error is one line on stderr (``dxr-node: error: ...``) and a non-zero exit
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import pydicom
 import requests
 
 from node import research
-from node.config import Config, ConfigError, load_config
+from node.config import Config, ConfigError
 from node.export.exporter import Exporter
 from node.export.scu import echo
 from node.export.stow import make_client
@@ -38,11 +37,13 @@ from node.receive.scp import start_scp
 from node.installation import log_installation
 from node.reference import load_reference
 from node.retention import Retention, run_purge
-from node.spool import Store, StoreError
+from node.spool.verbs import QUEUE_VERBS
+from node.verbs import (
+    CONFIG, DATA_DIR, NO_PROGRESS, PATHS, PIXEL_SPACING, CLIError, Verb, arg, config_from_args, open_store,
+)
 
 __all__ = ["main", "build_parser"]
 
-DEFAULT_CONFIG = "config/node.toml"
 MONITOR_INTERVAL_SECONDS = 0.5
 """How often ``serve`` checks the worker pool (overdue jobs, dead workers)."""
 STOP_POLL_SECONDS = 0.1
@@ -51,43 +52,11 @@ STOP_POLL_SECONDS = 0.1
 log = logging.getLogger("dxr.node")
 
 
-class CLIError(Exception):
-    """A one-line error for the user; ``code`` is the exit status."""
-
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.code = code
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors in one line (``main`` adds the ``dxr-node: error:`` prefix)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise CLIError(f"{message} (see {self.prog} --help)", 2)
-
-
-# ---------------------------------------------------------------------------------- helpers
-def _config(args: argparse.Namespace) -> Config:
-    """The config named by ``args.config`` with the ``--port``/``--data-dir`` overrides a verb has."""
-    try:
-        return load_config(args.config, port=getattr(args, "port", None), data_dir=getattr(args, "data_dir", None))
-    except ConfigError as exc:
-        raise CLIError(str(exc), 2) from None
-
-
-def _store(config: Config, exclusive: bool = False) -> Store:
-    try:
-        return Store(config.data_dir, exclusive=exclusive)
-    except StoreError as exc:
-        raise CLIError(str(exc)) from None
-
-
-def _one_line(text: str | None) -> str:
-    return " ".join(text.split()) if text else "-"
-
-
-def _fmt_time(t: float | None) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else "-"
 
 
 # ---------------------------------------------------------------------------------- serve
@@ -117,9 +86,9 @@ def _validate_at_start(config: Config) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = config_from_args(args)
     setup_logging()
-    store = _store(config, exclusive=True)  # one node per data_dir, before anything touches the database
+    store = open_store(config, exclusive=True)  # one node per data_dir, before anything touches the database
     _validate_at_start(config)
     jobs, exports = store.recover()
     log_installation(config)
@@ -185,13 +154,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------- small verbs
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = config_from_args(args)
     print(config.summary(_validate_at_start(config)))
     return 0
 
 
 def cmd_echo(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = config_from_args(args)
     try:
         dest = config.destination(args.destination)
     except ConfigError as exc:
@@ -230,7 +199,7 @@ def _echo_dicomweb(dest: Any, timeout_seconds: float) -> tuple[bool, str]:
 
 
 def cmd_rules_test(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = config_from_args(args)
     try:
         try:
             ds = pydicom.dcmread(args.file, stop_before_pixels=True)
@@ -257,142 +226,45 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_id(text: str) -> tuple[str, int]:
-    t = text.strip().upper()
-    kind = "job" if t.startswith("J") else "export"
-    digits = t[1:] if t[:1] in ("J", "E") else t
-    if not digits.isdigit():
-        raise CLIError(f"queue retry: ID must look like E12 (export) or J3 (job), got {text!r}", 2)
-    return kind, int(digits)
-
-
-def cmd_queue_list(args: argparse.Namespace) -> int:
-    config = _config(args)
-    store = _store(config)
-    jobs, exports = store.list_jobs(), store.list_exports()
-    store.close()
-    if args.state:
-        jobs = [j for j in jobs if j.state == args.state]
-        exports = [e for e in exports if e.state == args.state]
-    if args.json:
-        print(json.dumps({
-            "jobs": [{"id": f"J{j.id}", **asdict(j)} | {"id": f"J{j.id}", "job_id": j.id} for j in jobs],
-            "exports": [{"id": f"E{e.id}", **asdict(e)} | {"id": f"E{e.id}", "export_id": e.id} for e in exports],
-        }, indent=1))
-        return 0
-    print(f"JOBS ({len(jobs)})")
-    print(f"{'ID':<6} {'STATE':<10} {'RUN':>3} {'ATT':>3} {'UPDATED':<20} {'STUDY':<64} LAST_ERROR")
-    for j in jobs:
-        print(f"{'J' + str(j.id):<6} {j.state:<10} {j.run:>3} {j.attempts:>3} {_fmt_time(j.updated_at):<20} "
-              f"{j.study_instance_uid:<64} {_one_line(j.last_error)}")
-    print(f"EXPORTS ({len(exports)})")
-    print(f"{'ID':<6} {'STATE':<8} {'DESTINATION':<14} {'ATT':>3} {'NEXT_ATTEMPT':<20} {'OUTPUT':<64} LAST_ERROR")
-    for e in exports:
-        nxt = _fmt_time(e.next_attempt_at) if e.state == "queued" else "-"
-        print(f"{'E' + str(e.id):<6} {e.state:<8} {e.destination:<14} {e.attempts:>3} {nxt:<20} "
-              f"{e.output_sop_instance_uid:<64} {_one_line(e.last_error)}")
-    return 0
-
-
-def cmd_queue_retry(args: argparse.Namespace) -> int:
-    kind, num = _parse_id(args.id)
-    config = _config(args)
-    store = _store(config)
-    try:
-        if kind == "export":
-            e = store.retry_export(num)
-            if e is None:
-                raise CLIError(f"queue retry: no export E{num} (see dxr-node queue list)")
-            if e.state == "sent":
-                raise CLIError(f"queue retry: export E{num} was already sent to {e.destination}; nothing to retry")
-            print(f"export E{num} to {e.destination}: {e.state} (it is sent by the running node)")
-        else:
-            j = store.retry_job(num)
-            if j is None:
-                raise CLIError(f"queue retry: no job J{num} (see dxr-node queue list)")
-            if j.state in ("done", "superseded"):
-                raise CLIError(f"queue retry: job J{num} is {j.state}; nothing to retry")
-            print(f"job J{num} for study {j.study_instance_uid}: {j.state} (it runs in the running node)")
-    finally:
-        store.close()
-    return 0
-
-
 # ---------------------------------------------------------------------------------- parser
-@dataclass(frozen=True)
-class Arg:
-    """One ``add_argument`` call: its flags (or positional name) and keyword options."""
-
-    flags: tuple[str, ...]
-    options: dict[str, Any]
-
-
-def _arg(*flags: str, **options: Any) -> Arg:
-    return Arg(flags, options)
-
-
-@dataclass(frozen=True)
-class Verb:
-    """One verb of ``dxr-node``; a name with a space (``queue list``) is an action of a group."""
-
-    name: str
-    help: str
-    args: tuple[Arg, ...]
-    handler: Callable[[argparse.Namespace], int]
-    description: str | None = None
-
-
-CONFIG = _arg("--config", default=DEFAULT_CONFIG, metavar="FILE", help=f"TOML config (default {DEFAULT_CONFIG})")
-PATHS = _arg("paths", nargs="+", metavar="PATH", help="DICOM/PNG/JPEG files or folders (recursed)")
-PIXEL_SPACING = _arg("--pixel-spacing", type=float, metavar="MM", help="pixel size in mm (overrides the header)")
-NO_PROGRESS = _arg("--no-progress", action="store_true", help="no progress bar on stderr")
-STATES = ("queued", "running", "done", "failed", "superseded", "sending", "sent")
-
 GROUPS = {"rules": "explain the analysis filter", "queue": "jobs and exports"}
 """Help text of each verb group (the word before the space in :data:`VERBS` names)."""
 
 VERBS: tuple[Verb, ...] = (
     Verb("serve", "run the node: DIMSE SCP, study assembler, workers, exporter", (
         CONFIG,
-        _arg("--port", type=int, help="DIMSE port (overrides [node] port)"),
-        _arg("--data-dir", help="spool/database/outputs folder (overrides [node] data_dir)"),
+        arg("--port", type=int, help="DIMSE port (overrides [node] port)"),
+        arg("--data-dir", help="spool/database/outputs folder (overrides [node] data_dir)"),
     ), cmd_serve),
-    Verb("check-config", "validate a config file", (_arg("config", metavar="FILE"),), cmd_check_config),
+    Verb("check-config", "validate a config file", (arg("config", metavar="FILE"),), cmd_check_config),
     Verb("echo", "C-ECHO a configured destination (folder: check it is writable)", (
-        _arg("destination", metavar="DESTINATION"), CONFIG,
-        _arg("--timeout", type=float, default=10.0, help="seconds (default 10)"),
+        arg("destination", metavar="DESTINATION"), CONFIG,
+        arg("--timeout", type=float, default=10.0, help="seconds (default 10)"),
     ), cmd_echo),
     Verb("rules test", "say whether the node would analyse FILE.dcm, and why",
-         (_arg("file", metavar="FILE.dcm"), CONFIG), cmd_rules_test),
-    Verb("queue list", "jobs and exports with state, attempts and last error", (
-        CONFIG,
-        _arg("--data-dir", help="overrides [node] data_dir"),
-        _arg("--json", action="store_true", help="machine-readable output"),
-        _arg("--state", choices=STATES, help="only jobs and exports in this state"),
-    ), cmd_queue_list),
-    Verb("queue retry", "re-queue a failed export (E<n>) or job (J<n>)",
-         (_arg("id", metavar="ID"), CONFIG, _arg("--data-dir", help="overrides [node] data_dir")), cmd_queue_retry),
+         (arg("file", metavar="FILE.dcm"), CONFIG), cmd_rules_test),
     Verb("purge", "delete delivered studies past [retention] keep_days (or early when the disk is low)", (
-        CONFIG, _arg("--data-dir", help="overrides [node] data_dir"),
-        _arg("--dry-run", action="store_true", help="only list what would be deleted"),
+        CONFIG, DATA_DIR,
+        arg("--dry-run", action="store_true", help="only list what would be deleted"),
     ), run_purge),
+    *QUEUE_VERBS,
     Verb("analyze", "measure hand radiographs (DICOM, PNG, JPEG, folders); JSON Lines on stdout", (
         PATHS,
         PIXEL_SPACING,
-        _arg("--sex", type=str.upper, choices=("F", "M"), help="overrides PatientSex"),
-        _arg("--age", type=float, metavar="YEARS", help="overrides PatientAge"),
-        _arg("--overlay-dir", metavar="DIR", help="write one PNG per input with bones, ROIs and edges"),
-        _arg("--dicom-out", metavar="DIR", help="write the SR (+ SC picture) per DICOM input"),
-        _arg("--reference-dir", metavar="DIR", default=None,
-             help=f"reference tables (*.csv) for T/Z-scores (default {research.DEFAULT_REFERENCE_DIR})"),
-        _arg("--reference", metavar="NAME", help="reference set NAME.csv (default black2001 in the shipped folder)"),
+        arg("--sex", type=str.upper, choices=("F", "M"), help="overrides PatientSex"),
+        arg("--age", type=float, metavar="YEARS", help="overrides PatientAge"),
+        arg("--overlay-dir", metavar="DIR", help="write one PNG per input with bones, ROIs and edges"),
+        arg("--dicom-out", metavar="DIR", help="write the SR (+ SC picture) per DICOM input"),
+        arg("--reference-dir", metavar="DIR", default=None,
+            help=f"reference tables (*.csv) for T/Z-scores (default {research.DEFAULT_REFERENCE_DIR})"),
+        arg("--reference", metavar="NAME", help="reference set NAME.csv (default black2001 in the shipped folder)"),
         NO_PROGRESS,
     ), research.run_analyze,
         "Measure metacarpals II-IV on hand radiographs and print one JSON object per file."),
     Verb("locate", "find the hand, its view, maturity and metacarpals (no measurement); JSON Lines on stdout", (
         PATHS,
         PIXEL_SPACING,
-        _arg("--overlay-dir", metavar="DIR", help="write one PNG per input with what the finder found"),
+        arg("--overlay-dir", metavar="DIR", help="write one PNG per input with what the finder found"),
         NO_PROGRESS,
     ), research.run_locate,
         f"Run the hand finder alone on radiographs (pixels up to {research.LOCATE_MAX_SPACING_MM:g} mm) and print one "

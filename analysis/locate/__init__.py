@@ -50,7 +50,7 @@ from analysis.locate.joints import _LENGTH_PER_SPACING, _axis_of, _bases_by_scal
 from analysis.locate.location import METACARPAL_NAMES, HandLocation, MetacarpalAxis, _refuse
 from analysis.locate.maturity import _judge_maturity
 from analysis.locate.shafts import NAMES, _fit_shafts, _Shafts
-from analysis.locate.view import _non_pa_view, _shafts_overlap
+from analysis.locate.view import _fingers_not_parallel, _non_pa_view, _shafts_overlap
 from analysis.result import REASON_MESSAGES
 
 __all__ = ["HandLocation", "METACARPAL_NAMES", "MetacarpalAxis", "WORK_SPACING_MM", "locate_hand"]
@@ -93,6 +93,9 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
         loc = _non_pa_view(w, cluster, details)
         loc.outline_rc = outline
         return loc
+    if _fingers_not_parallel(four, u, details):
+        return _refuse("oblique_view", "A finger points far away from the others (curled fingers or a turned "
+                       "hand): not a PA view.", view="oblique", outline_rc=outline, details=details)
     s = _finger_spacing(four, v, w.spacing_mm, details)
     if s < 3:
         return _refuse("bone_not_found", outline_rc=outline, details=details)

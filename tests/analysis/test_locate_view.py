@@ -117,3 +117,14 @@ def test_phantom_hands_with_fingers_spread_or_together_stay_pa():
         loc = locate_hand(image, SPACING)
         assert loc.refusal is None and loc.view == "PA"
         assert loc.details["finger_angle_max_deg"] <= MAX_FINGER_ANGLE_DEG
+
+
+def test_fingers_far_apart_are_oblique_but_not_a_whole_hand_when_they_run_out_of_the_field():
+    # 18 degrees more per finger: the little finger leaves 40 degrees off the others.
+    whole, _ = make_hand(seed=2, spacing_mm=SPACING, finger_spread_deg=18.0, field_mm=(300, 300))
+    loc = locate_hand(whole, SPACING)
+    assert loc.refusal[0] == "oblique_view" and loc.details["finger_angle_max_deg"] > MAX_FINGER_ANGLE_DEG
+    # The same hand on the usual 240 x 180 mm field: the spread fingers run out of it.
+    cut, _ = make_hand(seed=2, spacing_mm=SPACING, finger_spread_deg=18.0)
+    loc = locate_hand(cut, SPACING)
+    assert loc.refusal[0] == "not_pa_hand" and loc.details["fingers_cut_by_field"]

@@ -37,7 +37,7 @@ from node.receive.scp import start_scp
 from node.installation import log_installation
 from node.reference import load_reference
 from node.retention import Retention, run_purge
-from node.spool.verbs import QUEUE_VERBS
+from node.spool.verbs import BILLING_VERBS, QUEUE_VERBS
 from node.verbs import (
     CONFIG, DATA_DIR, NO_PROGRESS, PATHS, PIXEL_SPACING, CLIError, Verb, arg, config_from_args, open_store,
 )
@@ -227,7 +227,7 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------- parser
-GROUPS = {"rules": "explain the analysis filter", "queue": "jobs and exports"}
+GROUPS = {"rules": "explain the analysis filter", "queue": "jobs and exports", "billing": "the billing record"}
 """Help text of each verb group (the word before the space in :data:`VERBS` names)."""
 
 VERBS: tuple[Verb, ...] = (
@@ -248,6 +248,7 @@ VERBS: tuple[Verb, ...] = (
         arg("--dry-run", action="store_true", help="only list what would be deleted"),
     ), run_purge),
     *QUEUE_VERBS,
+    *BILLING_VERBS,
     Verb("analyze", "measure hand radiographs (DICOM, PNG, JPEG, folders); JSON Lines on stdout", (
         PATHS,
         PIXEL_SPACING,

@@ -177,6 +177,10 @@ def cmd_echo(args: argparse.Namespace) -> int:
             ok, message = True, f"{dest.name} (folder {dest.path}): writable"
         except OSError as exc:
             ok, message = False, f"{dest.name} (folder {dest.path}): not writable ({exc.strerror or exc})"
+    elif dest.type == "hl7":
+        from node.export.mllp import echo_hl7
+
+        ok, message = echo_hl7(dest, args.timeout)
     else:
         ok, message = _echo_dicomweb(dest, args.timeout)
     if not ok:
@@ -237,7 +241,7 @@ VERBS: tuple[Verb, ...] = (
         arg("--data-dir", help="spool/database/outputs folder (overrides [node] data_dir)"),
     ), cmd_serve),
     Verb("check-config", "validate a config file", (arg("config", metavar="FILE"),), cmd_check_config),
-    Verb("echo", "C-ECHO a configured destination (folder: check it is writable)", (
+    Verb("echo", "C-ECHO a configured destination (folder: check it is writable; hl7: connect)", (
         arg("destination", metavar="DESTINATION"), CONFIG,
         arg("--timeout", type=float, default=10.0, help="seconds (default 10)"),
     ), cmd_echo),

@@ -18,35 +18,9 @@ from node.export.exporter import deliver
 from node.export.oru import build_oru, escape
 from node.report import OutputOptions, build_study_outputs
 from node.spool import Store
-from tests.node.mllp_listener import MllpListener
+from tests.node.hl7_helpers import MllpListener, obx_numbers as _obx_numbers, part as _part, sr_numbers as _sr_numbers
 from tests.node.node_helpers import make_config, write_config
 from tests.node.outputs_inputs import hand_dataset, result_from_truth, view_refusal
-
-
-def _part(segment, field: int, component: int | None = None) -> str:
-    """Field ``field`` of a python-hl7 segment as sent (escaped), or its ``component`` (1-based)."""
-    text = str(segment[field]) if len(segment) > field else ""
-    return text.split("^")[component - 1] if component else text
-
-
-def _sr_numbers(sr) -> list[tuple[str, str]]:
-    """(concept code, Numeric Value as written) of every measurement of every measurement group
-    (TID 1500: Imaging Measurements 126010 > groups 125007 > NUM), read with pydicom alone."""
-    def code(item) -> str:
-        return item.ConceptNameCodeSequence[0].CodeValue if "ConceptNameCodeSequence" in item else ""
-
-    numbers = []
-    for container in sr.ContentSequence:
-        if code(container) != "126010":
-            continue
-        for group in container.ContentSequence:
-            numbers += [(code(item), str(item.MeasuredValueSequence[0].NumericValue))
-                        for item in group.get("ContentSequence", []) if item.ValueType == "NUM"]
-    return sorted(numbers)
-
-
-def _obx_numbers(message: hl7.Message) -> list[tuple[str, str]]:
-    return sorted((_part(obx, 3, 1), _part(obx, 5)) for obx in message.segments("OBX") if _part(obx, 2) == "NM")
 
 
 def _config(tmp_path, port: int, extra: str = ""):

@@ -1,4 +1,5 @@
-"""A real MLLP listener for the HL7 tests: python-hl7's own asyncio server on loopback, in a thread.
+"""HL7 test helpers: a real MLLP listener (python-hl7's own asyncio server on loopback, in a thread),
+and readers of the ORU's fields and of the SR's numbers to compare them with.
 
 It parses every message with python-hl7 and answers as told: ``ack = "AA"`` (default),
 ``"AE"``, ``"AR"`` (with a reason in MSA-3), or ``None`` (reads the message and never answers,
@@ -83,3 +84,29 @@ class MllpListener:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def part(segment, field: int, component: int | None = None) -> str:
+    """Field ``field`` of a python-hl7 segment as sent (escaped), or its ``component`` (1-based)."""
+    text = str(segment[field]) if len(segment) > field else ""
+    return text.split("^")[component - 1] if component else text
+
+
+def sr_numbers(sr) -> list[tuple[str, str]]:
+    """(concept code, Numeric Value as written) of every measurement of every measurement group
+    (TID 1500: Imaging Measurements 126010 > groups 125007 > NUM), read with pydicom alone."""
+    def code(item) -> str:
+        return item.ConceptNameCodeSequence[0].CodeValue if "ConceptNameCodeSequence" in item else ""
+
+    numbers = []
+    for container in sr.ContentSequence:
+        if code(container) != "126010":
+            continue
+        for group in container.ContentSequence:
+            numbers += [(code(item), str(item.MeasuredValueSequence[0].NumericValue))
+                        for item in group.get("ContentSequence", []) if item.ValueType == "NUM"]
+    return sorted(numbers)
+
+
+def obx_numbers(message: hl7.Message) -> list[tuple[str, str]]:
+    return sorted((part(obx, 3, 1), part(obx, 5)) for obx in message.segments("OBX") if part(obx, 2) == "NM")

@@ -194,3 +194,26 @@ def test_echo_an_hl7_destination(tmp_path, capsys):
     assert "ConnectionRefusedError" in capsys.readouterr().err
 
 
+
+
+def test_the_shipped_hl7_and_pdf_examples_pass_check_config(tmp_path, capsys):
+    """The commented examples of config/node.toml, uncommented as an admin would, are valid."""
+    from pathlib import Path
+
+    from node.cli import main
+
+    lines = (Path(__file__).resolve().parents[2] / "config" / "node.toml").read_text().splitlines()
+    blocks, current = [], None
+    for line in lines:
+        if line == "# [[destinations]]":
+            current = ["[[destinations]]"]
+            blocks.append(current)
+        elif current is not None and line.startswith("# ") and "=" in line.split("#")[1]:
+            current.append(line[2:])
+        else:
+            current = None
+    assert len(blocks) == 2, blocks
+    path = write_config(tmp_path, destinations="\n".join("\n".join(b) for b in blocks))
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "pacs (dimse: SR+SC+PDF)" in out and "ris (hl7: ORU^R01)" in out

@@ -148,7 +148,8 @@ def _story(report: HandReport, options: OutputOptions, pixels: np.ndarray | None
         story += [Paragraph("Trend", head), Paragraph(_escape(picture.trend_text(trend)), body)]
     if pixels is not None:
         buf = io.BytesIO()
-        PILImage.fromarray(pixels).save(buf, format="PNG")
+        # JPEG (q 90, no chroma subsampling): half the PNG's bytes; the lossless page is the SC in PACS.
+        PILImage.fromarray(pixels).save(buf, format="JPEG", quality=90, subsampling=0)
         width = 160 * mm
         story += [Spacer(1, 2 * mm), Image(io.BytesIO(buf.getvalue()), width=width,
                                           height=width * pixels.shape[0] / pixels.shape[1])]

@@ -96,8 +96,3 @@ class BillingRows:
             (since if since is not None else float("-inf"),),
         )
         return [BillingRow(**{**dict(r), "performed": bool(r["performed"])}) for r in rows]
-
-    def billing_row(self, study_uid: str, run: int) -> BillingRow | None:
-        """The row of one run, or None."""
-        found = [r for r in self.billing_rows() if r.study_instance_uid == study_uid and r.run == run]
-        return found[0] if found else None

@@ -24,6 +24,7 @@ from pydicom.uid import (
 __all__ = [
     "COMPREHENSIVE_SR",
     "NODE_MANUFACTURER",
+    "SR_SERIES_DESCRIPTION",
     "SC_SOP_CLASS_PREFIX",
     "SR_SOP_CLASS_PREFIX",
     "STATUS",
@@ -56,6 +57,8 @@ COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
 
 NODE_MANUFACTURER = "DXR Node project"
 """Manufacturer (0008,0070) of every object the node writes; the default rules ignore it on input."""
+SR_SERIES_DESCRIPTION = "DXR-BMD report (computed estimate)"
+"""Series Description of the node's SR series (priors are found by it on a PACS)."""
 
 STORAGE_SOP_CLASSES: dict[str, str] = {
     "1.2.840.10008.5.1.4.1.1.1": "ComputedRadiographyImageStorage",

@@ -23,7 +23,8 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
-__all__ = ["LSC_PERCENT", "PRECISION_CV_PERCENT", "HistoryPoint", "Trend", "patient_history", "trend"]
+__all__ = ["LSC_PERCENT", "PRECISION_CV_PERCENT", "HistoryPoint", "Trend", "merge_history", "patient_history",
+           "points_from_sr", "trend"]
 
 log = logging.getLogger("dxr.report")
 
@@ -114,6 +115,25 @@ def patient_history(store: Any, source: Dataset) -> list[HistoryPoint]:
         except Exception as exc:  # noqa: BLE001 - a missing or odd file loses one point, never the report
             log.warning("event=history_unreadable path=%s error=%r", row["path"], str(exc))
     return sorted(points, key=lambda p: p.study_date)
+
+
+def points_from_sr(sr: Dataset, study_uid: str = "") -> list[HistoryPoint]:
+    """The combined results (one per hand) a node SR states, dated by its StudyDate."""
+    date_text = str(sr.get("StudyDate", "") or "")
+    return [HistoryPoint(date_text, hand, bmd, study_uid or str(sr.get("StudyInstanceUID", "")))
+            for hand, bmd in _combined_points(sr)]
+
+
+def merge_history(*sources: list[HistoryPoint]) -> list[HistoryPoint]:
+    """Points from several sources (this node's outputs, a PACS), one per study and hand, oldest first.
+
+    The first source's point wins where two give the same study and hand (the same SR read twice,
+    or a later run of the study on this node)."""
+    seen: dict[tuple[str, str], HistoryPoint] = {}
+    for points in sources:
+        for p in points:
+            seen.setdefault((p.study_instance_uid, p.hand), p)
+    return sorted(seen.values(), key=lambda p: p.study_date)
 
 
 def trend(history: list[HistoryPoint], hand: str, bmd_g_cm2: float | None, study_date: str) -> Trend | None:

@@ -14,9 +14,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE
+from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind as FIND,
+    StudyRootQueryRetrieveInformationModelGet as GET,
     StudyRootQueryRetrieveInformationModelMove as MOVE,
 )
 
@@ -25,7 +26,7 @@ from node.export.scu import _assoc_failure, _associate, _scu_ae
 from node.retrieve.query import RetrieveError, StudyMatch, StudyQuery, is_hand_series
 from node.tls import TlsConfig
 
-__all__ = ["find_studies", "has_hand_series", "move_study", "MOVE_DESTINATION_UNKNOWN"]
+__all__ = ["find_series", "find_studies", "get_series", "has_hand_series", "move_study", "MOVE_DESTINATION_UNKNOWN"]
 
 log = logging.getLogger("dxr.retrieve")
 
@@ -107,6 +108,61 @@ def has_hand_series(assoc: Any, pacs: DestinationConfig, study_uid: str) -> bool
     series = _c_find(assoc, pacs, _identifier("SERIES", {"StudyInstanceUID": study_uid},
                                               ("SeriesInstanceUID", "Modality", "BodyPartExamined")))
     return any(is_hand_series(_text(s, "Modality"), _text(s, "BodyPartExamined")) for s in series)
+
+
+def find_series(assoc: Any, pacs: DestinationConfig, study_uid: str, modality: str) -> list[tuple[str, str]]:
+    """(SeriesInstanceUID, SeriesDescription) of the study's series of ``modality`` (series-level C-FIND)."""
+    series = _c_find(assoc, pacs, _identifier("SERIES", {"StudyInstanceUID": study_uid, "Modality": modality},
+                                              ("SeriesInstanceUID", "SeriesDescription")))
+    return [(_text(s, "SeriesInstanceUID"), _text(s, "SeriesDescription")) for s in series
+            if _text(s, "SeriesInstanceUID")]
+
+
+def get_series(config: Any, pacs: DestinationConfig, calling_ae: str, series: list[tuple[str, str]],
+               timeout_seconds: float) -> list[Dataset]:
+    """C-GET each (study, series) of SRs on one association; the received data sets, in memory.
+
+    Raises
+    ------
+    RetrieveError
+        The PACS cannot be reached, rejects the association or refuses C-GET.
+    """
+    if not series:
+        return []
+    from node.dicom import SR_SOP_CLASS_PREFIX, STORAGE_SOP_CLASSES
+
+    received: list[Dataset] = []
+
+    def on_store(event: evt.Event) -> int:
+        received.append(event.dataset)
+        return 0x0000
+
+    ae = _scu_ae(calling_ae, timeout_seconds)
+    ae.add_requested_context(GET)
+    sr_classes = [uid for uid in STORAGE_SOP_CLASSES if uid.startswith(SR_SOP_CLASS_PREFIX)]
+    for uid in sr_classes:
+        ae.add_requested_context(uid)
+    roles = [build_role(uid, scp_role=True) for uid in sr_classes]
+    tls_args = None
+    if pacs.tls and config.tls is not None:
+        from node.tls import client_context
+        tls_args = (client_context(config.tls), pacs.host)
+    assoc = ae.associate(pacs.host, pacs.port, ae_title=pacs.ae_title, ext_neg=roles,
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)], tls_args=tls_args)
+    if not assoc.is_established:
+        raise RetrieveError(f"PACS {pacs.name}: {_assoc_failure(assoc)} (C-GET, calling AE {calling_ae})")
+    try:
+        for study_uid, series_uid in series:
+            ds = _identifier("SERIES", {"StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid}, ())
+            for status, _ in assoc.send_c_get(ds, GET):
+                if not status:
+                    raise RetrieveError(f"PACS {pacs.name}: no C-GET response (timeout, or no C-GET support)")
+                if int(status.Status) not in (*_PENDING, 0x0000, 0xB000):
+                    raise RetrieveError(f"PACS {pacs.name}: C-GET failed with status 0x{int(status.Status):04X}")
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return received
 
 
 def move_study(assoc: Any, pacs: DestinationConfig, study_uid: str, move_destination: str) -> tuple[int, int, int]:

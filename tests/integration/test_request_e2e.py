@@ -7,16 +7,26 @@ only under ``[[pacs]]`` (not ``[[sources]]``): a configured PACS may deliver wha
 
 from __future__ import annotations
 
+import re
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
+
+import pydicom
+
+from node.config import load_config
+from node.report.history import HistoryPoint, points_from_sr
+from node.retrieve.priors import pacs_history
 
 from tests import dicom_samples
 from tests.integration.servers import HOST, NodeProcess, OrthancServer
 
 SC_MODALITY = "OT"
+SHOT_DIR = Path(__file__).resolve().parents[2] / "out" / "web"
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +158,36 @@ def test_request_from_a_dicomweb_pacs_ingests_by_wado(archive, node_factory, wri
     assert "1 instance(s) retrieved" in result.output
     assert node.stored_instances(study_uid)[0]["source"] == "dicomweb"
     archive.wait_for_srs(study_uid)
+
+
+def test_the_trend_reads_the_first_result_from_the_pacs_after_the_data_dir_was_wiped(
+        archive, node_factory, write_phantom_study):
+    patient = "TRD-" + uuid.uuid4().hex[:8].upper()
+    first, first_files = write_phantom_study(1, patient_id=patient, accession="T1" + patient[-6:],
+                                             study_date="20240105")
+    second, second_files = write_phantom_study(1, patient_id=patient, accession="T2" + patient[-6:],
+                                               study_date="20250310")
+    upload_study(archive, first_files)
+    node = requesting_node(node_factory, archive)
+    assert node.cli("request", "--study-uid", first, "--from", "archive").ok
+    first_sr = archive.instance_dataset(archive.wait_for_srs(first)[0].id)
+    first_bmd = points_from_sr(first_sr)[0].bmd_g_cm2
+    archive.wait_for_instances(first, lambda i: i.modality == SC_MODALITY)
+    node.stop()
+    shutil.rmtree(node.data_dir)  # a new data_dir: the node's own outputs are gone
+
+    upload_study(archive, second_files)
+    node.start()
+    assert node.cli("request", "--study-uid", second, "--from", "archive").ok
+    archive.wait_for_srs(second)
+    picture = archive.wait_for_instances(second, lambda i: i.modality == SC_MODALITY)[0]
+
+    history = node.wait_for_log(r"event=patient_history study=" + re.escape(second))
+    assert "local_points=0 pacs_points=1 points=1" in history[0], history
+    assert node.log_lines(r"event=priors_read pacs=archive srs=1 points=1")
+    sc = archive.instance_dataset(picture.id)
+    SHOT_DIR.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(sc.pixel_array).save(SHOT_DIR / "trend-from-pacs.png")  # "Change since 2024-01-05: ..."
+    # What the worker read: the first study's date, hand and DXR-BMD, from the PACS.
+    priors = pacs_history(load_config(node.config_path), pydicom.dcmread(second_files[0]))
+    assert priors == [HistoryPoint("20240105", "L", first_bmd, first)]

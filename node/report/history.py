@@ -4,7 +4,9 @@ Every SR this node made is a row of ``outputs`` (kind ``SR``) with its file unde
 latest finished run of every other study is read (the header first, the content only when the
 Patient ID matches), and its combined group gives the study date, the hand and the DXR-BMD.
 Reading SR files costs a few ms each; a node with many thousand studies would want an index
-table (a schema change in node/spool).
+table (a schema change in node/spool). The same SRs held by a ``[[pacs]]`` (this node's from
+before a new data_dir, other nodes') are read by :mod:`node.retrieve.priors`;
+:func:`merge_history` joins both.
 
 Change is judged against the least significant change LSC = 2.77 x CV with CV = 0.68 %: the
 short-term in-vivo precision of DXR-BMD (X-posure, women 30-40 y; 0.61 % in women over 64;

@@ -51,7 +51,7 @@ def requesting_node(node_factory: Callable[..., NodeProcess], orthanc: OrthancSe
                         extra={"pacs": [pacs_table(orthanc)], **kwargs.pop("extra", {})}, **kwargs)
     node.start()
     if register:
-        orthanc.set_modality(f"node-{node.port}", ae_title, node.port)
+        orthanc.set_modality("dxrnode", ae_title, node.port)  # one entry per AE title: Orthanc refuses ambiguous ones
     return node
 
 
@@ -146,7 +146,7 @@ def test_request_errors_are_one_line(archive, node_factory):
 
 def test_request_from_a_dicomweb_pacs_ingests_by_wado(archive, node_factory, write_phantom_study):
     accession = "W" + uuid.uuid4().hex[:10].upper()
-    study_uid, files = write_phantom_study(1, accession=accession)
+    study_uid, files = write_phantom_study(1, accession=accession, patient_id="WEB-" + accession)
     upload_study(archive, files)
     node = node_factory(sources=[], destinations=[archive.as_destination("pacs")],
                         extra={"pacs": [{"name": "web", "type": "dicomweb", "url": archive.dicomweb_url}]})
@@ -157,7 +157,12 @@ def test_request_from_a_dicomweb_pacs_ingests_by_wado(archive, node_factory, wri
     assert result.ok, result
     assert "1 instance(s) retrieved" in result.output
     assert node.stored_instances(study_uid)[0]["source"] == "dicomweb"
-    archive.wait_for_srs(study_uid)
+    sr = archive.instance_dataset(archive.wait_for_srs(study_uid)[0].id)
+    # Priors over DICOMweb: a later study of the patient finds this result by QIDO-RS + WADO-RS.
+    later = pydicom.dcmread(files[0])
+    later.StudyInstanceUID = "2.25." + str(uuid.uuid4().int)
+    assert pacs_history(load_config(node.config_path), later) == [
+        HistoryPoint("20260101", "L", points_from_sr(sr)[0].bmd_g_cm2, study_uid)]
 
 
 def test_the_trend_reads_the_first_result_from_the_pacs_after_the_data_dir_was_wiped(

@@ -113,6 +113,8 @@ def test_the_page_signs_in_requests_shows_the_result_and_retries(archive, node_f
             wait_until(lambda: len([e for e in node.exports(study_uid) if e["destination"] == "later"
                                     and e["state"] == "failed"]) == 2,
                        RESULT_TIMEOUT_SECONDS, what="two failed exports to 'later'")
+            wait_until(lambda: [e["state"] for e in node.exports(study_uid) if e["destination"] == "archive"]
+                       == ["sent", "sent"], 60, what="SR and SC sent to the archive")
             page.goto(base + "/")
             row = page.locator(f"tr.study[data-study='{study_uid}']")
             assert "analysed" in row.inner_text() and "DXR-BMD" in row.inner_text()

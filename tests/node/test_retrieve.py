@@ -6,6 +6,7 @@ import pytest
 
 from node.config import ConfigError
 from node.receive.scp import _allowed
+from node.report.history import HistoryPoint, merge_history
 from node.retrieve.query import StudyQuery, dicom_date, is_hand_series
 from node.verbs import CLIError
 from tests.node.node_helpers import make_config
@@ -83,3 +84,12 @@ def test_request_verb_errors_are_one_line_before_any_network(tmp_path, capsys):
     assert main(["request", "--patient-id", "P", "--since", "yesterday", "--config", str(config)]) == 2
     assert "--since must be a date YYYY-MM-DD" in capsys.readouterr().err
     assert CLIError  # the verb raises node.verbs.CLIError; main prints it in one line
+
+
+def test_merged_history_has_one_point_per_study_and_hand_the_first_source_winning():
+    local = [HistoryPoint("20240105", "L", 0.60, "1.1"), HistoryPoint("20250101", "L", 0.58, "1.2")]
+    pacs = [HistoryPoint("20240105", "L", 0.61, "1.1"), HistoryPoint("20240105", "R", 0.59, "1.1"),
+            HistoryPoint("20230101", "L", 0.62, "1.0")]
+    merged = merge_history(local, pacs)
+    assert [(p.study_instance_uid, p.hand, p.bmd_g_cm2) for p in merged] == [
+        ("1.0", "L", 0.62), ("1.1", "L", 0.60), ("1.1", "R", 0.59), ("1.2", "L", 0.58)]

@@ -81,18 +81,17 @@ def _fetch_srs_dimse(config: Config, pacs: DestinationConfig, patient_id: str, s
 
 
 def _fetch_srs_web(pacs: DestinationConfig, patient_id: str, study_uid: str) -> list[Dataset]:
-    from node.retrieve.web import _call, _client, _value
+    from node.retrieve.web import json_value, web_call, web_client
 
-    client = _client(pacs, PRIORS_TIMEOUT_SECONDS)
-    studies = _call(pacs, "QIDO-RS", client.search_for_studies, search_filters={"PatientID": patient_id}) or []
+    client = web_client(pacs, PRIORS_TIMEOUT_SECONDS)
+    studies = web_call(pacs, "QIDO-RS", client.search_for_studies, search_filters={"PatientID": patient_id}) or []
     found: list[Any] = []
     for study in studies:
-        uid = _value(study, "StudyInstanceUID")
+        uid = json_value(study, "StudyInstanceUID")
         if uid == study_uid:
             continue
-        for series in _call(pacs, "QIDO-RS", client.search_for_series, study_instance_uid=uid,
+        for series in web_call(pacs, "QIDO-RS", client.search_for_series, study_instance_uid=uid,
                             search_filters={"Modality": "SR"}, fields=["SeriesDescription"]) or []:
-            if series.get("0008103E", {}).get("Value", [""])[0] == SR_SERIES_DESCRIPTION:
-                found += _call(pacs, "WADO-RS", client.retrieve_series, uid,
-                               series.get("0020000E", {}).get("Value", [""])[0])
+            if json_value(series, "SeriesDescription") == SR_SERIES_DESCRIPTION:
+                found += web_call(pacs, "WADO-RS", client.retrieve_series, uid, json_value(series, "SeriesInstanceUID"))
     return found

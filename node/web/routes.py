@@ -164,7 +164,7 @@ class WebPage:
 
 def _picture(store: Store, study_uid: str, n: int) -> bytes | None:
     """PNG of the ``n``-th result picture of the study's latest analysis."""
-    job = views._latest_job(store, study_uid)
+    job = views.latest_job(store, study_uid)
     if job is None or job["state"] != "done":
         return None
     pictures = [o for o in views.study_outputs(store, job["id"]) if o["kind"] == "SC"]

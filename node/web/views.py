@@ -16,7 +16,7 @@ import pydicom
 from node.config import Config
 from node.web.results import StudyResult, sr_summary
 
-__all__ = ["StudyRow", "destinations_view", "queue_view", "recent_studies", "study_outputs", "study_row"]
+__all__ = ["StudyRow", "destinations_view", "queue_view", "recent_studies", "latest_job", "study_outputs", "study_row"]
 
 RECENT_STUDIES = 50
 """Studies shown on the page, newest first."""
@@ -54,7 +54,8 @@ def _header(store: Any, study_uid: str) -> dict[str, str]:
     return {k: str(ds.get(k, "") or "") for k in _HEADER_TAGS}
 
 
-def _latest_job(store: Any, study_uid: str) -> Any:
+def latest_job(store: Any, study_uid: str) -> Any:
+    """The study's latest run that was not superseded (a ``jobs`` row), or None."""
     rows = store._query("SELECT * FROM jobs WHERE study_instance_uid=? AND state<>'superseded' "
                         "ORDER BY run DESC LIMIT 1", (study_uid,))
     return rows[0] if rows else None
@@ -105,7 +106,7 @@ def _row(store: Any, study: Any) -> StudyRow:
     row = StudyRow(uid, "", instances=study["n"], received_at=study["last_received_at"],
                    patient_id=head.get("PatientID", ""), accession=head.get("AccessionNumber", ""),
                    study_date=head.get("StudyDate", ""))
-    job = _latest_job(store, uid)
+    job = latest_job(store, uid)
     if job is not None and job["state"] == "done":
         outputs = study_outputs(store, job["id"])
         srs = [o for o in outputs if o["kind"] == "SR"]

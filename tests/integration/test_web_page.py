@@ -108,6 +108,7 @@ def test_the_page_signs_in_requests_shows_the_result_and_retries(archive, node_f
             page.click("#request button[type=submit]")
             notice = page.locator("#notice").inner_text()
             assert f"study {study_uid} (accession {accession}" in notice and "1 instance(s) retrieved" in notice
+            page.screenshot(path=str(SHOT_DIR / "request.png"))
 
             archive.wait_for_srs(study_uid)
             wait_until(lambda: len([e for e in node.exports(study_uid) if e["destination"] == "later"

@@ -21,7 +21,8 @@ from node.report import OutputOptions, build_study_outputs
 from node.spool import Store
 from node.web.auth import SESSION_SECONDS, WebAuth
 from node.web.results import sr_summary
-from tests.node.node_helpers import make_config
+from node.web.views import recent_studies
+from tests.node.node_helpers import encode, make_config
 from tests.node.outputs_inputs import hand_dataset, save
 
 TOKEN = "web-unit-token"
@@ -115,3 +116,29 @@ def test_the_result_is_read_back_from_the_sr(tmp_path):
     summary = sr_summary(save(sr, tmp_path / "refused.dcm"))
     assert summary.hands == [] and summary.refusals == ["No pixel spacing"]
     assert sr_summary(tmp_path / "missing.dcm") is None
+
+
+def test_a_refused_study_shows_its_reason_and_its_failed_export(tmp_path):
+    """The page's rows from a real Store: receiving, then refused (reason from the SR), export failed."""
+    config = make_config(tmp_path, HTTP)
+    store = Store(config.data_dir)
+    reference = load_reference_dir(Path("config/reference"), "black2001")
+    ds, _ = hand_dataset(laterality="L", patient_name="Web^Row")
+    del ds.PixelSpacing
+    study = str(ds.StudyInstanceUID)
+    store.store_instance(encode(ds), sop_instance_uid=str(ds.SOPInstanceUID), study_instance_uid=study)
+    [row] = recent_studies(store)
+    assert (row.state, row.instances, row.accession) == ("receiving", 1, str(ds.AccessionNumber))
+    [job] = store.complete_due_studies(0.0)
+    assert recent_studies(store)[0].state == "queued"
+    store.claim_job(1)
+    sr = next(o for o in build_study_outputs([(ds, analysis.analyse(ds, reference=reference))], uid_seed="w/1",
+                                             options=OutputOptions(reference=reference)) if o.Modality == "SR")
+    path = save(sr, store.outputs_dir / "sr.dcm")
+    store.finish_job(job.id, [(str(sr.SOPInstanceUID), str(sr.SOPClassUID), "SR", str(path.relative_to(store.data_dir)))],
+                     ["outbox"])
+    [claimed] = store.claim_due_exports()["outbox"]
+    store.export_attempt_failed(claimed.id, "disk full", max_attempts=1, delay_seconds=lambda n: 0)
+    [row] = recent_studies(store)
+    assert (row.state, row.detail, row.exports) == ("refused", "No pixel spacing", {"outbox": "failed: disk full"})
+    store.close()

@@ -56,6 +56,9 @@ def cmd_request(args: argparse.Namespace) -> int:
             store.close()
     for item in done:
         print(item.line())
+    if pacs.type == "dicomweb" and not _node_running(config):
+        print(f"the node is not running on data_dir {config.data_dir}: the study waits in its spool until "
+              "dxr-node serve starts")
     print(f"{len(done)} study(ies) from PACS {pacs.name}: the node analyses each after the quiet period "
           f"({config.study.quiet_period_seconds:g} s); see dxr-node queue list")
     return 0

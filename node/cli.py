@@ -37,6 +37,7 @@ from node.receive.scp import start_scp
 from node.installation import log_installation
 from node.reference import load_reference
 from node.retention import Retention, run_purge
+from node.retrieve.verbs import REQUEST_VERBS
 from node.spool.verbs import BILLING_VERBS, QUEUE_VERBS
 from node.verbs import (
     CONFIG, DATA_DIR, NO_PROGRESS, PATHS, PIXEL_SPACING, CLIError, Verb, arg, config_from_args, open_store,
@@ -253,6 +254,7 @@ VERBS: tuple[Verb, ...] = (
     ), run_purge),
     *QUEUE_VERBS,
     *BILLING_VERBS,
+    *REQUEST_VERBS,
     Verb("analyze", "measure hand radiographs (DICOM, PNG, JPEG, folders); JSON Lines on stdout", (
         PATHS,
         PIXEL_SPACING,

@@ -25,6 +25,7 @@ __all__ = [
     "COMPREHENSIVE_SR",
     "ENCAPSULATED_PDF",
     "NODE_MANUFACTURER",
+    "SR_SERIES_DESCRIPTION",
     "SC_SOP_CLASS_PREFIX",
     "SR_SOP_CLASS_PREFIX",
     "STATUS",
@@ -59,6 +60,8 @@ ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
 
 NODE_MANUFACTURER = "DXR Node project"
 """Manufacturer (0008,0070) of every object the node writes; the default rules ignore it on input."""
+SR_SERIES_DESCRIPTION = "DXR-BMD report (computed estimate)"
+"""Series Description of the node's SR series (priors are found by it on a PACS)."""
 
 STORAGE_SOP_CLASSES: dict[str, str] = {
     "1.2.840.10008.5.1.4.1.1.1": "ComputedRadiographyImageStorage",

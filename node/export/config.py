@@ -8,10 +8,12 @@ from pathlib import Path
 
 from node.toml_section import ConfigError, Section, resolve_path
 
-__all__ = ["DESTINATION_TYPES", "DestinationConfig", "ExportConfig", "OUTPUT_KINDS", "parse_destinations",
-           "parse_export"]
+__all__ = ["DESTINATION_TYPES", "PACS_TYPES", "DestinationConfig", "ExportConfig", "OUTPUT_KINDS",
+           "parse_destinations", "parse_export", "parse_pacs"]
 
 DESTINATION_TYPES = ("dimse", "folder", "dicomweb", "hl7")
+PACS_TYPES = ("dimse", "dicomweb")
+"""What ``[[pacs]]`` (where studies are retrieved from) may be: a DIMSE Q/R SCP or a QIDO-RS/WADO-RS server."""
 OUTPUT_KINDS = ("SR", "SC", "PDF")
 """What a DICOM destination's ``outputs`` may list: the SR, the SC result picture, the encapsulated PDF report."""
 DEFAULT_OUTPUTS = ("SR", "SC")
@@ -64,28 +66,41 @@ class ExportConfig:
         return min(self.retry_base_delay_seconds * 2 ** max(attempts - 1, 0), self.retry_max_delay_seconds)
 
 
-def parse_destinations(cfg_path: Path, base: Path, raw: dict, data_dir: Path) -> tuple[DestinationConfig, ...]:
-    raw_dests = raw.get("destinations", [])
+def parse_pacs(cfg_path: Path, base: Path, raw: dict, data_dir: Path) -> tuple[DestinationConfig, ...]:
+    """``[[pacs]]``: the archives studies can be requested from (``dxr-node request --from NAME``).
+
+    Same keys as a DIMSE or DICOMweb destination (``url`` is then the QIDO-RS/WADO-RS root)."""
+    return parse_destinations(cfg_path, base, raw, data_dir, key="pacs", types=PACS_TYPES)
+
+
+def parse_destinations(cfg_path: Path, base: Path, raw: dict, data_dir: Path, *, key: str = "destinations",
+                       types: tuple[str, ...] = DESTINATION_TYPES) -> tuple[DestinationConfig, ...]:
+    """The array of tables ``[[key]]`` as peers of the given ``types`` (``[[destinations]]`` by default)."""
+    raw_dests = raw.get(key, [])
     if not isinstance(raw_dests, list):
-        raise ConfigError(f"{cfg_path}: destinations must be an array of tables ([[destinations]])")
+        raise ConfigError(f"{cfg_path}: {key} must be an array of tables ([[{key}]])")
     destinations: list[DestinationConfig] = []
     dest_keys = {"name", "type", "ae_title", "host", "port", "path", "url", "token", "token_file", "username", "password",
                  "tls", "outputs", "sending_application", "sending_facility", "receiving_application",
                  "receiving_facility", "embed_pdf", "ack_timeout_seconds"}
+    if "folder" not in types:
+        dest_keys.discard("path")
+    if "hl7" not in types:  # [[pacs]]: peers to retrieve from, nothing is sent to them
+        dest_keys -= HL7_KEYS | {"outputs"}
     for i, entry in enumerate(raw_dests):
-        sec = Section(cfg_path, f"[[destinations]] #{i + 1}", entry, dest_keys)
+        sec = Section(cfg_path, f"[[{key}]] #{i + 1}", entry, dest_keys)
         name = sec.str("name", required=True)
-        sec.name = f"[[destinations]] {name!r}"
+        sec.name = f"[[{key}]] {name!r}"
         if any(d.name == name for d in destinations):
-            sec.fail(f"{sec.name} name is used twice; destination names must be unique")
+            sec.fail(f"{sec.name} name is used twice; {key} names must be unique")
         dtype = sec.str("type", "dimse")
-        if dtype not in DESTINATION_TYPES:
-            sec._bad("type", " or ".join(f'"{t}"' for t in DESTINATION_TYPES), dtype)
+        if dtype not in types:
+            sec._bad("type", " or ".join(f'"{t}"' for t in types), dtype)
         dest = _destination(sec, name, dtype, entry, base, data_dir)
         if dtype != "hl7":
             dest = replace(dest, outputs=_outputs(sec))
-            for key in sorted(HL7_KEYS & set(entry)):
-                sec.fail(f'{sec.name} {key} is a key of type = "hl7" destinations only')
+            for hl7_key in sorted(HL7_KEYS & set(entry)):
+                sec.fail(f'{sec.name} {hl7_key} is a key of type = "hl7" destinations only')
         elif "outputs" in entry:
             sec.fail(f"{sec.name} outputs is not an hl7 key: an hl7 destination gets one ORU^R01 per SR "
                      "(embed_pdf = true adds the PDF report)")

@@ -64,15 +64,28 @@ def _analyse_one(ds: pydicom.Dataset, reference: Any, job: Job, sop_uid: str) ->
     return result
 
 
-def _history(store: Store, datasets: list) -> list:
-    """The patient's earlier results on this node (for the picture's trend); empty when unreadable."""
-    from node.report.history import patient_history
+def _history(store: Store, config: Config, datasets: list) -> list:
+    """The patient's earlier results (for the picture's trend): this node's outputs, then the SRs
+    any ``[[pacs]]`` holds (node.retrieve.priors); empty when unreadable."""
+    from node.report.history import merge_history, patient_history
+    from node.retrieve.priors import pacs_history
 
+    if not datasets:
+        return []
     try:
-        return patient_history(store, datasets[0]) if datasets else []
+        local = patient_history(store, datasets[0])
     except Exception as exc:  # noqa: BLE001 - a trend must never cost the report
         log.warning("event=history_failed error=%r", f"{type(exc).__name__}: {exc}")
-        return []
+        local = []
+    try:
+        remote = pacs_history(config, datasets[0])
+    except Exception as exc:  # noqa: BLE001
+        log.warning("event=priors_failed error=%r", f"{type(exc).__name__}: {exc}")
+        remote = []
+    merged = merge_history(local, remote)
+    log.info("event=patient_history study=%s local_points=%d pacs_points=%d points=%d",
+             datasets[0].get("StudyInstanceUID", ""), len(local), len(remote), len(merged))
+    return merged
 
 
 def _build_outputs(images: list, job: Job, options: Any, replaces: list[str]) -> list[pydicom.Dataset]:
@@ -116,7 +129,7 @@ def run_job(store: Store, config: Config, job: Job, reference: Any = None) -> bo
         options = output_options(config, reference=reference)
         installation = installation_uid(store.data_dir, options.uid_root)
         options = dataclasses.replace(options, installation_uid=installation,
-                                      history=_history(store, [ds for ds, _ in images]))
+                                      history=_history(store, config, [ds for ds, _ in images]))
         outputs = _build_outputs(images, job, options, replaces)
         billing = billing_facts(images, outputs)
         recorded = []

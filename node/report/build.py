@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pydicom.dataset import Dataset
@@ -83,13 +84,18 @@ def build_study_outputs(
                      next(iter(study_uids)), len(entries),
                      ",".join(sorted({e.result.reason or e.result.status for e in entries})))
         return outputs
-    for instance_number, report in enumerate(reports, start=(max(run, 1) - 1) * RUN_INSTANCE_STRIDE + 1):
-        outputs.append(
-            measurement_sr(report, instance_number, uid_seed=uid_seed, options=options, replaces=replaces)
-        )
-        if options.picture:
+    numbered = list(enumerate(reports, start=(max(run, 1) - 1) * RUN_INSTANCE_STRIDE + 1))
+    # Each picture is drawn in a thread while the SRs are built: Pillow, numpy and the JPEG-LS
+    # encoder release the GIL, highdicom holds it, so the two overlap on a second core.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="picture") as painter:
+        pictures = [painter.submit(picture_sc, report, number, uid_seed=uid_seed, options=options)
+                    if options.picture else None for number, report in numbered]
+        for (number, report), picture in zip(numbered, pictures):
+            outputs.append(measurement_sr(report, number, uid_seed=uid_seed, options=options, replaces=replaces))
+            if picture is None:
+                continue
             try:
-                outputs.append(picture_sc(report, instance_number, uid_seed=uid_seed, options=options))
+                outputs.append(picture.result())
             except Exception as exc:  # noqa: BLE001 - the SR carries the result; a picture bug must not lose it
                 log.error("event=picture_failed study=%s hand=%s error=%r",
                           images[0][0].StudyInstanceUID, report.hand, f"{type(exc).__name__}: {exc}")

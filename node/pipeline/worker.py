@@ -94,6 +94,7 @@ def _build_outputs(images: list, job: Job, options: Any, replaces: list[str]) ->
 
 def run_job(store: Store, config: Config, job: Job, reference: Any = None) -> bool:
     """Run one claimed job to ``done`` or ``failed``; returns True when done."""
+    started, cpu_started = time.monotonic(), time.process_time()
     try:
         instances = store.study_instances(job.study_instance_uid)
         images = []
@@ -136,8 +137,9 @@ def run_job(store: Store, config: Config, job: Job, reference: Any = None) -> bo
         return False
     kinds = ",".join(k for _, _, k, _ in recorded) or "none"
     log.info(
-        "event=job_done job=J%d study=%s run=%d images=%d outputs=%s exports_queued=%d replaces=%s",
-        job.id, job.study_instance_uid, job.run, len(images), kinds, queued, ",".join(replaces) or "-",
+        "event=job_done job=J%d study=%s run=%d images=%d outputs=%s exports_queued=%d replaces=%s seconds=%.2f "
+        "cpu_seconds=%.2f", job.id, job.study_instance_uid, job.run, len(images), kinds, queued,
+        ",".join(replaces) or "-", time.monotonic() - started, time.process_time() - cpu_started,
     )
     return True
 

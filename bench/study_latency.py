@@ -9,7 +9,8 @@ complete -> SR stored"), and the stages from the node's log: ``wait`` (study com
 started), ``analyse`` (read + decode + analysis), ``build`` (SR + SC + writing them), ``export``
 (job done -> SR sent), and ``job_cpu`` (the worker's CPU seconds for the job, both threads:
 the figure the machine's load does not change). The first study is sent as soon as the node answers: its worker may
-still be warming up (``event=worker_warmed``), which then counts in its latency.
+still be warming up (``event=worker_warmed``), which then counts in its latency; with
+``--after-warm-up`` it is sent once the worker is warm.
 
     .venv/bin/python bench/study_latency.py --studies 6 --quiet 2 [--orthanc]
 """
@@ -77,6 +78,8 @@ def _run(work: Path, port: int, args: argparse.Namespace, has_sr) -> list[tuple[
     ae.maximum_pdu_size = 0
     ae.add_requested_context("1.2.840.10008.5.1.4.1.1.1")
     wait_for_scp(ae, port, "DXRNODE", work)
+    while args.after_warm_up and "event=worker_warmed" not in (work / "node.log").read_text():
+        time.sleep(0.05)
     rows = []
     for i in range(args.studies):
         ds = make_dataset(seed=i, study_uid=generate_uid())
@@ -108,6 +111,8 @@ def main() -> int:
     p.add_argument("--studies", type=int, default=6)
     p.add_argument("--quiet", type=float, default=2.0, help="quiet period, seconds")
     p.add_argument("--orthanc", action="store_true", help="DIMSE destination: a throw-away Orthanc")
+    p.add_argument("--after-warm-up", action="store_true",
+                   help="send the first study once the worker has logged event=worker_warmed")
     args = p.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="dxr-latency-"))

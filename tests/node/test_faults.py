@@ -381,12 +381,16 @@ def test_disk_full_then_freed_refuses_cleanly_and_accepts_again(tmp_path):
         store(make_image_dataset(study, rows=1448, columns=1448, seed=40), "freed")
         assert _answering(port)
     finally:
-        node.send_signal(signal.SIGTERM)
-        node.wait(30)
         try:
+            node.send_signal(signal.SIGTERM)
+            try:
+                node.wait(30)
+            except subprocess.TimeoutExpired:
+                node.kill()
+                node.wait(30)
             present, lost = _check_present(disk / "var", acked)
             orphans = _orphans(disk / "var")
-        finally:
+        finally:  # never leave the tmpfs mounted, whatever failed
             subprocess.run(["umount", str(disk)], capture_output=True, timeout=30)
     print(f"fault_figures scenario=disk_full_then_freed acked={len(acked)} present={present} lost={lost} "
           f"statuses={ {k: [hex(s) if isinstance(s, int) else s for s in v] for k, v in statuses.items()} } "

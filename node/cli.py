@@ -37,7 +37,7 @@ from node.receive.scp import start_scp
 from node.installation import log_installation
 from node.reference import load_reference
 from node.retention import Retention, run_purge
-from node.spool.verbs import QUEUE_VERBS
+from node.spool.verbs import BILLING_VERBS, QUEUE_VERBS
 from node.verbs import (
     CONFIG, DATA_DIR, NO_PROGRESS, PATHS, PIXEL_SPACING, CLIError, Verb, arg, config_from_args, open_store,
 )
@@ -178,6 +178,10 @@ def cmd_echo(args: argparse.Namespace) -> int:
             ok, message = True, f"{dest.name} (folder {dest.path}): writable"
         except OSError as exc:
             ok, message = False, f"{dest.name} (folder {dest.path}): not writable ({exc.strerror or exc})"
+    elif dest.type == "hl7":
+        from node.export.mllp import echo_hl7
+
+        ok, message = echo_hl7(dest, args.timeout)
     else:
         ok, message = _echo_dicomweb(dest, args.timeout)
     if not ok:
@@ -228,7 +232,7 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------- parser
-GROUPS = {"rules": "explain the analysis filter", "queue": "jobs and exports"}
+GROUPS = {"rules": "explain the analysis filter", "queue": "jobs and exports", "billing": "the billing record"}
 """Help text of each verb group (the word before the space in :data:`VERBS` names)."""
 
 VERBS: tuple[Verb, ...] = (
@@ -238,7 +242,7 @@ VERBS: tuple[Verb, ...] = (
         arg("--data-dir", help="spool/database/outputs folder (overrides [node] data_dir)"),
     ), cmd_serve),
     Verb("check-config", "validate a config file", (arg("config", metavar="FILE"),), cmd_check_config),
-    Verb("echo", "C-ECHO a configured destination (folder: check it is writable)", (
+    Verb("echo", "C-ECHO a configured destination (folder: check it is writable; hl7: connect)", (
         arg("destination", metavar="DESTINATION"), CONFIG,
         arg("--timeout", type=float, default=10.0, help="seconds (default 10)"),
     ), cmd_echo),
@@ -249,6 +253,7 @@ VERBS: tuple[Verb, ...] = (
         arg("--dry-run", action="store_true", help="only list what would be deleted"),
     ), run_purge),
     *QUEUE_VERBS,
+    *BILLING_VERBS,
     Verb("analyze", "measure hand radiographs (DICOM, PNG, JPEG, folders); JSON Lines on stdout", (
         PATHS,
         PIXEL_SPACING,

@@ -186,7 +186,7 @@ class Config:
 
     def summary(self, reference: Any = None) -> str:
         """``dxr-node check-config``'s two lines: the config, then the active reference set."""
-        dests = ", ".join(f"{d.name} ({d.type})" for d in self.destinations) or "none"
+        dests = ", ".join(f"{d.name} ({d.type}: {_sends(d)})" for d in self.destinations) or "none"
         active = reference.summary() if reference is not None else "none configured (T- and Z-scores will be omitted)"
         return (f"{self.path}: OK (ae_title {self.node.ae_title}, port {self.node.port}, data_dir {self.data_dir}, "
                 f"{len(self.sources)} sources, destinations: {dests}, "
@@ -198,6 +198,13 @@ class Config:
                 return dest
         known = ", ".join(d.name for d in self.destinations) or "none"
         raise ConfigError(f"{self.path}: no destination named {name!r} (configured: {known})")
+
+
+def _sends(dest: DestinationConfig) -> str:
+    """What a destination gets, for ``check-config``: ``SR+SC+PDF``, or ``ORU^R01 with PDF``."""
+    if dest.type == "hl7":
+        return "ORU^R01" + (" with PDF" if dest.embed_pdf else "")
+    return "+".join(dest.outputs)
 
 
 DEFAULT_RULES = RulesConfig(

@@ -23,6 +23,7 @@ from pydicom.uid import (
 
 __all__ = [
     "COMPREHENSIVE_SR",
+    "ENCAPSULATED_PDF",
     "NODE_MANUFACTURER",
     "SC_SOP_CLASS_PREFIX",
     "SR_SOP_CLASS_PREFIX",
@@ -53,6 +54,8 @@ SC_SOP_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 """Every Secondary Capture storage SOP class starts with this."""
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
 """The SOP class of the node's SRs."""
+ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
+"""Encapsulated PDF Storage: the node's PDF report."""
 
 NODE_MANUFACTURER = "DXR Node project"
 """Manufacturer (0008,0070) of every object the node writes; the default rules ignore it on input."""
@@ -93,7 +96,9 @@ usual dcm4chee archive compression; openjpeg: JPEG 2000)."""
 
 
 def output_kind(sop_class_uid: str) -> str:
-    """``SR``, ``SC`` or ``other``: how the queue labels an output of this SOP class."""
+    """``SR``, ``SC``, ``PDF`` or ``other``: how the queue labels an output of this SOP class."""
+    if sop_class_uid == ENCAPSULATED_PDF:
+        return "PDF"
     if sop_class_uid.startswith(SR_SOP_CLASS_PREFIX):
         return "SR"
     if sop_class_uid.startswith(SC_SOP_CLASS_PREFIX):

@@ -50,7 +50,7 @@ from analysis.locate.joints import _LENGTH_PER_SPACING, _axis_of, _bases_by_scal
 from analysis.locate.location import METACARPAL_NAMES, HandLocation, MetacarpalAxis, _refuse
 from analysis.locate.maturity import _judge_maturity
 from analysis.locate.shafts import NAMES, _fit_shafts, _Shafts
-from analysis.locate.view import _non_pa_view, _shafts_overlap
+from analysis.locate.view import _fingers_not_parallel, _no_whole_hand, _non_pa_view, _shafts_overlap
 from analysis.result import REASON_MESSAGES
 
 __all__ = ["HandLocation", "METACARPAL_NAMES", "MetacarpalAxis", "WORK_SPACING_MM", "locate_hand"]
@@ -93,6 +93,12 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
         loc = _non_pa_view(w, cluster, details)
         loc.outline_rc = outline
         return loc
+    if _fingers_not_parallel(four, u, details):
+        loc = _no_whole_hand(w, four, details) or _refuse(
+            "oblique_view", "A finger points far away from the others (curled fingers or a turned hand): not a PA "
+            "view.", view="oblique", details=details)
+        loc.outline_rc = outline
+        return loc
     s = _finger_spacing(four, v, w.spacing_mm, details)
     if s < 3:
         return _refuse("bone_not_found", outline_rc=outline, details=details)
@@ -101,6 +107,10 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
     if shafts is None:
         return _refuse("bone_not_found", outline_rc=outline, details=details)
     loc = _trace_pa_hand(image, pixel_spacing_mm, w, hand, shafts, details)  # stages 5-7
+    if loc.refusal is not None and loc.refusal[0] == "oblique_view":
+        # Four strips that are no PA hand: no view to judge when they are no whole hand at all
+        # (a limb running out of the field, a trunk), as without four fingers.
+        loc = _no_whole_hand(w, four, details) or loc
     if loc.refusal is not None:
         loc.outline_rc = outline
         return loc

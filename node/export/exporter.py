@@ -9,7 +9,8 @@ re-send after a crash never duplicates at the destination.
 
 Destination types: ``dimse`` (C-STORE SCU), ``folder`` (copy to
 ``<path>/<StudyInstanceUID>/<SOPInstanceUID>.dcm``), ``dicomweb`` (STOW-RS,
-``node.export.stow.send_stow(destination, paths) -> list[node.export.result.SendResult]``).
+``node.export.stow.send_stow(destination, paths) -> list[node.export.result.SendResult]``),
+``hl7`` (one ORU^R01 per SR over MLLP, acknowledged: ``node.export.mllp.send_hl7``).
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ def deliver(config: Config, store: Store, dest_name: str, exports: list[Export])
                    for p, e in zip(paths, exports)]
     elif dest.type == "folder":
         results = send_folder(dest, exports, store.data_dir)
+    elif dest.type == "hl7":
+        from node.export.mllp import send_hl7  # python-hl7 and highdicom: only a node with an HL7 destination
+
+        results = send_hl7(dest, store, exports)
     elif dest.type == "dimse":
         results = send_files(dest, paths, config.export.calling_ae_title or config.node.ae_title, on_result=record,
                              tls=config.tls)

@@ -34,6 +34,7 @@ from node.log import setup_logging
 from node.reference import load_reference
 from node.pipeline.headers import make_header_safe
 from node.report import build_study_outputs
+from node.report.billing import billing_facts
 from node.report.options import output_options
 from node.spool import Job, Store, StoreError, atomic_write, uid_filename
 
@@ -118,6 +119,7 @@ def run_job(store: Store, config: Config, job: Job, reference: Any = None) -> bo
         options = dataclasses.replace(options, installation_uid=installation,
                                       history=_history(store, [ds for ds, _ in images]))
         outputs = _build_outputs(images, job, options, replaces)
+        billing = billing_facts(images, outputs)
         recorded = []
         for ds in outputs:
             uid, sop_class = str(ds.SOPInstanceUID), str(ds.SOPClassUID)
@@ -126,7 +128,7 @@ def run_job(store: Store, config: Config, job: Job, reference: Any = None) -> bo
             ds.save_as(buf, enforce_file_format=True)
             atomic_write(target, buf.getbuffer(), tmp_dir=store.tmp_dir)
             recorded.append((uid, sop_class, output_kind(sop_class), str(target.relative_to(store.data_dir))))
-        queued = store.finish_job(job.id, recorded, [d.name for d in config.destinations])
+        queued = store.finish_job(job.id, recorded, {d.name: d.outputs for d in config.destinations}, billing)
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         log.error("event=job_failed job=J%d study=%s run=%d error=%r", job.id, job.study_instance_uid, job.run, error)
@@ -141,6 +143,9 @@ def run_job(store: Store, config: Config, job: Job, reference: Any = None) -> bo
         "cpu_seconds=%.2f", job.id, job.study_instance_uid, job.run, len(images), kinds, queued,
         ",".join(replaces) or "-", time.monotonic() - started, time.process_time() - cpu_started,
     )
+    log.info("event=billing_recorded job=J%d study=%s run=%d performed=%s modifier=%s reason=%s", job.id,
+             job.study_instance_uid, job.run, str(billing.performed).lower(),
+             "52" if billing.performed and billing.reduced_service else "-", billing.not_performed_reason or "-")
     return True
 
 

@@ -119,8 +119,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CLIError(f"cannot listen on {config.node.bind}:{config.node.port}: {exc.strerror or exc}") from None
     http = None
     pool = WorkerPool(config, store)
-    assembler = Assembler(store, config.study.quiet_period_seconds, stop)
-    exporter = Exporter(config, store, stop)
+    assembler = Assembler(store, config.study.quiet_period_seconds, stop, jobs_bell=pool.jobs_bell)
+    exporter = Exporter(config, store, stop, bell=pool.exports_bell)
     retention = Retention(config, store, stop)
     try:
         http = _start_http(config, store)
@@ -141,6 +141,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.info("event=node_stopping signal=%s", signal.Signals(stop_signals[0]).name)
     finally:
         stop.set()
+        pool.exports_bell.ring()  # the exporter waits on it: let it see ``stop`` now
         scp.shutdown()
         if http is not None:
             http.stop()

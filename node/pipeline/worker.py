@@ -108,6 +108,7 @@ def _build_outputs(images: list, job: Job, options: Any, replaces: list[str]) ->
 
 def run_job(store: Store, config: Config, job: Job, reference: Any = None) -> bool:
     """Run one claimed job to ``done`` or ``failed``; returns True when done."""
+    started, cpu_started = time.monotonic(), time.process_time()
     try:
         instances = store.study_instances(job.study_instance_uid)
         images = []
@@ -151,8 +152,9 @@ def run_job(store: Store, config: Config, job: Job, reference: Any = None) -> bo
         return False
     kinds = ",".join(k for _, _, k, _ in recorded) or "none"
     log.info(
-        "event=job_done job=J%d study=%s run=%d images=%d outputs=%s exports_queued=%d replaces=%s",
-        job.id, job.study_instance_uid, job.run, len(images), kinds, queued, ",".join(replaces) or "-",
+        "event=job_done job=J%d study=%s run=%d images=%d outputs=%s exports_queued=%d replaces=%s seconds=%.2f "
+        "cpu_seconds=%.2f", job.id, job.study_instance_uid, job.run, len(images), kinds, queued,
+        ",".join(replaces) or "-", time.monotonic() - started, time.process_time() - cpu_started,
     )
     log.info("event=billing_recorded job=J%d study=%s run=%d performed=%s modifier=%s reason=%s", job.id,
              job.study_instance_uid, job.run, str(billing.performed).lower(),
@@ -170,8 +172,30 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(0)
 
 
-def worker_main(config: Config, stop, index: int, parent_pid: int, poll_seconds: float = 0.2) -> None:
-    """Entry point of one worker process: claim jobs until ``stop`` is set."""
+def _warm_up(config: Config, reference: Any, index: int) -> None:
+    """Load the numba kernels and build a made-up study's outputs, so the first real study is as
+    fast as the next (about 2 s at start instead of in the first study's latency)."""
+    from analysis.warmup import warm_up as warm_up_analysis
+    from node.report.warmup import warm_up as warm_up_report
+
+    started = time.monotonic()
+    try:
+        warm_up_analysis()
+        built = warm_up_report(output_options(config, reference=reference))
+    except Exception as exc:  # noqa: BLE001 - costs only the first study's speed, never a study
+        log.warning("event=warm_up_failed worker=%d error=%r", index, f"{type(exc).__name__}: {exc}")
+        return
+    log.info("event=worker_warmed worker=%d outputs=%d seconds=%.2f", index, built, time.monotonic() - started)
+
+
+def worker_main(config: Config, stop, index: int, parent_pid: int, poll_seconds: float = 0.2, *,
+                jobs_bell: Any = None, exports_bell: Any = None) -> None:
+    """Entry point of one worker process: claim jobs until ``stop`` is set.
+
+    ``jobs_bell`` (a :class:`node.pipeline.doorbell.Doorbell`) wakes an idle worker as soon as
+    a job is queued (else it looks every ``poll_seconds``); ``exports_bell`` is rung after a
+    job's exports are queued, so the exporter sends them at once.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
     _die_with_parent(parent_pid)
     setup_logging(process_name=f"worker-{index}")
@@ -185,6 +209,7 @@ def worker_main(config: Config, stop, index: int, parent_pid: int, poll_seconds:
     except ValueError as exc:
         log.error("event=reference_unavailable error=%r", str(exc))
         reference = None
+    _warm_up(config, reference, index)
     log.info("event=worker_started worker=%d pid=%d", index, os.getpid())
     while not stop.is_set():
         if os.getppid() != parent_pid:
@@ -195,11 +220,15 @@ def worker_main(config: Config, stop, index: int, parent_pid: int, poll_seconds:
             log.error("event=worker_db_error error=%r", str(exc))
             job = None
         if job is None:
-            # Plain sleep: ``stop`` is a lock-free flag (see StopFlag), polled between jobs.
-            time.sleep(poll_seconds)
+            # ``stop`` is a lock-free flag (see StopFlag), polled between jobs.
+            if jobs_bell is not None:
+                jobs_bell.wait(poll_seconds)
+            else:
+                time.sleep(poll_seconds)
             continue
         log.info("event=job_started job=J%d study=%s run=%d attempt=%d", job.id, job.study_instance_uid, job.run, job.attempts)
-        run_job(store, config, job, reference)
+        if run_job(store, config, job, reference) and exports_bell is not None:
+            exports_bell.ring()
     store.close()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pydicom.dataset import Dataset
@@ -85,11 +86,14 @@ def build_study_outputs(
                      next(iter(study_uids)), len(entries),
                      ",".join(sorted({e.result.reason or e.result.status for e in entries})))
         return outputs
-    for instance_number, report in enumerate(reports, start=(max(run, 1) - 1) * RUN_INSTANCE_STRIDE + 1):
-        outputs.append(
-            measurement_sr(report, instance_number, uid_seed=uid_seed, options=options, replaces=replaces)
-        )
-        outputs += _picture_and_pdf(report, instance_number, uid_seed, options)
+    numbered = list(enumerate(reports, start=(max(run, 1) - 1) * RUN_INSTANCE_STRIDE + 1))
+    # Each hand's picture (and PDF) is made in a thread while the SRs are built: Pillow, numpy and
+    # the JPEG-LS encoder release the GIL, highdicom holds it, so the two overlap on a second core.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="picture") as painter:
+        pictures = [painter.submit(_picture_and_pdf, report, number, uid_seed, options) for number, report in numbered]
+        for (number, report), made in zip(numbered, pictures):
+            outputs.append(measurement_sr(report, number, uid_seed=uid_seed, options=options, replaces=replaces))
+            outputs += made.result()  # _picture_and_pdf logs and drops its own failures
     return outputs
 
 

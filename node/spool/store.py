@@ -318,6 +318,11 @@ class Store(QueueRows, BillingRows):
                 created.append(Job(cur.lastrowid, study, run, "queued", 0, None, None, now, now))
         return created
 
+    def next_study_due_at(self, quiet_period_seconds: float) -> float | None:
+        """When (Unix time, s) the earliest receiving study becomes quiet; None without one."""
+        rows = self._query("SELECT MIN(last_received_at) AS t FROM studies WHERE state='receiving'")
+        return None if not rows or rows[0]["t"] is None else float(rows[0]["t"]) + quiet_period_seconds
+
     def claim_job(self, worker_pid: int) -> Job | None:
         """Take the oldest queued job whose study has no running job (atomically), or None."""
         now = time.time()

@@ -53,7 +53,8 @@ def _profile_kernels() -> None:
     normal, tangent = np.array([0.0, 1.0]), np.array([1.0, 0.0])
     kernels.sample_profiles(image, centre, normal, tangent, offsets, 3, 1.0)
     profile = 1.0 + np.exp(-offsets**2 / 20.0)
-    p0 = np.array([0.0, 6.0, 3.0, 0.0, 1.0, 1.0, 0.0, 0.1, 0.05, 0.0, 4.0])
+    p0 = np.zeros(kernels.N_PARAMS)
+    p0[:11] = 0.0, 6.0, 3.0, 0.0, 1.0, 1.0, 0.0, 0.1, 0.05, 0.0, 4.0  # no enhancement, no display bend
     free = np.ones(kernels.N_PARAMS, dtype=np.bool_)
     free[9] = free[10] = False
     kernels.fit_one_profile(offsets, profile, p0, free, 2, kernels._GL_X, kernels._GL_W)

@@ -67,6 +67,21 @@ SR_SOP_CLASSES = (
 # --------------------------------------------------------------------------------------------
 
 
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+"""Debian's chromium, which Playwright drives headless (its own browser download is not reachable)."""
+
+
+def browser_missing() -> str | None:
+    """Why a headless-browser test cannot run here (no chromium, no Playwright), or None."""
+    if CHROMIUM is None:
+        return "Debian chromium is not installed (make debs)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright (Python) is not installed (make venv)"
+    return None
+
+
 def free_port() -> int:
     """Return a TCP port that is free on the loopback interface right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -7,7 +7,6 @@ Debian's headless chromium (``executable_path``). The screenshot is kept in ``ou
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,23 +15,16 @@ import analysis
 from node.reference import load_reference_dir
 from node.report import OutputOptions, build_study_outputs
 from tests.integration.ohif_server import OHIF_DIST, REPO, OhifServer
-from tests.integration.servers import OrthancServer
+from tests.integration.servers import CHROMIUM, OrthancServer, browser_missing
 from tests.node.outputs_inputs import hand_dataset, save
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOT_DIR = REPO / "out" / "ohif"
 
 
 def _requirements() -> str | None:
     if not (OHIF_DIST / "index.html").is_file():
         return f"the OHIF app is not unpacked in {OHIF_DIST} (make ohif)"
-    if CHROMIUM is None:
-        return "Debian chromium is not installed (make debs)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "playwright (Python) is not installed (make venv)"
-    return None
+    return browser_missing()
 
 
 @pytest.fixture(scope="module")

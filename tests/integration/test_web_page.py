@@ -9,7 +9,6 @@ on that destination's port and the page's Retry buttons deliver them. Screenshot
 from __future__ import annotations
 
 import re
-import shutil
 import urllib.error
 import urllib.request
 import uuid
@@ -17,22 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.servers import HOST, RESULT_TIMEOUT_SECONDS, OrthancServer, free_port, wait_until
+from tests.integration.servers import (
+    CHROMIUM, HOST, RESULT_TIMEOUT_SECONDS, OrthancServer, browser_missing, free_port, wait_until,
+)
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 REPO = Path(__file__).resolve().parents[2]
 SHOT_DIR = REPO / "out" / "web"
 TOKEN = "web-test-" + uuid.uuid4().hex
-
-
-def _requirements() -> str | None:
-    if CHROMIUM is None:
-        return "Debian chromium is not installed (make debs)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "playwright (Python) is not installed (make venv)"
-    return None
 
 
 @pytest.fixture
@@ -57,7 +47,7 @@ def _get(url: str, token: str | None) -> tuple[int, str]:
 
 
 def test_the_page_signs_in_requests_shows_the_result_and_retries(archive, node_factory, write_phantom_study, tmp_path):
-    why = _requirements()
+    why = browser_missing()
     if why:
         pytest.skip(why)
     from playwright.sync_api import sync_playwright

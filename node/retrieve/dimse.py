@@ -96,11 +96,7 @@ def _text(ds: Dataset, keyword: str) -> str:
 def find_studies(assoc: Any, pacs: DestinationConfig, query: StudyQuery) -> list[StudyMatch]:
     """Study Root C-FIND at STUDY level for ``query`` on an open association."""
     identifiers = _c_find(assoc, pacs, _identifier("STUDY", query.study_keys(), _STUDY_RETURN_KEYS))
-    matches = [StudyMatch(study_uid=_text(d, "StudyInstanceUID"), accession=_text(d, "AccessionNumber"),
-                          patient_id=_text(d, "PatientID"), study_date=_text(d, "StudyDate"),
-                          modalities=_text(d, "ModalitiesInStudy"), description=_text(d, "StudyDescription"))
-               for d in identifiers if _text(d, "StudyInstanceUID")]
-    return sorted(matches, key=lambda m: (m.study_date, m.study_uid))
+    return StudyMatch.sorted_from(identifiers, _text)
 
 
 def has_hand_series(assoc: Any, pacs: DestinationConfig, study_uid: str) -> bool:

@@ -7,7 +7,9 @@ Shared by the DIMSE (C-FIND/C-MOVE, :mod:`node.retrieve.dimse`) and DICOMweb (QI
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["HAND_BODY_PARTS", "HAND_MODALITIES", "RetrieveError", "StudyMatch", "StudyQuery", "dicom_date",
            "is_hand_series"]
@@ -97,6 +99,16 @@ class StudyMatch:
     study_date: str = ""
     modalities: str = ""
     description: str = ""
+
+    @classmethod
+    def sorted_from(cls, found: list[Any], value: Callable[[Any, str], str]) -> list[StudyMatch]:
+        """The matches in ``found`` (C-FIND identifiers or QIDO-RS JSON objects, read with
+        ``value(item, keyword)``) that carry a Study Instance UID, oldest first."""
+        matches = [cls(study_uid=value(i, "StudyInstanceUID"), accession=value(i, "AccessionNumber"),
+                       patient_id=value(i, "PatientID"), study_date=value(i, "StudyDate"),
+                       modalities=value(i, "ModalitiesInStudy"), description=value(i, "StudyDescription"))
+                   for i in found if value(i, "StudyInstanceUID")]
+        return sorted(matches, key=lambda m: (m.study_date, m.study_uid))
 
     def label(self) -> str:
         """``study <uid> (accession A, 20260102)`` for messages."""

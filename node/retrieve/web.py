@@ -56,11 +56,7 @@ def find_studies_web(pacs: DestinationConfig, query: StudyQuery, timeout_seconds
     client = web_client(pacs, timeout_seconds)
     found = web_call(pacs, "QIDO-RS", client.search_for_studies, search_filters=query.study_keys(),
                   fields=list(_TAGS)[:6]) or []
-    matches = [StudyMatch(study_uid=json_value(i, "StudyInstanceUID"), accession=json_value(i, "AccessionNumber"),
-                          patient_id=json_value(i, "PatientID"), study_date=json_value(i, "StudyDate"),
-                          modalities=json_value(i, "ModalitiesInStudy"), description=json_value(i, "StudyDescription"))
-               for i in found if json_value(i, "StudyInstanceUID")]
-    return sorted(matches, key=lambda m: (m.study_date, m.study_uid))
+    return StudyMatch.sorted_from(found, json_value)
 
 
 def has_hand_series_web(pacs: DestinationConfig, study_uid: str, timeout_seconds: float) -> bool:

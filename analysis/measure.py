@@ -244,13 +244,12 @@ def _fit_median_profile(image, centers, normal, tangent, offsets, n_lines, step,
 
 def _processing(offsets, profiles, p0, free, sigma0, sigma_max):
     """The detector blur, edge enhancement and display bend of one bone from a subset of its
-    profiles: ``(sigma, amount, ratio, bend (g, h), median rms, fitted parameters)``, the medians
-    of their fits with ``free`` parameters (sigma held at ``sigma_max`` px when wider, see
-    MAX_BLUR_MM); the fitted parameters are the start values where a fit failed."""
+    profiles: ``(sigma, amount, ratio, bend (g, h), median rms)``, the medians of their fits with
+    ``free`` parameters (sigma held at ``sigma_max`` px when wider, see MAX_BLUR_MM)."""
     p_sub, rms, _, st = kernels.fit_profiles(offsets, profiles, p0, free, SUBSET_MAX_ITER)
     good = (st != kernels.FIT_BAD_INPUT) & np.isfinite(rms)
     if not good.any():
-        return sigma0, p0[0, 9], p0[0, 10], p0[0, 11:13].copy(), np.inf, p0
+        return sigma0, p0[0, 9], p0[0, 10], p0[0, 11:13].copy(), np.inf
     sigma = float(np.median(p_sub[good, 4]))
     if sigma > sigma_max:
         # Wider than any detector blur: the fit is blurring a gradual (trabecularised) inner
@@ -264,9 +263,8 @@ def _processing(offsets, profiles, p0, free, sigma0, sigma_max):
         good_held = (st != kernels.FIT_BAD_INPUT) & np.isfinite(rms_held)
         if good_held.any():
             p_sub, rms, good = p_held, rms_held, good_held
-    fitted = np.where(good[:, None], p_sub, p0)
     return (sigma, float(np.median(p_sub[good, 9])), float(np.median(p_sub[good, 10])),
-            np.median(p_sub[good, 11:13], axis=0), float(np.median(rms[good])), fitted)
+            np.median(p_sub[good, 11:13], axis=0), float(np.median(rms[good])))
 
 
 def measure_bone(image_bone_bright: np.ndarray, axis: Any, pixel_spacing_mm: float, name: str) -> BoneResult:
@@ -416,12 +414,11 @@ def measure_bone(image_bone_bright: np.ndarray, axis: Any, pixel_spacing_mm: flo
     straight[11] = straight[12] = False
     p0_straight = p0.copy()
     p0_straight[:, 11:13] = 0.0
-    sigma, amount, ratio, bend, rms_straight, p_straight = _processing(offsets, profiles[sub], p0_straight[sub],
-                                                                        straight, sigma0, sigma_max)
-    # The bent fit starts where the straight one ended (a few iterations instead of a full fit).
-    bent = _processing(offsets, profiles[sub], p_straight, free, sigma0, sigma_max)
+    sigma, amount, ratio, bend, rms_straight = _processing(offsets, profiles[sub], p0_straight[sub], straight,
+                                                            sigma0, sigma_max)
+    bent = _processing(offsets, profiles[sub], p0[sub], free, sigma0, sigma_max)
     if bent[4] < BEND_MIN_RMS_RATIO * rms_straight:
-        sigma, amount, ratio, bend, _, _ = bent
+        sigma, amount, ratio, bend, _ = bent
     if amount < MIN_UNSHARP_AMOUNT:
         amount = 0.0  # no measurable enhancement: the cheaper exact model without it
     p0[:, 4], p0[:, 9], p0[:, 10] = sigma, amount, ratio

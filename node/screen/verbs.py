@@ -45,13 +45,18 @@ def _config_and_dest(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _reference(config: Any) -> Any:
-    """The reference set of ``[reference]`` in the config, else the shipped default (as analyze)."""
+    """The set of the config's ``[reference]``; without one the shipped default set (as analyze).
+
+    A screen exists to find low T-scores: a config made for ``--from`` alone (no ``[reference]``)
+    must not silently give rows without them.
+    """
     from node.reference import DEFAULT_TABLE, load_reference, load_reference_dir
     from node.research import DEFAULT_REFERENCE_DIR
 
     try:
-        return load_reference(config) if config is not None else load_reference_dir(DEFAULT_REFERENCE_DIR,
-                                                                                   DEFAULT_TABLE)
+        if config is not None and config.reference.dir is not None:
+            return load_reference(config)
+        return load_reference_dir(DEFAULT_REFERENCE_DIR, DEFAULT_TABLE)
     except ValueError as exc:
         raise CLIError(str(exc), 2) from None
 
@@ -95,6 +100,9 @@ def cmd_screen(args: argparse.Namespace) -> int:
     _check_args(args)
     config, dest = _config_and_dest(args)
     reference = _reference(config)
+    if not args.no_progress:
+        print(f"dxr-node screen: reference {reference.summary() if reference is not None else 'none'}",
+              file=sys.stderr, flush=True)
     out_dir = Path(args.out)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,117 @@
+"""``dxr-node screen`` throughput on 1 and 2 Dask worker processes over the same phantom films.
+
+Usage::
+
+    .venv/bin/python bench/screen_scaling.py [--films 200] [--distinct 10] [--workers 1 2] [--json]
+
+Writes ``--films`` DICOM files (``--distinct`` different phantom hands from tests/phantom.py,
+2400 x 1800 px at 0.1 mm like a real CR hand film, copied under different names so every file
+is a separate input), then for each worker count:
+
+* starts a LocalCluster of that many single-threaded worker processes and registers the
+  screen's worker plugin (numba kernels loaded, reference set): the *start-up* time;
+* screens every film exactly as ``dxr-node screen`` does (:func:`node.screen.run._screen_items`,
+  bounded task window, Parquet batches): the *steady* rate in images/s;
+
+and prints images/s per worker count and the scaling efficiency ``rate(N) / (N * rate(1))``.
+The machine may be shared: the 1-minute load average before and after each run is printed and
+should be reported with the figures (other jobs on the cores depress the multi-worker rate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def _make_films(folder: Path, films: int, distinct: int) -> list[Path]:
+    from tests.phantom import make_dataset, make_hand
+
+    originals = []
+    for k in range(distinct):
+        image, truth = make_hand(k, spacing_mm=0.1, field_mm=(240.0, 180.0), cortical_scale=1.0 - 0.03 * (k % 10))
+        path = folder / f"original-{k:02d}.dcm"
+        make_dataset(image, truth, patient_id=f"BENCH-{k:02d}", sex="F", age="062Y").save_as(path,
+                                                                                            enforce_file_format=True)
+        originals.append(path)
+    paths = []
+    for i in range(films):
+        path = folder / "films" / f"film-{i:04d}.dcm"
+        path.parent.mkdir(exist_ok=True)
+        shutil.copyfile(originals[i % distinct], path)
+        paths.append(path)
+    return paths
+
+
+def _run(n_workers: int, films_dir: Path, out_dir: Path) -> dict:
+    """One screen of every film on a fresh LocalCluster of ``n_workers`` processes; timings."""
+    from distributed import Client, LocalCluster
+
+    from node.reference import DEFAULT_TABLE, load_reference_dir
+    from node.research import DEFAULT_REFERENCE_DIR
+    from node.screen.results import ResultWriter, read_results
+    from node.screen.run import Progress, _screen_items
+    from node.screen.sources import file_items
+    from node.screen.worker import ScreenPlugin
+
+    items = file_items([str(films_dir)])
+    load_before = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        reference = load_reference_dir(DEFAULT_REFERENCE_DIR, DEFAULT_TABLE)
+        client.register_plugin(ScreenPlugin(reference, {"pixel_spacing_mm": None, "dest": None}))
+        t1 = time.perf_counter()
+        writer = ResultWriter(out_dir)
+        _screen_items(client, items, writer, Progress(len(items), enabled=False))
+        writer.close()
+        t2 = time.perf_counter()
+    rows = read_results(out_dir).to_pylist()
+    return {"workers": n_workers, "images": len(rows), "ok": sum(r["status"] == "ok" for r in rows),
+            "startup_s": round(t1 - t0, 2), "screen_s": round(t2 - t1, 2),
+            "images_per_s": round(len(rows) / (t2 - t1), 3),
+            "load_1min_before": round(load_before, 2), "load_1min_after": round(os.getloadavg()[0], 2)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--films", type=int, default=200)
+    parser.add_argument("--distinct", type=int, default=10, help="different phantom hands among the films")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="screen-bench-") as tmp:
+        folder = Path(tmp)
+        t = time.perf_counter()
+        _make_films(folder, args.films, args.distinct)
+        print(f"{args.films} films ({args.distinct} distinct phantoms, 2400 x 1800 px) written in "
+              f"{time.perf_counter() - t:.1f} s; {os.cpu_count()} cores", file=sys.stderr)
+        results = [_run(n, folder / "films", folder / f"out-{n}") for n in args.workers]
+    base = next((r["images_per_s"] for r in results if r["workers"] == 1), None)
+    for r in results:
+        r["speedup"] = round(r["images_per_s"] / base, 3) if base else None
+        r["efficiency"] = round(r["images_per_s"] / (base * r["workers"]), 3) if base else None
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    print(f"{'workers':>7} {'images':>6} {'ok':>4} {'startup s':>9} {'screen s':>8} {'images/s':>8} {'speedup':>7} "
+          f"{'efficiency':>10} {'load before/after':>17}")
+    for r in results:
+        print(f"{r['workers']:>7} {r['images']:>6} {r['ok']:>4} {r['startup_s']:>9} {r['screen_s']:>8} "
+              f"{r['images_per_s']:>8} {r['speedup']!s:>7} {r['efficiency']!s:>10} "
+              f"{r['load_1min_before']:>8}/{r['load_1min_after']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from hashlib import sha1
 from pathlib import Path
 from typing import Any
 
+from node.verbs import CLIError
 from node.screen.results import ResultWriter, existing_keys, read_results
 from node.screen.summary import followup_rows, summarise, write_followup
 from node.screen.worker import ScreenPlugin, error_row, screen_item
@@ -25,7 +27,7 @@ __all__ = ["ScreenOptions", "run_screen", "Progress"]
 
 log = logging.getLogger("dxr.screen")
 
-CONNECT_TIMEOUT_SECONDS = 30.0
+CONNECT_TIMEOUT_SECONDS = 15.0
 TASKS_PER_WORKER_THREAD = 4
 """Tasks kept on the cluster per worker thread: enough to keep every core busy, not the archive."""
 
@@ -78,16 +80,32 @@ class Progress:
             sys.stderr.flush()
 
 
+def _quiet_dask_logs() -> None:
+    """Dask's own log lines (tracebacks on a lost connection) off this terminal: the run says it in one line."""
+    names = [n for n in logging.root.manager.loggerDict if n == "distributed" or n.startswith("distributed.")]
+    for name in ["distributed", *names]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def _open_client(options: ScreenOptions) -> tuple[Any, Any]:
     """``(client, cluster or None)``: the given scheduler, or a new LocalCluster of worker processes."""
     from distributed import Client, LocalCluster
 
+    _quiet_dask_logs()
     if options.scheduler:
-        return Client(options.scheduler, timeout=CONNECT_TIMEOUT_SECONDS), None
+        try:
+            return Client(options.scheduler, timeout=CONNECT_TIMEOUT_SECONDS), None
+        except (OSError, ValueError) as exc:  # refused, timed out, a malformed address
+            raise CLIError(f"cannot reach the Dask scheduler at {options.scheduler}: {type(exc).__name__}: "
+                           f"{str(exc)[:200]}") from None
     # One thread per process: the analysis is CPU-bound Python/numba, processes use the cores.
     cluster = LocalCluster(n_workers=options.workers, threads_per_worker=1, processes=True,
                            dashboard_address=None, silence_logs=logging.ERROR)
     return Client(cluster), cluster
+
+
+class ClusterLost(Exception):
+    """The cluster cancelled a task (scheduler lost): the run stops, the image gets no error row."""
 
 
 def _task_key(run_id: str, item_key: str) -> str:
@@ -100,6 +118,8 @@ def _result_row(future: Any, item: dict[str, Any]) -> dict[str, Any]:
 
     try:
         return future.result()
+    except CancelledError:  # the scheduler is gone (or the run is stopping): not this image's fault
+        raise ClusterLost(future.key) from None
     except KilledWorker:
         return error_row(item, "worker_lost", "The Dask workers analysing this image died repeatedly.")
     except Exception as exc:  # pickling, a cancelled task: this image's row says so, the run goes on
@@ -164,7 +184,11 @@ def run_screen(options: ScreenOptions) -> int:
             client.register_plugin(ScreenPlugin(options.reference, {"pixel_spacing_mm": options.pixel_spacing_mm,
                                                                     "dest": options.dest}))
             progress = Progress(len(todo), options.progress)
-            _screen_items(client, todo, writer, progress)
+            try:
+                _screen_items(client, todo, writer, progress)
+            except ClusterLost:
+                raise CLIError(f"lost the Dask cluster after {progress.done} of {len(todo)} images; the rows written "
+                               "are kept, run the same command again to go on") from None
         finally:
             writer.close()  # what arrived is kept, even when the run is interrupted
             client.close()

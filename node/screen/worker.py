@@ -98,8 +98,9 @@ def _screen_dicomweb(item: dict[str, Any], reference: Any, spacing: float | None
 
     dest = _STATE["options"]["dest"]
     try:
+        # As stored (transfer-syntax=*): the PACS need not decompress; the analysis decodes.
         ds = _wado_client(dest).retrieve_instance(item["StudyInstanceUID"], item["SeriesInstanceUID"],
-                                                  item["SOPInstanceUID"])
+                                                  item["SOPInstanceUID"], media_types=(("application/dicom", "*"),))
     except Exception as exc:  # HTTP errors, timeouts, a broken multipart: this image's row says so
         return error_row(item, "retrieve_failed",
                          f"WADO-RS retrieve from {dest.name} failed ({type(exc).__name__}: {str(exc)[:200]}).")

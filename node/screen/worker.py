@@ -34,9 +34,14 @@ def warm_kernels() -> float:
     numba loads (or compiles) a kernel on its first call per argument type: calling each once
     on a tiny array here moves that cost out of the first image every worker analyses.
     """
+    started = time.perf_counter()
+    # The analysis imports these on its first image (scipy, the hand finder, the profile fit).
+    import analysis.calibration  # noqa: F401
+    import analysis.indices  # noqa: F401
+    import analysis.locate  # noqa: F401
+    import analysis.measure  # noqa: F401
     from analysis import image_kernels as k
 
-    started = time.perf_counter()
     image = np.linspace(0.0, 1.0, 64 * 64).reshape(64, 64)
     for dtype in (np.uint16, np.int16, np.uint8):
         k.stored_to_float(np.zeros((8, 8), dtype), 1.0, 0.0, invert=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 from node.verbs import CLIError
 from node.screen.results import ResultWriter, existing_keys, read_results
-from node.screen.summary import followup_rows, summarise, write_followup
+from node.screen.summary import SUMMARY_COLUMNS, followup_from_table, summarise, write_followup
 from node.screen.worker import ScreenPlugin, error_row, screen_item
 
 __all__ = ["ScreenOptions", "run_screen", "Progress"]
@@ -159,10 +159,10 @@ def _screen_items(client: Any, items: list[dict[str, Any]], writer: ResultWriter
 
 def _finish(out_dir: Path, threshold: float) -> str:
     """Write ``followup.csv`` from every row in ``out_dir``; the summary text."""
-    rows = read_results(out_dir).to_pylist()
-    followup = followup_rows(rows, threshold)
+    table = read_results(out_dir, SUMMARY_COLUMNS)
+    followup = followup_from_table(table, threshold)
     write_followup(out_dir / "followup.csv", followup)
-    return summarise(rows, threshold, followup)
+    return summarise(table, threshold, followup)
 
 
 def run_screen(options: ScreenOptions) -> int:

@@ -19,13 +19,14 @@ from hashlib import sha1
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from node.cli import main
-from node.screen.results import read_results
-from node.screen.summary import followup_rows
+from node.screen.results import SCHEMA, read_results
+from node.screen.summary import SUMMARY_COLUMNS, followup_from_table, followup_rows
 from tests.phantom import make_dataset, make_hand
 
 # (file, patient, seed, cortical_scale): 1.0 is the phantom's normal adult cortex (T about -1..0 at
@@ -180,6 +181,10 @@ def test_followup_takes_each_patients_lowest_t_score_against_the_threshold():
     assert [(r["patient_id"], r["lowest_t_score"]) for r in listed] == [(None, -3.0), ("P1", -2.6), ("P2", -2.5)]
     assert [r["images_measured"] for r in listed] == [1, 2, 1]
     assert [r["patient_id"] for r in followup_rows(rows, -2.55)] == [None, "P1"]
+    # The Arrow path the verb takes (only the listed patients' rows become dicts) gives the same list.
+    table = pa.Table.from_pylist([r | {c: None for c in SUMMARY_COLUMNS if c not in r} for r in rows],
+                                 schema=pa.schema([SCHEMA.field(c) for c in SUMMARY_COLUMNS]))
+    assert followup_from_table(table, -2.5) == listed
 
 
 @pytest.mark.parametrize("argv, message", [

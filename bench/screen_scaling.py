@@ -11,7 +11,8 @@ is a separate input), then for each worker count:
 * starts a LocalCluster of that many single-threaded worker processes and registers the
   screen's worker plugin (numba kernels loaded, reference set): the *start-up* time;
 * screens every film exactly as ``dxr-node screen`` does (:func:`node.screen.run._screen_items`,
-  bounded task window, Parquet batches): the *steady* rate in images/s;
+  bounded task window, Parquet batches): the *steady* rate in images/s, and the mean wall and
+  CPU seconds of one task on its worker (wall above CPU: the worker waited for a core);
 
 and prints images/s per worker count and the scaling efficiency ``rate(N) / (N * rate(1))``.
 The machine may be shared: the 1-minute load average before and after each run is printed and
@@ -80,6 +81,8 @@ def _run(n_workers: int, films_dir: Path, out_dir: Path) -> dict:
     return {"workers": n_workers, "images": len(rows), "ok": sum(r["status"] == "ok" for r in rows),
             "startup_s": round(t1 - t0, 2), "screen_s": round(t2 - t1, 2),
             "images_per_s": round(len(rows) / (t2 - t1), 3),
+            "task_wall_s": round(sum(r["task_wall_seconds"] for r in rows) / len(rows), 3),
+            "task_cpu_s": round(sum(r["task_cpu_seconds"] for r in rows) / len(rows), 3),
             "load_1min_before": round(load_before, 2), "load_1min_after": round(os.getloadavg()[0], 2)}
 
 
@@ -88,15 +91,20 @@ def main() -> int:
     parser.add_argument("--films", type=int, default=200)
     parser.add_argument("--distinct", type=int, default=10, help="different phantom hands among the films")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--films-dir", type=Path, help="keep the films here and reuse them when already there")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="screen-bench-") as tmp:
-        folder = Path(tmp)
-        t = time.perf_counter()
-        _make_films(folder, args.films, args.distinct)
-        print(f"{args.films} films ({args.distinct} distinct phantoms, 2400 x 1800 px) written in "
-              f"{time.perf_counter() - t:.1f} s; {os.cpu_count()} cores", file=sys.stderr)
-        results = [_run(n, folder / "films", folder / f"out-{n}") for n in args.workers]
+        folder = args.films_dir or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        if len(list((folder / "films").glob("*.dcm"))) != args.films:
+            t = time.perf_counter()
+            shutil.rmtree(folder / "films", ignore_errors=True)
+            _make_films(folder, args.films, args.distinct)
+            print(f"{args.films} films ({args.distinct} distinct phantoms, 2400 x 1800 px) written in "
+                  f"{time.perf_counter() - t:.1f} s", file=sys.stderr)
+        print(f"{os.cpu_count()} cores; 1-minute load average {os.getloadavg()[0]:.2f}", file=sys.stderr)
+        results = [_run(n, folder / "films", Path(tmp) / f"out-{n}") for n in args.workers]
     base = next((r["images_per_s"] for r in results if r["workers"] == 1), None)
     for r in results:
         r["speedup"] = round(r["images_per_s"] / base, 3) if base else None
@@ -105,11 +113,11 @@ def main() -> int:
         print(json.dumps(results, indent=1))
         return 0
     print(f"{'workers':>7} {'images':>6} {'ok':>4} {'startup s':>9} {'screen s':>8} {'images/s':>8} {'speedup':>7} "
-          f"{'efficiency':>10} {'load before/after':>17}")
+          f"{'efficiency':>10} {'task wall/cpu s':>15} {'load before/after':>17}")
     for r in results:
         print(f"{r['workers']:>7} {r['images']:>6} {r['ok']:>4} {r['startup_s']:>9} {r['screen_s']:>8} "
               f"{r['images_per_s']:>8} {r['speedup']!s:>7} {r['efficiency']!s:>10} "
-              f"{r['load_1min_before']:>8}/{r['load_1min_after']}")
+              f"{r['task_wall_s']:>7}/{r['task_cpu_s']:<7} {r['load_1min_before']:>8}/{r['load_1min_after']}")
     return 0
 
 

@@ -67,6 +67,8 @@ SCHEMA = pa.schema([
     ("age_years", pa.float64()),
     ("analysis_version", pa.string()),
     ("worker", pa.string()),
+    ("task_wall_seconds", pa.float64()),
+    ("task_cpu_seconds", pa.float64()),
     ("screened_at", pa.timestamp("s", tz="UTC")),
 ])
 """The columns of every results file (lengths in mm, DXR-BMD in g/cm², T and Z in SD)."""

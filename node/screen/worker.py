@@ -121,6 +121,15 @@ def screen_item(item: dict[str, Any]) -> dict[str, Any]:
     item : dict
         From :mod:`node.screen.sources`.
     """
+    wall, cpu = time.perf_counter(), time.process_time()
+    row = _screen(item)
+    # Wall against CPU time tells a slow image from a worker starved by other processes.
+    row.update(task_wall_seconds=round(time.perf_counter() - wall, 4),
+               task_cpu_seconds=round(time.process_time() - cpu, 4))
+    return row
+
+
+def _screen(item: dict[str, Any]) -> dict[str, Any]:
     from node.research import analyse_file
     from node.screen.results import flatten
 

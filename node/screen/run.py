@@ -122,7 +122,7 @@ def _result_row(future: Any, item: dict[str, Any]) -> dict[str, Any]:
         raise ClusterLost(future.key) from None
     except KilledWorker:
         return error_row(item, "worker_lost", "The Dask workers analysing this image died repeatedly.")
-    except Exception as exc:  # pickling, a cancelled task: this image's row says so, the run goes on
+    except Exception as exc:  # pickling or another task failure: this image's row says so, the run goes on
         return error_row(item, "analysis_error", f"The Dask task failed ({type(exc).__name__}: {str(exc)[:200]}).")
 
 

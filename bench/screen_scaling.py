@@ -15,8 +15,9 @@ is a separate input), then for each worker count:
   CPU seconds of one task on its worker (wall above CPU: the worker waited for a core);
 
 and prints images/s per worker count and the scaling efficiency ``rate(N) / (N * rate(1))``.
-The machine may be shared: the 1-minute load average before and after each run is printed and
-should be reported with the figures (other jobs on the cores depress the multi-worker rate).
+The machine may be shared: the 1-minute load average before and after each run is printed, and
+the cores in use during the screen, by this benchmark (client, scheduler, workers) and by every
+other process (from /proc/stat), so the figures can be read against what else ran.
 """
 
 from __future__ import annotations
@@ -54,6 +55,27 @@ def _make_films(folder: Path, films: int, distinct: int) -> list[Path]:
     return paths
 
 
+def _cpu_seconds() -> tuple[float, float]:
+    """(busy CPU seconds of the whole machine since boot, CPU seconds of this process and its children).
+
+    Their differences over a run give the CPU the other users of the machine took meanwhile.
+    """
+    import psutil
+
+    with open("/proc/stat") as fh:
+        user, nice, system, idle, iowait, irq, softirq, steal = map(int, fh.readline().split()[1:9])
+    busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    mine = 0.0
+    me = psutil.Process()
+    for proc in (me, *me.children(recursive=True)):
+        try:
+            times = proc.cpu_times()
+            mine += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return busy, mine
+
+
 def _run(n_workers: int, films_dir: Path, out_dir: Path) -> dict:
     """One screen of every film on a fresh LocalCluster of ``n_workers`` processes; timings."""
     from distributed import Client, LocalCluster
@@ -74,15 +96,19 @@ def _run(n_workers: int, films_dir: Path, out_dir: Path) -> dict:
         client.register_plugin(ScreenPlugin(reference, {"pixel_spacing_mm": None, "dest": None}))
         t1 = time.perf_counter()
         writer = ResultWriter(out_dir)
+        busy1, mine1 = _cpu_seconds()
         _screen_items(client, items, writer, Progress(len(items), enabled=False))
         writer.close()
         t2 = time.perf_counter()
+        busy2, mine2 = _cpu_seconds()
     rows = read_results(out_dir).to_pylist()
     return {"workers": n_workers, "images": len(rows), "ok": sum(r["status"] == "ok" for r in rows),
             "startup_s": round(t1 - t0, 2), "screen_s": round(t2 - t1, 2),
             "images_per_s": round(len(rows) / (t2 - t1), 3),
             "task_wall_s": round(sum(r["task_wall_seconds"] for r in rows) / len(rows), 3),
             "task_cpu_s": round(sum(r["task_cpu_seconds"] for r in rows) / len(rows), 3),
+            "bench_cores": round((mine2 - mine1) / (t2 - t1), 2),
+            "other_cores": round(max((busy2 - busy1) - (mine2 - mine1), 0.0) / (t2 - t1), 2),
             "load_1min_before": round(load_before, 2), "load_1min_after": round(os.getloadavg()[0], 2)}
 
 
@@ -113,11 +139,12 @@ def main() -> int:
         print(json.dumps(results, indent=1))
         return 0
     print(f"{'workers':>7} {'images':>6} {'ok':>4} {'startup s':>9} {'screen s':>8} {'images/s':>8} {'speedup':>7} "
-          f"{'efficiency':>10} {'task wall/cpu s':>15} {'load before/after':>17}")
+          f"{'efficiency':>10} {'task wall/cpu s':>15} {'cores bench/others':>18} {'load before/after':>17}")
     for r in results:
         print(f"{r['workers']:>7} {r['images']:>6} {r['ok']:>4} {r['startup_s']:>9} {r['screen_s']:>8} "
               f"{r['images_per_s']:>8} {r['speedup']!s:>7} {r['efficiency']!s:>10} "
-              f"{r['task_wall_s']:>7}/{r['task_cpu_s']:<7} {r['load_1min_before']:>8}/{r['load_1min_after']}")
+              f"{r['task_wall_s']:>7}/{r['task_cpu_s']:<7} {r['bench_cores']:>9}/{r['other_cores']:<8} "
+              f"{r['load_1min_before']:>8}/{r['load_1min_after']}")
     return 0
 
 

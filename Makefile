@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 CONFIG ?= config/node.toml
 # Debian packages the tests need: the real PACS, the real modality, the real validators, and
 # the browser the OHIF viewer test drives (Debian's chromium, used by Playwright via executable_path).
-TEST_DEBS := orthanc orthanc-dicomweb dcmtk dicom3tools chromium
+TEST_DEBS := orthanc orthanc-dicomweb dcmtk dicom3tools chromium poppler-utils
 # The OHIF viewer test: the built app shipped in the @ohif/app npm tarball, unpacked here.
 OHIF_VERSION := 3.13.2
 OHIF_DIR := .cache/ohif

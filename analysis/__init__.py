@@ -64,6 +64,13 @@ def age_from_dataset(ds: Any) -> float | None:
     return None
 
 
+ADULT_MIN_AGE_YEARS = 18.0
+"""Youngest patient age (years, from the header or given) that is analysed: DXR-BMD and its
+references are adults'; paediatric DXR uses its own tables up to 17-18 years
+(../shared/research/dxr-method.md section 1.4). A younger patient's film is refused
+``immature_skeleton`` before the image is looked at, whatever the hand looks like."""
+
+
 def analyse(
     dataset: Any,
     *,
@@ -141,6 +148,9 @@ def analyse_image(
         check_spacing(float(pixel_spacing_mm))
     except CalibrationError as exc:
         return refused(exc.reason, exc.message, **base)
+    if age_years is not None and age_years < ADULT_MIN_AGE_YEARS:
+        return refused("immature_skeleton", f"The patient is {age_years:.0f} years old: DXR-BMD is only defined for "
+                       f"adults (from {ADULT_MIN_AGE_YEARS:g} years).", **base)
     if image.ndim != 2 or not np.isfinite(image).all():
         return AnalysisResult(status="error", reason="unreadable",
                               message="The image is not a finite two-dimensional grayscale array.", **base)

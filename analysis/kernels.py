@@ -9,7 +9,7 @@ Two hot loops live here:
 
 The profile model (all lengths in pixels along the profile, ``x = 0`` on the given axis)::
 
-    f(x) = b0 + b1*x + A1*U(x - c; R) - A2*U(x - c - e; r)
+    f(x) = b0 + b1*x + v(x) + g*v(x)^2 + h*v(x)^3,   v(x) = A1*U(x - c; R) - A2*U(x - c - e; r)
     U(y; R) = (1 + k)*B(y; R, s) - k*B(y; R, s*sqrt(1 + m^2))
 
     B(y; R, s) = integral 2*sqrt(R^2 - t^2) * G_s(y - t) dt   (chord of a disc, blurred)
@@ -20,7 +20,12 @@ Gaussian blur sigma, ``b0 + b1*x`` the soft-tissue background, ``A1`` the cortic
 attenuation and ``A2`` the cortex-minus-marrow attenuation. ``U`` is the vendor's edge
 enhancement (unsharp mask ``image + k*(image - G_w * image)`` with ``w = m*s``): a Gaussian
 blur of a blurred disc is a blurred disc with the variances added, so the enhanced profile
-stays analytic; the linear background is unchanged by it. ``k = 0`` is an unprocessed image. Walls: ``R - r + e`` on the low-x
+stays analytic; the linear background is unchanged by it. ``k = 0`` is an unprocessed image.
+``g`` and ``h`` bend the bone signal ``v`` as a display curve does (gamma, film-like S-curve, a
+raw signal linear in exposure instead of attenuation): the second- and third-order terms of any
+smooth monotone curve over the bone's grey range (an S-curve centred on the bone is mostly
+third-order); ``g = h = 0`` is grey linear in attenuation. Their scale is that of ``v``: fit
+profiles normalised to a contrast of about 1. Walls: ``R - r + e`` on the low-x
 side and ``R - r - e`` on the high-x side; their mean is ``R - r``.
 
 ``B`` and its derivatives are evaluated by quadrature. Where the Gaussian window ``|y - t| <= 6 s``
@@ -36,8 +41,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-PARAMS = ("c", "R", "r", "e", "s", "b0", "b1", "A1", "A2", "k", "m")
-"""Order of the profile-model parameters (pixels for c, R, r, e, s)."""
+PARAMS = ("c", "R", "r", "e", "s", "b0", "b1", "A1", "A2", "k", "m", "g", "h")
+"""Order of the profile-model parameters (pixels for c, R, r, e, s; g, h in powers of 1/grey units)."""
 N_PARAMS = len(PARAMS)
 N_QUADRATURE = 16
 N_HERMITE = 8
@@ -269,7 +274,7 @@ def blurred_chord_numpy(y, radius, sigma):
 
 @numba.njit(cache=True)
 def profile_model(x, p, gl_x, gl_w, unsharp):
-    """Model values f (m,) and Jacobian J (m, 11) at sample positions x for parameters p.
+    """Model values f (m,) and Jacobian J (m, N_PARAMS) at sample positions x for parameters p.
 
     ``unsharp`` False skips the edge-enhancement terms (exact when ``k == 0``; the k and m
     columns of J are then zero).
@@ -278,7 +283,7 @@ def profile_model(x, p, gl_x, gl_w, unsharp):
     f = np.empty(m)
     jac = np.zeros((m, N_PARAMS))
     c, big_r, small_r, e, s, b0, b1, a1, a2 = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]
-    k, ratio = p[9], p[10]
+    k, ratio, g, h = p[9], p[10], p[11], p[12]
     q = np.sqrt(1.0 + ratio * ratio)
     sw = s * q
     for j in range(m):
@@ -293,26 +298,30 @@ def profile_model(x, p, gl_x, gl_w, unsharp):
         ui = (1.0 + k) * bi - k * wi
         uoy = (1.0 + k) * boy - k * woy
         uiy = (1.0 + k) * biy - k * wiy
-        f[j] = b0 + b1 * x[j] + a1 * uo - a2 * ui
-        jac[j, 0] = -a1 * uoy + a2 * uiy
-        jac[j, 1] = a1 * ((1.0 + k) * bor - k * wor)
-        jac[j, 2] = -a2 * ((1.0 + k) * bir - k * wir)
-        jac[j, 3] = a2 * uiy
-        jac[j, 4] = a1 * ((1.0 + k) * bos - k * wos * q) - a2 * ((1.0 + k) * bis - k * wis * q)
+        v = a1 * uo - a2 * ui
+        f[j] = b0 + b1 * x[j] + v + (g + h * v) * v * v
+        bend = 1.0 + (2.0 * g + 3.0 * h * v) * v  # d f / d v
+        jac[j, 0] = bend * (-a1 * uoy + a2 * uiy)
+        jac[j, 1] = bend * a1 * ((1.0 + k) * bor - k * wor)
+        jac[j, 2] = -bend * a2 * ((1.0 + k) * bir - k * wir)
+        jac[j, 3] = bend * a2 * uiy
+        jac[j, 4] = bend * (a1 * ((1.0 + k) * bos - k * wos * q) - a2 * ((1.0 + k) * bis - k * wis * q))
         jac[j, 5] = 1.0
         jac[j, 6] = x[j]
-        jac[j, 7] = uo
-        jac[j, 8] = -ui
+        jac[j, 7] = bend * uo
+        jac[j, 8] = -bend * ui
         if unsharp:
-            jac[j, 9] = a1 * (bo - wo) - a2 * (bi - wi)
-            jac[j, 10] = -k * (a1 * wos - a2 * wis) * s * ratio / q
+            jac[j, 9] = bend * (a1 * (bo - wo) - a2 * (bi - wi))
+            jac[j, 10] = -bend * k * (a1 * wos - a2 * wis) * s * ratio / q
+        jac[j, 11] = v * v
+        jac[j, 12] = v * v * v
     return f, jac
 
 
 def profile_model_numpy(x, p, unsharp=True):
     """Plain-numpy reference for :func:`profile_model` (without the quadrature arguments)."""
     x = np.asarray(x, dtype=np.float64)
-    c, big_r, small_r, e, s, b0, b1, a1, a2, k, ratio = p
+    c, big_r, small_r, e, s, b0, b1, a1, a2, k, ratio, g, h = p
     q = np.sqrt(1.0 + ratio * ratio)
     bo = blurred_chord_numpy(x - c, big_r, s)
     bi = blurred_chord_numpy(x - c - e, small_r, s)
@@ -324,16 +333,19 @@ def profile_model_numpy(x, p, unsharp=True):
         wi = np.zeros_like(bi)
     uo = (1.0 + k) * bo - k * wo  # rows: value, d/dy, d/dR, d/ds (wo's d/ds is d/dsw)
     ui = (1.0 + k) * bi - k * wi
-    f = b0 + b1 * x + a1 * uo[0] - a2 * ui[0]
+    v = a1 * uo[0] - a2 * ui[0]
+    f = b0 + b1 * x + v + (g + h * v) * v * v
     zero = np.zeros_like(x)
-    jac = np.stack(
+    jac_v = np.stack(  # d v / d p for the bone's parameters (zero for b0, b1, g)
         [-a1 * uo[1] + a2 * ui[1], a1 * uo[2], -a2 * ui[2], a2 * ui[1],
          a1 * ((1.0 + k) * bo[3] - k * wo[3] * q) - a2 * ((1.0 + k) * bi[3] - k * wi[3] * q),
-         np.ones_like(x), x, uo[0], -ui[0],
+         zero, zero, uo[0], -ui[0],
          a1 * (bo[0] - wo[0]) - a2 * (bi[0] - wi[0]) if unsharp else zero,
-         -k * (a1 * wo[3] - a2 * wi[3]) * s * ratio / q if unsharp else zero],
+         -k * (a1 * wo[3] - a2 * wi[3]) * s * ratio / q if unsharp else zero, zero, zero],
         axis=1,
     )
+    jac = jac_v * (1.0 + (2.0 * g + 3.0 * h * v) * v)[:, None]
+    jac[:, 5], jac[:, 6], jac[:, 11], jac[:, 12] = 1.0, x, v * v, v * v * v
     return f, jac
 
 
@@ -392,15 +404,15 @@ def fit_one_profile(x, y, p0, free, max_iter, gl_x, gl_w):
     ----------
     x, y : float64 (m,)
         Sample positions (px) and intensities; NaN samples are not allowed.
-    p0 : float64 (9,)
+    p0 : float64 (N_PARAMS,)
         Start parameters (order :data:`PARAMS`).
-    free : bool (9,)
+    free : bool (N_PARAMS,)
         Which parameters are fitted; the others stay at their start value.
     max_iter : int
 
     Returns
     -------
-    p : float64 (9,), rms : float, iterations : int, status : int (FIT_OK, FIT_MAX_ITER, FIT_BAD_INPUT)
+    p : float64 (N_PARAMS,), rms : float, iterations : int, status : int (FIT_OK, FIT_MAX_ITER, FIT_BAD_INPUT)
     """
     n_par = p0.shape[0]
     p = p0.copy()
@@ -483,7 +495,7 @@ def fit_one_profile(x, y, p0, free, max_iter, gl_x, gl_w):
 def fit_profiles(x, profiles, p0, free, max_iter):
     """Fit :func:`fit_one_profile` to every row of ``profiles`` (n, m), each from its own p0 row.
 
-    Rows containing NaN are skipped (status FIT_BAD_INPUT). Returns params (n, 9), rms (n,),
+    Rows containing NaN are skipped (status FIT_BAD_INPUT). Returns params (n, N_PARAMS), rms (n,),
     iterations (n,), status (n,).
     """
     n = profiles.shape[0]

@@ -14,6 +14,10 @@ Method (constants below; see docs/method.md):
    ``SIGMA_SUBSET``-th profile with the blur sigma and the enhancement (k, m) free; their medians
    are this bone's detector blur and processing; then every profile with those fixed (fewer
    free parameters: lower variance, same bias). Amounts below ``MIN_UNSHARP_AMOUNT`` count as none.
+   The subset is fitted twice, grey linear in attenuation and with the display-curve bend
+   (g, h) free; the bend is kept only when it lowers the median rms below
+   ``BEND_MIN_RMS_RATIO`` of the linear fit. Profiles are fitted in units of the shaft's
+   contrast (the bend's scale).
 5. Profiles whose fit failed, whose rms residual exceeds ``RMS_LIMIT`` times the median, or
    whose T or W is more than ``MAD_LIMIT`` robust standard deviations (1.4826 * MAD, at least
    ``MAD_FLOOR_MM``) from the median are rejected. T is the mean over kept profiles of ``R - r`` (the mean of the two wall
@@ -73,6 +77,11 @@ SUBSET_MAX_ITER = 25
 UNSHARP_START = (0.3, 4.0)
 """Start of the edge-enhancement amount k and radius ratio m (see analysis.kernels)."""
 MIN_UNSHARP_AMOUNT = 0.05
+BEND_MIN_RMS_RATIO = 0.9
+"""The display-curve bend (g, h of analysis.kernels) is kept only when it lowers the subset's
+median rms residual below this fraction of the straight fit's. Phantoms: a gamma, S-curve,
+equalised or exposure-linear display 0.3-0.66 of it, an edge-enhanced 8-bit one 0.77-0.86, an
+image linear in attenuation 0.97 (the bend would only soak up the model's small mismatches)."""
 MAX_BLUR_MM = 0.2
 """Largest blur sigma (mm) taken as the detector's (CR/DX: about 0.05-0.2 mm; the phantom tests span the same). On real hands a
 bone whose inner cortex fades gradually into the canal fits a wider blur with walls half as thick
@@ -163,7 +172,7 @@ def _initial_params(x: np.ndarray, y: np.ndarray, gap_px: float = 0.0) -> np.nda
     a1 = (peak - bg) / chord_peak * 1.2
     a2 = 0.8 * a1
     sigma = max(1.0, 0.02 * big_r)
-    return np.array([c, big_r, small_r, 0.0, sigma, bg, 0.0, a1, a2, UNSHARP_START[0], UNSHARP_START[1]])
+    return np.array([c, big_r, small_r, 0.0, sigma, bg, 0.0, a1, a2, UNSHARP_START[0], UNSHARP_START[1], 0.0, 0.0])
 
 
 def _width_taper(pos_px: np.ndarray, width_px: np.ndarray, roi_len_px: float) -> tuple[float, float]:
@@ -190,8 +199,8 @@ def _width_taper(pos_px: np.ndarray, width_px: np.ndarray, roi_len_px: float) ->
     return taper, flare
 
 
-def _fit_median_profile(image, centers, normal, tangent, offsets, n_lines, step, spacing_mm):
-    prof = kernels.sample_profiles(image, centers, normal, tangent, offsets, n_lines, step)
+def _fit_median_profile(image, centers, normal, tangent, offsets, n_lines, step, spacing_mm, grey_scale=1.0):
+    prof = kernels.sample_profiles(image, centers, normal, tangent, offsets, n_lines, step) / grey_scale
     prof = prof[~np.isnan(prof).any(axis=1)]
     if prof.shape[0] < 2:
         return None
@@ -208,7 +217,7 @@ def _fit_median_profile(image, centers, normal, tangent, offsets, n_lines, step,
     # thin wall and a wide blur. The lowest residual wins; the starts are fitted without the
     # edge-enhancement terms (half the cost), the winner is then refined with them.
     plain = np.ones(kernels.N_PARAMS, dtype=np.bool_)
-    plain[9] = plain[10] = False
+    plain[9] = plain[10] = plain[11] = plain[12] = False
     best = None
     for canal in CANAL_STARTS:
         start = p0.copy()
@@ -231,6 +240,31 @@ def _fit_median_profile(image, centers, normal, tangent, offsets, n_lines, step,
     if not (SHAFT_WIDTH_MM[0] / 2 <= radius_mm <= SHAFT_WIDTH_MM[1] / 2) or abs(p[0]) > p[1] or p[4] > 0.25 * p[1]:
         return None
     return p
+
+
+def _processing(offsets, profiles, p0, free, sigma0, sigma_max):
+    """The detector blur, edge enhancement and display bend of one bone from a subset of its
+    profiles: ``(sigma, amount, ratio, bend (g, h), median rms)``, the medians of their fits with
+    ``free`` parameters (sigma held at ``sigma_max`` px when wider, see MAX_BLUR_MM)."""
+    p_sub, rms, _, st = kernels.fit_profiles(offsets, profiles, p0, free, SUBSET_MAX_ITER)
+    good = (st != kernels.FIT_BAD_INPUT) & np.isfinite(rms)
+    if not good.any():
+        return sigma0, p0[0, 9], p0[0, 10], p0[0, 11:13].copy(), np.inf
+    sigma = float(np.median(p_sub[good, 4]))
+    if sigma > sigma_max:
+        # Wider than any detector blur: the fit is blurring a gradual (trabecularised) inner
+        # cortex away and thinning the walls to match. Hold the blur at the detector's limit
+        # and fit the enhancement again with it.
+        held = p0.copy()
+        held[:, 4] = sigma = sigma_max
+        free_held = free.copy()
+        free_held[4] = False
+        p_held, rms_held, _, st = kernels.fit_profiles(offsets, profiles, held, free_held, SUBSET_MAX_ITER)
+        good_held = (st != kernels.FIT_BAD_INPUT) & np.isfinite(rms_held)
+        if good_held.any():
+            p_sub, rms, good = p_held, rms_held, good_held
+    return (sigma, float(np.median(p_sub[good, 9])), float(np.median(p_sub[good, 10])),
+            np.median(p_sub[good, 11:13], axis=0), float(np.median(rms[good])))
 
 
 def measure_bone(image_bone_bright: np.ndarray, axis: Any, pixel_spacing_mm: float, name: str) -> BoneResult:
@@ -281,11 +315,13 @@ def measure_bone(image_bone_bright: np.ndarray, axis: Any, pixel_spacing_mm: flo
         # Peaks of noisy profiles: smooth over 5 samples first (the bone is 30+ samples wide).
         shaft = ndimage.uniform_filter1d(shaft, 5, axis=1, mode="nearest")
     peak_limit = np.inf
+    grey_scale = 1.0  # profiles are fitted in units of the shaft's contrast (the bend terms' scale)
     if shaft.shape[0] >= 5:
         k = max(3, shaft.shape[1] // 12)
         background = np.minimum(np.median(shaft[:, :k], axis=1), np.median(shaft[:, -k:], axis=1))
         peaks = shaft.max(axis=1) - background
         peak_limit = FOREIGN_PEAK_RATIO * float(np.median(peaks))
+        grey_scale = max(float(np.median(peaks)), 1e-12)
         # A correct axis runs along one bone over its whole middle: a joint space (or the end
         # of the bone) there means the axis slid along the finger. The gap is judged against
         # the soft tissue of the whole shaft, not of each profile: near the base the
@@ -310,7 +346,8 @@ def measure_bone(image_bone_bright: np.ndarray, axis: Any, pixel_spacing_mm: flo
         centers = centre[None, :] + pos[:, None] * tangent[None, :]
         pitch = roi_len / 2 / n_half
         n_lines = max(1, int(round(pitch)))
-        p = _fit_median_profile(image, centers, normal, tangent, offsets0, n_lines, pitch / n_lines, pixel_spacing_mm)
+        p = _fit_median_profile(image, centers, normal, tangent, offsets0, n_lines, pitch / n_lines, pixel_spacing_mm,
+                                grey_scale)
         fits.append(p)
     if fits[0] is None or fits[1] is None:
         return _bone_refused(name, "bone_not_found", "No bone shaft was found along this metacarpal's axis.",
@@ -333,7 +370,7 @@ def measure_bone(image_bone_bright: np.ndarray, axis: Any, pixel_spacing_mm: flo
     centers = mid[None, :] + pos[:, None] * tangent[None, :]
     pitch = roi_len / N_PROFILES
     n_lines = max(1, int(round(pitch)))
-    profiles = kernels.sample_profiles(image, centers, normal, tangent, offsets, n_lines, pitch / n_lines)
+    profiles = kernels.sample_profiles(image, centers, normal, tangent, offsets, n_lines, pitch / n_lines) / grey_scale
 
     roi_polygon = [
         tuple(float(v) for v in (pt[1], pt[0]))
@@ -358,7 +395,7 @@ def measure_bone(image_bone_bright: np.ndarray, axis: Any, pixel_spacing_mm: flo
         k = max(3, profiles.shape[1] // 12)
         bg = 0.5 * (np.median(profiles[finite, :k], axis=1) + np.median(profiles[finite, -k:], axis=1))
         smooth = ndimage.uniform_filter1d(profiles[finite], 5, axis=1, mode="nearest")
-        foreign[finite] = smooth.max(axis=1) - bg > peak_limit
+        foreign[finite] = smooth.max(axis=1) - bg > peak_limit / grey_scale  # profiles are in grey_scale units
     if foreign.mean() > FOREIGN_FRACTION:
         return _bone_refused(name, "foreign_object_in_roi", **common)
 
@@ -370,29 +407,23 @@ def measure_bone(image_bone_bright: np.ndarray, axis: Any, pixel_spacing_mm: flo
         p0[:, 9] = 0.0
         free[9] = free[10] = False
     sub = np.arange(0, N_PROFILES, SIGMA_SUBSET)
-    p_sub, _, _, st_sub = kernels.fit_profiles(offsets, profiles[sub], p0[sub], free, SUBSET_MAX_ITER)
-    good_sub = st_sub != kernels.FIT_BAD_INPUT
-    sigma = float(np.median(p_sub[good_sub, 4])) if good_sub.any() else sigma0
-    amount = float(np.median(p_sub[good_sub, 9])) if good_sub.any() else p0[0, 9]
-    ratio = float(np.median(p_sub[good_sub, 10])) if good_sub.any() else p_start[10]
     sigma_max = max(MAX_BLUR_MM / pixel_spacing_mm, 1.5 * kernels.MIN_SIGMA_PX)
-    if sigma > sigma_max:
-        # Wider than any detector blur: the fit is blurring a gradual (trabecularised) inner
-        # cortex away and thinning the walls to match. Hold the blur at the detector's limit
-        # and fit the enhancement again with it.
-        sigma = sigma_max
-        p0[:, 4] = sigma
-        free_sub = free.copy()
-        free_sub[4] = False
-        p_sub, _, _, st_sub = kernels.fit_profiles(offsets, profiles[sub], p0[sub], free_sub, SUBSET_MAX_ITER)
-        good_sub = st_sub != kernels.FIT_BAD_INPUT
-        if good_sub.any():
-            amount = float(np.median(p_sub[good_sub, 9]))
-            ratio = float(np.median(p_sub[good_sub, 10]))
+    # Grey linear in attenuation first; the display-curve bend only when it fits the subset
+    # clearly better (on a linear image it would soak up the model's small mismatches).
+    straight = free.copy()
+    straight[11] = straight[12] = False
+    p0_straight = p0.copy()
+    p0_straight[:, 11:13] = 0.0
+    sigma, amount, ratio, bend, rms_straight = _processing(offsets, profiles[sub], p0_straight[sub], straight,
+                                                            sigma0, sigma_max)
+    bent = _processing(offsets, profiles[sub], p0[sub], free, sigma0, sigma_max)
+    if bent[4] < BEND_MIN_RMS_RATIO * rms_straight:
+        sigma, amount, ratio, bend, _ = bent
     if amount < MIN_UNSHARP_AMOUNT:
         amount = 0.0  # no measurable enhancement: the cheaper exact model without it
     p0[:, 4], p0[:, 9], p0[:, 10] = sigma, amount, ratio
-    free[4] = free[9] = free[10] = False
+    p0[:, 11:13] = bend
+    free[4] = free[9] = free[10] = free[11] = free[12] = False
     params, rms, _, status = kernels.fit_profiles(offsets, profiles, p0, free, MAX_ITER)
 
     ok = (status != kernels.FIT_BAD_INPUT) & np.isfinite(rms) & ~foreign

@@ -1,4 +1,5 @@
-"""Time ``node.report.build_study_outputs`` for one full-size PA hand (SR only, SR + SC).
+"""Time ``node.report.build_study_outputs`` for one full-size PA hand (SR only, SR + SC, SR + SC + PDF,
+SR + PDF), and the HL7 ORU^R01 built from that SR (with the PDF as ED).
 
     .venv/bin/python bench/outputs_timing.py
 
@@ -25,7 +26,9 @@ def main() -> None:
     ds = make_dataset(image, truth)
     result = result_from_truth(truth)
     print(f"input {ds.Rows} x {ds.Columns} px")
-    for label, options in (("SR only", OutputOptions(picture=False)), ("SR + SC", OutputOptions())):
+    cases = (("SR only", OutputOptions(picture=False)), ("SR + SC", OutputOptions()),
+             ("SR + SC + PDF", OutputOptions(pdf=True)), ("SR + PDF", OutputOptions(picture=False, pdf=True)))
+    for label, options in cases:
         build_study_outputs([(ds, result)], uid_seed="warm-up", options=options)
         times = []
         for k in range(5):
@@ -33,6 +36,24 @@ def main() -> None:
             build_study_outputs([(ds, result)], uid_seed=f"bench/{k}", options=options)
             times.append(time.perf_counter() - start)
         print(f"{label}: median {statistics.median(times):.2f} s (min {min(times):.2f}, max {max(times):.2f})")
+    _oru_timing(ds, result)
+
+
+def _oru_timing(ds, result) -> None:
+    """The ORU of the SR with the PDF embedded: build time and size."""
+    from node.export.config import DestinationConfig
+    from node.export.oru import build_oru
+
+    sr, pdf = build_study_outputs([(ds, result)], uid_seed="oru", options=OutputOptions(picture=False, pdf=True))
+    document = bytes(pdf.EncapsulatedDocument[:pdf.EncapsulatedDocumentLength])
+    dest = DestinationConfig(name="ris", type="hl7", host="127.0.0.1", port=2575)
+    times = []
+    for k in range(5):
+        start = time.perf_counter()
+        oru = build_oru(sr, dest, f"B{k}", pdf=document)
+        times.append(time.perf_counter() - start)
+    print(f"ORU^R01 with PDF as ED: median {statistics.median(times) * 1000:.0f} ms, "
+          f"{len(oru.message.encode()) / 1024:.0f} KiB (PDF {len(document) / 1024:.0f} KiB)")
 
 
 if __name__ == "__main__":

@@ -37,8 +37,9 @@ from node.receive.scp import start_scp
 from node.installation import log_installation
 from node.reference import load_reference
 from node.retention import Retention, run_purge
+from node.retrieve.verbs import REQUEST_VERBS
 from node.screen.verbs import SCREEN_VERBS
-from node.spool.verbs import QUEUE_VERBS
+from node.spool.verbs import BILLING_VERBS, QUEUE_VERBS
 from node.verbs import (
     CONFIG, DATA_DIR, NO_PROGRESS, PATHS, PIXEL_SPACING, CLIError, Verb, arg, config_from_args, open_store,
 )
@@ -119,8 +120,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CLIError(f"cannot listen on {config.node.bind}:{config.node.port}: {exc.strerror or exc}") from None
     http = None
     pool = WorkerPool(config, store)
-    assembler = Assembler(store, config.study.quiet_period_seconds, stop)
-    exporter = Exporter(config, store, stop)
+    assembler = Assembler(store, config.study.quiet_period_seconds, stop, jobs_bell=pool.jobs_bell)
+    exporter = Exporter(config, store, stop, bell=pool.exports_bell)
     retention = Retention(config, store, stop)
     try:
         http = _start_http(config, store)
@@ -141,6 +142,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.info("event=node_stopping signal=%s", signal.Signals(stop_signals[0]).name)
     finally:
         stop.set()
+        pool.exports_bell.ring()  # the exporter waits on it: let it see ``stop`` now
         scp.shutdown()
         if http is not None:
             http.stop()
@@ -178,6 +180,10 @@ def cmd_echo(args: argparse.Namespace) -> int:
             ok, message = True, f"{dest.name} (folder {dest.path}): writable"
         except OSError as exc:
             ok, message = False, f"{dest.name} (folder {dest.path}): not writable ({exc.strerror or exc})"
+    elif dest.type == "hl7":
+        from node.export.mllp import echo_hl7
+
+        ok, message = echo_hl7(dest, args.timeout)
     else:
         ok, message = _echo_dicomweb(dest, args.timeout)
     if not ok:
@@ -228,7 +234,7 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------- parser
-GROUPS = {"rules": "explain the analysis filter", "queue": "jobs and exports"}
+GROUPS = {"rules": "explain the analysis filter", "queue": "jobs and exports", "billing": "the billing record"}
 """Help text of each verb group (the word before the space in :data:`VERBS` names)."""
 
 VERBS: tuple[Verb, ...] = (
@@ -238,7 +244,7 @@ VERBS: tuple[Verb, ...] = (
         arg("--data-dir", help="spool/database/outputs folder (overrides [node] data_dir)"),
     ), cmd_serve),
     Verb("check-config", "validate a config file", (arg("config", metavar="FILE"),), cmd_check_config),
-    Verb("echo", "C-ECHO a configured destination (folder: check it is writable)", (
+    Verb("echo", "C-ECHO a configured destination (folder: check it is writable; hl7: connect)", (
         arg("destination", metavar="DESTINATION"), CONFIG,
         arg("--timeout", type=float, default=10.0, help="seconds (default 10)"),
     ), cmd_echo),
@@ -249,6 +255,8 @@ VERBS: tuple[Verb, ...] = (
         arg("--dry-run", action="store_true", help="only list what would be deleted"),
     ), run_purge),
     *QUEUE_VERBS,
+    *BILLING_VERBS,
+    *REQUEST_VERBS,
     Verb("analyze", "measure hand radiographs (DICOM, PNG, JPEG, folders); JSON Lines on stdout", (
         PATHS,
         PIXEL_SPACING,

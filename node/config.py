@@ -19,7 +19,9 @@ from typing import Any
 
 from pydicom.datadict import tag_for_keyword
 
-from node.export.config import DESTINATION_TYPES, DestinationConfig, ExportConfig, parse_destinations, parse_export  # noqa: F401 (re-exported)
+from node.export.config import (  # noqa: F401 (re-exported)
+    DESTINATION_TYPES, DestinationConfig, ExportConfig, parse_destinations, parse_export, parse_pacs,
+)
 from node.limits import LimitsConfig, RetentionConfig, parse_limits, parse_retention
 from node.tls import TlsConfig, parse_tls
 from node.dicom import NODE_MANUFACTURER, SC_SOP_CLASS_PREFIX, SR_SOP_CLASS_PREFIX
@@ -167,6 +169,8 @@ class Config:
     limits: LimitsConfig = LimitsConfig()
     retention: RetentionConfig = RetentionConfig()
     tls: TlsConfig | None = None
+    pacs: tuple[DestinationConfig, ...] = ()
+    """``[[pacs]]``: archives the node may query and retrieve from (``dxr-node request``, priors)."""
 
     @property
     def data_dir(self) -> Path:
@@ -186,7 +190,7 @@ class Config:
 
     def summary(self, reference: Any = None) -> str:
         """``dxr-node check-config``'s two lines: the config, then the active reference set."""
-        dests = ", ".join(f"{d.name} ({d.type})" for d in self.destinations) or "none"
+        dests = ", ".join(f"{d.name} ({d.type}: {_sends(d)})" for d in self.destinations) or "none"
         active = reference.summary() if reference is not None else "none configured (T- and Z-scores will be omitted)"
         return (f"{self.path}: OK (ae_title {self.node.ae_title}, port {self.node.port}, data_dir {self.data_dir}, "
                 f"{len(self.sources)} sources, destinations: {dests}, "
@@ -198,6 +202,27 @@ class Config:
                 return dest
         known = ", ".join(d.name for d in self.destinations) or "none"
         raise ConfigError(f"{self.path}: no destination named {name!r} (configured: {known})")
+
+    def pacs_named(self, name: str | None) -> DestinationConfig:
+        """The ``[[pacs]]`` entry called ``name`` (None: the only one configured)."""
+        if name is None and len(self.pacs) == 1:
+            return self.pacs[0]
+        for pacs in self.pacs:
+            if pacs.name == name:
+                return pacs
+        if not self.pacs:
+            raise ConfigError(f"{self.path}: no [[pacs]] configured (add one with name, ae_title, host, port)")
+        known = ", ".join(p.name for p in self.pacs)
+        if name is None:
+            raise ConfigError(f"{self.path}: several [[pacs]] configured: say which with --from ({known})")
+        raise ConfigError(f"{self.path}: no [[pacs]] named {name!r} (configured: {known})")
+
+
+def _sends(dest: DestinationConfig) -> str:
+    """What a destination gets, for ``check-config``: ``SR+SC+PDF``, or ``ORU^R01 with PDF``."""
+    if dest.type == "hl7":
+        return "ORU^R01" + (" with PDF" if dest.embed_pdf else "")
+    return "+".join(dest.outputs)
 
 
 DEFAULT_RULES = RulesConfig(
@@ -363,7 +388,7 @@ def load_config(path: str | Path, *, port: int | None = None, data_dir: str | Pa
     base = cfg_path.resolve().parent
 
     known_top = {"node", "study", "sources", "destinations", "export", "rules", "outputs", "reference", "http", "disk", "limits",
-                 "retention", "tls"}
+                 "retention", "tls", "pacs"}
     for key in raw:
         if key not in known_top:
             raise ConfigError(f"{cfg_path}: unknown section or key {key!r} (known: {', '.join(sorted(known_top))})")
@@ -390,4 +415,5 @@ def load_config(path: str | Path, *, port: int | None = None, data_dir: str | Pa
         limits=parse_limits(cfg_path, raw),
         retention=parse_retention(cfg_path, raw),
         tls=parse_tls(cfg_path, base, raw),
+        pacs=parse_pacs(cfg_path, base, raw, node.data_dir),
     )

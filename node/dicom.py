@@ -23,7 +23,9 @@ from pydicom.uid import (
 
 __all__ = [
     "COMPREHENSIVE_SR",
+    "ENCAPSULATED_PDF",
     "NODE_MANUFACTURER",
+    "SR_SERIES_DESCRIPTION",
     "SC_SOP_CLASS_PREFIX",
     "SR_SOP_CLASS_PREFIX",
     "STATUS",
@@ -53,9 +55,13 @@ SC_SOP_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 """Every Secondary Capture storage SOP class starts with this."""
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
 """The SOP class of the node's SRs."""
+ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
+"""Encapsulated PDF Storage: the node's PDF report."""
 
 NODE_MANUFACTURER = "DXR Node project"
 """Manufacturer (0008,0070) of every object the node writes; the default rules ignore it on input."""
+SR_SERIES_DESCRIPTION = "DXR-BMD report (computed estimate)"
+"""Series Description of the node's SR series (priors are found by it on a PACS)."""
 
 STORAGE_SOP_CLASSES: dict[str, str] = {
     "1.2.840.10008.5.1.4.1.1.1": "ComputedRadiographyImageStorage",
@@ -93,7 +99,9 @@ usual dcm4chee archive compression; openjpeg: JPEG 2000)."""
 
 
 def output_kind(sop_class_uid: str) -> str:
-    """``SR``, ``SC`` or ``other``: how the queue labels an output of this SOP class."""
+    """``SR``, ``SC``, ``PDF`` or ``other``: how the queue labels an output of this SOP class."""
+    if sop_class_uid == ENCAPSULATED_PDF:
+        return "PDF"
     if sop_class_uid.startswith(SR_SOP_CLASS_PREFIX):
         return "SR"
     if sop_class_uid.startswith(SC_SOP_CLASS_PREFIX):

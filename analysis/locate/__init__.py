@@ -42,7 +42,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.locate.body import WORK_SPACING_MM, _body_too_small, _outline, _prepare, _unusable_input, _Work
+from analysis.locate.body import (
+    WORK_SPACING_MM, _body_too_small, _bones_fleshed_out, _outline, _prepare, _unusable_input, _Work,
+)
 from analysis.locate.checks import _cut_by_field, _metal_along_shafts, _metal_under
 from analysis.locate.fingers import _best_finger_cluster, _Finger, _finger_spacing, _number_fingers
 from analysis.locate.frame import _canonical_hand, _CanonicalHand
@@ -50,10 +52,14 @@ from analysis.locate.joints import _LENGTH_PER_SPACING, _axis_of, _bases_by_scal
 from analysis.locate.location import METACARPAL_NAMES, HandLocation, MetacarpalAxis, _refuse
 from analysis.locate.maturity import _judge_maturity
 from analysis.locate.shafts import NAMES, _fit_shafts, _Shafts
-from analysis.locate.view import _non_pa_view, _shafts_overlap
+from analysis.locate.view import _fingers_not_parallel, _no_whole_hand, _non_pa_view, _shafts_overlap
 from analysis.result import REASON_MESSAGES
 
 __all__ = ["HandLocation", "METACARPAL_NAMES", "MetacarpalAxis", "WORK_SPACING_MM", "locate_hand"]
+
+SECOND_LOOK_REASONS = ("not_pa_hand", "oblique_view", "lateral_view", "bone_not_found")
+"""Refusals after which the finder looks again with the bones fleshed out, when the soft tissue
+did not show (:func:`~analysis.locate.body._bones_fleshed_out`)."""
 
 
 def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandLocation:
@@ -80,6 +86,21 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
     if refusal is not None:
         return refusal
     w = _prepare(image, pixel_spacing_mm)  # stage 1: working copy and body mask
+    loc = _locate_in(image, pixel_spacing_mm, w)
+    if loc.refusal is not None and loc.refusal[0] in SECOND_LOOK_REASONS:
+        # Where the soft tissue does not show, the body mask is little more than the bones and
+        # no fingers come out of it: look again with tissue around the bones; only a PA hand
+        # found that way replaces the first answer.
+        fleshed = _bones_fleshed_out(w)
+        second = _locate_in(image, pixel_spacing_mm, fleshed) if fleshed is not None else None
+        if second is not None and second.refusal is None:
+            second.details["body"] = "bones fleshed out"
+            return second
+    return loc
+
+
+def _locate_in(image: np.ndarray, pixel_spacing_mm: float, w: _Work) -> HandLocation:
+    """Stages 2-7 on the working copy ``w`` (stage 1): what :func:`locate_hand` returns."""
     details: dict = {"working_spacing_mm": round(w.spacing_mm, 3)}
     outline = _outline(w.body, w.factor)
     if _body_too_small(w, details):
@@ -93,6 +114,12 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
         loc = _non_pa_view(w, cluster, details)
         loc.outline_rc = outline
         return loc
+    if _fingers_not_parallel(four, u, details):
+        loc = _no_whole_hand(w, four, details) or _refuse(
+            "oblique_view", "A finger points far away from the others (curled fingers or a turned hand): not a PA "
+            "view.", view="oblique", details=details)
+        loc.outline_rc = outline
+        return loc
     s = _finger_spacing(four, v, w.spacing_mm, details)
     if s < 3:
         return _refuse("bone_not_found", outline_rc=outline, details=details)
@@ -101,6 +128,10 @@ def locate_hand(image_bone_bright: np.ndarray, pixel_spacing_mm: float) -> HandL
     if shafts is None:
         return _refuse("bone_not_found", outline_rc=outline, details=details)
     loc = _trace_pa_hand(image, pixel_spacing_mm, w, hand, shafts, details)  # stages 5-7
+    if loc.refusal is not None and loc.refusal[0] == "oblique_view":
+        # Four strips that are no PA hand: no view to judge when they are no whole hand at all
+        # (a limb running out of the field, a trunk), as without four fingers.
+        loc = _no_whole_hand(w, four, details) or loc
     if loc.refusal is not None:
         loc.outline_rc = outline
         return loc

@@ -18,10 +18,13 @@ from analysis.locate.shafts import NAMES, _Shafts
 if TYPE_CHECKING:
     from analysis.locate.body import _Work
 
-CARPAL_FILL_MIN = 0.3
+CARPAL_FILL_MIN = 0.1
 """Below this ossified fraction of the least ossified band of the carpus the hand is a young
-child's (real adults 0.58-0.99, adult phantoms about 0.6-0.7; the FracAtlas 2-4 year old 0.17,
-child phantoms 0)."""
+child's. Set low because an adult must never be called a child and the fill is a level measured
+on a display curve: a sigmoid or gamma display that darkens the gaps between carpal bones lowers
+an adult's fill (adult phantoms 0.6-0.7 on a linear display, 0.14-0.5 on a sigmoid one;
+FracAtlas PA adult thumbnails: 1st-3rd lowest 0.05, 0.25, 0.31, median 0.94; the FracAtlas 2-4
+year old 0.0, child phantoms 0)."""
 CARPAL_BAND = 0.2
 """Height of that band, as a fraction of L."""
 

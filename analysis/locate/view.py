@@ -38,6 +38,12 @@ MIN_SHAFT_GAP = 0.45
 MAX_SHAFT_GAP_RATIO = 2.2
 """Largest ratio of the widest to the narrowest gap between neighbouring shafts II-V on a PA hand
 (FracAtlas PA thumbnails: median 1.26, 95th percentile 1.64; oblique hands taken for PA: median 1.9)."""
+MAX_FINGER_ANGLE_DEG = 32.0
+"""Largest angle (degrees) between one of fingers II-V and their mean direction on a PA hand.
+Extended fingers leave the palm nearly parallel, spread ones fan by up to about 25 degrees each
+(FracAtlas PA thumbnails located: at most 24.5); a curled finger ('ok' sign, semi-flexed hand)
+or a half-turned hand points its strip far off the others (FracAtlas oblique thumbnails that
+passed every other check: 6 of 11 beyond 25)."""
 MIN_SHAFT_SUPPORT = 0.7
 """Least share of the mid-palm rows on which each of II-IV shows its own ridge on a PA hand
 (FracAtlas PA thumbnails: 5th percentile 0.88; oblique hands taken for PA: median 0.53)."""
@@ -143,6 +149,16 @@ def _no_whole_hand(w: _Work, cluster: list[_Finger], details: dict) -> HandLocat
             return _refuse("not_pa_hand", "No whole hand in the image: the fingers run out of the field.",
                            details=details)
     return None
+
+
+def _fingers_not_parallel(four: list[_Finger], u: np.ndarray, details: dict) -> bool:
+    """True when one of the four fingers II-V points more than MAX_FINGER_ANGLE_DEG away from the
+    hand axis ``u`` (their mean direction, unit vector in working pixels): curled fingers or a
+    turned hand, not a PA view. Records ``finger_angle_max_deg`` in ``details``."""
+    cosines = [float(np.clip(f.direction @ u, -1.0, 1.0)) for f in four]
+    angle = float(np.degrees(np.arccos(min(cosines))))
+    details["finger_angle_max_deg"] = round(angle, 1)
+    return angle > MAX_FINGER_ANGLE_DEG
 
 
 def _shafts_overlap(shafts: _Shafts, details: dict, exclude: set[str] = frozenset()) -> bool:

@@ -9,13 +9,15 @@ re-send after a crash never duplicates at the destination.
 
 Destination types: ``dimse`` (C-STORE SCU), ``folder`` (copy to
 ``<path>/<StudyInstanceUID>/<SOPInstanceUID>.dcm``), ``dicomweb`` (STOW-RS,
-``node.export.stow.send_stow(destination, paths) -> list[node.export.result.SendResult]``).
+``node.export.stow.send_stow(destination, paths) -> list[node.export.result.SendResult]``),
+``hl7`` (one ORU^R01 per SR over MLLP, acknowledged: ``node.export.mllp.send_hl7``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from node.config import Config
@@ -57,6 +59,10 @@ def deliver(config: Config, store: Store, dest_name: str, exports: list[Export])
                    for p, e in zip(paths, exports)]
     elif dest.type == "folder":
         results = send_folder(dest, exports, store.data_dir)
+    elif dest.type == "hl7":
+        from node.export.mllp import send_hl7  # python-hl7 and highdicom: only a node with an HL7 destination
+
+        results = send_hl7(dest, store, exports)
     elif dest.type == "dimse":
         results = send_files(dest, paths, config.export.calling_ae_title or config.node.ae_title, on_result=record,
                              tls=config.tls)
@@ -103,14 +109,18 @@ class Exporter(threading.Thread):
 
     A slow or unreachable destination (e.g. a firewall that drops packets: connection timeout)
     only delays its own exports; a destination gets its next batch when its last one is done.
+    ``bell`` (a :class:`node.pipeline.doorbell.Doorbell`, rung by the workers when a job has
+    queued exports) makes it look at once instead of at its next poll.
     """
 
-    def __init__(self, config: Config, store: Store, stop: threading.Event, poll_seconds: float = 0.5):
+    def __init__(self, config: Config, store: Store, stop: threading.Event, poll_seconds: float = 0.5,
+                 bell: Any = None):
         super().__init__(name="exporter", daemon=True)
         self.config = config
         self.store = store
         self.stop = stop
         self.poll_seconds = poll_seconds
+        self.bell = bell
         self.pool = ThreadPoolExecutor(max_workers=max(len(config.destinations), 1) + 1, thread_name_prefix="export")
         self.in_flight: dict[str, Future] = {}
 
@@ -153,5 +163,8 @@ class Exporter(threading.Thread):
                 self.tick()
             except Exception as exc:  # a surprise must not end the thread: nothing would be sent again
                 log.error("event=exporter_error error=%r", f"{type(exc).__name__}: {exc}")
-            self.stop.wait(self.poll_seconds)
+            if self.bell is not None:
+                self.bell.wait(self.poll_seconds)  # the node rings it once more at shutdown
+            else:
+                self.stop.wait(self.poll_seconds)
         self.pool.shutdown(wait=True)

@@ -12,6 +12,9 @@ An ASGI app (Starlette) served by uvicorn in a thread of ``dxr-node serve``
     503 otherwise, with the reasons. Also shows each destination's last export state.
 ``GET /metrics``
     Prometheus text format (see :mod:`node.http.metrics`).
+``GET /`` and the web page's other routes
+    The technologist's and admin's page (:mod:`node.web.routes`): login form or session
+    cookie, or the same bearer token.
 
 ``/readyz`` and ``/metrics`` need the bearer token (they show paths, AE titles and queues)
 unless ``[http] public_health = true``; ``/healthz`` is always open.
@@ -36,6 +39,7 @@ from node.http.health import readiness
 from node.http.token import authorised, load_token
 from node.receive.stow import StowHandler
 from node.spool import Store
+from node.web.routes import web_routes
 
 __all__ = ["create_app"]
 
@@ -89,6 +93,7 @@ def create_app(config: Config, store: Store) -> Starlette:
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/dicomweb/studies", stow, methods=["POST"]),
         Route("/dicomweb/studies/{study_uid}", stow, methods=["POST"]),
+        *web_routes(config, store, token),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _internal_error})
 

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from typing import Any
 
 from node.spool import Store, StoreError
 
 __all__ = ["Assembler"]
 
 log = logging.getLogger("dxr.assembler")
+
+DUE_MARGIN_SECONDS = 0.005
+"""Wake this long after a study falls due (clock granularity), and never sooner between looks."""
 
 
 class Assembler(threading.Thread):
@@ -27,15 +32,20 @@ class Assembler(threading.Thread):
     stop : threading.Event
         Set to end the thread.
     poll_seconds : float, optional
-        How often to look (seconds); default a quarter of the quiet period, 0.05-1 s.
+        Longest wait between two looks (seconds); default a quarter of the quiet period,
+        0.05-1 s. The thread wakes when the next receiving study falls due, not a poll later.
+    jobs_bell : node.pipeline.doorbell.Doorbell, optional
+        Rung once per queued job (wakes an idle worker).
     """
 
-    def __init__(self, store: Store, quiet_period_seconds: float, stop: threading.Event, poll_seconds: float | None = None):
+    def __init__(self, store: Store, quiet_period_seconds: float, stop: threading.Event, poll_seconds: float | None = None,
+                 jobs_bell: Any = None):
         super().__init__(name="assembler", daemon=True)
         self.store = store
         self.quiet_period_seconds = quiet_period_seconds
         self.stop = stop
         self.poll_seconds = poll_seconds if poll_seconds is not None else min(max(quiet_period_seconds / 4, 0.05), 1.0)
+        self.jobs_bell = jobs_bell
 
     def tick(self) -> int:
         """Complete every due study now; returns the number of jobs queued."""
@@ -52,10 +62,25 @@ class Assembler(threading.Thread):
             log.info(
                 "event=study_complete study=%s instances=%s run=%d job=J%d", job.study_instance_uid, n, job.run, job.id
             )
+            if self.jobs_bell is not None:
+                self.jobs_bell.ring()
         return len(jobs)
 
+    def wait_seconds(self, now: float | None = None) -> float:
+        """Seconds until the next look: when the earliest receiving study falls due (a few ms
+        after, so it is due), at most ``poll_seconds`` (a study received meanwhile is due no
+        sooner than a quiet period later)."""
+        try:
+            due = self.store.next_study_due_at(self.quiet_period_seconds)
+        except StoreError:
+            return self.poll_seconds
+        if due is None:
+            return self.poll_seconds
+        now = time.time() if now is None else now
+        return min(self.poll_seconds, max(due - now + DUE_MARGIN_SECONDS, DUE_MARGIN_SECONDS))
+
     def run(self) -> None:
-        while not self.stop.wait(self.poll_seconds):
+        while not self.stop.wait(self.wait_seconds()):
             try:
                 self.tick()
             except Exception as exc:  # a surprise must not end the thread: no study would complete again

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from node.config import Config
+from node.pipeline.doorbell import Doorbell
 from node.spool import Store, StoreError
 
 __all__ = ["MAX_JOB_ATTEMPTS", "StopFlag", "WorkerPool"]
@@ -22,11 +23,11 @@ RESPAWN_MIN_SECONDS = 2.0
 """A dead worker is replaced no sooner than this after its own start (no respawn storm)."""
 
 
-def _worker_process(config: Config, stop: Any, index: int, parent_pid: int) -> None:
+def _worker_process(config: Config, stop: Any, index: int, parent_pid: int, bells: tuple[Doorbell, Doorbell]) -> None:
     """Entry point of a spawned worker process."""
     from node.pipeline.worker import worker_main  # spawn boundary: analysis and the report load in workers only
 
-    worker_main(config, stop, index, parent_pid)
+    worker_main(config, stop, index, parent_pid, jobs_bell=bells[0], exports_bell=bells[1])
 
 
 class StopFlag:
@@ -48,7 +49,11 @@ class StopFlag:
 
 
 class WorkerPool:
-    """``config.node.workers`` spawned processes, restarted when one dies."""
+    """``config.node.workers`` spawned processes, restarted when one dies.
+
+    ``jobs_bell`` is rung (by the assembler) when a job is queued and wakes one idle worker;
+    workers ring ``exports_bell`` (the exporter's) when a job has queued its exports.
+    """
 
     def __init__(self, config: Config, store: Store):
         self.config = config
@@ -58,11 +63,12 @@ class WorkerPool:
         self.procs: list[Any] = [None] * config.node.workers
         self.spawned_at: list[float] = [0.0] * config.node.workers
         self.timed_out: dict[int, str] = {}
+        self.jobs_bell, self.exports_bell = Doorbell(), Doorbell()
 
     def _spawn(self, index: int) -> None:
         p = self.ctx.Process(
             target=_worker_process,
-            args=(self.config, self.stop_event, index, os.getpid()),
+            args=(self.config, self.stop_event, index, os.getpid(), (self.jobs_bell, self.exports_bell)),
             name=f"dxr-worker-{index}",
             daemon=True,
         )

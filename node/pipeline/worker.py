@@ -34,6 +34,7 @@ from node.log import setup_logging
 from node.reference import load_reference
 from node.pipeline.headers import make_header_safe
 from node.report import build_study_outputs
+from node.report.billing import billing_facts
 from node.report.options import output_options
 from node.spool import Job, Store, StoreError, atomic_write, uid_filename
 
@@ -63,15 +64,28 @@ def _analyse_one(ds: pydicom.Dataset, reference: Any, job: Job, sop_uid: str) ->
     return result
 
 
-def _history(store: Store, datasets: list) -> list:
-    """The patient's earlier results on this node (for the picture's trend); empty when unreadable."""
-    from node.report.history import patient_history
+def _history(store: Store, config: Config, datasets: list) -> list:
+    """The patient's earlier results (for the picture's trend): this node's outputs, then the SRs
+    any ``[[pacs]]`` holds (node.retrieve.priors); empty when unreadable."""
+    from node.report.history import merge_history, patient_history
+    from node.retrieve.priors import pacs_history
 
+    if not datasets:
+        return []
     try:
-        return patient_history(store, datasets[0]) if datasets else []
+        local = patient_history(store, datasets[0])
     except Exception as exc:  # noqa: BLE001 - a trend must never cost the report
         log.warning("event=history_failed error=%r", f"{type(exc).__name__}: {exc}")
-        return []
+        local = []
+    try:
+        remote = pacs_history(config, datasets[0])
+    except Exception as exc:  # noqa: BLE001
+        log.warning("event=priors_failed error=%r", f"{type(exc).__name__}: {exc}")
+        remote = []
+    merged = merge_history(local, remote)
+    log.info("event=patient_history study=%s local_points=%d pacs_points=%d points=%d",
+             datasets[0].get("StudyInstanceUID", ""), len(local), len(remote), len(merged))
+    return merged
 
 
 def _build_outputs(images: list, job: Job, options: Any, replaces: list[str]) -> list[pydicom.Dataset]:
@@ -94,6 +108,7 @@ def _build_outputs(images: list, job: Job, options: Any, replaces: list[str]) ->
 
 def run_job(store: Store, config: Config, job: Job, reference: Any = None) -> bool:
     """Run one claimed job to ``done`` or ``failed``; returns True when done."""
+    started, cpu_started = time.monotonic(), time.process_time()
     try:
         instances = store.study_instances(job.study_instance_uid)
         images = []
@@ -115,8 +130,9 @@ def run_job(store: Store, config: Config, job: Job, reference: Any = None) -> bo
         options = output_options(config, reference=reference)
         installation = installation_uid(store.data_dir, options.uid_root)
         options = dataclasses.replace(options, installation_uid=installation,
-                                      history=_history(store, [ds for ds, _ in images]))
+                                      history=_history(store, config, [ds for ds, _ in images]))
         outputs = _build_outputs(images, job, options, replaces)
+        billing = billing_facts(images, outputs)
         recorded = []
         for ds in outputs:
             uid, sop_class = str(ds.SOPInstanceUID), str(ds.SOPClassUID)
@@ -125,7 +141,7 @@ def run_job(store: Store, config: Config, job: Job, reference: Any = None) -> bo
             ds.save_as(buf, enforce_file_format=True)
             atomic_write(target, buf.getbuffer(), tmp_dir=store.tmp_dir)
             recorded.append((uid, sop_class, output_kind(sop_class), str(target.relative_to(store.data_dir))))
-        queued = store.finish_job(job.id, recorded, [d.name for d in config.destinations])
+        queued = store.finish_job(job.id, recorded, {d.name: d.outputs for d in config.destinations}, billing)
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         log.error("event=job_failed job=J%d study=%s run=%d error=%r", job.id, job.study_instance_uid, job.run, error)
@@ -136,9 +152,13 @@ def run_job(store: Store, config: Config, job: Job, reference: Any = None) -> bo
         return False
     kinds = ",".join(k for _, _, k, _ in recorded) or "none"
     log.info(
-        "event=job_done job=J%d study=%s run=%d images=%d outputs=%s exports_queued=%d replaces=%s",
-        job.id, job.study_instance_uid, job.run, len(images), kinds, queued, ",".join(replaces) or "-",
+        "event=job_done job=J%d study=%s run=%d images=%d outputs=%s exports_queued=%d replaces=%s seconds=%.2f "
+        "cpu_seconds=%.2f", job.id, job.study_instance_uid, job.run, len(images), kinds, queued,
+        ",".join(replaces) or "-", time.monotonic() - started, time.process_time() - cpu_started,
     )
+    log.info("event=billing_recorded job=J%d study=%s run=%d performed=%s modifier=%s reason=%s", job.id,
+             job.study_instance_uid, job.run, str(billing.performed).lower(),
+             "52" if billing.performed and billing.reduced_service else "-", billing.not_performed_reason or "-")
     return True
 
 
@@ -152,8 +172,30 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(0)
 
 
-def worker_main(config: Config, stop, index: int, parent_pid: int, poll_seconds: float = 0.2) -> None:
-    """Entry point of one worker process: claim jobs until ``stop`` is set."""
+def _warm_up(config: Config, reference: Any, index: int) -> None:
+    """Load the numba kernels and build a made-up study's outputs, so the first real study is as
+    fast as the next (about 2 s at start instead of in the first study's latency)."""
+    from analysis.warmup import warm_up as warm_up_analysis
+    from node.report.warmup import warm_up as warm_up_report
+
+    started = time.monotonic()
+    try:
+        warm_up_analysis()
+        built = warm_up_report(output_options(config, reference=reference))
+    except Exception as exc:  # noqa: BLE001 - costs only the first study's speed, never a study
+        log.warning("event=warm_up_failed worker=%d error=%r", index, f"{type(exc).__name__}: {exc}")
+        return
+    log.info("event=worker_warmed worker=%d outputs=%d seconds=%.2f", index, built, time.monotonic() - started)
+
+
+def worker_main(config: Config, stop, index: int, parent_pid: int, poll_seconds: float = 0.2, *,
+                jobs_bell: Any = None, exports_bell: Any = None) -> None:
+    """Entry point of one worker process: claim jobs until ``stop`` is set.
+
+    ``jobs_bell`` (a :class:`node.pipeline.doorbell.Doorbell`) wakes an idle worker as soon as
+    a job is queued (else it looks every ``poll_seconds``); ``exports_bell`` is rung after a
+    job's exports are queued, so the exporter sends them at once.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
     _die_with_parent(parent_pid)
     setup_logging(process_name=f"worker-{index}")
@@ -167,6 +209,7 @@ def worker_main(config: Config, stop, index: int, parent_pid: int, poll_seconds:
     except ValueError as exc:
         log.error("event=reference_unavailable error=%r", str(exc))
         reference = None
+    _warm_up(config, reference, index)
     log.info("event=worker_started worker=%d pid=%d", index, os.getpid())
     while not stop.is_set():
         if os.getppid() != parent_pid:
@@ -177,11 +220,15 @@ def worker_main(config: Config, stop, index: int, parent_pid: int, poll_seconds:
             log.error("event=worker_db_error error=%r", str(exc))
             job = None
         if job is None:
-            # Plain sleep: ``stop`` is a lock-free flag (see StopFlag), polled between jobs.
-            time.sleep(poll_seconds)
+            # ``stop`` is a lock-free flag (see StopFlag), polled between jobs.
+            if jobs_bell is not None:
+                jobs_bell.wait(poll_seconds)
+            else:
+                time.sleep(poll_seconds)
             continue
         log.info("event=job_started job=J%d study=%s run=%d attempt=%d", job.id, job.study_instance_uid, job.run, job.attempts)
-        run_job(store, config, job, reference)
+        if run_job(store, config, job, reference) and exports_bell is not None:
+            exports_bell.ring()
     store.close()
 
 

@@ -43,10 +43,13 @@ def _addresses(host: str) -> frozenset[str]:
 
 
 def _allowed(config: Config, calling_ae: str, peer_host: str) -> str | None:
-    """None when the peer may associate, else why not (one phrase)."""
-    matches = [s for s in config.sources if s.ae_title == calling_ae]
+    """None when the peer may associate, else why not (one phrase).
+
+    A DIMSE ``[[pacs]]`` is a source too: it delivers the studies the node retrieves by C-MOVE."""
+    peers = [*config.sources, *(p for p in config.pacs if p.type == "dimse")]
+    matches = [s for s in peers if s.ae_title == calling_ae]
     if not matches:
-        return "calling AE title not in [[sources]]"
+        return "calling AE title not in [[sources]] or [[pacs]]"
     if any(s.host is None or peer_host in _addresses(s.host) for s in matches):
         return None
     hosts = ", ".join(sorted({s.host for s in matches if s.host}))

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pydicom.dataset import Dataset
 
 from analysis.result import AnalysisResult
 from node.report.options import OutputOptions
-from node.report.plan import ImageEntry, hand_of, is_image, plan_reports, shows_a_hand
-from node.report.sc import picture_sc
+from node.report.pdf import pdf_report
+from node.report.plan import HandReport, ImageEntry, hand_of, is_image, plan_reports, shows_a_hand
+from node.report.sc import picture_sc, result_picture
 from node.report.sr import measurement_sr, refusal_sr
 
 __all__ = ["build_study_outputs", "write_dicom_outputs"]
@@ -55,7 +57,8 @@ def build_study_outputs(
     Returns
     -------
     list of pydicom.Dataset
-        For each measured hand (ordered L, R, unknown): its SR then its SC. When no hand was
+        For each measured hand (ordered L, R, unknown): its SR, its SC (``options.picture``), its PDF
+        report (``options.pdf``). When no hand was
         measured: one refusal SR, per ``options.refusal_sr``: ``"all"`` always, ``"hands"`` only
         when an image shows a hand (else nothing, logged ``event=refusal_sr_skipped``), ``"none"``
         never.
@@ -83,17 +86,36 @@ def build_study_outputs(
                      next(iter(study_uids)), len(entries),
                      ",".join(sorted({e.result.reason or e.result.status for e in entries})))
         return outputs
-    for instance_number, report in enumerate(reports, start=(max(run, 1) - 1) * RUN_INSTANCE_STRIDE + 1):
-        outputs.append(
-            measurement_sr(report, instance_number, uid_seed=uid_seed, options=options, replaces=replaces)
-        )
-        if options.picture:
-            try:
-                outputs.append(picture_sc(report, instance_number, uid_seed=uid_seed, options=options))
-            except Exception as exc:  # noqa: BLE001 - the SR carries the result; a picture bug must not lose it
-                log.error("event=picture_failed study=%s hand=%s error=%r",
-                          images[0][0].StudyInstanceUID, report.hand, f"{type(exc).__name__}: {exc}")
+    numbered = list(enumerate(reports, start=(max(run, 1) - 1) * RUN_INSTANCE_STRIDE + 1))
+    # Each hand's picture (and PDF) is made in a thread while the SRs are built: Pillow, numpy and
+    # the JPEG-LS encoder release the GIL, highdicom holds it, so the two overlap on a second core.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="picture") as painter:
+        pictures = [painter.submit(_picture_and_pdf, report, number, uid_seed, options) for number, report in numbered]
+        for (number, report), made in zip(numbered, pictures):
+            outputs.append(measurement_sr(report, number, uid_seed=uid_seed, options=options, replaces=replaces))
+            outputs += made.result()  # _picture_and_pdf logs and drops its own failures
     return outputs
+
+
+def _picture_and_pdf(report: HandReport, instance_number: int, uid_seed: str, options: OutputOptions) -> list[Dataset]:
+    """The SC picture (``options.picture``) and the PDF report (``options.pdf``) of one hand, the page
+    composed once for both; a failure of either is logged and costs only that object (the SR carries the result)."""
+    made: list[Dataset] = []
+    study = report.measured.dataset.StudyInstanceUID
+    pixels = None
+    if options.picture or options.pdf:
+        try:
+            pixels = result_picture(report, options)
+            if options.picture:
+                made.append(picture_sc(report, instance_number, uid_seed=uid_seed, options=options, pixels=pixels))
+        except Exception as exc:  # noqa: BLE001 - the SR carries the result; a picture bug must not lose it
+            log.error("event=picture_failed study=%s hand=%s error=%r", study, report.hand, f"{type(exc).__name__}: {exc}")
+    if options.pdf:
+        try:
+            made.append(pdf_report(report, instance_number, uid_seed=uid_seed, options=options, pixels=pixels))
+        except Exception as exc:  # noqa: BLE001 - as above
+            log.error("event=pdf_failed study=%s hand=%s error=%r", study, report.hand, f"{type(exc).__name__}: {exc}")
+    return made
 
 
 def write_dicom_outputs(

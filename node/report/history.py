@@ -4,7 +4,9 @@ Every SR this node made is a row of ``outputs`` (kind ``SR``) with its file unde
 latest finished run of every other study is read (the header first, the content only when the
 Patient ID matches), and its combined group gives the study date, the hand and the DXR-BMD.
 Reading SR files costs a few ms each; a node with many thousand studies would want an index
-table (a schema change in node/spool).
+table (a schema change in node/spool). The same SRs held by a ``[[pacs]]`` (this node's from
+before a new data_dir, other nodes') are read by :mod:`node.retrieve.priors`;
+:func:`merge_history` joins both.
 
 Change is judged against the least significant change LSC = 2.77 x CV with CV = 0.68 %: the
 short-term in-vivo precision of DXR-BMD (X-posure, women 30-40 y; 0.61 % in women over 64;
@@ -23,7 +25,8 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
-__all__ = ["LSC_PERCENT", "PRECISION_CV_PERCENT", "HistoryPoint", "Trend", "patient_history", "trend"]
+__all__ = ["LSC_PERCENT", "PRECISION_CV_PERCENT", "HistoryPoint", "Trend", "merge_history", "patient_history",
+           "points_from_sr", "trend"]
 
 log = logging.getLogger("dxr.report")
 
@@ -114,6 +117,25 @@ def patient_history(store: Any, source: Dataset) -> list[HistoryPoint]:
         except Exception as exc:  # noqa: BLE001 - a missing or odd file loses one point, never the report
             log.warning("event=history_unreadable path=%s error=%r", row["path"], str(exc))
     return sorted(points, key=lambda p: p.study_date)
+
+
+def points_from_sr(sr: Dataset, study_uid: str = "") -> list[HistoryPoint]:
+    """The combined results (one per hand) a node SR states, dated by its StudyDate."""
+    date_text = str(sr.get("StudyDate", "") or "")
+    return [HistoryPoint(date_text, hand, bmd, study_uid or str(sr.get("StudyInstanceUID", "")))
+            for hand, bmd in _combined_points(sr)]
+
+
+def merge_history(*sources: list[HistoryPoint]) -> list[HistoryPoint]:
+    """Points from several sources (this node's outputs, a PACS), one per study and hand, oldest first.
+
+    The first source's point wins where two give the same study and hand (the same SR read twice,
+    or a later run of the study on this node)."""
+    seen: dict[tuple[str, str], HistoryPoint] = {}
+    for points in sources:
+        for p in points:
+            seen.setdefault((p.study_instance_uid, p.hand), p)
+    return sorted(seen.values(), key=lambda p: p.study_date)
 
 
 def trend(history: list[HistoryPoint], hand: str, bmd_g_cm2: float | None, study_date: str) -> Trend | None:

@@ -32,6 +32,8 @@ class OutputOptions:
     institution_name: str | None = None
     refusal_sr: str | bool = "hands"
     picture: bool = True
+    pdf: bool = False
+    """Build the encapsulated PDF report beside each SR (the node: when a destination takes ``PDF``)."""
     reference: Any = None
     """``analysis.reference.ReferenceTables`` for the picture's BMD-vs-age chart (None: no curve)."""
     uid_root: str | None = None
@@ -52,7 +54,7 @@ def output_options(config: Config, reference: Any = None, *, strict: bool = Fals
     otherwise it is ignored with a log line.
     """
     fields = {f.name: f for f in dataclasses.fields(OutputOptions)}
-    names = set(fields) - {"reference", "installation_uid", "history"}
+    names = set(fields) - {"reference", "installation_uid", "history", "pdf"}
     values: dict[str, Any] = {"refusal_sr": config.outputs.refusal_sr, "picture": config.outputs.picture}
     if config.outputs.institution_name:
         values["institution_name"] = config.outputs.institution_name
@@ -80,7 +82,9 @@ def output_options(config: Config, reference: Any = None, *, strict: bool = Fals
         log.warning("event=config_ignored key=[outputs].uid_root reason=%r", message)
         values.pop("uid_root")
     result = OutputOptions(**{k: v for k, v in values.items() if k in names})
-    return dataclasses.replace(result, reference=values.get("reference"), installation_uid=installation_uid)
+    wants_pdf = any("PDF" in d.outputs or d.embed_pdf for d in config.destinations)
+    return dataclasses.replace(result, reference=values.get("reference"), installation_uid=installation_uid,
+                               pdf=wants_pdf)
 
 
 def _valid_root(root: str) -> bool:

@@ -20,7 +20,7 @@ from node.report.panels import bone_bright_image
 from node.report.plan import HandReport, describe_image, hand_words
 from node.report.uids import derived_uid, sc_series_uid
 
-__all__ = ["picture_sc"]
+__all__ = ["display_name", "picture_sc", "result_picture", "trend_line"]
 
 SC_SERIES_NUMBER = 9902
 """Series number of the left hand's pictures; the right hand's is 9903, a hand of unknown side 9904."""
@@ -38,7 +38,7 @@ def _patient_line(ds: Dataset, result: AnalysisResult) -> picture.PatientLine:
         date = f"{date[:4]}-{date[4:6]}-{date[6:]}"
     age = f"{result.age_years:.0f} y" if result.age_years is not None else str(ds.get("PatientAge", "") or "")
     return picture.PatientLine(
-        name=_display_name(ds.get("PatientName")),
+        name=display_name(ds.get("PatientName")),
         patient_id=str(ds.get("PatientID", "") or ""),
         sex=str(result.sex or ds.get("PatientSex", "") or ""),
         age=age,
@@ -46,7 +46,7 @@ def _patient_line(ds: Dataset, result: AnalysisResult) -> picture.PatientLine:
     )
 
 
-def _display_name(name) -> str:
+def display_name(name) -> str:
     """``Family, Given Middle`` as reading-room lists show it."""
     if not name:
         return ""
@@ -97,8 +97,8 @@ def _trend(history: Any, hand: str, result: AnalysisResult, study_date: str):
                                       found.significant, LSC_PERCENT, PRECISION_CV_PERCENT)
 
 
-def picture_sc(report: HandReport, instance_number: int, *, uid_seed: str, options: OutputOptions,
-               compress: bool = True) -> Dataset:
+def result_picture(report: HandReport, options: OutputOptions) -> np.ndarray:
+    """The result page of one hand as an RGB array (rows, columns, 3), shared by the SC and the PDF report."""
     image = report.measured
     source = image.dataset
     bands, no_bands_reason = _reference_bands(options.reference, image.result.sex or source.get("PatientSex"))
@@ -115,7 +115,23 @@ def picture_sc(report: HandReport, instance_number: int, *, uid_seed: str, optio
         earlier=earlier,
         trend=trend_line,
     )
-    pixels = np.asarray(rgb, dtype=np.uint8)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def trend_line(report: HandReport, options: OutputOptions):
+    """The change since the patient's last result of this hand (``picture.TrendLine``), or None."""
+    source = report.measured.dataset
+    return _trend(options.history, report.hand, report.measured.result, str(source.get("StudyDate", "") or ""))[1]
+
+
+def picture_sc(report: HandReport, instance_number: int, *, uid_seed: str, options: OutputOptions,
+               compress: bool = True, pixels: np.ndarray | None = None) -> Dataset:
+    """The SC instance of one hand's result page; ``pixels``: the page already composed by
+    :func:`result_picture` (else composed here)."""
+    image = report.measured
+    source = image.dataset
+    if pixels is None:
+        pixels = result_picture(report, options)
     orientation = source.get("PatientOrientation")
     has_orientation = bool(orientation) and len(orientation) == 2
     kwargs = {}

@@ -10,7 +10,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from analysis.result import BONE_NAMES
-from node.dicom import COMPREHENSIVE_SR, NODE_MANUFACTURER
+from node.dicom import COMPREHENSIVE_SR, NODE_MANUFACTURER, SR_SERIES_DESCRIPTION
 from node.report.charset import OWN_TEXT_ATTRIBUTES, fit_own_text
 from node.report.codes import (
     ANALYSIS_OUTCOME, NOT_MEASURED, PRIVATE_SCHEME, PROCEDURE_DXR_BMD, PROCEDURE_NOT_PERFORMED, REFUSAL_REASON,
@@ -57,13 +57,13 @@ def _sr_dataset(
         # A refusal names no performed procedure: nothing a billing system reads as a performed 0749T.
         performed_procedure_codes=[PROCEDURE_DXR_BMD] if performed else None,
         transfer_syntax_uid=ExplicitVRLittleEndian,
-        series_description="DXR-BMD report (computed estimate)",
+        series_description=SR_SERIES_DESCRIPTION,
         **kwargs,
     )
     _separate_containers(sr)
     sr.ManufacturerModelName = options.device_name
     sr.SoftwareVersions = options.software_version
-    sr.SeriesDescription = "DXR-BMD report (computed estimate)"
+    sr.SeriesDescription = SR_SERIES_DESCRIPTION
     fit_own_text(sr, OWN_TEXT_ATTRIBUTES)
     _declare_private_scheme(sr)
     if replaces:

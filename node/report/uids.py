@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydicom.uid import PYDICOM_ROOT_UID, generate_uid
 
-__all__ = ['derived_uid', 'sc_series_uid', 'sr_series_uid']
+__all__ = ['derived_uid', 'pdf_series_uid', 'sc_series_uid', 'sr_series_uid']
 
 
 def derived_uid(*parts: str, root: str | None = None) -> str:
@@ -27,4 +27,10 @@ def sr_series_uid(study_uid: str, installation: str = "", root: str | None = Non
 def sc_series_uid(study_uid: str, hand: str = "L", installation: str = "", root: str | None = None) -> str:
     # One SC series per hand (Laterality is a series attribute); the left hand keeps the earlier UID.
     parts = (study_uid, "dxr-node-sc-series") + (() if hand == "L" else (hand,)) + ((installation,) if installation else ())
+    return derived_uid(*parts, root=root)
+
+
+def pdf_series_uid(study_uid: str, installation: str = "", root: str | None = None) -> str:
+    # One PDF series per study for this node (Modality DOC), the same on every run.
+    parts = (study_uid, "dxr-node-pdf-series") + ((installation,) if installation else ())
     return derived_uid(*parts, root=root)

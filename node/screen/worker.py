@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from distributed.diagnostics.plugin import WorkerPlugin
 
 __all__ = ["ScreenPlugin", "screen_item", "error_row", "warm_kernels"]
@@ -29,29 +28,20 @@ _HEADER_KEYWORDS = ("PatientID", "StudyDate", "StudyInstanceUID", "SeriesInstanc
 
 
 def warm_kernels() -> float:
-    """Load every numba kernel of calibration and the hand finder from its cache; seconds taken.
+    """Load the analysis and every numba kernel (``analysis.warmup``, as the node's workers); seconds taken.
 
-    numba loads (or compiles) a kernel on its first call per argument type: calling each once
-    on a tiny array here moves that cost out of the first image every worker analyses.
+    numba loads (or compiles) a kernel on its first call per argument type, and the analysis
+    imports the hand finder and the profile fit on its first image: both here, once per worker,
+    instead of inside the first image every worker analyses.
     """
     started = time.perf_counter()
-    # The analysis imports these on its first image (scipy, the hand finder, the profile fit).
     import analysis.calibration  # noqa: F401
     import analysis.indices  # noqa: F401
     import analysis.locate  # noqa: F401
     import analysis.measure  # noqa: F401
-    from analysis import image_kernels as k
+    from analysis.warmup import warm_up
 
-    image = np.linspace(0.0, 1.0, 64 * 64).reshape(64, 64)
-    for dtype in (np.uint16, np.int16, np.uint8):
-        k.stored_to_float(np.zeros((8, 8), dtype), 1.0, 0.0, invert=True)
-    k.block_mean(image, 2)
-    k.flat_bright_mask(image, 3, 0.5, 0.1)
-    k.histogram(image.ravel(), 16)
-    k.bilinear(image, np.array([1.5, 2.5]), np.array([1.5, 2.5]))
-    mask = image > 0.3
-    k.distance_to_background(mask)
-    k.trace_boundary(mask)
+    warm_up()
     return time.perf_counter() - started
 
 

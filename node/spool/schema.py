@@ -16,7 +16,7 @@ __all__ = ["SCHEMA", "SCHEMA_VERSION", "SchemaError", "UPGRADES", "prepare"]
 
 log = logging.getLogger("dxr.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The version :data:`SCHEMA` describes."""
 
 SCHEMA = """
@@ -82,6 +82,23 @@ CREATE TABLE IF NOT EXISTS counters (
     value INTEGER NOT NULL,
     PRIMARY KEY (name, label)
 );
+CREATE TABLE IF NOT EXISTS billing (
+    study_instance_uid TEXT NOT NULL,
+    run                INTEGER NOT NULL,
+    job_id             INTEGER NOT NULL,
+    accession_number   TEXT NOT NULL DEFAULT '',
+    patient_id         TEXT NOT NULL DEFAULT '',
+    study_date         TEXT NOT NULL DEFAULT '',
+    analysed_at        REAL NOT NULL,
+    cpt_code           TEXT NOT NULL,
+    modifier           TEXT NOT NULL DEFAULT '',
+    performed          INTEGER NOT NULL,
+    not_performed_reason TEXT NOT NULL DEFAULT '',
+    sr_uids            TEXT NOT NULL DEFAULT '',
+    superseded_by_run  INTEGER,
+    PRIMARY KEY (study_instance_uid, run)
+);
+CREATE INDEX IF NOT EXISTS billing_time ON billing(analysed_at);
 """
 
 
@@ -111,7 +128,16 @@ def _to_2(conn: sqlite3.Connection) -> None:
                  "SUM(MAX(attempts - (state = 'sent'), 0)) FROM exports GROUP BY destination")
 
 
-UPGRADES: dict[int, Callable[[sqlite3.Connection], None]] = {1: _to_1, 2: _to_2}
+def _to_3(conn: sqlite3.Connection) -> None:
+    """Version 3: ``billing`` (one row per finished study run: CPT 0749T, modifier 52 or not performed,
+    the SRs it refers to, and the later run that superseded it). Runs finished before the upgrade
+    have no row: the node did not record what it billed then."""
+    for statement in SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS billing"):].split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+UPGRADES: dict[int, Callable[[sqlite3.Connection], None]] = {1: _to_1, 2: _to_2, 3: _to_3}
 """``UPGRADES[n]`` brings a database at version ``n - 1`` to version ``n``."""
 
 

@@ -24,6 +24,8 @@ Tables (the CLI and the other node modules rely on these names and states; schem
                'failed'), attempts, next_attempt_at, last_error, updated_at;
                UNIQUE(output_sop_instance_uid, destination)
 ``counters``   name, label, value: monotonic metric counters (export attempts and failures per destination)
+``billing``    one row per finished study run (CPT 0749T, modifier, not performed and why, SR UIDs,
+               superseded_by_run): :mod:`node.spool.billing`
 
 One connection per process (guarded by a lock for the SCP's association threads), WAL mode,
 ``synchronous=FULL`` so a committed row survives power loss like the fsynced spool file.
@@ -34,11 +36,12 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from node.spool.billing import BillingFacts, BillingRows, record_billing
 from node.spool.lock import DataDirBusy, lock_data_dir
 from node.spool.files import atomic_write, dataset_body, uid_filename
 from node.spool.queue_rows import QueueRows
@@ -55,7 +58,7 @@ class StoreError(RuntimeError):
     and keep running."""
 
 
-class Store(QueueRows):
+class Store(QueueRows, BillingRows):
     """The SQLite database plus the data_dir layout; thread-safe within one process."""
 
     def __init__(self, data_dir: Path, *, exclusive: bool = False):
@@ -315,6 +318,11 @@ class Store(QueueRows):
                 created.append(Job(cur.lastrowid, study, run, "queued", 0, None, None, now, now))
         return created
 
+    def next_study_due_at(self, quiet_period_seconds: float) -> float | None:
+        """When (Unix time, s) the earliest receiving study becomes quiet; None without one."""
+        rows = self._query("SELECT MIN(last_received_at) AS t FROM studies WHERE state='receiving'")
+        return None if not rows or rows[0]["t"] is None else float(rows[0]["t"]) + quiet_period_seconds
+
     def claim_job(self, worker_pid: int) -> Job | None:
         """Take the oldest queued job whose study has no running job (atomically), or None."""
         now = time.time()
@@ -350,29 +358,36 @@ class Store(QueueRows):
         return [r["sop_instance_uid"] for r in rows]
 
     def finish_job(
-        self, job_id: int, outputs: list[tuple[str, str, str, str]], destinations: list[str]
+        self, job_id: int, outputs: list[tuple[str, str, str, str]],
+        destinations: Collection[str] | Mapping[str, Collection[str]], billing: BillingFacts | None = None,
     ) -> int:
         """Record a job's outputs ``(sop_uid, sop_class_uid, kind, path)``, queue one export per
-        (output, destination) and mark the job done, in one transaction.
+        (output, destination), record the run's billing row and mark the job done, in one transaction.
 
-        Returns the number of exports queued (an export already present, e.g. after a re-run of a
-        job interrupted by a crash, is kept as it is: re-sending never duplicates).
+        ``destinations``: names (every output goes to each), or name -> the output kinds it takes
+        (``SR``, ``SC``, ``PDF``). Returns the number of exports queued (an export already present,
+        e.g. after a re-run of a job interrupted by a crash, is kept as it is: re-sending never duplicates).
         """
         now = time.time()
         queued = 0
+        kinds_of = destinations if isinstance(destinations, Mapping) else {d: None for d in destinations}
         with self._tx() as c:
-            job = c.execute("SELECT study_instance_uid FROM jobs WHERE id=?", (job_id,)).fetchone()
+            job = c.execute("SELECT study_instance_uid, run FROM jobs WHERE id=?", (job_id,)).fetchone()
             for uid, sop_class, kind, path in outputs:
                 c.execute(
                     "INSERT OR REPLACE INTO outputs VALUES (?,?,?,?,?,?)",
                     (uid, job_id, job["study_instance_uid"], sop_class, kind, path),
                 )
-                for dest in destinations:
+                for dest, kinds in kinds_of.items():
+                    if kinds is not None and kind not in kinds:
+                        continue
                     queued += c.execute(
                         "INSERT OR IGNORE INTO exports (output_sop_instance_uid, destination, state, attempts, "
                         "next_attempt_at, updated_at) VALUES (?, ?, 'queued', 0, ?, ?)",
                         (uid, dest, now, now),
                     ).rowcount
+            if billing is not None:
+                record_billing(c, job_id, job["study_instance_uid"], job["run"], billing, now)
             c.execute(
                 "UPDATE jobs SET state='done', last_error=NULL, updated_at=? WHERE id=?", (now, job_id)
             )

@@ -1,14 +1,19 @@
-"""``dxr-node queue list`` and ``queue retry``: the spool's jobs and exports, seen and re-queued."""
+"""``dxr-node queue list`` and ``queue retry`` (the spool's jobs and exports, seen and re-queued) and
+``billing export`` (the billing rows as CSV or JSON)."""
 
 from __future__ import annotations
 
 import argparse
+import calendar
+import csv
 import json
+import sys
+import time
 from dataclasses import asdict
 
 from node.verbs import CONFIG, DATA_DIR, CLIError, Verb, arg, config_from_args, format_time, one_line, open_store
 
-__all__ = ["QUEUE_VERBS", "STATES"]
+__all__ = ["BILLING_COLUMNS", "BILLING_VERBS", "QUEUE_VERBS", "STATES"]
 
 STATES = ("queued", "running", "done", "failed", "superseded", "sending", "sent")
 
@@ -82,4 +87,60 @@ QUEUE_VERBS: tuple[Verb, ...] = (
     ), cmd_queue_list),
     Verb("queue retry", "re-queue a failed export (E<n>) or job (J<n>)",
          (arg("id", metavar="ID"), CONFIG, DATA_DIR), cmd_queue_retry),
+)
+
+
+BILLING_COLUMNS = (
+    "accession_number", "patient_id", "study_date", "analysis_date", "cpt_code", "modifier", "status",
+    "not_performed_reason", "billable", "sr_uids", "superseded_by_run", "supersedes_sr_uids", "study_instance_uid",
+    "run",
+)
+"""The columns of ``billing export``, in order (docs/outputs.md describes each)."""
+
+
+def _since(text: str) -> float:
+    """``YYYY-MM-DD`` (UTC midnight) as unix seconds, or a usage error."""
+    try:
+        return float(calendar.timegm(time.strptime(text, "%Y-%m-%d")))
+    except ValueError:
+        raise CLIError(f"billing export: --since must be a date YYYY-MM-DD, got {text!r}", 2) from None
+
+
+def billing_record(row) -> dict:
+    """One ``node.spool.billing.BillingRow`` as the export writes it (the :data:`BILLING_COLUMNS`)."""
+    return {
+        "accession_number": row.accession_number, "patient_id": row.patient_id, "study_date": row.study_date,
+        "analysis_date": format_time(row.analysed_at), "cpt_code": row.cpt_code, "modifier": row.modifier,
+        "status": "performed" if row.performed else "not_performed",
+        "not_performed_reason": row.not_performed_reason, "billable": row.billable, "sr_uids": row.sr_uids,
+        "superseded_by_run": row.superseded_by_run, "supersedes_sr_uids": row.supersedes_sr_uids,
+        "study_instance_uid": row.study_instance_uid, "run": row.run,
+    }
+
+
+def cmd_billing_export(args: argparse.Namespace) -> int:
+    since = _since(args.since) if args.since else None
+    config = config_from_args(args)
+    store = open_store(config)
+    try:
+        records = [billing_record(r) for r in store.billing_rows(since)]
+    finally:
+        store.close()
+    if args.format == "json":
+        print(json.dumps(records, indent=1))
+        return 0
+    writer = csv.DictWriter(sys.stdout, fieldnames=BILLING_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({**record, "billable": "true" if record["billable"] else "false",
+                         "superseded_by_run": record["superseded_by_run"] or ""})
+    return 0
+
+
+BILLING_VERBS: tuple[Verb, ...] = (
+    Verb("billing export", "one row per study run: CPT 0749T, modifier 52, not performed and why, superseded runs", (
+        CONFIG, DATA_DIR,
+        arg("--since", metavar="DATE", help="only runs analysed on or after this date (YYYY-MM-DD, UTC)"),
+        arg("--format", choices=("csv", "json"), default="csv", help="csv (default) or json"),
+    ), cmd_billing_export),
 )

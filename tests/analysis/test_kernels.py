@@ -7,9 +7,10 @@ from scipy import integrate, ndimage
 from analysis import kernels
 
 GL = (kernels._GL_X, kernels._GL_W)
-P_TRUE = np.array([0.7, 40.0, 22.0, 0.8, 1.3, 0.5, 0.002, 0.1, 0.085, 0.6, 4.0])
+P_TRUE = np.array([0.7, 40.0, 22.0, 0.8, 1.3, 0.5, 0.002, 0.1, 0.085, 0.6, 4.0, 0.03, -0.002])
 P_PLAIN = P_TRUE.copy()
 P_PLAIN[9] = 0.0  # no edge enhancement
+P_PLAIN[11] = P_PLAIN[12] = 0.0  # grey linear in attenuation
 X = np.arange(-60.0, 61.0, 1.0)
 
 
@@ -102,6 +103,7 @@ def _start(p):
     p0[4] *= 1.3
     p0[7] *= 1.1
     p0[9], p0[10] = 0.3, 5.0
+    p0[11] = p0[12] = 0.0
     return p0
 
 
@@ -114,6 +116,39 @@ def test_fit_recovers_noise_free_parameters(truth):
     assert rms < 1e-5
     assert np.allclose(p[:4], truth[:4], atol=5e-3)
     assert p[9] == pytest.approx(truth[9], abs=0.02)
+    assert p[11] == pytest.approx(truth[11], abs=1e-3) and p[12] == pytest.approx(truth[12], abs=1e-4)
+
+
+DISPLAY_CURVES = {
+    "gamma 0.6": lambda x: x ** 0.6,
+    "gamma 1.6": lambda x: x ** 1.6,
+    "linear in exposure": lambda x: 1.0 - np.exp(-2.0 * x),
+}
+
+
+@pytest.mark.parametrize("curve", sorted(DISPLAY_CURVES))
+def test_the_bend_terms_recover_the_walls_under_a_display_curve(curve):
+    """A profile passed through a display curve (not the model's polynomial) is fitted to the
+    right walls and width with g and h free; held at 0 they come out several times further off."""
+    plain = kernels.profile_model_numpy(X, P_PLAIN)[0]
+    window = (plain - plain.min()) / (plain.max() - plain.min()) * 0.6 + 0.2  # the bone inside the window
+    shown = DISPLAY_CURVES[curve]
+    y = shown(window) / (shown(0.8) - shown(0.2))  # contrast about 1, as measure.py fits
+    start = _start(P_PLAIN)
+    start[9] = 0.0
+    start[5], start[7], start[8] = y[0], start[7] / np.ptp(plain), start[8] / np.ptp(plain)
+    free = np.ones(kernels.N_PARAMS, dtype=bool)
+    free[9] = free[10] = False
+    bent, _, _, status = kernels.fit_one_profile(X, y, start, free, 300, *GL)
+    straight = free.copy()
+    straight[11] = straight[12] = False
+    flat = kernels.fit_one_profile(X, y, start, straight, 300, *GL)[0]
+    assert status == kernels.FIT_OK
+    wall_true, width_true = P_PLAIN[1] - P_PLAIN[2], 2 * P_PLAIN[1]
+    # (A curve linear in exposure bends the width far more than the walls: 0.06 px is the floor.)
+    assert abs(bent[1] - bent[2] - wall_true) < max(0.3 * abs(flat[1] - flat[2] - wall_true), 0.06)
+    assert abs(2 * bent[1] - width_true) < 0.3 * abs(2 * flat[1] - width_true)
+    assert abs(2 * bent[1] - width_true) < 0.1  # px, on an 80 px wide bone
 
 
 def test_fit_numba_equals_numpy_on_noisy_profiles():

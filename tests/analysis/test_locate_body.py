@@ -9,12 +9,14 @@ from analysis.locate.body import (
     MIN_HAND_AREA_MM2,
     WORK_SPACING_MM,
     _body_too_small,
+    _bones_fleshed_out,
     _fill_holes,
     _otsu,
     _prepare,
     _unusable_input,
     _work_factor,
 )
+from analysis.locate import _locate_in, locate_hand
 from tests.analysis.locate_stages import work_rc
 from tests.phantom import make_hand
 
@@ -117,3 +119,32 @@ def test_otsu_splits_two_populations():
     values = np.concatenate([rng.normal(0.2, 0.03, 5000), rng.normal(0.8, 0.03, 5000)])
     t = _otsu(values)
     assert 0.25 < t < 0.75 and abs(np.count_nonzero(values > t) - 5000) <= 5
+
+
+# The issue-10 films: white borders on four sides, soft tissue a third as strong, a sigmoid display
+# that crushes the dark end (the fingers' soft tissue does not show), a side letter, rotation.
+CRUSHED_TISSUE = dict(collimator="white", collimator_mm=(18.0, 12.0, 22.0, 15.0), soft_tissue_scale=0.3,
+                      side_marker="L", display="sigmoid", spacing_mm=0.1)
+
+
+def test_soft_tissue_that_does_not_show_gets_a_second_look_with_the_bones_fleshed_out():
+    for seed, rotation_deg in ((14, -7.0), (16, 4.0), (17, -7.0)):
+        image, truth = make_hand(seed=seed, rotation_deg=rotation_deg, **CRUSHED_TISSUE)
+        w = _prepare(image, 0.1)
+        fleshed = _bones_fleshed_out(w)
+        assert fleshed is not None and np.count_nonzero(fleshed.body) > 1.3 * np.count_nonzero(w.body)
+        assert _locate_in(image, 0.1, w).refusal is not None  # the first look alone finds no PA hand
+        loc = locate_hand(image, 0.1)
+        assert loc.refusal is None, (seed, loc.refusal)
+        assert loc.details["body"] == "bones fleshed out" and loc.details["maturity"] == "adult"
+        for name in ("II", "III", "IV"):
+            mid = 0.5 * (np.asarray(loc.metacarpals[name].base_rc) + np.asarray(loc.metacarpals[name].head_rc))
+            true_mid = 0.5 * (np.asarray(truth.axis(name).base_rc) + np.asarray(truth.axis(name).head_rc))
+            assert np.hypot(*(mid - true_mid)) * 0.1 < 4.0  # mm: on the right bone
+
+
+def test_visible_soft_tissue_gets_no_second_look():
+    for kwargs in ({}, {"soft_tissue_scale": 0.3}, {"display": "sigmoid"}):
+        image, _ = make_hand(seed=5, spacing_mm=SPACING, **kwargs)
+        assert _bones_fleshed_out(_prepare(image, SPACING)) is None, kwargs
+        assert "body" not in locate_hand(image, SPACING).details

@@ -6,7 +6,10 @@ import numpy as np
 
 from analysis.locate.fingers import _best_finger_cluster, _Finger
 from analysis.locate.shafts import _Shafts
-from analysis.locate.view import LATERAL_MAX_RIDGES, _non_pa_view, _palm_ridge_count, _shafts_overlap
+from analysis.locate import locate_hand
+from analysis.locate.view import (
+    LATERAL_MAX_RIDGES, MAX_FINGER_ANGLE_DEG, _fingers_not_parallel, _non_pa_view, _palm_ridge_count, _shafts_overlap,
+)
 from tests.analysis.locate_stages import run_stages
 from tests.phantom import make_hand
 
@@ -88,3 +91,40 @@ def test_strips_running_out_of_the_field_or_a_body_part_many_hands_large_are_no_
     # A "finger" so narrow that the body is over 300 of its squared widths: a chest or an arm's lobe.
     thin = _non_pa_view(st.w, [_strip(60 * px_per_mm, 2 * px_per_mm)], {})
     assert thin.refusal[0] == "not_pa_hand" and thin.details["body_finger_areas"] > 300
+
+
+def _pointing(angle_deg, base_col):
+    """A 50-pixel finger strip leaving (300, base_col) at ``angle_deg`` from 'up' (working pixels)."""
+    a = np.radians(angle_deg)
+    base = np.array([300.0, base_col])
+    return _Finger(base, base + 50.0 * np.array([-np.cos(a), np.sin(a)]), 50.0, 10.0, 500, 1)
+
+
+def test_a_finger_far_off_the_others_is_not_pa_spread_fingers_are():
+    up = np.array([-1.0, 0.0])
+    spread = [_pointing(a, c) for a, c in ((-22, 100), (-6, 120), (6, 140), (22, 160))]
+    details: dict = {}
+    assert not _fingers_not_parallel(spread, up, details)
+    assert details["finger_angle_max_deg"] == 22.0
+    curled = spread[:3] + [_pointing(MAX_FINGER_ANGLE_DEG + 8, 160)]
+    assert _fingers_not_parallel(curled, up, details)
+    assert details["finger_angle_max_deg"] == MAX_FINGER_ANGLE_DEG + 8
+
+
+def test_phantom_hands_with_fingers_spread_or_together_stay_pa():
+    for spread_deg in (-4.0, 8.0):
+        image, _truth = make_hand(seed=3, spacing_mm=SPACING, finger_spread_deg=spread_deg)
+        loc = locate_hand(image, SPACING)
+        assert loc.refusal is None and loc.view == "PA"
+        assert loc.details["finger_angle_max_deg"] <= MAX_FINGER_ANGLE_DEG
+
+
+def test_fingers_far_apart_are_oblique_but_not_a_whole_hand_when_they_run_out_of_the_field():
+    # 18 degrees more per finger: the little finger leaves 40 degrees off the others.
+    whole, _ = make_hand(seed=2, spacing_mm=SPACING, finger_spread_deg=18.0, field_mm=(300, 300))
+    loc = locate_hand(whole, SPACING)
+    assert loc.refusal[0] == "oblique_view" and loc.details["finger_angle_max_deg"] > MAX_FINGER_ANGLE_DEG
+    # The same hand on the usual 240 x 180 mm field: the spread fingers run out of it.
+    cut, _ = make_hand(seed=2, spacing_mm=SPACING, finger_spread_deg=18.0)
+    loc = locate_hand(cut, SPACING)
+    assert loc.refusal[0] == "not_pa_hand" and loc.details["fingers_cut_by_field"]

@@ -90,14 +90,17 @@ def wait_until(predicate: Callable[[], Any], timeout_seconds: float, what: str, 
 class TestPacs:
     """A pynetdicom Storage SCP standing in for a PACS: records what it receives.
 
-    ``statuses`` maps SOP Instance UID -> status to answer (default 0x0000).
+    ``delay_seconds``: each C-STORE is answered that long after it arrives (a slow PACS);
+    ``storing`` counts the requests being handled now.
     """
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, port: int, ae_title: str = "TESTPACS"):
+    def __init__(self, port: int, ae_title: str = "TESTPACS", delay_seconds: float = 0.0):
         self.port = port
         self.ae_title = ae_title
+        self.delay_seconds = delay_seconds
+        self.storing = 0
         self.received: list[str] = []
         self.calling: list[str] = []
         self.associations = 0
@@ -111,7 +114,12 @@ class TestPacs:
             ae.add_supported_context(uid, TRANSFER_SYNTAXES)
 
         def on_store(event):
+            if self.delay_seconds:
+                with self._lock:
+                    self.storing += 1
+                time.sleep(self.delay_seconds)
             with self._lock:
+                self.storing -= 1 if self.delay_seconds else 0
                 self.received.append(str(event.request.AffectedSOPInstanceUID))
                 self.calling.append(event.assoc.requestor.ae_title.strip())
             return 0x0000

@@ -58,8 +58,8 @@ def test_serve_receives_analyses_exports_and_stops_cleanly_on_sigterm(tmp_path):
         code = proc.wait(timeout=30)
     text = log_path.read_text()
     assert code == 0, text
-    for event in ("event=node_ready", "event=association_accepted", "event=instance_stored", "event=study_complete",
-                  "event=job_done", "event=export_sent", "event=node_stopped"):
+    for event in ("event=node_ready", "event=worker_warmed", "event=association_accepted", "event=instance_stored",
+                  "event=study_complete", "event=job_done", "event=export_sent", "event=node_stopped"):
         assert event in text, event
     assert "Traceback" not in text
     assert PATIENT_NAME.split("^")[0] not in text, "patient names never reach the log"

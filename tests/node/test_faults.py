@@ -193,3 +193,211 @@ def _hostile_datasets() -> list[pydicom.Dataset]:
         ds.SOPInstanceUID = ""  # empty SOP Instance UID in the data set
         out.append(ds)
     return out
+
+
+# ------------------------------------------------------------------ export faults
+def _pacs_config(tmp_path: Path, port: int, pacs_port: int, extra: str = "") -> Path:
+    """A node (quiet period 0.3 s) whose one destination is a DIMSE PACS on ``pacs_port``."""
+    cfg = write_config(tmp_path, extra, port=port, quiet=0.3, destinations=(
+        f'[[destinations]]\nname = "pacs"\nae_title = "TESTPACS"\nhost = "{HOST}"\nport = {pacs_port}\n'))
+    cfg.write_text(cfg.read_text().replace("max_attempts = 3\n", "max_attempts = 1000\n"))
+    return cfg
+
+
+def _send_studies(port: int, n: int) -> list:
+    """``n`` one-image hand studies (each gets one refusal SR: too small to measure); the acked data sets."""
+    acked: list = []
+    lock = threading.Lock()
+    for _ in range(n):
+        _sender(port, generate_uid(), 1, acked, lock)
+    return acked
+
+
+def _exports(data_dir: Path) -> list:
+    store = Store(data_dir)
+    try:
+        return store.list_exports()
+    finally:
+        store.close()
+
+
+def test_kill_9_during_export_delivers_every_output_once_after_the_restart(tmp_path):
+    """The node dies while its batch is on the wire to a slow PACS; restarted, it sends only what
+    had no C-STORE response (D6): each output arrives, at most the one in flight twice."""
+    from tests.node.node_helpers import TestPacs
+
+    port, pacs_port = free_port(), free_port()
+    cfg = _pacs_config(tmp_path, port, pacs_port)
+    pacs = TestPacs(pacs_port, delay_seconds=0.4).start()
+    node = _serve(cfg)
+    try:
+        wait_until(lambda: _answering(port), 60, "node answering")
+        acked = _send_studies(port, 8)
+        wait_until(lambda: len(pacs.received) >= 2 and pacs.storing > 0, 120, "an export batch on the wire")
+        node.send_signal(signal.SIGKILL)
+        node.wait(30)
+        at_kill = len(pacs.received)
+        node = _serve(cfg)
+        wait_until(lambda: _answering(port), 60, "node answering after the restart")
+        wait_until(lambda: len(_exports(tmp_path / "var")) == 8
+                   and all(e.state == "sent" for e in _exports(tmp_path / "var")), 180, "every output sent")
+        assert _answering(port)
+    finally:
+        node.send_signal(signal.SIGTERM)
+        node.wait(30)
+        pacs.stop()
+    outputs = {e.output_sop_instance_uid for e in _exports(tmp_path / "var")}
+    present, lost = _check_present(tmp_path / "var", acked)
+    duplicates = len(pacs.received) - len(set(pacs.received))
+    print(f"fault_figures scenario=kill9_during_export acked={len(acked)} present={present} lost={lost} "
+          f"outputs={len(outputs)} delivered_at_kill={at_kill} delivered={len(set(pacs.received))} "
+          f"duplicates={duplicates}")
+    assert len(acked) == 8 and lost == 0
+    assert at_kill < 8, "the kill came before the last output was delivered"
+    assert set(pacs.received) == outputs, "every output reached the PACS"
+    assert duplicates <= 1, "only the instance in flight at the kill may arrive twice"
+
+
+def test_pacs_down_then_up_gets_every_result_once(tmp_path):
+    """Results are ready while nothing listens on the PACS port; the node keeps retrying and
+    answering; when the PACS comes up each result arrives exactly once."""
+    from tests.node.node_helpers import TestPacs
+
+    port, pacs_port = free_port(), free_port()
+    cfg = _pacs_config(tmp_path, port, pacs_port)
+    node = _serve(cfg)
+    pacs = None
+    try:
+        wait_until(lambda: _answering(port), 60, "node answering")
+        acked = _send_studies(port, 5)
+        wait_until(lambda: len(_exports(tmp_path / "var")) == 5
+                   and all(e.attempts >= 2 for e in _exports(tmp_path / "var")), 120,
+                   "every result tried at least twice against the absent PACS")
+        assert not any(e.state == "sent" for e in _exports(tmp_path / "var"))
+        assert _answering(port), "the node answers while its destination is down"
+        pacs = TestPacs(pacs_port).start()
+        wait_until(lambda: all(e.state == "sent" for e in _exports(tmp_path / "var")), 60,
+                   "every result sent once the PACS is up")
+    finally:
+        node.send_signal(signal.SIGTERM)
+        node.wait(30)
+        if pacs is not None:
+            pacs.stop()
+    outputs = {e.output_sop_instance_uid for e in _exports(tmp_path / "var")}
+    present, lost = _check_present(tmp_path / "var", acked)
+    attempts = max(e.attempts for e in _exports(tmp_path / "var"))
+    print(f"fault_figures scenario=pacs_down_then_up acked={len(acked)} present={present} lost={lost} "
+          f"outputs={len(outputs)} delivered={len(set(pacs.received))} duplicates="
+          f"{len(pacs.received) - len(set(pacs.received))} max_attempts_used={attempts}")
+    assert len(acked) == 5 and lost == 0
+    assert sorted(pacs.received) == sorted(outputs), "each result exactly once"
+
+
+# ------------------------------------------------------------------ disk full
+def _mount_tmpfs(where: Path, size_mb: int) -> str | None:
+    """Mount a ``size_mb`` tmpfs on ``where``; None when done, else why it could not be."""
+    where.mkdir(parents=True, exist_ok=True)
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(where)],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    return None if done.returncode == 0 else (done.stderr.strip() or f"mount exited {done.returncode}")
+
+
+def _fill(where: Path, name: str, leave_free_bytes: int) -> None:
+    """A ballast file taking the filesystem's free space down to ``leave_free_bytes`` (or to nothing)."""
+    import os
+
+    st = os.statvfs(where)
+    size = max(st.f_bavail * st.f_frsize - leave_free_bytes, 0)
+    with open(where / name, "wb") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, size)
+        except OSError:  # ENOSPC: whatever it got is enough for "full"
+            pass
+
+
+def _store_one(port: int, ds: pydicom.Dataset) -> int | None:
+    assoc = scu(port)
+    try:
+        status = assoc.send_c_store(ds) if assoc.is_established else None
+        return status.get("Status") if status else None
+    finally:
+        if assoc.is_established:
+            assoc.release()
+
+
+def _orphans(data_dir: Path) -> list[str]:
+    """Spool files no instance row names (what D5 left behind)."""
+    store = Store(data_dir)
+    try:
+        named = {r["path"] for r in store._query("SELECT path FROM instances")}
+    finally:
+        store.close()
+    return [str(p.relative_to(data_dir)) for p in (data_dir / "spool").rglob("*.dcm")
+            if str(p.relative_to(data_dir)) not in named]
+
+
+def test_disk_full_then_freed_refuses_cleanly_and_accepts_again(tmp_path):
+    """data_dir on a real 64 MB tmpfs. Nearly full: a 4 MB instance passes the 1 MB watermark and
+    hits ENOSPC (0xA700, nothing left behind); full: the watermark refuses (0xA700); the node
+    answers C-ECHO throughout; freed: it stores again. Every acknowledged instance is kept."""
+    import os
+
+    disk = tmp_path / "disk"
+    why = _mount_tmpfs(disk, 64)
+    if why is not None:
+        pytest.skip(f"a small tmpfs for a real full disk needs root (mount): {why}")
+    port = free_port()
+    cfg = write_config(tmp_path, "[disk]\nmin_free_bytes = 1000000\n", port=port, quiet=3600)
+    cfg.write_text(cfg.read_text().replace('data_dir = "var"', f'data_dir = "{disk / "var"}"'))
+    node = _serve(cfg)
+    acked, statuses = [], {}
+    study = generate_uid()
+
+    def store(ds: pydicom.Dataset, phase: str) -> None:
+        status = _store_one(port, ds)
+        statuses.setdefault(phase, []).append(status)
+        if status == 0:
+            acked.append(ds)
+
+    try:
+        wait_until(lambda: _answering(port), 60, "node answering")
+        for k in range(3):
+            store(make_image_dataset(study, rows=64, columns=64, seed=k), "before")
+        _fill(disk, "ballast-1", leave_free_bytes=1_500_000)
+        for k in range(2):  # above the watermark, but larger than the space left
+            store(make_image_dataset(study, rows=1448, columns=1448, seed=10 + k), "nearly_full")
+        assert _answering(port)
+        _fill(disk, "ballast-2", leave_free_bytes=0)
+        for k in range(2):
+            store(make_image_dataset(study, rows=64, columns=64, seed=20 + k), "full")
+        assert _answering(port), "the node answers with a full disk"
+        for name in ("ballast-1", "ballast-2"):
+            os.remove(disk / name)
+        for k in range(3):
+            store(make_image_dataset(study, rows=64, columns=64, seed=30 + k), "freed")
+        store(make_image_dataset(study, rows=1448, columns=1448, seed=40), "freed")
+        assert _answering(port)
+    finally:
+        try:
+            node.send_signal(signal.SIGTERM)
+            try:
+                node.wait(30)
+            except subprocess.TimeoutExpired:
+                node.kill()
+                node.wait(30)
+            present, lost = _check_present(disk / "var", acked)
+            orphans = _orphans(disk / "var")
+        finally:  # never leave the tmpfs mounted, whatever failed
+            subprocess.run(["umount", str(disk)], capture_output=True, timeout=30)
+    print(f"fault_figures scenario=disk_full_then_freed acked={len(acked)} present={present} lost={lost} "
+          f"statuses={ {k: [hex(s) if isinstance(s, int) else s for s in v] for k, v in statuses.items()} } "
+          f"orphans={len(orphans)}")
+    assert statuses["before"] == [0] * 3 and statuses["freed"] == [0] * 4
+    assert statuses["nearly_full"] == [0xA700] * 2 and statuses["full"] == [0xA700] * 2
+    assert lost == 0 and len(acked) == 7
+    assert orphans == []
+    log = (tmp_path / "node.log").read_text(errors="replace")
+    assert "Traceback" not in log

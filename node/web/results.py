@@ -1,0 +1,125 @@
+"""What the page shows of a result: read back from the node's own SR (the SR is the record, not a copy).
+
+:func:`sr_summary` walks a node SR's measurement groups: each "DXR-BMD, <hand>" group gives
+DXR-BMD (g/cm²), T- and Z-score and the extent of service; each metacarpal group says whether
+the bone was measured; a "No measurement" group gives the refusal reason. The result picture
+(Secondary Capture) is decoded to PNG by :func:`picture_png`.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydicom
+
+__all__ = ["HandResult", "StudyResult", "picture_png", "sr_summary"]
+
+_TRACKING = "112039"
+_COMMENT = "121106"
+_OUTCOME = "DXR0040"
+_REASON = "DXR0060"
+_EXTENT = "DXR0021"
+_VALUES = {"DXR0004": "bmd", "DXR0005": "t_score", "113071": "z_score"}
+
+
+@dataclass
+class HandResult:
+    """One hand's combined result (DXR-BMD in g/cm²)."""
+
+    hand: str
+    bmd: float | None = None
+    t_score: float | None = None
+    z_score: float | None = None
+    bones: list[str] = field(default_factory=list)
+    """Metacarpals measured (``II``, ``III``, ``IV``)."""
+    extent: str = ""
+
+
+@dataclass
+class StudyResult:
+    """A study's result as its SR states it: measured hands, or why nothing was measured."""
+
+    hands: list[HandResult] = field(default_factory=list)
+    refusals: list[str] = field(default_factory=list)
+
+
+def _name(item: pydicom.Dataset) -> str:
+    return str(item.ConceptNameCodeSequence[0].CodeValue) if "ConceptNameCodeSequence" in item else ""
+
+
+def _read_group(container: pydicom.Dataset) -> dict[str, object]:
+    """Tracking identifier, numeric values by code, coded values' meanings by code, comments."""
+    found: dict[str, object] = {"comments": []}
+    for item in container.get("ContentSequence", []):
+        code, kind = _name(item), item.get("ValueType")
+        if kind == "TEXT" and code == _TRACKING:
+            found["id"] = str(item.TextValue)
+        elif kind == "TEXT" and code == _COMMENT:
+            found["comments"].append(str(item.TextValue))  # type: ignore[union-attr]
+        elif kind == "NUM" and "MeasuredValueSequence" in item:
+            found[code] = float(item.MeasuredValueSequence[0].NumericValue)
+        elif kind == "CODE" and "ConceptCodeSequence" in item:
+            found[code] = str(item.ConceptCodeSequence[0].CodeMeaning)
+    return found
+
+
+def _hand_of(identifier: str) -> str:
+    return "left" if "left" in identifier else "right" if "right" in identifier else "hand"
+
+
+def _summarise(sr: pydicom.Dataset) -> StudyResult:
+    result = StudyResult()
+    bones: dict[str, list[str]] = {}
+    for top in sr.get("ContentSequence", []):
+        for container in top.get("ContentSequence", []):
+            if container.get("ValueType") != "CONTAINER":
+                continue
+            group = _read_group(container)
+            identifier = str(group.get("id", ""))
+            if identifier.startswith("DXR-BMD"):
+                hand = HandResult(_hand_of(identifier), extent=str(group.get(_EXTENT, "")))
+                for code, attr in _VALUES.items():
+                    setattr(hand, attr, group.get(code))
+                result.hands.append(hand)
+            elif identifier.startswith("Metacarpal") and group.get(_OUTCOME) == "Measured":
+                bones.setdefault(_hand_of(identifier), []).append(identifier.split()[1].rstrip(","))
+            elif _REASON in group:
+                result.refusals.append(str(group[_REASON]))
+    for hand in result.hands:
+        hand.bones = bones.get(hand.hand, [])
+    return result
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_summary(path: str, _mtime_ns: int) -> StudyResult:
+    return _summarise(pydicom.dcmread(path))
+
+
+def sr_summary(path: Path) -> StudyResult | None:
+    """The result an SR file states, or None when the file is gone or unreadable (cached per file version)."""
+    try:
+        return _cached_summary(str(path), os.stat(path).st_mtime_ns)
+    except Exception:  # noqa: BLE001 - a missing or odd file shows "no result", never an error page
+        return None
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_png(path: str, _mtime_ns: int) -> bytes:
+    from PIL import Image
+
+    ds = pydicom.dcmread(path)
+    buf = io.BytesIO()
+    Image.fromarray(ds.pixel_array).save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def picture_png(path: Path) -> bytes | None:
+    """The Secondary Capture picture as PNG bytes, or None when the file is gone or cannot be decoded."""
+    try:
+        return _cached_png(str(path), os.stat(path).st_mtime_ns)
+    except Exception:  # noqa: BLE001
+        return None

@@ -25,23 +25,32 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _archive(config: Any, name: str) -> Any:
+    """The DICOMweb archive ``--from NAME``: a ``[[pacs]]`` entry (read only), else a ``[[destinations]]`` one."""
+    for section, entries in (("[[pacs]]", config.pacs), ("[[destinations]]", config.destinations)):
+        for entry in entries:
+            if entry.name == name:
+                if entry.type != "dicomweb":
+                    raise CLIError(f"{config.path}: {section} {name!r} is of type {entry.type!r}; --from needs a "
+                                   '"dicomweb" entry (QIDO-RS and WADO-RS)', 2)
+                return entry
+    known = ", ".join(e.name for e in (*config.pacs, *config.destinations) if e.type == "dicomweb") or "none"
+    raise CLIError(f"{config.path}: no [[pacs]] or [[destinations]] entry named {name!r} (DICOMweb ones: {known})", 2)
+
+
 def _config_and_dest(args: argparse.Namespace) -> tuple[Any, Any]:
-    """The node config (or None) and the ``--from`` DICOMweb destination (or None)."""
+    """The node config (or None) and the ``--from`` DICOMweb archive (or None)."""
     from node.config import ConfigError, load_config
 
     if args.config is None:
         if args.from_pacs:
-            raise CLIError("--from needs --config FILE (the file with the [[destinations]] entry)", 2)
+            raise CLIError("--from needs --config FILE (the file with the [[pacs]] or [[destinations]] entry)", 2)
         return None, None
     try:
         config = load_config(args.config)
-        dest = config.destination(args.from_pacs) if args.from_pacs else None
     except ConfigError as exc:
         raise CLIError(str(exc), 2) from None
-    if dest is not None and dest.type != "dicomweb":
-        raise CLIError(f"{args.config}: [[destinations]] {dest.name!r} is of type {dest.type!r}; --from needs a "
-                       '"dicomweb" entry (QIDO-RS and WADO-RS)', 2)
-    return config, dest
+    return config, _archive(config, args.from_pacs) if args.from_pacs else None
 
 
 def _reference(config: Any) -> Any:
@@ -132,10 +141,11 @@ SCREEN_VERBS: tuple[Verb, ...] = (
     Verb("screen", "screen an archive on a Dask cluster (folders/files or a DICOMweb PACS) into Parquet", (
         arg("paths", nargs="*", metavar="SOURCE", help="DICOM/PNG/JPEG files or folders (recursed)"),
         arg("--out", required=True, metavar="DIR", help="output folder: results/ (Parquet), followup.csv"),
-        arg("--from", dest="from_pacs", metavar="NAME", help='a [[destinations]] entry of type "dicomweb" to query'),
+        arg("--from", dest="from_pacs", metavar="NAME",
+            help='a [[pacs]] (or [[destinations]]) entry of type "dicomweb" to query'),
         arg("--since", metavar="DATE", help="--from: first StudyDate (YYYY-MM-DD, included)"),
         arg("--until", metavar="DATE", help="--from: last StudyDate (YYYY-MM-DD, included)"),
-        arg("--config", metavar="FILE", help="node config: [[destinations]] for --from, [[rules]], [reference]"),
+        arg("--config", metavar="FILE", help="node config: [[pacs]] for --from, [[rules]], [reference]"),
         arg("--scheduler", metavar="ADDRESS", help="Dask scheduler (tcp://host:8786); default: a local cluster"),
         arg("--workers", type=_positive_int, metavar="N", help="local cluster worker processes (default: cores)"),
         PIXEL_SPACING,

@@ -1,4 +1,4 @@
-"""``dxr-node screen --from PACS``: QIDO-RS on a real Orthanc (DICOMweb plugin) for a date range,
+"""``dxr-node screen --from PACS`` (a DICOMweb ``[[pacs]]``): QIDO-RS on a real Orthanc for a date range,
 WADO-RS of each instance on the Dask worker that analyses it, on a cluster given by --scheduler.
 """
 
@@ -61,7 +61,7 @@ def test_screen_from_orthanc_over_dicomweb_for_a_date_range(pacs, cluster, tmp_p
     from distributed import Client
 
     config = tmp_path / "node.toml"
-    config.write_text(f'[[destinations]]\nname = "archive"\ntype = "dicomweb"\nurl = "{pacs.dicomweb_url}"\n')
+    config.write_text(f'[[pacs]]\nname = "archive"\ntype = "dicomweb"\nurl = "{pacs.dicomweb_url}"\n')
     out = tmp_path / "out"
     argv = ["screen", "--from", "archive", "--config", str(config), "--since", "2025-03-01", "--until", "2025-03-31",
             "--scheduler", cluster.scheduler_address, "--out", str(out)]
@@ -86,13 +86,15 @@ def test_screen_from_orthanc_over_dicomweb_for_a_date_range(pacs, cluster, tmp_p
     assert "3 already in" in capsys.readouterr().err
 
 
-def test_screen_from_a_pacs_that_does_not_answer_is_one_line(tmp_path, capsys):
+def test_screen_from_a_pacs_that_does_not_answer_or_is_not_dicomweb_is_one_line(tmp_path, capsys):
     config = tmp_path / "node.toml"
     config.write_text('[[destinations]]\nname = "gone"\ntype = "dicomweb"\nurl = "http://127.0.0.1:9/dicom-web"\n'
-                      '[[destinations]]\nname = "folder"\ntype = "folder"\n')
+                      '[[pacs]]\nname = "dimse"\nae_title = "PACS"\nhost = "127.0.0.1"\nport = 9\n')
     assert main(["screen", "--from", "gone", "--config", str(config), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err.splitlines()
     assert err[-1].startswith("dxr-node: error: gone (http://127.0.0.1:9/dicom-web): QIDO-RS query failed")
     assert sum("error" in line for line in err) == 1 and "Traceback" not in "\n".join(err)
-    assert main(["screen", "--from", "folder", "--config", str(config), "--out", str(tmp_path / "o")]) == 2
-    assert '--from needs a "dicomweb" entry' in capsys.readouterr().err
+    assert main(["screen", "--from", "dimse", "--config", str(config), "--out", str(tmp_path / "o")]) == 2
+    assert "[[pacs]] 'dimse' is of type 'dimse'; --from needs a \"dicomweb\" entry" in capsys.readouterr().err
+    assert main(["screen", "--from", "nowhere", "--config", str(config), "--out", str(tmp_path / "o")]) == 2
+    assert "no [[pacs]] or [[destinations]] entry named 'nowhere' (DICOMweb ones: gone)" in capsys.readouterr().err

@@ -93,9 +93,9 @@ def _run(n_workers: int, films_dir: Path, out_dir: Path) -> dict:
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
                       silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         reference = load_reference_dir(DEFAULT_REFERENCE_DIR, DEFAULT_TABLE)
-        client.register_plugin(ScreenPlugin(reference, {"pixel_spacing_mm": None, "dest": None}))
-        t1 = time.perf_counter()
         writer = ResultWriter(out_dir)
+        client.register_plugin(ScreenPlugin(writer.run_id, reference, {"pixel_spacing_mm": None, "dest": None}))
+        t1 = time.perf_counter()
         busy1, mine1 = _cpu_seconds()
         _screen_items(client, items, writer, Progress(len(items), enabled=False))
         writer.close()

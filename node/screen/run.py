@@ -140,7 +140,8 @@ def _screen_items(client: Any, items: list[dict[str, Any]], writer: ResultWriter
     def submit_next() -> None:
         item = next(pending, None)
         if item is not None:
-            future = client.submit(screen_item, item, key=_task_key(writer.run_id, item["key"]), retries=0)
+            future = client.submit(screen_item, item, writer.run_id, key=_task_key(writer.run_id, item["key"]),
+                                   retries=0)
             by_key[future.key] = item
             running.add(future)
 
@@ -155,6 +156,14 @@ def _screen_items(client: Any, items: list[dict[str, Any]], writer: ResultWriter
             writer.add(row)
             progress.step(row)
         submit_next()
+
+
+def _unregister(client: Any, name: str) -> None:
+    """Take this run's plugin (and its state) off a cluster that outlives the run; best effort."""
+    try:
+        client.unregister_worker_plugin(name)
+    except Exception:  # never registered, or the cluster is gone: nothing left to clean
+        pass
 
 
 def _finish(out_dir: Path, threshold: float) -> str:
@@ -181,8 +190,9 @@ def run_screen(options: ScreenOptions) -> int:
         try:
             say(f"dxr-node screen: Dask scheduler {client.scheduler.address}, "
                 f"{len(client.nthreads())} workers", file=sys.stderr, flush=True)
-            client.register_plugin(ScreenPlugin(options.reference, {"pixel_spacing_mm": options.pixel_spacing_mm,
-                                                                    "dest": options.dest}))
+            plugin = ScreenPlugin(writer.run_id, options.reference,
+                                  {"pixel_spacing_mm": options.pixel_spacing_mm, "dest": options.dest})
+            client.register_plugin(plugin)
             progress = Progress(len(todo), options.progress)
             try:
                 _screen_items(client, todo, writer, progress)
@@ -191,6 +201,7 @@ def run_screen(options: ScreenOptions) -> int:
                                "are kept, run the same command again to go on") from None
         finally:
             writer.close()  # what arrived is kept, even when the run is interrupted
+            _unregister(client, f"dxr-screen-{writer.run_id}")
             client.close()
             if cluster is not None:
                 cluster.close()

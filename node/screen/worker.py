@@ -20,8 +20,9 @@ __all__ = ["ScreenPlugin", "screen_item", "error_row", "warm_kernels"]
 
 log = logging.getLogger("dxr.screen")
 
-_STATE: dict[str, Any] = {}
-"""This worker process's plugin state: ``reference``, ``options``, ``warm_seconds``, WADO clients."""
+_RUNS: dict[str, dict[str, Any]] = {}
+"""Per screen run (plugin) on this worker: ``reference``, ``options``, WADO clients. Keyed by the
+run, so two screens sharing one cluster never see each other's options."""
 
 WADO_TIMEOUT_SECONDS = 120.0
 _HEADER_KEYWORDS = ("PatientID", "StudyDate", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
@@ -50,20 +51,24 @@ class ScreenPlugin(WorkerPlugin):
 
     Parameters
     ----------
+    run_id : str
+        The screen run (:attr:`node.screen.results.ResultWriter.run_id`); the plugin's name.
     reference : the loaded reference set (:func:`node.reference.load_reference_dir`), or None.
     options : dict
-        ``pixel_spacing_mm`` (float or None) and ``dest`` (the DICOMweb destination or None).
+        ``pixel_spacing_mm`` (float or None) and ``dest`` (the DICOMweb archive or None).
     """
 
-    name = "dxr-screen"
-
-    def __init__(self, reference: Any, options: dict[str, Any]):
-        self.reference, self.options = reference, options
+    def __init__(self, run_id: str, reference: Any, options: dict[str, Any]):
+        self.name = f"dxr-screen-{run_id}"
+        self.run_id, self.reference, self.options = run_id, reference, options
 
     def setup(self, worker: Any) -> None:
-        _STATE.clear()
-        _STATE.update(reference=self.reference, options=self.options, warm_seconds=warm_kernels())
-        log.info("event=screen_worker_ready worker=%s warm_seconds=%.2f", worker.address, _STATE["warm_seconds"])
+        seconds = warm_kernels()  # a few ms when this process has warmed up before
+        _RUNS[self.run_id] = {"reference": self.reference, "options": self.options}
+        log.info("event=screen_worker_ready worker=%s run=%s warm_seconds=%.2f", worker.address, self.run_id, seconds)
+
+    def teardown(self, worker: Any) -> None:
+        _RUNS.pop(self.run_id, None)
 
 
 def error_row(item: dict[str, Any], reason: str, message: str) -> dict[str, Any]:
@@ -73,11 +78,11 @@ def error_row(item: dict[str, Any], reason: str, message: str) -> dict[str, Any]
     return flatten(item, {"status": "error", "reason": reason, "message": message})
 
 
-def _wado_client(dest: Any) -> Any:
-    """One dicomweb-client session per destination and worker (keeps its connections open)."""
+def _wado_client(state: dict[str, Any], dest: Any) -> Any:
+    """One dicomweb-client session per run, archive and worker (keeps its connections open)."""
     from node.export.stow import make_client
 
-    clients = _STATE.setdefault("clients", {})
+    clients = state.setdefault("clients", {})
     if dest.name not in clients:
         clients[dest.name] = make_client(dest, WADO_TIMEOUT_SECONDS)
     return clients[dest.name]
@@ -87,49 +92,54 @@ def _header(ds: Any) -> dict[str, Any]:
     return {kw: str(ds.get(kw, "") or "") for kw in _HEADER_KEYWORDS} if ds is not None else {}
 
 
-def _screen_dicomweb(item: dict[str, Any], reference: Any, spacing: float | None) -> dict[str, Any]:
+def _screen_dicomweb(item: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
     from node.research import analyse_dataset
     from node.screen.results import flatten
 
-    dest = _STATE["options"]["dest"]
+    dest = state["options"]["dest"]
     try:
         # As stored (transfer-syntax=*): the PACS need not decompress; the analysis decodes.
-        ds = _wado_client(dest).retrieve_instance(item["StudyInstanceUID"], item["SeriesInstanceUID"],
-                                                  item["SOPInstanceUID"], media_types=(("application/dicom", "*"),))
+        ds = _wado_client(state, dest).retrieve_instance(item["StudyInstanceUID"], item["SeriesInstanceUID"],
+                                                         item["SOPInstanceUID"],
+                                                         media_types=(("application/dicom", "*"),))
     except Exception as exc:  # HTTP errors, timeouts, a broken multipart: this image's row says so
         return error_row(item, "retrieve_failed",
                          f"WADO-RS retrieve from {dest.name} failed ({type(exc).__name__}: {str(exc)[:200]}).")
-    result, _ = analyse_dataset(ds, reference, pixel_spacing_mm=spacing, name=item["key"])
+    result, _ = analyse_dataset(ds, state["reference"], pixel_spacing_mm=state["options"]["pixel_spacing_mm"],
+                                name=item["key"])
     return flatten(item, result.to_json(), _header(ds))
 
 
-def screen_item(item: dict[str, Any]) -> dict[str, Any]:
+def screen_item(item: dict[str, Any], run_id: str) -> dict[str, Any]:
     """Analyse one input on this worker and return its results row (never raises).
 
     Parameters
     ----------
     item : dict
         From :mod:`node.screen.sources`.
+    run_id : str
+        The run whose :class:`ScreenPlugin` set this worker up.
     """
     wall, cpu = time.perf_counter(), time.process_time()
-    row = _screen(item)
+    row = _screen(item, run_id)
     # Wall against CPU time tells a slow image from a worker starved by other processes.
     row.update(task_wall_seconds=round(time.perf_counter() - wall, 4),
                task_cpu_seconds=round(time.process_time() - cpu, 4))
     return row
 
 
-def _screen(item: dict[str, Any]) -> dict[str, Any]:
+def _screen(item: dict[str, Any], run_id: str) -> dict[str, Any]:
     from node.research import analyse_file
     from node.screen.results import flatten
 
-    if "options" not in _STATE:
+    state = _RUNS.get(run_id)
+    if state is None:
         return error_row(item, "analysis_error", "This Dask worker was not set up for screening (no plugin).")
-    reference, spacing = _STATE["reference"], _STATE["options"]["pixel_spacing_mm"]
     try:
         if item["kind"] == "dicomweb":
-            return _screen_dicomweb(item, reference, spacing)
-        result, _, ds = analyse_file(Path(item["path"]), reference, pixel_spacing_mm=spacing)
+            return _screen_dicomweb(item, state)
+        result, _, ds = analyse_file(Path(item["path"]), state["reference"],
+                                     pixel_spacing_mm=state["options"]["pixel_spacing_mm"])
         return flatten(item, result.to_json(), _header(ds))
     except Exception as exc:  # a bug outside the analysis proper: still one row
         log.error("event=screen_error key=%s error=%s: %s", item.get("key"), type(exc).__name__, exc)

@@ -76,6 +76,9 @@ def test_screen_from_orthanc_over_dicomweb_for_a_date_range(pacs, cluster, tmp_p
     # WADO-RS ran on the worker that analysed the image, not in this (the client's) process.
     with Client(cluster.scheduler_address) as client:
         worker_pids = set(client.run(os.getpid).values())
+        # The run took its plugin (options, archive credentials) off the cluster it does not own.
+        runs = client.run(lambda: sorted(__import__("node.screen.worker", fromlist=["_RUNS"])._RUNS))
+        assert list(runs.values()) == [[]]
     assert {int(r["worker"].rsplit(":", 1)[1]) for r in rows} <= worker_pids
     assert os.getpid() not in worker_pids
     followup = (out / "followup.csv").read_text().splitlines()

@@ -2,8 +2,8 @@
 
 Every verb, with its arguments and handler, is one entry of :data:`VERBS` (``dxr-node --help``
 lists them); a module with verbs of its own exports a tuple of :class:`node.verbs.Verb` that
-``VERBS`` includes (``queue`` in ``node/spool/verbs.py``); ``analyze`` and ``locate`` run in
-``node/research.py``.
+``VERBS`` includes (``queue`` in ``node/spool/verbs.py``, ``screen`` in ``node/screen/verbs.py``);
+``analyze`` and ``locate`` run in ``node/research.py``.
 
 Every error is one line on stderr (``dxr-node: error: ...``) and a non-zero exit status:
 1 for a failed operation, 2 for bad usage or configuration. Never a traceback.
@@ -38,6 +38,7 @@ from node.installation import log_installation
 from node.reference import load_reference
 from node.retention import Retention, run_purge
 from node.retrieve.verbs import REQUEST_VERBS
+from node.screen.verbs import SCREEN_VERBS
 from node.spool.verbs import BILLING_VERBS, QUEUE_VERBS
 from node.verbs import (
     CONFIG, DATA_DIR, NO_PROGRESS, PATHS, PIXEL_SPACING, CLIError, Verb, arg, config_from_args, open_store,
@@ -277,6 +278,7 @@ VERBS: tuple[Verb, ...] = (
     ), research.run_locate,
         f"Run the hand finder alone on radiographs (pixels up to {research.LOCATE_MAX_SPACING_MM:g} mm) and print one "
         "JSON object per file."),
+    *SCREEN_VERBS,
 )
 """Every verb of ``dxr-node``, in ``--help`` order; adding a verb is adding an entry."""
 

@@ -32,7 +32,8 @@ import analysis
 from analysis.result import REASON_MESSAGES, AnalysisResult
 from node.reference import DEFAULT_TABLE, load_reference_dir
 
-__all__ = ["run_analyze", "run_locate", "locate_file"]
+__all__ = ["run_analyze", "run_locate", "locate_file", "analyse_file", "analyse_dataset", "IMAGE_SUFFIXES",
+           "DEFAULT_REFERENCE_DIR"]
 
 log = logging.getLogger("dxr.research")
 
@@ -121,8 +122,47 @@ def _read_picture(path: Path) -> np.ndarray:
     return arr.astype(np.float64)
 
 
-def _analyse_file(path: Path, args: argparse.Namespace, reference: Any):
-    """(result, bone-bright image or None, dataset or None) for one input file; never raises."""
+def _analysis_error(path: Path | str, exc: Exception) -> AnalysisResult:
+    """An analysis bug as an ``analysis_error`` result: logged in one line, never a traceback."""
+    log.error("event=analysis_error file=%s error=%s: %s", path, type(exc).__name__, exc)
+    return AnalysisResult(status="error", reason="analysis_error",
+                          message=f"{REASON_MESSAGES['analysis_error']} ({type(exc).__name__})", file=str(path) or None)
+
+
+def analyse_dataset(ds: Any, reference: Any, *, pixel_spacing_mm: float | None = None, sex: str | None = None,
+                    age_years: float | None = None, want_image: bool = False,
+                    name: str = "") -> tuple[AnalysisResult, np.ndarray | None]:
+    """``(result, bone-bright image or None)`` for one DICOM data set; never raises.
+
+    The per-image analysis of ``dxr-node analyze`` (and ``dxr-node screen``, which also feeds it
+    data sets retrieved over WADO-RS). ``pixel_spacing_mm`` (mm) overrides the header; ``sex``
+    and ``age_years`` override PatientSex/PatientAge; ``want_image`` also returns the calibrated
+    image for an overlay; ``name`` goes into the log line of an analysis error.
+    """
+    try:
+        result = analysis.analyse(ds, pixel_spacing_mm=pixel_spacing_mm, sex=sex, age_years=age_years,
+                                  reference=reference)
+        image = None
+        if want_image and result.status != "error":
+            # analysis.calibration compiles numba kernels on import: only when an overlay is asked for.
+            from analysis.calibration import CalibrationError, bone_bright_pixels
+
+            try:
+                image = bone_bright_pixels(ds)
+            except CalibrationError:
+                image = None
+    except Exception as exc:  # an analysis bug must not stop the batch; logged, reported as error
+        return _analysis_error(name, exc), None
+    return result, image
+
+
+def analyse_file(path: Path, reference: Any, *, pixel_spacing_mm: float | None = None, sex: str | None = None,
+                 age_years: float | None = None, want_image: bool = False):
+    """``(result, bone-bright image or None, dataset or None)`` for one input file; never raises.
+
+    DICOM (any suffix, or none), PNG and JPEG; a PNG/JPEG without ``pixel_spacing_mm`` is
+    refused (``no_pixel_spacing``). ``result.file`` is ``str(path)``.
+    """
     def error(reason: str, message: str):
         return AnalysisResult(status="error", reason=reason, message=message, file=str(path)), None, None
 
@@ -139,37 +179,23 @@ def _analyse_file(path: Path, args: argparse.Namespace, reference: Any):
             ds = None
             if not _has_image_magic(path):
                 return error("unreadable", f"The file is neither DICOM nor PNG/JPEG ({type(exc).__name__}).")
-            is_picture = True
-    try:
-        if ds is not None:
-            result = analysis.analyse(ds, pixel_spacing_mm=args.pixel_spacing, sex=args.sex,
-                                      age_years=args.age, reference=reference)
-            image = None
-            if args.overlay_dir and result.status != "error":
-                # analysis.calibration compiles numba kernels on import: only when an overlay is asked for.
-                from analysis.calibration import CalibrationError, bone_bright_pixels
-
-                try:
-                    image = bone_bright_pixels(ds)
-                except CalibrationError:
-                    image = None
+    if ds is not None:
+        result, image = analyse_dataset(ds, reference, pixel_spacing_mm=pixel_spacing_mm, sex=sex,
+                                        age_years=age_years, want_image=want_image, name=str(path))
+    else:
+        try:
+            image = _read_picture(path)
+        except Exception as exc:  # Pillow raises many types for broken files
+            return error("unreadable", f"The image could not be read ({type(exc).__name__}: {exc}).")
+        if pixel_spacing_mm is None:
+            result = analysis.refused("no_pixel_spacing", "A PNG/JPEG has no pixel size; give it with "
+                                      "--pixel-spacing MM.", sex=sex, age_years=age_years)
         else:
             try:
-                image = _read_picture(path)
-            except Exception as exc:  # Pillow raises many types for broken files
-                return error("unreadable", f"The image could not be read ({type(exc).__name__}: {exc}).")
-            if args.pixel_spacing is None:
-                result = analysis.refused("no_pixel_spacing", "A PNG/JPEG has no pixel size; give it with "
-                                          "--pixel-spacing MM.", sex=args.sex, age_years=args.age)
-            else:
-                result = analysis.analyse_image(image, pixel_spacing_mm=args.pixel_spacing, pixel_spacing_source="cli",
-                                                sex=args.sex, age_years=args.age, reference=reference)
-    except Exception as exc:  # an analysis bug must not stop the batch; logged, reported as error
-        # One line, never a traceback on a user's terminal (the JSON line says the rest).
-        log.error("event=analysis_error file=%s error=%s: %s", path, type(exc).__name__, exc)
-        return AnalysisResult(status="error", reason="analysis_error",
-                              message=f"{REASON_MESSAGES['analysis_error']} ({type(exc).__name__})",
-                              file=str(path)), None, None
+                result = analysis.analyse_image(image, pixel_spacing_mm=pixel_spacing_mm, pixel_spacing_source="cli",
+                                                sex=sex, age_years=age_years, reference=reference)
+            except Exception as exc:  # an analysis bug must not stop the batch; logged, reported as error
+                return _analysis_error(path, exc), None, None
     result.file = str(path)
     return result, image, ds
 
@@ -230,7 +256,8 @@ def run_analyze(args: argparse.Namespace) -> int:
     used_names: set[str] = set()
     status = 0
     for path in files:
-        result, image, ds = _analyse_file(path, args, reference)
+        result, image, ds = analyse_file(path, reference, pixel_spacing_mm=args.pixel_spacing, sex=args.sex,
+                                         age_years=args.age, want_image=overlay_dir is not None)
         if result.status == "error":
             status = 1
         sys.stdout.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")

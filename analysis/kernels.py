@@ -336,7 +336,7 @@ def profile_model_numpy(x, p, unsharp=True):
     v = a1 * uo[0] - a2 * ui[0]
     f = b0 + b1 * x + v + (g + h * v) * v * v
     zero = np.zeros_like(x)
-    jac_v = np.stack(  # d v / d p for the bone's parameters (zero for b0, b1, g)
+    jac_v = np.stack(  # d v / d p for the bone's parameters (zero for b0, b1, g, h)
         [-a1 * uo[1] + a2 * ui[1], a1 * uo[2], -a2 * ui[2], a2 * ui[1],
          a1 * ((1.0 + k) * bo[3] - k * wo[3] * q) - a2 * ((1.0 + k) * bi[3] - k * wi[3] * q),
          zero, zero, uo[0], -ui[0],

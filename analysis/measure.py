@@ -273,7 +273,7 @@ def measure_bone(image_bone_bright: np.ndarray, axis: Any, pixel_spacing_mm: flo
     Parameters
     ----------
     image_bone_bright : float64 (rows, cols)
-        The radiograph with bone bright (any linear scale).
+        The radiograph with bone bright (any linear scale; a smooth display curve over the bone is modelled).
     axis : MetacarpalAxis
         ``.base_rc`` and ``.head_rc`` as ``(row, col)`` pixels, ``.length_mm`` (base to head).
     pixel_spacing_mm : float

@@ -39,14 +39,15 @@ RUN pip install -q --no-deps /opt/dxr-node/src \
 COPY config/reference /opt/dxr-node/reference
 COPY config/docker.toml /config/node.toml
 
-# Warm the numba cache (@njit(cache=True)) as the runtime user, so the first study is not slow:
+# Warm the numba cache (@njit(cache=True)) as the runtime user, so the first study is not slow
+# (analysis.warmup covers every signature the workers use, a phantom study the whole path):
 # one phantom through the worker's entry point analysis.analyse(dataset), and the same image
 # through the measurement on the phantom's known axes (compiles every kernel even when the
 # hand finder refuses). Fails the build when nothing was cached.
 COPY tests/phantom.py /tmp/warmup/phantom.py
 USER dxr
 RUN cd /tmp/warmup \
- && python -c "import analysis; from phantom import make_hand, make_dataset, truth_location; image, truth = make_hand(seed=0); r1 = analysis.analyse(make_dataset(image, truth)); r2 = analysis.analyse_located(image, truth_location(truth), pixel_spacing_mm=truth.spacing_mm); print('numba cache warmed:', r1.status, r1.reason, '/', r2.status, r2.reason)" \
+ && python -c "import analysis; from analysis.warmup import warm_up; warm_up(); from phantom import make_hand, make_dataset, truth_location; image, truth = make_hand(seed=0); r1 = analysis.analyse(make_dataset(image, truth)); r2 = analysis.analyse_located(image, truth_location(truth), pixel_spacing_mm=truth.spacing_mm); print('numba cache warmed:', r1.status, r1.reason, '/', r2.status, r2.reason)" \
  && find "$NUMBA_CACHE_DIR" -name '*.nbi' | grep -q .
 USER root
 RUN rm -rf /tmp/warmup

@@ -212,8 +212,11 @@ def test_the_shipped_hl7_and_pdf_examples_pass_check_config(tmp_path, capsys):
             current.append(line[2:])
         else:
             current = None
-    assert len(blocks) == 2, blocks
+    names = [line.split("=", 1)[1].split("#")[0].strip().strip('"') for b in blocks for line in b
+             if line.startswith("name")]
+    assert {"pacs", "ris"} <= set(names), blocks  # every commented destination example is checked
     path = write_config(tmp_path, destinations="\n".join("\n".join(b) for b in blocks))
+    (path.parent / "web-pacs.token").write_text("example-token\n")  # the DICOMweb example's token_file
     assert main(["check-config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "pacs (dimse: SR+SC+PDF)" in out and "ris (hl7: ORU^R01)" in out

@@ -21,7 +21,8 @@ import numpy as np
 
 from analysis.result import ANALYSIS_VERSION, BONE_NAMES, AnalysisResult, BoneResult, refused
 
-__all__ = ["ANALYSIS_VERSION", "AnalysisResult", "BoneResult", "analyse", "analyse_image", "analyse_located"]
+__all__ = ["ANALYSIS_VERSION", "AnalysisResult", "BoneResult", "analyse", "analyse_image", "analyse_located",
+           "date_from_da"]
 
 MIN_BONES = 2
 """Fewest measured metacarpals (of II-IV) for a result."""
@@ -43,7 +44,8 @@ def sex_from_dataset(ds: Any) -> str | None:
     return value if value in ("F", "M") else None
 
 
-def _parse_da(value: Any) -> _dt.date | None:
+def date_from_da(value: Any) -> _dt.date | None:
+    """A DICOM DA (``YYYYMMDD``) as a date; None when absent or not a valid date."""
     text = str(value or "").strip()
     try:
         return _dt.date(int(text[0:4]), int(text[4:6]), int(text[6:8])) if len(text) == 8 else None
@@ -57,8 +59,8 @@ def age_from_dataset(ds: Any) -> float | None:
     if len(text) == 4 and text[:3].isdigit() and text[3] in "YMWD":
         n = int(text[:3])
         return {"Y": float(n), "M": n / 12.0, "W": n * 7 / 365.25, "D": n / 365.25}[text[3]]
-    birth = _parse_da(ds.get("PatientBirthDate"))
-    when = next((d for d in (_parse_da(ds.get(k)) for k in ("StudyDate", "AcquisitionDate", "ContentDate", "SeriesDate")) if d), None)
+    birth = date_from_da(ds.get("PatientBirthDate"))
+    when = next((d for d in (date_from_da(ds.get(k)) for k in ("StudyDate", "AcquisitionDate", "ContentDate", "SeriesDate")) if d), None)
     if birth and when and when >= birth:
         return (when - birth).days / 365.25
     return None

@@ -1,9 +1,16 @@
-"""The DICOM facts the node relies on in more than one place: status codes and SOP classes.
+"""The DICOM facts the node relies on in more than one place: status codes, SOP classes, and
+how its own SR reads back.
 
-Receive (DIMSE and STOW-RS), the default rules, the report and the exporter all read them here.
+Receive (DIMSE and STOW-RS), the default rules, the report and the exporter all read them here;
+the trend (:mod:`node.report.history`) and the web page (:mod:`node.web.results`) read the
+node's SR measurement groups with :func:`sr_groups`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 from pydicom.uid import (
     JPEG2000,
@@ -32,6 +39,9 @@ __all__ = [
     "STORAGE_SOP_CLASSES",
     "TRANSFER_SYNTAXES",
     "output_kind",
+    "SRGroup",
+    "sr_groups",
+    "sr_hand",
 ]
 
 STATUS: dict[str, int] = {
@@ -107,3 +117,45 @@ def output_kind(sop_class_uid: str) -> str:
     if sop_class_uid.startswith(SC_SOP_CLASS_PREFIX):
         return "SC"
     return "other"
+
+
+TRACKING_IDENTIFIER = "112039"
+"""DCM Tracking Identifier: the TEXT naming each measurement group ("DXR-BMD, left hand", "Metacarpal II, ...")."""
+
+
+@dataclass
+class SRGroup:
+    """One measurement group of a node SR as read back (codes as ``(CodeValue, CodingSchemeDesignator)``)."""
+
+    identifier: str = ""
+    """The group's tracking identifier ("" when it has none)."""
+    numbers: dict[tuple[str, str], float] = field(default_factory=dict)
+    """NUM items: concept name -> value (the units the SR gives)."""
+    meanings: dict[tuple[str, str], str] = field(default_factory=dict)
+    """CODE items: concept name -> the coded value's meaning."""
+
+
+def sr_groups(sr: Any) -> Iterator[SRGroup]:
+    """The measurement groups (the CONTAINERs one level under the document root's items) of a node SR."""
+    for top in sr.get("ContentSequence", []):
+        for container in top.get("ContentSequence", []):
+            if container.get("ValueType") != "CONTAINER":
+                continue
+            group = SRGroup()
+            for item in container.get("ContentSequence", []):
+                if "ConceptNameCodeSequence" not in item:
+                    continue
+                name = item.ConceptNameCodeSequence[0]
+                key, kind = (str(name.CodeValue), str(name.CodingSchemeDesignator)), item.get("ValueType")
+                if kind == "TEXT" and key[0] == TRACKING_IDENTIFIER:
+                    group.identifier = str(item.TextValue)
+                elif kind == "NUM" and "MeasuredValueSequence" in item:
+                    group.numbers[key] = float(item.MeasuredValueSequence[0].NumericValue)
+                elif kind == "CODE" and "ConceptCodeSequence" in item:
+                    group.meanings[key] = str(item.ConceptCodeSequence[0].CodeMeaning)
+            yield group
+
+
+def sr_hand(identifier: str) -> str:
+    """``L``, ``R`` or ``U`` from a group's tracking identifier ("DXR-BMD, left hand")."""
+    return "L" if "left" in identifier else "R" if "right" in identifier else "U"

@@ -24,7 +24,7 @@ from dicomweb_client.api import DICOMwebClient
 from node.export.config import DestinationConfig
 from node.export.result import SendResult
 
-__all__ = ["send_stow", "make_client"]
+__all__ = ["bearer_token", "make_client", "send_stow"]
 
 log = logging.getLogger("dxr.export.stow")
 # dicomweb-client logs every request at INFO; the exporter logs one line per export already.
@@ -33,7 +33,10 @@ logging.getLogger("dicomweb_client").setLevel(logging.WARNING)
 DEFAULT_TIMEOUT_SECONDS = 60.0
 
 
-def _token(dest: DestinationConfig) -> str | None:
+def bearer_token(dest: DestinationConfig) -> str | None:
+    """The destination's bearer token (``token``, else the content of ``token_file``), stripped; or None.
+
+    Raises ValueError when the token file cannot be read."""
     if dest.token:
         return dest.token.strip()
     if dest.token_file is not None:
@@ -55,7 +58,7 @@ def make_client(dest: DestinationConfig, timeout_seconds: float = DEFAULT_TIMEOU
     if not dest.url:
         raise ValueError(f"destination {dest.name!r} has no url")
     session = requests.Session()
-    token = _token(dest)
+    token = bearer_token(dest)
     if token:
         session.headers["Authorization"] = f"Bearer {token}"
     elif dest.username:

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
+
+from analysis import date_from_da
+from node.dicom import sr_groups, sr_hand
 
 __all__ = ["LSC_PERCENT", "PRECISION_CV_PERCENT", "HistoryPoint", "Trend", "merge_history", "patient_history",
            "points_from_sr", "trend"]
@@ -34,7 +36,6 @@ PRECISION_CV_PERCENT = 0.68
 """Short-term in-vivo CV of DXR-BMD (Jorgensen 2000), the precision the LSC uses."""
 LSC_PERCENT = round(2.77 * PRECISION_CV_PERCENT, 2)
 """Least significant change at 95 % confidence for two measurements (2.77 x CV) = 1.88 %."""
-_TRACKING_IDENTIFIER = "112039"
 _DXR_BMD = ("DXR0004", "99DXRNODE")
 
 
@@ -57,38 +58,15 @@ class Trend:
     """|change| exceeds the LSC."""
 
 
-def _parse_date(text: str) -> date | None:
-    try:
-        return date(int(text[:4]), int(text[4:6]), int(text[6:8])) if len(text) == 8 else None
-    except ValueError:
-        return None
-
-
 def years_between(earlier: str, later: str) -> float | None:
-    a, b = _parse_date(earlier), _parse_date(later)
+    a, b = date_from_da(earlier), date_from_da(later)
     return None if a is None or b is None else (b - a).days / 365.25
 
 
 def _combined_points(sr: Dataset) -> list[tuple[str, float]]:
     """(hand, DXR-BMD) of each "DXR-BMD, <hand>" group in a node SR."""
-    points = []
-    for group in sr.get("ContentSequence", []):
-        for container in group.get("ContentSequence", []):
-            if container.get("ValueType") != "CONTAINER":
-                continue
-            identifier = bmd = None
-            for item in container.get("ContentSequence", []):
-                name = item.ConceptNameCodeSequence[0] if "ConceptNameCodeSequence" in item else None
-                if name is None:
-                    continue
-                if name.CodeValue == _TRACKING_IDENTIFIER and item.ValueType == "TEXT":
-                    identifier = str(item.TextValue)
-                elif (name.CodeValue, name.CodingSchemeDesignator) == _DXR_BMD and item.ValueType == "NUM":
-                    bmd = float(item.MeasuredValueSequence[0].NumericValue)
-            if identifier and identifier.startswith("DXR-BMD") and bmd is not None:
-                hand = "L" if "left" in identifier else "R" if "right" in identifier else "U"
-                points.append((hand, bmd))
-    return points
+    return [(sr_hand(g.identifier), g.numbers[_DXR_BMD]) for g in sr_groups(sr)
+            if g.identifier.startswith("DXR-BMD") and _DXR_BMD in g.numbers]
 
 
 def patient_history(store: Any, source: Dataset) -> list[HistoryPoint]:

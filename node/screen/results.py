@@ -23,6 +23,8 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from analysis import date_from_da
+
 __all__ = ["SCHEMA", "BONES", "ResultWriter", "flatten", "existing_keys", "read_results", "results_dir"]
 
 BONES = ("II", "III", "IV")
@@ -79,15 +81,6 @@ _RESULT_FIELDS = ("status", "reason", "message", "laterality", "view", "pixel_sp
                   "reference_provisional", "sex", "age_years", "analysis_version")
 
 
-def study_date(text: Any) -> dt.date | None:
-    """A DICOM DA (``YYYYMMDD``) as a date, None when absent or not a valid date."""
-    text = str(text or "").strip()
-    try:
-        return dt.datetime.strptime(text, "%Y%m%d").date() if len(text) == 8 else None
-    except ValueError:
-        return None
-
-
 def flatten(item: dict[str, Any], result_json: dict[str, Any], header: dict[str, Any] | None = None) -> dict[str, Any]:
     """One results row from the input ``item``, the analysis JSON and the image's header fields.
 
@@ -111,7 +104,7 @@ def flatten(item: dict[str, Any], result_json: dict[str, Any], header: dict[str,
         "file_size": item.get("size"), "file_mtime_ns": item.get("mtime_ns"),
         "sop_instance_uid": ids["SOPInstanceUID"], "series_instance_uid": ids["SeriesInstanceUID"],
         "study_instance_uid": ids["StudyInstanceUID"], "patient_id": ids["PatientID"],
-        "study_date": study_date(ids["StudyDate"]),
+        "study_date": date_from_da(ids["StudyDate"]),
     }
     row.update({name: result_json.get(name) for name in _RESULT_FIELDS})
     bones = result_json.get("bones") or {}

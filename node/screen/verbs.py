@@ -117,14 +117,14 @@ def cmd_screen(args: argparse.Namespace) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CLIError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from None
-    from node.export.stow import _token
+    from node.export.stow import bearer_token
     from node.screen.run import ScreenOptions, run_screen
     from node.screen.sources import file_items
 
     items = file_items(list(args.paths)) if args.paths else []
     if dest is not None:
         try:  # the workers get the token itself: a token file may not exist on their machines
-            dest = replace(dest, token=_token(dest), token_file=None)
+            dest = replace(dest, token=bearer_token(dest), token_file=None)
         except (OSError, ValueError) as exc:
             raise CLIError(f"{args.config}: {exc}", 2) from None
         items += _pacs_items(args, config, dest)

@@ -16,14 +16,15 @@ from pathlib import Path
 
 import pydicom
 
+from node.dicom import sr_groups, sr_hand
+
 __all__ = ["HandResult", "StudyResult", "picture_png", "sr_summary"]
 
-_TRACKING = "112039"
-_COMMENT = "121106"
-_OUTCOME = "DXR0040"
-_REASON = "DXR0060"
-_EXTENT = "DXR0021"
-_VALUES = {"DXR0004": "bmd", "DXR0005": "t_score", "113071": "z_score"}
+_OUTCOME = ("DXR0040", "99DXRNODE")
+_REASON = ("DXR0060", "99DXRNODE")
+_EXTENT = ("DXR0021", "99DXRNODE")
+_VALUES = {("DXR0004", "99DXRNODE"): "bmd", ("DXR0005", "99DXRNODE"): "t_score", ("113071", "DCM"): "z_score"}
+_HAND_WORDS = {"L": "left", "R": "right", "U": "hand"}
 
 
 @dataclass
@@ -47,48 +48,20 @@ class StudyResult:
     refusals: list[str] = field(default_factory=list)
 
 
-def _name(item: pydicom.Dataset) -> str:
-    return str(item.ConceptNameCodeSequence[0].CodeValue) if "ConceptNameCodeSequence" in item else ""
-
-
-def _read_group(container: pydicom.Dataset) -> dict[str, object]:
-    """Tracking identifier, numeric values by code, coded values' meanings by code, comments."""
-    found: dict[str, object] = {"comments": []}
-    for item in container.get("ContentSequence", []):
-        code, kind = _name(item), item.get("ValueType")
-        if kind == "TEXT" and code == _TRACKING:
-            found["id"] = str(item.TextValue)
-        elif kind == "TEXT" and code == _COMMENT:
-            found["comments"].append(str(item.TextValue))  # type: ignore[union-attr]
-        elif kind == "NUM" and "MeasuredValueSequence" in item:
-            found[code] = float(item.MeasuredValueSequence[0].NumericValue)
-        elif kind == "CODE" and "ConceptCodeSequence" in item:
-            found[code] = str(item.ConceptCodeSequence[0].CodeMeaning)
-    return found
-
-
-def _hand_of(identifier: str) -> str:
-    return "left" if "left" in identifier else "right" if "right" in identifier else "hand"
-
-
 def _summarise(sr: pydicom.Dataset) -> StudyResult:
     result = StudyResult()
     bones: dict[str, list[str]] = {}
-    for top in sr.get("ContentSequence", []):
-        for container in top.get("ContentSequence", []):
-            if container.get("ValueType") != "CONTAINER":
-                continue
-            group = _read_group(container)
-            identifier = str(group.get("id", ""))
-            if identifier.startswith("DXR-BMD"):
-                hand = HandResult(_hand_of(identifier), extent=str(group.get(_EXTENT, "")))
-                for code, attr in _VALUES.items():
-                    setattr(hand, attr, group.get(code))
-                result.hands.append(hand)
-            elif identifier.startswith("Metacarpal") and group.get(_OUTCOME) == "Measured":
-                bones.setdefault(_hand_of(identifier), []).append(identifier.split()[1].rstrip(","))
-            elif _REASON in group:
-                result.refusals.append(str(group[_REASON]))
+    for group in sr_groups(sr):
+        hand_word = _HAND_WORDS[sr_hand(group.identifier)]
+        if group.identifier.startswith("DXR-BMD"):
+            hand = HandResult(hand_word, extent=group.meanings.get(_EXTENT, ""))
+            for code, attr in _VALUES.items():
+                setattr(hand, attr, group.numbers.get(code))
+            result.hands.append(hand)
+        elif group.identifier.startswith("Metacarpal") and group.meanings.get(_OUTCOME) == "Measured":
+            bones.setdefault(hand_word, []).append(group.identifier.split()[1].rstrip(","))
+        elif _REASON in group.meanings:
+            result.refusals.append(group.meanings[_REASON])
     for hand in result.hands:
         hand.bones = bones.get(hand.hand, [])
     return result

@@ -41,6 +41,7 @@ __all__ = [
     "output_kind",
     "SRGroup",
     "sr_groups",
+    "sr_bone",
     "sr_hand",
 ]
 
@@ -159,3 +160,8 @@ def sr_groups(sr: Any) -> Iterator[SRGroup]:
 def sr_hand(identifier: str) -> str:
     """``L``, ``R`` or ``U`` from a group's tracking identifier ("DXR-BMD, left hand")."""
     return "L" if "left" in identifier else "R" if "right" in identifier else "U"
+
+
+def sr_bone(identifier: str) -> str:
+    """``II`` from a group's tracking identifier ``Metacarpal II, left hand``; "" for other groups."""
+    return identifier.split(",")[0].split()[-1] if identifier.startswith("Metacarpal") else ""

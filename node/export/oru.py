@@ -27,6 +27,7 @@ import highdicom as hd
 import hl7
 from pydicom.dataset import Dataset
 
+from node.dicom import sr_bone
 from node.export.config import DestinationConfig
 from node.report.pdf import METHOD_STATEMENT
 from node.spool.billing import CPT_DXR
@@ -82,13 +83,8 @@ def _groups(sr: Dataset) -> list:
     def order(group) -> tuple:
         ident = str(group.tracking_identifier or "")
         return (0 if ident.startswith("DXR-BMD") else 1 if ident.startswith("Metacarpal") else 2,
-                {"II": 0, "III": 1, "IV": 2}.get(_bone(ident), 3))
+                {"II": 0, "III": 1, "IV": 2}.get(sr_bone(ident), 3))
     return sorted(groups, key=order)
-
-
-def _bone(identifier: str) -> str:
-    """``II`` from ``Metacarpal II, left hand``; empty for other groups."""
-    return identifier.split(",")[0].split()[-1] if identifier.startswith("Metacarpal") else ""
 
 
 def _comments(group) -> list[str]:
@@ -102,7 +98,7 @@ def _comments(group) -> list[str]:
 
 def _group_observations(group) -> list[tuple[str, str, str, str, str]]:
     """(type, code, sub-ID, value, unit) rows of one group: its numbers, then its coded evaluations."""
-    sub_id = _bone(str(group.tracking_identifier or ""))
+    sub_id = sr_bone(str(group.tracking_identifier or ""))
     rows = []
     for m in group.get_measurements():
         value = str(m[0].MeasuredValueSequence[0].NumericValue).strip()  # the SR's own number, as written

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pydicom
 
-from node.dicom import sr_groups, sr_hand
+from node.dicom import sr_bone, sr_groups, sr_hand
 
 __all__ = ["HandResult", "StudyResult", "picture_png", "sr_summary"]
 
@@ -59,7 +59,7 @@ def _summarise(sr: pydicom.Dataset) -> StudyResult:
                 setattr(hand, attr, group.numbers.get(code))
             result.hands.append(hand)
         elif group.identifier.startswith("Metacarpal") and group.meanings.get(_OUTCOME) == "Measured":
-            bones.setdefault(hand_word, []).append(group.identifier.split()[1].rstrip(","))
+            bones.setdefault(hand_word, []).append(sr_bone(group.identifier))
         elif _REASON in group.meanings:
             result.refusals.append(group.meanings[_REASON])
     for hand in result.hands:

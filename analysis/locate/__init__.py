@@ -180,7 +180,6 @@ def _trace_pa_hand(image: np.ndarray, pixel_spacing_mm: float, w: _Work, hand: _
     cut = _cut_by_field(found, image.shape, w, hand.s, pixel_spacing_mm)
     if cut:
         details["cut_by_field"] = cut
-        details["cut_axes"] = {n: (tuple(round(x) for x in found[n].base_rc), tuple(round(x) for x in found[n].head_rc)) for n in found}
         return _refuse("bone_not_found", f"Metacarpal {', '.join(cut)} is not wholly inside the image.",
                        view="PA", details=details)
     bone_refusals = {

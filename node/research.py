@@ -166,42 +166,47 @@ def analyse_file(path: Path, reference: Any, *, pixel_spacing_mm: float | None =
     def error(reason: str, message: str):
         return AnalysisResult(status="error", reason=reason, message=message, file=str(path)), None, None
 
-    if not path.is_file():
-        return error("unreadable", f"No such file: {path}.")
-    ds = None
-    is_picture = path.suffix.lower() in IMAGE_SUFFIXES
-    if not is_picture:
-        try:
-            ds = pydicom.dcmread(path, force=path.suffix.lower() in DICOM_SUFFIXES)
-            if "PixelData" not in ds and "SOPClassUID" not in ds:
-                raise InvalidDicomError("no DICOM data elements")
-        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
-            ds = None
-            if not _has_image_magic(path):
-                return error("unreadable", f"The file is neither DICOM nor PNG/JPEG ({type(exc).__name__}).")
+    ds, image, unreadable = _open_input(path)
+    if unreadable:
+        return error("unreadable", unreadable)
     if ds is not None:
         result, image = analyse_dataset(ds, reference, pixel_spacing_mm=pixel_spacing_mm, sex=sex,
                                         age_years=age_years, want_image=want_image, name=str(path))
+    elif pixel_spacing_mm is None:
+        result = analysis.refused("no_pixel_spacing", "A PNG/JPEG has no pixel size; give it with "
+                                  "--pixel-spacing MM.", sex=sex, age_years=age_years)
     else:
         try:
-            image = _read_picture(path)
-        except Exception as exc:  # Pillow raises many types for broken files
-            return error("unreadable", f"The image could not be read ({type(exc).__name__}: {exc}).")
-        if pixel_spacing_mm is None:
-            result = analysis.refused("no_pixel_spacing", "A PNG/JPEG has no pixel size; give it with "
-                                      "--pixel-spacing MM.", sex=sex, age_years=age_years)
-        else:
-            try:
-                result = analysis.analyse_image(image, pixel_spacing_mm=pixel_spacing_mm, pixel_spacing_source="cli",
-                                                sex=sex, age_years=age_years, reference=reference)
-            except Exception as exc:  # an analysis bug must not stop the batch; logged, reported as error
-                return _analysis_error(path, exc), None, None
+            result = analysis.analyse_image(image, pixel_spacing_mm=pixel_spacing_mm, pixel_spacing_source="cli",
+                                            sex=sex, age_years=age_years, reference=reference)
+        except Exception as exc:  # an analysis bug must not stop the batch; logged, reported as error
+            return _analysis_error(path, exc), None, None
     result.file = str(path)
     return result, image, ds
 
 
 def _has_image_magic(path: Path) -> bool:
     return _file_head(path, 8).startswith((b"\x89PNG", b"\xff\xd8"))
+
+
+def _open_input(path: Path) -> tuple[Any, np.ndarray | None, str | None]:
+    """``(dataset, None, None)`` for DICOM (any suffix, or none), ``(None, bone-bright picture, None)``
+    for PNG/JPEG, or ``(None, None, why)`` with the one-line reason the input is unreadable."""
+    if not path.is_file():
+        return None, None, f"No such file: {path}."
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        try:
+            ds = pydicom.dcmread(path, force=path.suffix.lower() in DICOM_SUFFIXES)
+            if "PixelData" not in ds and "SOPClassUID" not in ds:
+                raise InvalidDicomError("no DICOM data elements")
+            return ds, None, None
+        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
+            if not _has_image_magic(path):
+                return None, None, f"The file is neither DICOM nor PNG/JPEG ({type(exc).__name__})."
+    try:
+        return None, _read_picture(path), None
+    except Exception as exc:  # Pillow raises many types for broken files
+        return None, None, f"The image could not be read ({type(exc).__name__}: {exc})."
 
 
 def _load_reference(directory: Path, explicit: bool, table: str | None = None):
@@ -291,31 +296,18 @@ def locate_file(path: Path, pixel_spacing_mm: float | None) -> tuple[dict[str, A
         return ({"file": str(path), "status": status, "reason": reason, "message": message, "view": None,
                  "maturity": None, "metacarpals": {}, "pixel_spacing_mm": spacing}, None, None)
 
-    if not path.is_file():
-        return answer("error", "unreadable", f"No such file: {path}.")
+    ds, image, unreadable = _open_input(path)
+    if unreadable:
+        return answer("error", "unreadable", unreadable)
     spacing = pixel_spacing_mm
-    image = None
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
+    if ds is not None:
         try:
-            ds = pydicom.dcmread(path, force=path.suffix.lower() in DICOM_SUFFIXES)
-            if "PixelData" not in ds and "SOPClassUID" not in ds:
-                raise InvalidDicomError("no DICOM data elements")
-        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
-            if not _has_image_magic(path):
-                return answer("error", "unreadable", f"The file is neither DICOM nor PNG/JPEG ({type(exc).__name__}).")
-        else:
-            try:
-                calibrated = image_from_dataset(ds, pixel_spacing_mm, check_resolution=False)
-            except CalibrationError as exc:
-                return answer("error" if exc.reason == "unreadable" else "refused", exc.reason, exc.message)
-            image, spacing = calibrated.image, calibrated.pixel_spacing_mm
-    if image is None:
-        try:
-            image = _read_picture(path)
-        except Exception as exc:  # Pillow raises many types for broken files
-            return answer("error", "unreadable", f"The image could not be read ({type(exc).__name__}: {exc}).")
-        if spacing is None:
-            return answer("refused", "no_pixel_spacing", "A PNG/JPEG has no pixel size; give it with --pixel-spacing MM.")
+            calibrated = image_from_dataset(ds, pixel_spacing_mm, check_resolution=False)
+        except CalibrationError as exc:
+            return answer("error" if exc.reason == "unreadable" else "refused", exc.reason, exc.message)
+        image, spacing = calibrated.image, calibrated.pixel_spacing_mm
+    elif spacing is None:
+        return answer("refused", "no_pixel_spacing", "A PNG/JPEG has no pixel size; give it with --pixel-spacing MM.")
     if spacing > LOCATE_MAX_SPACING_MM:
         return answer("refused", "resolution_too_low",
                       f"The pixels are {spacing:.3g} mm, larger than {LOCATE_MAX_SPACING_MM} mm: too coarse to find the "

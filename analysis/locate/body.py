@@ -175,18 +175,21 @@ def _prepare(image: np.ndarray, pixel_spacing_mm: float) -> _Work:
     t_body = max(8.0 * noise, 0.025)
     tissue = (resid > t_body) & ~bands
     tissue = open_cross(tissue)
-    lab, n = ndi.label(tissue)
-    if n == 0:
-        body = tissue
-    else:
-        sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]  # pixels per component
-        body = lab == (1 + int(np.argmax(sizes)))
-        body = _fill_holes(body)
+    body = _largest_piece(tissue)
     g = resid  # background-flattened image from here on
     soft = g[body & (g < t_bone)]
     tissue_level = float(np.median(soft, overwrite_input=True)) if soft.size else t_body
     return _Work(g=g, spacing_mm=spacing, factor=factor, bands=bands, body=body, tissue_level=tissue_level,
                  tissue=tissue)
+
+
+def _largest_piece(mask: np.ndarray) -> np.ndarray:
+    """The largest connected piece of ``mask`` with its holes filled (``mask`` itself when empty)."""
+    lab, n = ndi.label(mask)
+    if n == 0:
+        return mask
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]  # pixels per piece
+    return _fill_holes(lab == (1 + int(np.argmax(sizes))))
 
 
 def _bones_fleshed_out(w: _Work) -> _Work | None:
@@ -200,11 +203,9 @@ def _bones_fleshed_out(w: _Work) -> _Work | None:
     very faint exposure, where the tissue mask holds little more than the bones.
     """
     grown = (distance_to_background(~w.tissue) <= BONE_TISSUE_MARGIN_MM / w.spacing_mm) & ~w.bands
-    lab, n = ndi.label(grown)
-    if n == 0:
+    if not grown.any():
         return None
-    sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
-    body = _fill_holes(lab == (1 + int(np.argmax(sizes))))
+    body = _largest_piece(grown)
     if np.count_nonzero(w.tissue & body) >= SOFT_TISSUE_SHOWS_SHARE * np.count_nonzero(body):
         return None
     return dataclasses.replace(w, body=body)

@@ -16,10 +16,11 @@ from node.dicom import STATUS
 from node.export.result import SendResult
 from node.tls import TlsConfig, client_context
 
-__all__ = ["echo", "send_files"]
+__all__ = ["associate", "association_failure", "echo", "scu_ae", "send_files"]
 
 
-def _scu_ae(calling_ae: str, timeout_seconds: float) -> AE:
+def scu_ae(calling_ae: str, timeout_seconds: float) -> AE:
+    """The node's requesting AE with its timeouts (seconds; DIMSE and network at least 30 s)."""
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = timeout_seconds
     ae.dimse_timeout = max(timeout_seconds, 30)
@@ -28,7 +29,7 @@ def _scu_ae(calling_ae: str, timeout_seconds: float) -> AE:
     return ae
 
 
-def _associate(ae: AE, dest: DestinationConfig, tls: TlsConfig | None = None):
+def associate(ae: AE, dest: DestinationConfig, tls: TlsConfig | None = None):
     """Associate with ``dest`` (over TLS when it says ``tls = true``); returns (association, whether
     the TCP connection ever opened)."""
     opened = threading.Event()
@@ -40,7 +41,8 @@ def _associate(ae: AE, dest: DestinationConfig, tls: TlsConfig | None = None):
     return assoc, opened.is_set()
 
 
-def _assoc_failure(assoc, connected: bool = True) -> str:
+def association_failure(assoc, connected: bool = True) -> str:
+    """Why an association was not established, in words for a log line or an error."""
     if not connected:
         return "connection failed (nothing listening, host unreachable or timed out)"
     if assoc.is_rejected:
@@ -55,11 +57,11 @@ def _assoc_failure(assoc, connected: bool = True) -> str:
 def echo(dest: DestinationConfig, calling_ae: str, timeout_seconds: float = 10.0,
          tls: TlsConfig | None = None) -> tuple[bool, str]:
     """C-ECHO a DIMSE destination: (ok, one-line message)."""
-    ae = _scu_ae(calling_ae, timeout_seconds)
+    ae = scu_ae(calling_ae, timeout_seconds)
     ae.add_requested_context(Verification)
-    assoc, connected = _associate(ae, dest, tls)
+    assoc, connected = associate(ae, dest, tls)
     if not assoc.is_established:
-        return False, f"{dest.name} ({dest.ae_title}@{dest.host}:{dest.port}): {_assoc_failure(assoc, connected)}"
+        return False, f"{dest.name} ({dest.ae_title}@{dest.host}:{dest.port}): {association_failure(assoc, connected)}"
     try:
         status = assoc.send_c_echo()
     finally:
@@ -107,7 +109,7 @@ def send_files(
         p: SendResult(p, None, False, err) for p, ds, err in datasets if ds is None
     }
     if readable:
-        ae = _scu_ae(calling_ae, timeout_seconds)
+        ae = scu_ae(calling_ae, timeout_seconds)
         # Per SOP class: one context for the uncompressed syntaxes (pynetdicom converts between
         # them) plus one per compressed syntax in use (compressed data can only go as it is).
         contexts: dict[tuple[str, tuple[str, ...]], None] = {}
@@ -118,9 +120,9 @@ def send_files(
                 contexts[(sop_class, (str(ts),))] = None
         for sop_class, syntaxes in contexts:
             ae.add_requested_context(sop_class, list(syntaxes))
-        assoc, connected = _associate(ae, dest, tls)
+        assoc, connected = associate(ae, dest, tls)
         if not assoc.is_established:
-            why = f"{dest.ae_title}@{dest.host}:{dest.port}: {_assoc_failure(assoc, connected)}"
+            why = f"{dest.ae_title}@{dest.host}:{dest.port}: {association_failure(assoc, connected)}"
             for p, ds in readable:
                 results[p] = SendResult(p, str(ds.SOPInstanceUID), False, why)
         else:

@@ -22,7 +22,7 @@ from pynetdicom.sop_class import (
 )
 
 from node.export.config import DestinationConfig
-from node.export.scu import _assoc_failure, _associate, _scu_ae
+from node.export.scu import associate, association_failure, scu_ae
 from node.retrieve.query import RetrieveError, StudyMatch, StudyQuery, is_hand_series
 from node.tls import TlsConfig
 
@@ -47,13 +47,13 @@ def association(pacs: DestinationConfig, calling_ae: str, contexts: tuple[Any, .
     RetrieveError
         The PACS cannot be reached or rejects the association.
     """
-    ae: AE = _scu_ae(calling_ae, timeout_seconds)
+    ae: AE = scu_ae(calling_ae, timeout_seconds)
     for context in contexts:
         ae.add_requested_context(context)
-    assoc, connected = _associate(ae, pacs, tls)
+    assoc, connected = associate(ae, pacs, tls)
     if not assoc.is_established:
         raise RetrieveError(f"PACS {pacs.name} ({pacs.ae_title}@{pacs.host}:{pacs.port}): "
-                            f"{_assoc_failure(assoc, connected)} (calling AE {calling_ae})")
+                            f"{association_failure(assoc, connected)} (calling AE {calling_ae})")
     try:
         yield assoc
     finally:
@@ -133,7 +133,7 @@ def get_series(config: Any, pacs: DestinationConfig, calling_ae: str, series: li
         received.append(event.dataset)
         return 0x0000
 
-    ae = _scu_ae(calling_ae, timeout_seconds)
+    ae = scu_ae(calling_ae, timeout_seconds)
     ae.add_requested_context(GET)
     sr_classes = [uid for uid in STORAGE_SOP_CLASSES if uid.startswith(SR_SOP_CLASS_PREFIX)]
     for uid in sr_classes:
@@ -146,7 +146,7 @@ def get_series(config: Any, pacs: DestinationConfig, calling_ae: str, series: li
     assoc = ae.associate(pacs.host, pacs.port, ae_title=pacs.ae_title, ext_neg=roles,
                          evt_handlers=[(evt.EVT_C_STORE, on_store)], tls_args=tls_args)
     if not assoc.is_established:
-        raise RetrieveError(f"PACS {pacs.name}: {_assoc_failure(assoc)} (C-GET, calling AE {calling_ae})")
+        raise RetrieveError(f"PACS {pacs.name}: {association_failure(assoc)} (C-GET, calling AE {calling_ae})")
     try:
         for study_uid, series_uid in series:
             ds = _identifier("SERIES", {"StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid}, ())

@@ -31,6 +31,9 @@ from receive_rate import cr_dataset  # noqa: E402
 from tests.integration.servers import OrthancServer  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+"""DCMTK's sockets without Nagle's algorithm: otherwise each small response PDU waits for the
+peer's delayed ACK (~40 ms per instance), which would bound every receiver at the same rate."""
 
 
 def cpu_seconds(pid: int) -> float:
@@ -55,7 +58,7 @@ def send(files: list[Path], port: int, called: str, pid: int) -> tuple[float, fl
     cpu0 = cpu_seconds(pid)
     start = time.perf_counter()
     proc = subprocess.run(["storescu", "-aet", "BENCH", "-aec", called, "127.0.0.1", str(port), *map(str, files)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=DCMTK_ENV)
     elapsed = time.perf_counter() - start
     time.sleep(0.5)  # let the receiver finish its last bookkeeping before reading its CPU
     return elapsed, cpu_seconds(pid) - cpu0, proc.returncode == 0
@@ -83,7 +86,7 @@ def main() -> int:
         port = free_port()
         (work / "storescp").mkdir()
         scp = subprocess.Popen(["storescp", "-aet", "STORESCP", "-od", str(work / "storescp"), str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=DCMTK_ENV)
         try:
             wait_for(port, "STORESCP")
             rows.append(("DCMTK storescp", *send(files, port, "STORESCP", scp.pid)))

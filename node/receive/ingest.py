@@ -44,9 +44,32 @@ class IngestOutcome:
         return self.status == STATUS["success"]
 
 
+DEFER_BYTES = 1 << 20
+"""Values larger than this (the pixel data) are not read when the header is parsed: only their
+length is checked, which saves a copy of the image per received instance."""
+
+
 def parse_header(data: bytes | memoryview) -> pydicom.Dataset:
-    """Parse everything but the pixel data's meaning (the bytes are kept, never decoded)."""
-    return pydicom.dcmread(io.BytesIO(data), force=True)
+    """Parse everything but the pixel data's meaning (the bytes are kept, never decoded; values
+    over ``DEFER_BYTES`` are read only when asked for, from ``data``)."""
+    ds = pydicom.dcmread(io.BytesIO(data), force=True, defer_size=DEFER_BYTES)
+    elem = ds.get_item("PixelData", keep_deferred=True) if "PixelData" in ds else None
+    if _deferred(elem) and elem.value_tell + elem.length > len(data):
+        # Cut short inside the pixel data: the bytes that did arrive, for the length check to see.
+        ds.PixelData = bytes(data[elem.value_tell:])
+    return ds
+
+
+def _deferred(elem) -> bool:
+    """A raw element whose value was not read (its length is known and defined)."""
+    return (elem is not None and getattr(elem, "value", True) is None
+            and getattr(elem, "length", 0xFFFFFFFF) != 0xFFFFFFFF)
+
+
+def _value_length(ds: pydicom.Dataset, keyword: str) -> int:
+    """Length in bytes of an element's value, without reading a deferred one."""
+    elem = ds.get_item(keyword, keep_deferred=True)
+    return int(elem.length) if _deferred(elem) else len(ds[keyword].value)
 
 
 def _pixel_length_problem(ds: pydicom.Dataset) -> str | None:
@@ -65,7 +88,7 @@ def _pixel_length_problem(ds: pydicom.Dataset) -> str | None:
     except (AttributeError, TypeError, ValueError) as exc:
         return f"the image header is incomplete ({exc})"
     expected = math.ceil(rows * cols * spp * frames * bits / 8)
-    actual = len(ds.PixelData)
+    actual = _value_length(ds, "PixelData")
     if actual not in (expected, expected + 1):
         return f"pixel data holds {actual} bytes but Rows x Columns x bits needs {expected}"
     return None

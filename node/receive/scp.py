@@ -95,9 +95,32 @@ def on_requested(event: evt.Event, config: Config) -> None:
 
 
 def on_conn_open(event: evt.Event, config: Config) -> None:
-    """A peer over its per-host connection limit gets one second to speak (then a rejection) or is closed."""
+    """A peer over its per-host connection limit gets one second to speak (then a rejection) or is closed.
+
+    Every connection's socket reads whole PDUs at once (:func:`recv_exactly`)."""
+    sock = event.assoc.dul.socket
+    if sock is not None:
+        sock.recv = functools.partial(recv_exactly, sock)
     if _same_host(event) >= config.node.max_associations_per_host:
         event.assoc.acse_timeout = min(1.0, config.node.acse_timeout_seconds)
+
+
+def recv_exactly(assoc_socket, nr_bytes: int) -> bytearray:
+    """Read ``nr_bytes`` from a pynetdicom ``AssociationSocket`` into one buffer (fewer bytes only
+    when the peer closed), as its own ``recv`` does but without its 4 KiB reads: a 10 MB P-DATA
+    PDU took 2,560 Python-level ``recv`` calls and ~40 ms of CPU per instance, the receive
+    path's largest cost. Timeouts and errors propagate as from ``socket.recv``."""
+    buffer = bytearray(nr_bytes)
+    view = memoryview(buffer)
+    got = 0
+    while got < nr_bytes:
+        n = assoc_socket.socket.recv_into(view[got:], nr_bytes - got)
+        if n == 0:  # connection closed: what arrived (pynetdicom then reports Evt17)
+            del view
+            del buffer[got:]
+            return buffer
+        got += n
+    return buffer
 
 
 def on_conn_close(event: evt.Event, config: Config) -> None:

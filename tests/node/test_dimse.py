@@ -256,3 +256,25 @@ def test_data_set_that_contradicts_its_request_is_refused(node):
     assert status.Status == 0xA900
     assert status.ErrorComment.startswith("SOPClassUID 1.2.840.10008.5.1.4.1.1.7 differs")
     assert _rows(store, ds.SOPInstanceUID) == 0
+
+
+def test_recv_exactly_reads_whole_pdus_and_stops_at_close():
+    """The SCP's socket read (node.receive.scp.recv_exactly): all bytes asked for, however the
+    peer splits them; what arrived when the peer closes (pynetdicom then reports Evt17)."""
+    import socket
+    import threading
+    from types import SimpleNamespace
+
+    from node.receive.scp import recv_exactly
+
+    ours, peer = socket.socketpair()
+    payload = bytes(range(256)) * 40_000  # 10 MB, sent in uneven pieces
+    sender = threading.Thread(target=lambda: [peer.sendall(payload[i:i + 70_001])
+                                              for i in range(0, len(payload), 70_001)])
+    sender.start()
+    assoc_socket = SimpleNamespace(socket=ours)
+    assert recv_exactly(assoc_socket, len(payload) - 5) == payload[:-5]
+    sender.join()
+    peer.close()
+    assert recv_exactly(assoc_socket, 100) == payload[-5:]
+    ours.close()

@@ -7,7 +7,7 @@ last response) and the receiver's CPU ms per instance (utime + stime of its proc
 index (no fsync per instance by default); the node fsyncs the file, its folder and the SQLite
 commit before every Success.
 
-    .venv/bin/python bench/receive_compare.py --count 100
+    .venv/bin/python bench/receive_compare.py --count 100 [--rounds 3]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,64 +65,84 @@ def send(files: list[Path], port: int, called: str, pid: int) -> tuple[float, fl
     return elapsed, cpu_seconds(pid) - cpu0, proc.returncode == 0
 
 
+def _write_files(folder: Path, count: int, rows: int, columns: int) -> list[Path]:
+    """``count`` CR files with new UIDs (every round stores new instances, never duplicates)."""
+    folder.mkdir(parents=True)
+    template = cr_dataset(generate_uid(), rows, columns)
+    files = []
+    for i in range(count):
+        template.SOPInstanceUID = template.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        files.append(folder / f"{i:04d}.dcm")
+        template.save_as(files[-1], enforce_file_format=True)
+    return files
+
+
+NAMES = ("DCMTK storescp", "Orthanc", "dxr-node (fsync + SQLite before Success)")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--count", type=int, default=100)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds of the three receivers in turn (order rotated); medians are reported")
     p.add_argument("--rows", type=int, default=2560)
     p.add_argument("--columns", type=int, default=2048)
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dxr-compare-", dir=os.environ.get("BENCH_TMP")))
-    rows = []
+    results: dict[str, list[tuple[float, float, bool]]] = {name: [] for name in NAMES}
+    scp = node = None
     try:
-        files_dir = work / "in"
-        files_dir.mkdir()
-        template = cr_dataset(generate_uid(), args.rows, args.columns)
-        files = []
-        for i in range(args.count):
-            template.SOPInstanceUID = template.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-            files.append(files_dir / f"{i:04d}.dcm")
-            template.save_as(files[-1], enforce_file_format=True)
-        size_mb = files[0].stat().st_size / 1e6
-
-        port = free_port()
+        scp_port, node_port = free_port(), free_port()
         (work / "storescp").mkdir()
-        scp = subprocess.Popen(["storescp", "-aet", "STORESCP", "-od", str(work / "storescp"), str(port)],
+        scp = subprocess.Popen(["storescp", "-aet", "STORESCP", "-od", str(work / "storescp"), str(scp_port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=DCMTK_ENV)
-        try:
-            wait_for(port, "STORESCP")
-            rows.append(("DCMTK storescp", *send(files, port, "STORESCP", scp.pid)))
-        finally:
-            scp.terminate()
-            scp.wait()
-
-        with OrthancServer(work / "orthanc", node_aet=None) as orthanc:
-            wait_for(orthanc.dicom_port, "ORTHANC")
-            rows.append(("Orthanc", *send(files, orthanc.dicom_port, "ORTHANC", orthanc.proc.pid)))
-
-        port = free_port()
         (work / "node").mkdir()
         node = start_node(work / "node",
-                          f'[node]\nae_title = "DXRNODE"\nbind = "127.0.0.1"\nport = {port}\ndata_dir = "var"\n'
+                          f'[node]\nae_title = "DXRNODE"\nbind = "127.0.0.1"\nport = {node_port}\ndata_dir = "var"\n'
                           'workers = 1\n[study]\nquiet_period_seconds = 3600\n[[sources]]\nae_title = "BENCH"\n'
                           '[[destinations]]\nname = "outbox"\ntype = "folder"\n')
-        try:
-            wait_for(port, "DXRNODE")
-            rows.append(("dxr-node (fsync + SQLite before Success)", *send(files, port, "DXRNODE", node.pid)))
-        finally:
-            stop_node(node)
+        with OrthancServer(work / "orthanc", node_aet=None) as orthanc:
+            receivers = [(NAMES[0], scp_port, "STORESCP", scp.pid),
+                         (NAMES[1], orthanc.dicom_port, "ORTHANC", orthanc.proc.pid),
+                         (NAMES[2], node_port, "DXRNODE", node.pid)]
+            for _name, port, called, _pid in receivers:
+                wait_for(port, called)
+            for k in range(args.rounds):
+                # The machine's state drifts (other jobs, page-cache writeback): each round runs
+                # the three back to back, starting with a different one.
+                for name, port, called, pid in receivers[k % 3:] + receivers[:k % 3]:
+                    files = _write_files(work / f"in-{k}-{called}", args.count, args.rows, args.columns)
+                    results[name].append(send(files, port, called, pid))
+                    shutil.rmtree(files[0].parent)
+                shutil.rmtree(work / "storescp")
+                (work / "storescp").mkdir()
+        size_mb = args.rows * args.columns * 2 / 1e6
     finally:
+        if scp is not None:
+            scp.terminate()
+            scp.wait()
+        if node is not None:
+            stop_node(node)
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{args.count} x {size_mb:.1f} MB CR, DCMTK storescu, one association, loopback, load "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print("| receiver | instances/s | CPU ms/instance | all stored |")
-    print("|---|---|---|---|")
-    for name, elapsed, cpu, ok in rows:
-        print(f"| {name} | {args.count / elapsed:.1f} | {cpu * 1000 / args.count:.0f} | {'yes' if ok else 'NO'} |")
-    rates = {name.split()[0]: args.count / elapsed for name, elapsed, _, _ in rows}
-    if {"DCMTK", "Orthanc", "dxr-node"} <= set(rates):
-        print(f"node/Orthanc = {rates['dxr-node'] / rates['Orthanc']:.2f} (target >= 1.5), "
-              f"node/storescp = {rates['dxr-node'] / rates['DCMTK']:.2f} (target >= 0.5)")
-    return 0 if all(ok for *_, ok in rows) else 1
+    print(f"{args.count} x {size_mb:.1f} MB CR, DCMTK storescu, one association, loopback, {args.rounds} rounds, "
+          f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print("| receiver | instances/s (median) | per round | CPU ms/instance (median) | all stored |")
+    print("|---|---|---|---|---|")
+    rates = {}
+    for name in NAMES:
+        runs = results[name]
+        per_round = [args.count / elapsed for elapsed, _, _ in runs]
+        rates[name] = statistics.median(per_round)
+        cpu = statistics.median(c * 1000 / args.count for _, c, _ in runs)
+        print(f"| {name} | {rates[name]:.1f} | {', '.join(f'{r:.1f}' for r in per_round)} | {cpu:.0f} | "
+              f"{'yes' if all(ok for *_, ok in runs) else 'NO'} |")
+    node_rates, orthanc_rates, scp_rates = ([args.count / e for e, _, _ in results[n]] for n in (NAMES[2], NAMES[1],
+                                                                                               NAMES[0]))
+    to_orthanc = statistics.median(a / b for a, b in zip(node_rates, orthanc_rates))
+    to_scp = statistics.median(a / b for a, b in zip(node_rates, scp_rates))
+    print(f"node/Orthanc = {to_orthanc:.2f} (target >= 1.5), node/storescp = {to_scp:.2f} (target >= 0.5); "
+          "medians of the per-round ratios")
+    return 0 if all(ok for runs in results.values() for *_, ok in runs) else 1
 
 
 if __name__ == "__main__":

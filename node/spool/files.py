@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import mmap
 import os
 import re
 import threading
 from pathlib import Path
 
-__all__ = ["atomic_write", "dataset_body", "uid_filename"]
+__all__ = ["atomic_write", "dataset_body", "uid_filename", "write_durably"]
 
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
@@ -39,6 +41,66 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+DIRECT_MIN_BYTES = 1 << 20
+"""Files at least this large are written with O_DIRECT where the filesystem allows it."""
+_DIRECT_ALIGN = 4096
+_direct_buffers = threading.local()
+
+
+def write_durably(path: Path, data: bytes | memoryview) -> str:
+    """Create ``path`` holding ``data`` and fsync it; returns ``"direct"`` or ``"buffered"``.
+
+    A received image (10 MB) written through the page cache cost 28-45 ms per file on the
+    development machine (the kernel allocating cache pages), five times its fsync; written with
+    O_DIRECT from a reused page-aligned buffer it costs ~7 ms, fsync included. O_DIRECT needs
+    aligned memory and lengths: the data is copied into the thread's buffer, written padded to
+    4 KiB and the file cut back to its length (the fsync makes the length durable too). Where
+    the filesystem refuses O_DIRECT (tmpfs on older kernels, some network filesystems) or the
+    data is small, a plain write.
+    """
+    size = memoryview(data).nbytes
+    flag = getattr(os, "O_DIRECT", 0)
+    if flag and size >= DIRECT_MIN_BYTES:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | flag, 0o644)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+        else:
+            try:
+                _write_aligned(fd, data, size)
+                os.ftruncate(fd, size)
+                os.fsync(fd)
+                return "direct"
+            finally:
+                os.close(fd)
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return "buffered"
+
+
+def _write_aligned(fd: int, data: bytes | memoryview, size: int) -> None:
+    """All of ``data`` to an O_DIRECT descriptor, through this thread's page-aligned buffer."""
+    padded = -(-size // _DIRECT_ALIGN) * _DIRECT_ALIGN
+    buffer = getattr(_direct_buffers, "buffer", None)
+    if buffer is None or len(buffer) < padded:
+        buffer = _direct_buffers.buffer = mmap.mmap(-1, padded)  # anonymous mmap: page-aligned
+    buffer[:size] = data
+    buffer[size:padded] = bytes(padded - size)
+    view = memoryview(buffer)[:padded]
+    try:
+        done = 0
+        while done < padded:
+            n = os.write(fd, view[done:])
+            if n <= 0 or n % _DIRECT_ALIGN and done + n < padded:
+                raise OSError(errno.EIO, f"short O_DIRECT write ({done + n} of {padded} bytes)")
+            done += n
+    finally:
+        view.release()
 
 
 _durable_dirs: set[Path] = set()
@@ -72,10 +134,7 @@ def atomic_write(target: Path, data: bytes | memoryview, *, tmp_dir: Path | None
     tmp_dir.mkdir(parents=True, exist_ok=True)
     tmp = tmp_dir / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        write_durably(tmp, data)
         os.replace(tmp, target)
         _fsync_dir(target.parent)
     except BaseException:

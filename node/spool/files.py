@@ -65,10 +65,6 @@ def write_durably(path: Path, data: bytes | memoryview) -> str:
     if flag and size >= DIRECT_MIN_BYTES:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | flag, 0o644)
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:
-                raise
-        else:
             try:
                 _write_aligned(fd, data, size)
                 os.ftruncate(fd, size)
@@ -76,7 +72,10 @@ def write_durably(path: Path, data: bytes | memoryview) -> str:
                 return "direct"
             finally:
                 os.close(fd)
-    with open(path, "wb") as fh:
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # EINVAL: O_DIRECT (or its alignment) not supported here
+                raise
+    with open(path, "wb") as fh:  # (re)creates the file from the start
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())

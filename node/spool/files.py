@@ -46,6 +46,9 @@ def _fsync_dir(path: Path) -> None:
 DIRECT_MIN_BYTES = 1 << 20
 """Files at least this large are written with O_DIRECT where the filesystem allows it."""
 _DIRECT_ALIGN = 4096
+DIRECT_BUFFER_KEEP_BYTES = 64 << 20
+"""A thread keeps its aligned buffer for the next file up to this size (reused memory is what
+makes the direct write fast); a larger one is unmapped after its file."""
 _direct_buffers = threading.local()
 
 
@@ -87,7 +90,8 @@ def _write_aligned(fd: int, data: bytes | memoryview, size: int) -> None:
     padded = -(-size // _DIRECT_ALIGN) * _DIRECT_ALIGN
     buffer = getattr(_direct_buffers, "buffer", None)
     if buffer is None or len(buffer) < padded:
-        buffer = _direct_buffers.buffer = mmap.mmap(-1, padded)  # anonymous mmap: page-aligned
+        buffer = mmap.mmap(-1, padded)  # anonymous mmap: page-aligned
+        _direct_buffers.buffer = buffer if padded <= DIRECT_BUFFER_KEEP_BYTES else None
     buffer[:size] = data
     buffer[size:padded] = bytes(padded - size)
     view = memoryview(buffer)[:padded]

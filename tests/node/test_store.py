@@ -263,33 +263,55 @@ def test_a_current_database_is_left_alone(tmp_path):
         assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
+def _takes_o_direct(folder: Path) -> bool:
+    """Whether the filesystem of ``folder`` lets a file be opened with O_DIRECT."""
+    try:
+        os.close(os.open(folder / ".probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o644))
+        return True
+    except OSError:
+        return False
+
+
 @pytest.mark.parametrize("size", [DIRECT_MIN_BYTES, DIRECT_MIN_BYTES + 1, 10_486_540, 4096, 0])
 def test_write_durably_writes_exact_bytes_direct_where_the_filesystem_allows(tmp_path, size):
     """Large files go through O_DIRECT (padded to 4 KiB, then cut back to their length); small
     ones, and any on a filesystem that refuses O_DIRECT, through a plain write. Bytes identical
     either way, from bytes or from a memoryview (the worker's BytesIO buffer)."""
     data = os.urandom(size)
+    direct = size >= DIRECT_MIN_BYTES and _takes_o_direct(tmp_path)
     for k, payload in enumerate((data, memoryview(bytearray(data)))):
         path = tmp_path / f"f{k}.bin"
-        how = write_durably(path, payload)
+        assert write_durably(path, payload) == ("direct" if direct else "buffered")
         assert path.read_bytes() == data
-        if size < DIRECT_MIN_BYTES:
-            assert how == "buffered"
-        else:
-            try:  # where the filesystem takes O_DIRECT, it must have been used
-                os.close(os.open(tmp_path / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o644))
-                direct_ok = True
-            except OSError:
-                direct_ok = False
-            assert how == ("direct" if direct_ok else "buffered")
 
 
-def test_write_durably_on_tmpfs_where_o_direct_may_be_refused():
+def test_write_durably_on_tmpfs_as_the_filesystem_allows():
     shm = Path("/dev/shm")
     if not shm.is_dir():
         pytest.skip("no /dev/shm (tmpfs) on this machine")
     data = os.urandom(DIRECT_MIN_BYTES + 123)
     with tempfile.TemporaryDirectory(dir=shm) as tmp:
         path = Path(tmp) / "x.bin"
-        assert write_durably(path, data) in ("direct", "buffered")
+        assert write_durably(path, data) == ("direct" if _takes_o_direct(Path(tmp)) else "buffered")
         assert path.read_bytes() == data
+
+
+def test_write_durably_keeps_no_aligned_buffer_over_the_limit(tmp_path, monkeypatch):
+    """A thread reuses its aligned buffer for files up to DIRECT_BUFFER_KEEP_BYTES; a larger
+    file's buffer is dropped after it (a 100 MB image must not stay mapped per association)."""
+    from node.spool import files
+
+    if not _takes_o_direct(tmp_path):
+        pytest.skip("this filesystem refuses O_DIRECT: no aligned buffer is used")
+    monkeypatch.setattr(files, "DIRECT_BUFFER_KEEP_BYTES", 2 * DIRECT_MIN_BYTES)
+    monkeypatch.setattr(files._direct_buffers, "buffer", None, raising=False)
+    small, large = os.urandom(DIRECT_MIN_BYTES + 1), os.urandom(3 * DIRECT_MIN_BYTES)
+    write_durably(tmp_path / "small.bin", small)
+    kept = files._direct_buffers.buffer
+    assert kept is not None and len(kept) >= len(small)
+    write_durably(tmp_path / "again.bin", small)
+    assert files._direct_buffers.buffer is kept  # reused, not mapped again
+    write_durably(tmp_path / "large.bin", large)
+    assert files._direct_buffers.buffer is None
+    assert (tmp_path / "large.bin").read_bytes() == large
+    assert (tmp_path / "again.bin").read_bytes() == small

@@ -59,6 +59,7 @@ def _profile_kernels() -> None:
     free[9] = free[10] = False
     kernels.fit_one_profile(offsets, profile, p0, free, 2, kernels._GL_X, kernels._GL_W)
     kernels.fit_profiles(offsets, np.tile(profile, (2, 1)), np.tile(p0, (2, 1)), free, 2)
+    kernels.profile_model(offsets, p0, kernels._GL_X, kernels._GL_W, False)  # measure._bend_shows
 
 
 def warm_up() -> None:

@@ -227,3 +227,28 @@ def test_bone_disagreeing_with_the_others_is_refused():
              BoneResult(name="III", cortical_thickness_mm=1.7, outer_width_mm=8.0, mci=0.425)]
     _check_consistency(agree)
     assert [b.status for b in agree] == ["ok", "ok"]
+
+
+@pytest.mark.parametrize("curve, bend_expected", [("linear", False), ("gamma 0.6", True), ("gamma 1.6", True),
+                                                   ("linear in exposure", True)])
+def test_the_bent_fit_is_tried_only_when_the_straight_residuals_look_like_a_display_curve(curve, bend_expected):
+    """measure._bend_shows on ten noisy profiles fitted straight: on grey linear in attenuation the
+    residual is noise (nothing for the bend), under a display curve it is mostly v^2/v^3."""
+    from analysis import kernels
+    from tests.analysis.test_kernels import DISPLAY_CURVES, P_PLAIN, X, _start
+
+    shown = {"linear": lambda x: x, **DISPLAY_CURVES}[curve]
+    plain = kernels.profile_model_numpy(X, P_PLAIN)[0]
+    window = (plain - plain.min()) / np.ptp(plain) * 0.6 + 0.2
+    clean = shown(window) / (shown(0.8) - shown(0.2))
+    rng = np.random.default_rng(3)
+    profiles = clean[None, :] + 0.004 * rng.standard_normal((10, X.size))
+    start = _start(P_PLAIN)
+    start[9] = 0.0
+    start[5], start[7], start[8] = clean[0], start[7] / np.ptp(plain), start[8] / np.ptp(plain)
+    straight = np.ones(kernels.N_PARAMS, dtype=np.bool_)
+    straight[9] = straight[10] = straight[11] = straight[12] = False
+    fitted, _, _, status = kernels.fit_profiles(X, profiles, np.tile(start, (10, 1)), straight, 100)
+    assert (status != kernels.FIT_BAD_INPUT).all()
+    shows = measure._bend_shows(X, profiles, fitted)
+    assert (shows < measure.BEND_TRY_RATIO) == bend_expected, shows

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from node.dates import user_date
+
 __all__ = ["HAND_BODY_PARTS", "HAND_MODALITIES", "RetrieveError", "StudyMatch", "StudyQuery", "dicom_date",
            "is_hand_series"]
 
@@ -30,12 +32,9 @@ def dicom_date(text: str) -> str:
     Raises
     ------
     ValueError
-        Not a date in either form.
+        Not a real date in either form (:func:`node.dates.user_date`).
     """
-    digits = text.strip().replace("-", "")
-    if not re.fullmatch(r"\d{8}", digits):
-        raise ValueError(f"--since must be a date YYYY-MM-DD, got {text!r}")
-    return digits
+    return user_date(text, "--since").strftime("%Y%m%d")
 
 
 @dataclass(frozen=True)

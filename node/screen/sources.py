@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["file_items", "dicomweb_items", "qido_date_range", "parse_date", "QIDO_PAGE", "MODALITIES"]
+__all__ = ["file_items", "dicomweb_items", "qido_date_range", "QIDO_PAGE", "MODALITIES"]
 
 MODALITIES = ("CR", "DX")
 """Radiography modalities queried on the PACS (one QIDO-RS query each)."""
@@ -44,16 +44,6 @@ def file_items(paths: list[str]) -> list[dict[str, Any]]:
         items.setdefault(key, {"key": key, "kind": "file", "source": str(path), "path": str(absolute),
                                "size": size, "mtime_ns": mtime_ns})
     return list(items.values())
-
-
-def parse_date(text: str, flag: str) -> dt.date:
-    """``YYYY-MM-DD`` or ``YYYYMMDD`` as a date; ValueError naming ``flag`` otherwise."""
-    for fmt in ("%Y-%m-%d", "%Y%m%d"):
-        try:
-            return dt.datetime.strptime(text, fmt).date()
-        except ValueError:
-            pass
-    raise ValueError(f"{flag} must be a date YYYY-MM-DD, got {text!r}")
 
 
 def qido_date_range(since: dt.date | None, until: dt.date | None) -> str | None:

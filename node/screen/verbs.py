@@ -85,11 +85,12 @@ def _pacs_items(args: argparse.Namespace, config: Any, dest: Any) -> list[dict[s
     """QIDO-RS: the PACS instances in the date range that the config's rules analyse."""
     import requests
 
-    from node.screen.sources import dicomweb_items, parse_date
+    from node.dates import user_date
+    from node.screen.sources import dicomweb_items
 
     try:
-        since = parse_date(args.since, "--since") if args.since else None
-        until = parse_date(args.until, "--until") if args.until else None
+        since = user_date(args.since, "--since") if args.since else None
+        until = user_date(args.until, "--until") if args.until else None
     except ValueError as exc:
         raise CLIError(str(exc), 2) from None
     if since and until and since > until:

@@ -8,9 +8,9 @@ import calendar
 import csv
 import json
 import sys
-import time
 from dataclasses import asdict
 
+from node.dates import user_date
 from node.verbs import CONFIG, DATA_DIR, CLIError, Verb, arg, config_from_args, format_time, one_line, open_store
 
 __all__ = ["BILLING_COLUMNS", "BILLING_VERBS", "QUEUE_VERBS", "STATES"]
@@ -99,11 +99,11 @@ BILLING_COLUMNS = (
 
 
 def _since(text: str) -> float:
-    """``YYYY-MM-DD`` (UTC midnight) as unix seconds, or a usage error."""
+    """A date (:func:`node.dates.user_date`, UTC midnight) as unix seconds, or a usage error."""
     try:
-        return float(calendar.timegm(time.strptime(text, "%Y-%m-%d")))
-    except ValueError:
-        raise CLIError(f"billing export: --since must be a date YYYY-MM-DD, got {text!r}", 2) from None
+        return float(calendar.timegm(user_date(text, "--since").timetuple()))
+    except ValueError as exc:
+        raise CLIError(f"billing export: {exc}", 2) from None
 
 
 def billing_record(row) -> dict:

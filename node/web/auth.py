@@ -13,17 +13,66 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 import time
+from collections import OrderedDict
 
 from starlette.requests import Request
 
 from node.http.token import authorised
 
-__all__ = ["COOKIE", "SESSION_SECONDS", "WebAuth"]
+__all__ = ["COOKIE", "SESSION_SECONDS", "LoginThrottle", "WebAuth"]
 
 COOKIE = "dxr_session"
 SESSION_SECONDS = 12 * 3600
 """A session lasts a working day; then the login form again."""
+MAX_FAILED_LOGINS = 10
+"""Wrong tokens one address may try per LOGIN_WINDOW_SECONDS before the form answers 429."""
+LOGIN_WINDOW_SECONDS = 600.0
+MAX_TRACKED_CLIENTS = 10_000
+"""Addresses remembered at once (the oldest forgotten first): memory stays bounded under a flood."""
+
+
+class LoginThrottle:
+    """Wrong tokens per client address: after MAX_FAILED_LOGINS within LOGIN_WINDOW_SECONDS the
+    login form refuses that address until the oldest of them is out of the window. A right token
+    clears the address. Guessing the token through the form is then limited to 10 tries per
+    10 minutes per address (a token of 20 random characters was out of reach anyway; a weak one
+    chosen by hand is not)."""
+
+    def __init__(self) -> None:
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _recent(self, client: str, now: float) -> list[float]:
+        times = [t for t in self._failures.get(client, []) if now - t < LOGIN_WINDOW_SECONDS]
+        if times:
+            self._failures[client] = times
+        else:
+            self._failures.pop(client, None)
+        return times
+
+    def wait_seconds(self, client: str, now: float | None = None) -> float:
+        """Seconds until ``client`` may try again (0: it may now)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            times = self._recent(client, now)
+            if len(times) < MAX_FAILED_LOGINS:
+                return 0.0
+            return max(0.0, LOGIN_WINDOW_SECONDS - (now - times[-MAX_FAILED_LOGINS]))
+
+    def failed(self, client: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            times = self._recent(client, now)
+            self._failures[client] = (times + [now])[-MAX_FAILED_LOGINS:]
+            self._failures.move_to_end(client)
+            while len(self._failures) > MAX_TRACKED_CLIENTS:
+                self._failures.popitem(last=False)
+
+    def succeeded(self, client: str) -> None:
+        with self._lock:
+            self._failures.pop(client, None)
 
 
 class WebAuth:

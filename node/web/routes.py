@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -28,7 +29,7 @@ from starlette.routing import Route
 from node.config import Config
 from node.spool import Store
 from node.web import views
-from node.web.auth import COOKIE, SESSION_SECONDS, WebAuth
+from node.web.auth import COOKIE, SESSION_SECONDS, LoginThrottle, WebAuth
 from node.web.results import picture_png
 
 __all__ = ["WebPage", "web_routes"]
@@ -70,6 +71,7 @@ class WebPage:
     def __init__(self, config: Config, store: Store, token: str) -> None:
         self.config, self.store = config, store
         self.auth = WebAuth(token, secure=config.tls is not None)
+        self.throttle = LoginThrottle()
 
     def routes(self) -> list[Route]:
         return [
@@ -109,11 +111,21 @@ class WebPage:
         return self.login_page(request, status=200)
 
     async def login(self, request: Request) -> Response:
+        client = _client(request)
+        wait = self.throttle.wait_seconds(client)
+        if wait > 0:
+            log.warning("event=web_login_throttled client=%s retry_after_seconds=%d", client, math.ceil(wait))
+            response = self.login_page(request, f"Too many wrong tokens from this address: try again in "
+                                                f"{math.ceil(wait / 60)} min.", 429)
+            response.headers["Retry-After"] = str(math.ceil(wait))
+            return response
         form = await _form(request)
         if not self.auth.token_matches(form.get("token", "")):
-            log.warning("event=web_login_refused client=%s", _client(request))
+            self.throttle.failed(client)
+            log.warning("event=web_login_refused client=%s", client)
             return self.login_page(request, "That is not the node's token.")
-        log.info("event=web_login client=%s", _client(request))
+        self.throttle.succeeded(client)
+        log.info("event=web_login client=%s", client)
         response = self.back()
         response.set_cookie(COOKIE, self.auth.new_session(), max_age=SESSION_SECONDS, httponly=True,
                             samesite="strict", secure=self.auth.secure, path="/")

@@ -142,3 +142,34 @@ def test_a_refused_study_shows_its_reason_and_its_failed_export(tmp_path):
     [row] = recent_studies(store)
     assert (row.state, row.detail, row.exports) == ("refused", "No pixel spacing", {"outbox": "failed: disk full"})
     store.close()
+
+
+def test_wrong_tokens_from_one_address_are_throttled(client):
+    """Ten wrong tokens in ten minutes: the form answers 429 with Retry-After, even to the right
+    token, until the window has passed; nothing is signed in meanwhile."""
+    from node.web.auth import LOGIN_WINDOW_SECONDS, MAX_FAILED_LOGINS
+
+    for _ in range(MAX_FAILED_LOGINS):
+        assert client.post("/login", data={"token": "guess"}).status_code == 401
+    blocked = client.post("/login", data={"token": TOKEN})
+    assert blocked.status_code == 429 and "set-cookie" not in blocked.headers
+    assert 0 < int(blocked.headers["retry-after"]) <= LOGIN_WINDOW_SECONDS
+    assert "Too many wrong tokens" in blocked.text
+    assert client.get("/").status_code == 401
+    assert client.get("/", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200  # scripts unaffected
+
+
+def test_login_throttle_window_and_reset():
+    from node.web.auth import LOGIN_WINDOW_SECONDS, MAX_FAILED_LOGINS, LoginThrottle
+
+    throttle = LoginThrottle()
+    for k in range(MAX_FAILED_LOGINS - 1):
+        throttle.failed("10.0.0.1", now=100.0 + k)
+    assert throttle.wait_seconds("10.0.0.1", now=200.0) == 0.0  # one try left
+    throttle.failed("10.0.0.1", now=200.0)
+    assert throttle.wait_seconds("10.0.0.1", now=200.0) == pytest.approx(LOGIN_WINDOW_SECONDS - 100.0)
+    assert throttle.wait_seconds("10.0.0.2", now=200.0) == 0.0  # per address
+    assert throttle.wait_seconds("10.0.0.1", now=100.0 + LOGIN_WINDOW_SECONDS + 0.5) == 0.0  # oldest left
+    throttle.succeeded("10.0.0.1")
+    throttle.failed("10.0.0.1", now=300.0)
+    assert throttle.wait_seconds("10.0.0.1", now=300.0) == 0.0

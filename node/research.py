@@ -32,7 +32,7 @@ import analysis
 from analysis.result import REASON_MESSAGES, AnalysisResult
 from node.reference import DEFAULT_TABLE, load_reference_dir
 
-__all__ = ["run_analyze", "run_locate", "locate_file", "analyse_file", "analyse_dataset", "IMAGE_SUFFIXES",
+__all__ = ["run_analyze", "run_locate", "locate_file", "expand_paths", "analyse_file", "analyse_dataset", "IMAGE_SUFFIXES",
            "DEFAULT_REFERENCE_DIR"]
 
 log = logging.getLogger("dxr.research")
@@ -47,7 +47,7 @@ def _error(message: str) -> int:
     return 2
 
 
-def _expand(paths: list[str]) -> tuple[list[Path], bool]:
+def expand_paths(paths: list[str]) -> tuple[list[Path], bool]:
     """Input files in order; folders recursed (sorted), keeping only DICOM/PNG/JPEG files."""
     files: list[Path] = []
     any_folder = False
@@ -256,7 +256,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     if dicom_dir is not None:
         from node.report import OutputOptions, write_dicom_outputs
 
-    files, any_folder = _expand(list(args.paths))
+    files, any_folder = expand_paths(list(args.paths))
     progress = _Progress(len(files), any_folder and not args.no_progress)
     used_names: set[str] = set()
     status = 0
@@ -342,7 +342,7 @@ def run_locate(args: argparse.Namespace) -> int:
         except OSError as exc:
             return _error(f"cannot create output folder: {exc}")
         from node.report.overlay import draw_overlay  # highdicom and numba: only when pictures are asked for
-    files, any_folder = _expand(list(args.paths))
+    files, any_folder = expand_paths(list(args.paths))
     progress = _Progress(len(files), any_folder and not args.no_progress)
     used_names: set[str] = set()
     status = 0

@@ -29,9 +29,9 @@ def file_items(paths: list[str]) -> list[dict[str, Any]]:
 
     A missing path is still an item: its row says ``unreadable`` (``No such file``).
     """
-    from node.research import _expand  # the same file selection as dxr-node analyze
+    from node.research import expand_paths  # the same file selection as dxr-node analyze
 
-    files, _ = _expand(paths)
+    files, _ = expand_paths(paths)
     items: dict[str, dict[str, Any]] = {}
     for path in files:
         absolute = path.absolute()

@@ -32,8 +32,8 @@ import analysis
 from analysis.result import REASON_MESSAGES, AnalysisResult
 from node.reference import DEFAULT_TABLE, load_reference_dir
 
-__all__ = ["run_analyze", "run_locate", "locate_file", "expand_paths", "analyse_file", "analyse_dataset", "IMAGE_SUFFIXES",
-           "DEFAULT_REFERENCE_DIR"]
+__all__ = ["run_analyze", "run_locate", "locate_file", "expand_paths", "analyse_file", "analyse_dataset",
+           "IMAGE_SUFFIXES", "DEFAULT_REFERENCE_DIR"]
 
 log = logging.getLogger("dxr.research")
 

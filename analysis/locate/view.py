@@ -31,6 +31,14 @@ BODY_MAX_FINGER_AREAS = 300.0
 """Largest body part that is one hand (with its forearm), in squared finger widths (FracAtlas
 thumbnails refused as lateral or oblique: 4 % of the lateral hands above it, about 40 % of the
 chest and arm films)."""
+FIELD_SIDE_CONTACT_MIN = 0.15
+"""A body part that lies along three or more sides of the exposed field, each over at least this
+share of the side's length, is larger than a hand with its forearm (a trunk, an arm beside it):
+a hand enters the field from one side and its fingers may reach a second. FracAtlas thumbnails:
+the third most touched side of PA adult hands at most 0.074 (median 0); of the not-a-hand films
+median 0.107, and 0.21-0.46 on the nine full-resolution ones."""
+FIELD_SIDE_DEPTH_MM = 1.5
+"""How close (mm) to a side of the exposed field the body must come to touch it."""
 FIELD_EDGE_MM = 1.5
 """A finger strip whose tip comes this close (mm) to the image edge or an unexposed band is cut."""
 MIN_SHAFT_GAP = 0.45
@@ -124,7 +132,8 @@ def _no_whole_hand(w: _Work, cluster: list[_Finger], details: dict) -> HandLocat
 
     In units of the strips' median width (a finger's, or a few stacked fingers'): a hand with its
     forearm covers about 70-130 (FracAtlas lateral and oblique hands: medians 69 and 125, 4 % of the
-    laterals over 300); a chest or a whole arm with the trunk covers far more (BODY_MAX_FINGER_AREAS). Of two or more
+    laterals over 300); a chest or a whole arm with the trunk covers far more (BODY_MAX_FINGER_AREAS), or lies
+    along three sides of the field (FIELD_SIDE_CONTACT_MIN). Of two or more
     strips, one whose tip touches the image edge or an unexposed band is a finger cut by the
     field, or the rim of a limb running out of it: no whole hand to judge the view of. (A single
     strip stays a lateral view's stacked fingers.)
@@ -132,7 +141,8 @@ def _no_whole_hand(w: _Work, cluster: list[_Finger], details: dict) -> HandLocat
     width = float(np.median([f.width_px for f in cluster]))
     body_areas = float(np.count_nonzero(w.body)) / max(width, 1.0) ** 2
     details["body_finger_areas"] = round(body_areas)
-    if body_areas > BODY_MAX_FINGER_AREAS:
+    details["field_sides_touched"] = sides = _field_sides_touched(w)
+    if body_areas > BODY_MAX_FINGER_AREAS or sides >= 3:
         return _refuse("not_pa_hand", "The image shows a larger body part (chest, arm or trunk), not a hand "
                        "radiograph.", details=details)
     if len(cluster) < 2:
@@ -149,6 +159,23 @@ def _no_whole_hand(w: _Work, cluster: list[_Finger], details: dict) -> HandLocat
             return _refuse("not_pa_hand", "No whole hand in the image: the fingers run out of the field.",
                            details=details)
     return None
+
+
+def _field_sides_touched(w: _Work) -> int:
+    """How many sides of the exposed field (the image without its unexposed bands ``w.bands``;
+    its bounding box) the body mask ``w.body`` lies along, over at least FIELD_SIDE_CONTACT_MIN
+    of the side's length, within FIELD_SIDE_DEPTH_MM of it (working pixels of ``w.spacing_mm``)."""
+    field = ~w.bands
+    rows = np.flatnonzero(field.mean(axis=1) > 0.5)
+    cols = np.flatnonzero(field.mean(axis=0) > 0.5)
+    if rows.size == 0 or cols.size == 0:
+        return 0
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    depth = max(2, int(round(FIELD_SIDE_DEPTH_MM / w.spacing_mm)))
+    body = w.body
+    sides = (body[r0 : r0 + depth, c0:c1].any(axis=0), body[r1 - depth : r1, c0:c1].any(axis=0),
+             body[r0:r1, c0 : c0 + depth].any(axis=1), body[r0:r1, c1 - depth : c1].any(axis=1))
+    return sum(float(side.mean()) >= FIELD_SIDE_CONTACT_MIN for side in sides)
 
 
 def _fingers_not_parallel(four: list[_Finger], u: np.ndarray, details: dict) -> bool:

@@ -128,3 +128,32 @@ def test_fingers_far_apart_are_oblique_but_not_a_whole_hand_when_they_run_out_of
     cut, _ = make_hand(seed=2, spacing_mm=SPACING, finger_spread_deg=18.0)
     loc = locate_hand(cut, SPACING)
     assert loc.refusal[0] == "not_pa_hand" and loc.details["fingers_cut_by_field"]
+
+
+def test_a_body_along_three_sides_of_the_field_is_no_hand():
+    """A hand with its forearm enters the field from one side (its fingers may reach a second);
+    a trunk or an arm beside it lies along three. Sides of the exposed field, not of the image:
+    an unexposed band moves the side."""
+    from dataclasses import replace
+
+    from analysis.locate.view import FIELD_SIDE_CONTACT_MIN, _field_sides_touched, _no_whole_hand
+
+    st = run_stages(make_hand(seed=1, spacing_mm=SPACING)[0], SPACING, until="body")
+    w = st.w
+    rows, cols = w.body.shape
+    assert _field_sides_touched(w) <= 2  # the phantom hand and forearm
+    trunk = np.zeros_like(w.body)
+    trunk[:, : cols // 2] = True  # top, bottom and left side, over half of each
+    assert _field_sides_touched(replace(w, body=trunk)) == 3
+    banded = replace(w, body=trunk, bands=np.zeros_like(w.body))
+    banded.bands[:, : cols // 4] = True  # the left quarter unexposed: the left side moves inwards
+    assert _field_sides_touched(banded) == 3
+    banded.body[:, cols // 4 : cols // 4 + 5] = False  # off the moved side: two sides left
+    assert _field_sides_touched(banded) == 2
+    corner = np.zeros_like(w.body)
+    corner[: int(rows * FIELD_SIDE_CONTACT_MIN * 0.8), : int(cols * FIELD_SIDE_CONTACT_MIN * 0.8)] = True
+    assert _field_sides_touched(replace(w, body=corner)) == 0  # under the share on both sides it touches
+    strips = [_strip(60 / w.spacing_mm, 18 / w.spacing_mm, base=(300.0, col)) for col in (100.0, 200.0)]
+    details: dict = {}
+    loc = _no_whole_hand(replace(w, body=trunk), strips, details)
+    assert loc is not None and loc.refusal[0] == "not_pa_hand" and details["field_sides_touched"] == 3

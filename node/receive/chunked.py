@@ -218,6 +218,8 @@ class _InMemory(io.BytesIO):
     """What an unregistered AE's association receives into: turned back into pynetdicom's
     in-memory data set when the message is complete (see :func:`_decode_msg`)."""
 
+    name = ""  # pynetdicom makes a Path of it (reset with the data set)
+
     @property
     def file(self) -> "_InMemory":
         return self

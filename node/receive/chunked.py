@@ -26,9 +26,10 @@ memory as before, after one log line):
   keeps the error, drops the rest of the data set, and the handler answers 0xA700.
 
 pynetdicom closes the file after the handler and unlinks its name (errors ignored), which is a
-no-op once the handler has moved it into the spool; an association aborted mid data set leaves
-a writer that is closed and removed when it is garbage-collected (and ``Store.recover`` clears
-``tmp/.*.tmp`` at start).
+no-op once the handler has moved it into the spool. The file of a data set still arriving when
+its connection closes (an abort, a dropped connection) is removed by :func:`discard_partial`
+(the SCP's connection-closed handler), or when its writer is garbage-collected, and
+``Store.recover`` clears ``tmp/.*.tmp`` at start.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from typing import Any
 import pynetdicom
 from pynetdicom import _config, dimse_messages
 
-__all__ = ["SpoolWriter", "install", "received_file"]
+__all__ = ["SpoolWriter", "discard_partial", "install", "received_file"]
 
 log = logging.getLogger("dxr.dimse")
 
@@ -73,7 +74,6 @@ class SpoolWriter:
 
     def __init__(self, directory: Path):
         self.name = str(directory / f".rx.{os.getpid()}.{next(_names)}.tmp")  # .tmp: Store.recover clears it
-        self.file = self  # pynetdicom calls ``.file.flush()`` after each fragment
         self.size = 0
         self.error: str | None = None
         self.direct = bool(getattr(os, "O_DIRECT", 0))
@@ -99,6 +99,11 @@ class SpoolWriter:
         return os.open(self.name, flags, 0o644)
 
     # ---------------------------------------------------------------- what pynetdicom calls
+    @property
+    def file(self) -> "SpoolWriter":
+        """pynetdicom calls ``.file.flush()`` after each fragment (a property: no reference cycle)."""
+        return self
+
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Append ``data``; never raises (a disk error is kept for the handler, the rest dropped)."""
         view = memoryview(data).cast("B")
@@ -306,6 +311,14 @@ def install(ae: Any, tmp_dir: Path) -> bool:
         _config.STORE_RECV_CHUNKED_DATASET = True
     _spool_dirs[ae] = Path(tmp_dir)
     return True
+
+
+def discard_partial(assoc: Any) -> None:
+    """Close and remove the file of a data set still arriving when its connection closed."""
+    message = getattr(getattr(assoc, "dimse", None), "message", None)
+    writer = getattr(message, "_data_set_file", None)
+    if isinstance(writer, SpoolWriter):
+        writer.close()
 
 
 def received_file(event: Any) -> SpoolWriter | None:

@@ -129,8 +129,10 @@ def recv_exactly(assoc_socket, nr_bytes: int) -> bytearray:
 
 
 def on_conn_close(event: evt.Event, config: Config) -> None:
-    """Log a connection closed before it ever asked for an association (silent peer, port scan)."""
+    """Log a connection closed before it ever asked for an association (silent peer, port scan);
+    remove the file of a data set that was still arriving."""
     a = event.assoc
+    chunked.discard_partial(a)
     if a.requestor.primitive is None:
         log.warning("event=connection_dropped peer=%s:%s reason=%r", a.requestor.address, a.requestor.port,
                     f"no A-ASSOCIATE-RQ within {a.acse_timeout:g} s (acse_timeout_seconds)")

@@ -288,3 +288,26 @@ def test_install_refuses_another_pynetdicom_version(monkeypatch, caplog, tmp_pat
     assert chunked.install(object(), tmp_path) is False
     assert any("event=chunked_receive_off" in r.getMessage() for r in caplog.records)
 
+
+
+def test_association_aborted_mid_data_set_leaves_no_file(node):
+    """A peer that sends part of a large data set and aborts: the partial file goes with the association."""
+    from pynetdicom.dimse_messages import C_STORE_RQ
+
+    cfg, store = node
+    ds = make_image_dataset(rows=2048, columns=2048)  # 8 MiB: three 4 MiB PDUs
+    assoc = scu(cfg.node.port, contexts=[CR_IMAGE_STORAGE], syntaxes=[ExplicitVRLittleEndian])
+    req = C_STORE()
+    req.MessageID, req.Priority = 9, 2
+    req.AffectedSOPClassUID, req.AffectedSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    req.DataSet = io.BytesIO(_body(ds))
+    msg = C_STORE_RQ()
+    msg.primitive_to_message(req)
+    pdus = list(msg.encode_msg(assoc.accepted_contexts[-1].context_id, assoc.acceptor.maximum_length))
+    assert len(pdus) >= 3
+    for pdu in pdus[:2]:  # the command and the first 4 MiB of the data set
+        assoc.dul.send_pdu(pdu)
+    wait_until(lambda: _leftovers(store), 10, "the partial file in tmp/")
+    assoc.abort()
+    wait_until(lambda: not _leftovers(store), 10, "the partial file removed")
+    assert not store.has_instance(ds.SOPInstanceUID)

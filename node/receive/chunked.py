@@ -145,6 +145,7 @@ class SpoolWriter:
 
     def _append(self, view: memoryview) -> None:
         if not self.direct:
+            self._drain()  # bytes staged before O_DIRECT was refused go first
             _write_all(self._fd, view)
             return
         if self._buffer is None:
@@ -159,8 +160,16 @@ class SpoolWriter:
                 self._write_staged(CHUNK_BYTES)
                 self._filled = 0
 
+    def _drain(self) -> None:
+        """Staged bytes, unpadded, to a descriptor no longer in O_DIRECT mode."""
+        if self._buffer is not None and self._filled:
+            with memoryview(self._buffer) as staged:
+                _write_all(self._fd, staged[:self._filled])
+            self._filled = 0
+
     def _write_staged(self, length: int) -> None:
         """The first ``length`` staged bytes (a multiple of 4 KiB) to the O_DIRECT descriptor."""
+        start = os.lseek(self._fd, 0, os.SEEK_CUR)
         with memoryview(self._buffer) as staged:
             try:
                 _write_all(self._fd, staged[:length])
@@ -169,14 +178,18 @@ class SpoolWriter:
                     raise
                 self.direct = False
                 fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~os.O_DIRECT)
-                _write_all(self._fd, staged[:length])
+                _write_all(self._fd, staged[os.lseek(self._fd, 0, os.SEEK_CUR) - start:length])
 
     def _write_tail(self) -> None:
-        if not self.direct or self._buffer is None or not self._filled:
+        if not self.direct:
+            self._drain()
+            return
+        if not self._filled:
             return
         padded = -(-self._filled // _ALIGN) * _ALIGN
         self._buffer[self._filled:padded] = bytes(padded - self._filled)
         self._write_staged(padded)
+        self._filled = 0
         os.ftruncate(self._fd, self.size)  # back to the received length (the fsync makes it durable)
 
     def _release_buffer(self) -> None:

@@ -49,35 +49,42 @@ def parse_limits(cfg_path: Path, raw: dict[str, Any]) -> LimitsConfig:
     )
 
 
-def inflated_size_problem(data: bytes | memoryview, limit: int) -> str | None:
-    """Why a Deflated data set is refused (inflated size over ``limit``), or None (not Deflated, or small enough).
+def inflated_size_problem(data: bytes | memoryview | Path, limit: int) -> str | None:
+    """Why a Deflated data set (bytes, or a file) is refused (inflated size over ``limit``), or None
+    (not Deflated, or small enough).
 
-    Inflates in 1 MiB steps and keeps nothing: memory stays at one step whatever the ratio.
+    Reads and inflates in 1 MiB steps and keeps nothing: memory stays at one step whatever the ratio.
     """
     if not limit:
         return None
-    fp = io.BytesIO(data)
-    try:
-        read_preamble(fp, force=True)
-        syntax = str(_read_file_meta_info(fp).get("TransferSyntaxUID", ""))
-    except Exception:
-        return None  # the parser will judge the file
-    if syntax != DEFLATED:
-        return None
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    pending, total = bytes(memoryview(data)[fp.tell():]), 0
-    try:
-        while pending:
-            total += len(inflater.decompress(pending, _STEP))
-            if total > limit:
-                return f"the Deflated data set inflates to more than [limits] max_decompressed_bytes = {limit}"
-            pending = inflater.unconsumed_tail
-        total += len(inflater.flush())
-    except zlib.error as exc:
-        return f"the Deflated data set cannot be inflated ({exc})"
+    with open(data, "rb") if isinstance(data, Path) else io.BytesIO(data) as fp:
+        try:
+            read_preamble(fp, force=True)
+            syntax = str(_read_file_meta_info(fp).get("TransferSyntaxUID", ""))
+        except Exception:
+            return None  # the parser will judge the file
+        if syntax != DEFLATED:
+            return None
+        try:
+            total = _inflated_size(fp, limit)
+        except zlib.error as exc:
+            return f"the Deflated data set cannot be inflated ({exc})"
     if total > limit:
         return f"the Deflated data set inflates to more than [limits] max_decompressed_bytes = {limit}"
     return None
+
+
+def _inflated_size(fp: Any, limit: int) -> int:
+    """Bytes the raw deflate stream from ``fp`` inflates to, counting stopped once past ``limit``."""
+    inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+    while total <= limit:
+        pending = fp.read(_STEP)
+        if not pending:
+            return total + len(inflater.flush())
+        while pending and total <= limit:
+            total += len(inflater.decompress(pending, _STEP))
+            pending = inflater.unconsumed_tail
+    return total
 
 
 def declared_pixel_bytes(ds: pydicom.Dataset) -> int:

@@ -12,6 +12,7 @@ import io
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import pydicom
 from pydicom.uid import UID
@@ -49,15 +50,21 @@ DEFER_BYTES = 1 << 20
 length is checked, which saves a copy of the image per received instance."""
 
 
-def parse_header(data: bytes | memoryview) -> pydicom.Dataset:
+def parse_header(data: bytes | memoryview | Path) -> pydicom.Dataset:
     """Parse everything but the pixel data's meaning (the bytes are kept, never decoded; values
-    over ``DEFER_BYTES`` are read only when asked for, from ``data``)."""
-    ds = pydicom.dcmread(io.BytesIO(data), force=True, defer_size=DEFER_BYTES)
+    over ``DEFER_BYTES`` are read only when asked for, from ``data``: bytes or a file)."""
+    source = str(data) if isinstance(data, Path) else io.BytesIO(data)
+    ds = pydicom.dcmread(source, force=True, defer_size=DEFER_BYTES)
     elem = ds.get_item("PixelData", keep_deferred=True) if "PixelData" in ds else None
-    if _deferred(elem) and elem.value_tell + elem.length > len(data):
-        # Cut short inside the pixel data: the bytes that did arrive, for the length check to see.
-        ds.PixelData = bytes(data[elem.value_tell:])
+    available = _size(data) - elem.value_tell if _deferred(elem) else 0
+    if _deferred(elem) and available < elem.length:
+        # Cut short inside the pixel data: the length that did arrive, for the length check to see.
+        ds._dict[elem.tag] = elem._replace(length=max(available, 0))
     return ds
+
+
+def _size(data: bytes | memoryview | Path) -> int:
+    return data.stat().st_size if isinstance(data, Path) else memoryview(data).nbytes
 
 
 def _deferred(elem) -> bool:
@@ -155,7 +162,7 @@ class _Receipt:
 def ingest(
     store: Store,
     config: Config,
-    data: bytes | memoryview,
+    data: bytes | memoryview | Path,
     *,
     calling_ae: str,
     source: str = "dimse",
@@ -168,7 +175,9 @@ def ingest(
     Parameters
     ----------
     data
-        The instance in DICOM File Format (``event.encoded_dataset()`` for C-STORE).
+        The instance in DICOM File Format: bytes, or for C-STORE the file it was received into
+        (in the store's tmp folder; moved into the spool when stored, else left for its writer
+        to remove).
     calling_ae
         Who sent it (logged and recorded). For STOW-RS pass the client's name or address.
     request_sop_instance_uid, request_sop_class_uid
@@ -198,7 +207,7 @@ def ingest(
     return _ingest_dataset(store, config, data, ds, receipt)
 
 
-def _ingest_dataset(store: Store, config: Config, data: bytes | memoryview, ds: pydicom.Dataset,
+def _ingest_dataset(store: Store, config: Config, data: bytes | memoryview | Path, ds: pydicom.Dataset,
                     receipt: _Receipt) -> IngestOutcome:
     """The checks after parsing: UIDs against the request, the rules, the pixel data; then spool."""
     try:
@@ -244,10 +253,11 @@ def _ingest_dataset(store: Store, config: Config, data: bytes | memoryview, ds: 
     return _spool(store, data, ids, modality, receipt, config.study.on_changed_duplicate)
 
 
-def _spool(store: Store, data: bytes | memoryview, ids: dict[str, str | None], modality: str,
+def _spool(store: Store, data: bytes | memoryview | Path, ids: dict[str, str | None], modality: str,
            receipt: _Receipt, on_changed: str) -> IngestOutcome:
     """Write the instance to the spool and its row to SQLite; log and return the outcome."""
     sop_uid, study_uid = ids["sop_instance_uid"], ids["study_instance_uid"]
+    size = _size(data)  # before a received file is moved into the spool
     try:
         result = store.store_instance(data, **ids, calling_ae=receipt.calling_ae, source=receipt.source,
                                       on_changed=on_changed)
@@ -268,7 +278,7 @@ def _spool(store: Store, data: bytes | memoryview, ids: dict[str, str | None], m
                              "this SOP Instance UID is stored with other content", sop_uid, study_uid)
     log.info(
         "event=instance_stored %s sop=%s study=%s modality=%s bytes=%d%s",
-        receipt.who, sop_uid, study_uid, modality, len(data),
+        receipt.who, sop_uid, study_uid, modality, size,
         {"reopened": " study_reopened=1", "replaced": " replaced_changed_duplicate=1 study_reopened=1"}.get(result, ""),
     )
     outcome = "reopened" if result == "replaced" else result

@@ -1,9 +1,10 @@
 """The DIMSE Storage and Verification SCP: the allow-list at association time, C-STORE into ingest.
 
-Each handler is a small function bound to one pynetdicom event. The C-STORE handler only writes
-bytes: ``event.encoded_dataset()`` goes to :func:`node.receive.ingest.ingest` (header parse
-without pixel decoding, filter, spool with fsync, SQLite row) and the answer is sent only after
-that returns. Analysis happens elsewhere, in worker processes.
+Each handler is a small function bound to one pynetdicom event. A C-STORE data set is written to
+a file in the store's tmp folder while it arrives (:mod:`node.receive.chunked`); the handler gives
+that file to :func:`node.receive.ingest.ingest` (header parse without pixel decoding, filter,
+fsync, move into the spool, SQLite row) and the answer is sent only after that returns. Analysis
+happens elsewhere, in worker processes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pynetdicom.sop_class import Verification
 from node.config import Config
 from node.dicom import STATUS, STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 from node.http import metrics
+from node.receive import chunked
 from node.receive.ingest import ingest
 from node.spool import Store
 from node.tls import server_context
@@ -26,6 +28,9 @@ from node.tls import server_context
 __all__ = ["handlers", "make_scp_ae", "start_scp"]
 
 log = logging.getLogger("dxr.dimse")
+
+MAX_PDU_BYTES = 4 << 20
+"""The largest P-DATA PDU the SCP accepts (its A-ASSOCIATE-AC maximum length)."""
 
 # Receive path: no per-PDU debug handlers (they cost time on every fragment).
 _config.LOG_HANDLER_LEVEL = "none"
@@ -124,8 +129,10 @@ def recv_exactly(assoc_socket, nr_bytes: int) -> bytearray:
 
 
 def on_conn_close(event: evt.Event, config: Config) -> None:
-    """Log a connection closed before it ever asked for an association (silent peer, port scan)."""
+    """Log a connection closed before it ever asked for an association (silent peer, port scan);
+    remove the file of a data set that was still arriving."""
     a = event.assoc
+    chunked.discard_partial(a)
     if a.requestor.primitive is None:
         log.warning("event=connection_dropped peer=%s:%s reason=%r", a.requestor.address, a.requestor.port,
                     f"no A-ASSOCIATE-RQ within {a.acse_timeout:g} s (acse_timeout_seconds)")
@@ -157,15 +164,20 @@ def on_echo(event: evt.Event) -> int:
 
 
 def on_store(event: evt.Event, config: Config, store: Store) -> int | pydicom.Dataset:
-    """Ingest the request's bytes; answer its status (with an ErrorComment on a refusal)."""
+    """Ingest the received instance (the file it arrived in, or its bytes); answer its status
+    (with an ErrorComment on a refusal)."""
     calling = event.assoc.requestor.ae_title.strip()
-    try:
-        data = event.encoded_dataset()
-    except Exception as exc:  # malformed request: answer, keep serving
-        log.warning("event=instance_refused calling_ae=%s reason=unreadable_request detail=%r", calling, str(exc))
-        metrics.instance_refused(metrics.PROTOCOL_DIMSE, "unreadable_request")
-        return STATUS["cannot_understand"]
     rq = event.request
+    if str(rq.AffectedSOPInstanceUID or "").strip() in ("", chunked.MISSING_UID):
+        return _refused(calling, "invalid_request", STATUS["cannot_understand"],
+                        "the C-STORE request lacks its Affected SOP UIDs")
+    try:
+        writer = chunked.received_file(event)
+        data = writer.finish() if writer is not None else event.encoded_dataset()
+    except OSError as exc:  # the receive file could not be written (disk full, no descriptors)
+        return _refused(calling, "receive_file_error", STATUS["out_of_resources"], str(exc), error=True)
+    except Exception as exc:  # malformed request: answer, keep serving
+        return _refused(calling, "unreadable_request", STATUS["cannot_understand"], str(exc))
     try:
         outcome = ingest(
             store,
@@ -173,7 +185,7 @@ def on_store(event: evt.Event, config: Config, store: Store) -> int | pydicom.Da
             data,
             calling_ae=calling,
             source="dimse",
-            request_sop_instance_uid=str(rq.AffectedSOPInstanceUID or "") or None,
+            request_sop_instance_uid=str(rq.AffectedSOPInstanceUID),
             request_sop_class_uid=str(rq.AffectedSOPClassUID or "") or None,
         )
     except Exception as exc:  # a bug must cost one instance a failure status, never the SCP
@@ -186,9 +198,21 @@ def on_store(event: evt.Event, config: Config, store: Store) -> int | pydicom.Da
     metrics.record_ingest_outcome(outcome, source=calling, protocol=metrics.PROTOCOL_DIMSE)
     if outcome.accepted:
         return outcome.status
+    return _status(outcome.status, outcome.message)
+
+
+def _refused(calling: str, reason: str, code: int, detail: str, error: bool = False) -> pydicom.Dataset:
+    """Log and count a C-STORE refused before ingest; its status with the reason as ErrorComment."""
+    (log.error if error else log.warning)("event=instance_refused calling_ae=%s reason=%s detail=%r",
+                                          calling, reason, detail)
+    metrics.instance_refused(metrics.PROTOCOL_DIMSE, reason)
+    return _status(code, detail)
+
+
+def _status(code: int, comment: str) -> pydicom.Dataset:
     status = pydicom.Dataset()
-    status.Status = outcome.status
-    status.ErrorComment = outcome.message[:64]  # LO: 64 characters at most
+    status.Status = code
+    status.ErrorComment = comment[:64]  # LO: 64 characters at most
     return status
 
 
@@ -211,7 +235,10 @@ def handlers(config: Config, store: Store) -> list[tuple]:
 def make_scp_ae(config: Config) -> AE:
     """The application entity: Verification plus every accepted storage class and transfer syntax."""
     ae = AE(ae_title=config.node.ae_title)
-    ae.maximum_pdu_size = 0  # unlimited: fewer, larger P-DATA fragments on big radiographs
+    # Bounded P-DATA: each PDU is read whole into memory (recv_exactly), and with an unlimited size
+    # a sender may put a 100 MB data set in one. 4 MiB keeps the receive path's memory bounded
+    # while a 10 MB radiograph still takes only three PDUs.
+    ae.maximum_pdu_size = MAX_PDU_BYTES
     ae.maximum_associations = config.node.max_associations
     # Silent peers free their slot in seconds: no A-ASSOCIATE-RQ, an idle association, a stalled message.
     ae.acse_timeout = config.node.acse_timeout_seconds
@@ -229,6 +256,7 @@ def start_scp(config: Config, store: Store):
     Raises OSError when the port cannot be bound.
     """
     ae = make_scp_ae(config)
+    chunked.install(ae, store.tmp_dir)  # C-STORE data sets go to files in tmp/ as they arrive
     server = ae.start_server(
         (config.node.bind, config.node.port), block=False, evt_handlers=handlers(config, store),
         ssl_context=server_context(config.tls) if config.tls else None,

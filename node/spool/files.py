@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import mmap
 import os
 import re
 import threading
 from pathlib import Path
 
-__all__ = ["atomic_write", "dataset_body", "uid_filename", "write_durably"]
+__all__ = ["atomic_write", "dataset_body", "move_durably", "same_body", "uid_filename", "write_durably"]
 
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
@@ -33,6 +34,28 @@ def dataset_body(data: bytes | memoryview) -> bytes | memoryview:
         return view
     group_length = int.from_bytes(view[140:144], "little")
     return view[144 + group_length:]
+
+
+def _body_offset(head: bytes) -> int:
+    """Where the data set starts, given a file's first 144 bytes (0 without a File Meta group length)."""
+    if head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
+        return 0
+    return 144 + int.from_bytes(head[140:144], "little")
+
+
+def same_body(stored: Path, new: bytes | memoryview | Path) -> bool:
+    """Whether two instances hold the same data set (File Meta aside), read 1 MiB at a time.
+
+    Raises OSError when a file cannot be read."""
+    with open(stored, "rb") as a, (open(new, "rb") if isinstance(new, Path) else io.BytesIO(new)) as b:
+        for fp in (a, b):
+            fp.seek(_body_offset(fp.read(144)))
+        while True:
+            chunk = a.read(1 << 20)
+            if chunk != b.read(1 << 20):
+                return False
+            if not chunk:
+                return True
 
 
 def _fsync_dir(path: Path) -> None:
@@ -146,3 +169,19 @@ def atomic_write(target: Path, data: bytes | memoryview, *, tmp_dir: Path | None
         except OSError:
             pass
         raise
+
+
+def move_durably(source: Path, target: Path) -> None:
+    """Move a finished file (same filesystem) to ``target`` as :func:`atomic_write` places its
+    temp file: fsync, rename, fsync of the folder (and, the first time, of its parent).
+
+    The C-STORE receive writes each data set to a file in the store's tmp folder as it arrives
+    (:mod:`node.receive.chunked`); this makes it a spool file without copying it."""
+    _make_durable_dir(target.parent)
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(source, target)
+    _fsync_dir(target.parent)

@@ -43,7 +43,7 @@ from typing import Any
 
 from node.spool.billing import BillingFacts, BillingRows, record_billing
 from node.spool.lock import DataDirBusy, lock_data_dir
-from node.spool.files import atomic_write, dataset_body, uid_filename
+from node.spool.files import atomic_write, move_durably, same_body, uid_filename
 from node.spool.queue_rows import QueueRows
 from node.spool.records import InstanceRecord, Job
 from node.spool.schema import SchemaError, prepare
@@ -166,7 +166,7 @@ class Store(QueueRows, BillingRows):
 
     def store_instance(
         self,
-        data: bytes | memoryview,
+        data: bytes | memoryview | Path,
         *,
         sop_instance_uid: str,
         study_instance_uid: str,
@@ -177,7 +177,10 @@ class Store(QueueRows, BillingRows):
         source: str = "dimse",
         on_changed: str = "replace",
     ) -> str:
-        """Spool the received bytes durably and record the instance.
+        """Spool the received instance durably and record it.
+
+        ``data``: the instance's bytes, or a finished file in ``tmp_dir`` (C-STORE receive) that is
+        moved into the spool, or left where it is when not stored (its writer removes it).
 
         ``on_changed`` (``[study] on_changed_duplicate``) decides for a known SOP Instance UID
         that comes again with other bytes or under another study: ``replace`` it, ``keep`` the
@@ -210,11 +213,15 @@ class Store(QueueRows, BillingRows):
         else:
             target = self.spool_path(study_instance_uid, sop_instance_uid)
         try:
-            atomic_write(target, data, tmp_dir=self.tmp_dir)
+            size = data.stat().st_size if isinstance(data, Path) else memoryview(data).nbytes
+            if isinstance(data, Path):
+                move_durably(data, target)
+            else:
+                atomic_write(target, data, tmp_dir=self.tmp_dir)
         except OSError as exc:
             raise StoreError(f"cannot write spool file {target}: {exc.strerror or exc}") from exc
         try:
-            result = self._record_instance(target, len(data), ids, replacing=row[0] if row else None)
+            result = self._record_instance(target, size, ids, replacing=row[0] if row else None)
         except StoreError:
             self._drop_unrecorded(target, sop_instance_uid, row[0]["path"] if row else None)
             raise
@@ -222,11 +229,11 @@ class Store(QueueRows, BillingRows):
             (self.data_dir / row[0]["path"]).unlink(missing_ok=True)
         return result
 
-    def _same_content(self, row: sqlite3.Row, data: bytes | memoryview, study_uid: str) -> bool:
+    def _same_content(self, row: sqlite3.Row, data: bytes | memoryview | Path, study_uid: str) -> bool:
         if row["study_instance_uid"] != study_uid:
             return False
         try:  # the data set, not the File Meta: the same instance by C-STORE and by STOW-RS is the same
-            return dataset_body((self.data_dir / row["path"]).read_bytes()) == dataset_body(data)
+            return same_body(self.data_dir / row["path"], data)
         except OSError:
             return False  # the spooled copy is gone or unreadable: the new one takes its place
 

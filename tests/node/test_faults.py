@@ -329,14 +329,14 @@ def _store_one(port: int, ds: pydicom.Dataset) -> int | None:
 
 
 def _orphans(data_dir: Path) -> list[str]:
-    """Spool files no instance row names (what D5 left behind)."""
+    """Spool files no instance row names (what D5 left behind), and received files left in tmp/."""
     store = Store(data_dir)
     try:
         named = {r["path"] for r in store._query("SELECT path FROM instances")}
     finally:
         store.close()
     return [str(p.relative_to(data_dir)) for p in (data_dir / "spool").rglob("*.dcm")
-            if str(p.relative_to(data_dir)) not in named]
+            if str(p.relative_to(data_dir)) not in named] + [str(p) for p in (data_dir / "tmp").glob(".*")]
 
 
 def test_disk_full_then_freed_refuses_cleanly_and_accepts_again(tmp_path):

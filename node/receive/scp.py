@@ -114,14 +114,19 @@ def recv_exactly(assoc_socket, nr_bytes: int) -> bytearray:
     """Read ``nr_bytes`` from a pynetdicom ``AssociationSocket`` into one buffer (fewer bytes only
     when the peer closed), as its own ``recv`` does but without its 4 KiB reads: a 10 MB P-DATA
     PDU took 2,560 Python-level ``recv`` calls and ~40 ms of CPU per instance, the receive
-    path's largest cost. Timeouts and errors propagate as from ``socket.recv``."""
-    buffer = bytearray(nr_bytes)
-    view = memoryview(buffer)
+    path's largest cost. Timeouts and errors propagate as from ``socket.recv``.
+
+    The buffer is allocated up to the PDU size the SCP accepts; a peer declaring more (a PDU
+    length is any 32-bit number) gets it grown as the bytes arrive, never ahead of them by more
+    than what arrived."""
+    buffer = bytearray(min(nr_bytes, MAX_PDU_BYTES + 6))
     got = 0
     while got < nr_bytes:
-        n = assoc_socket.socket.recv_into(view[got:], nr_bytes - got)
+        if got == len(buffer):
+            buffer.extend(bytes(min(len(buffer), nr_bytes - got)))
+        with memoryview(buffer) as view:
+            n = assoc_socket.socket.recv_into(view[got:], len(buffer) - got)
         if n == 0:  # connection closed: what arrived (pynetdicom then reports Evt17)
-            del view
             del buffer[got:]
             return buffer
         got += n

@@ -278,3 +278,20 @@ def test_recv_exactly_reads_whole_pdus_and_stops_at_close():
     peer.close()
     assert recv_exactly(assoc_socket, 100) == payload[-5:]
     ours.close()
+
+
+def test_recv_exactly_does_not_allocate_what_a_peer_only_declares():
+    """A PDU header may declare up to 4 GiB: the buffer grows with the bytes that arrive."""
+    import resource
+    import socket
+    from types import SimpleNamespace
+
+    from node.receive.scp import recv_exactly
+
+    ours, peer = socket.socketpair()
+    peer.sendall(b"x" * 1000)
+    peer.close()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    assert recv_exactly(SimpleNamespace(socket=ours), 2**31) == b"x" * 1000
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 * 1024  # not 2 GiB
+    ours.close()

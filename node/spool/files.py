@@ -30,10 +30,7 @@ def dataset_body(data: bytes | memoryview) -> bytes | memoryview:
     without it, the whole file is returned.
     """
     view = memoryview(data)
-    if bytes(view[128:132]) != b"DICM" or bytes(view[132:138]) != b"\x02\x00\x00\x00UL":
-        return view
-    group_length = int.from_bytes(view[140:144], "little")
-    return view[144 + group_length:]
+    return view[_body_offset(bytes(view[:144])):]
 
 
 def _body_offset(head: bytes) -> int:

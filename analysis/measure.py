@@ -16,8 +16,8 @@ Method (constants below; see docs/method.md):
    free parameters: lower variance, same bias). Amounts below ``MIN_UNSHARP_AMOUNT`` count as none.
    The subset is fitted grey linear in attenuation and, when its residuals look like a
    display curve's (``BEND_TRY_RATIO``), again with the display-curve bend (g, h) free; the
-   bend is kept only when it lowers the median rms below ``BEND_MIN_RMS_RATIO`` of the linear fit. Profiles are fitted in units of the shaft's
-   contrast (the bend's scale).
+   bend is kept only when it lowers the median rms below ``BEND_MIN_RMS_RATIO`` of the linear
+   fit. Profiles are fitted in units of the shaft's contrast (the bend's scale).
 5. Profiles whose fit failed, whose rms residual exceeds ``RMS_LIMIT`` times the median, or
    whose T or W is more than ``MAD_LIMIT`` robust standard deviations (1.4826 * MAD, at least
    ``MAD_FLOOR_MM``) from the median are rejected. T is the mean over kept profiles of ``R - r`` (the mean of the two wall

@@ -5,11 +5,12 @@ Everything here is real: TOML files parsed by node.config, SQLite, pynetdicom on
 
 from __future__ import annotations
 
+import contextlib
 import io
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,23 @@ def write_config(directory: Path, extra: str = "", *, port: int | None = None, q
 
 def make_config(directory: Path, extra: str = "", **kwargs: Any) -> Config:
     return load_config(write_config(directory, extra, **kwargs))
+
+
+@contextlib.contextmanager
+def running_scp(directory: Path, extra: str = "") -> Iterator[tuple[Config, Any]]:
+    """The node's Storage SCP in this process on a config made in ``directory`` (``extra`` TOML
+    appended): ``(config, store)``, shut down and closed on exit."""
+    from node.receive.scp import start_scp
+    from node.spool import Store
+
+    cfg = make_config(directory, extra)
+    store = Store(cfg.data_dir)
+    server = start_scp(cfg, store)
+    try:
+        yield cfg, store
+    finally:
+        server.shutdown()
+        store.close()
 
 
 def encode(ds: pydicom.Dataset) -> bytes:

@@ -25,7 +25,7 @@ from node.receive.scp import start_scp
 from node.spool import Store
 from tests.dicom_samples import CR_IMAGE_STORAGE, make_image_dataset
 from node.config import load_config
-from tests.node.node_helpers import HOST, SCU_AET, make_config, scu, wait_until, write_config
+from tests.node.node_helpers import HOST, SCU_AET, make_config, running_scp, scu, wait_until, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,15 +33,10 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     """One SCP: chest images ignored, a 4 MiB Deflated limit, changed duplicates replaced (default)."""
-    tmp = tmp_path_factory.mktemp("chunked")
-    cfg = make_config(tmp, '[[rules.ignore]]\nname = "chest"\nBodyPartExamined = ["CHEST"]\n'
-                           "[limits]\nmax_decompressed_bytes = 4194304\n")
-    store = Store(cfg.data_dir)
-    server = start_scp(cfg, store)
-    assert _config.STORE_RECV_CHUNKED_DATASET  # the patch is on for the verified pynetdicom
-    yield cfg, store
-    server.shutdown()
-    store.close()
+    with running_scp(tmp_path_factory.mktemp("chunked"), '[[rules.ignore]]\nname = "chest"\n'
+                     'BodyPartExamined = ["CHEST"]\n[limits]\nmax_decompressed_bytes = 4194304\n') as (cfg, store):
+        assert _config.STORE_RECV_CHUNKED_DATASET  # the patch is on for the verified pynetdicom
+        yield cfg, store
 
 
 def _body(ds: pydicom.Dataset, syntax: str = ExplicitVRLittleEndian) -> bytes:

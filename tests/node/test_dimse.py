@@ -20,20 +20,15 @@ from node.receive.scp import start_scp
 from node.spool import Store
 from tests.dicom_samples import CR_IMAGE_STORAGE, COMPREHENSIVE_SR_STORAGE, make_image_dataset, make_sr_dataset
 
-from tests.node.node_helpers import SCU_AET, make_config, scu
+from tests.node.node_helpers import SCU_AET, make_config, running_scp, scu
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     """One SCP for the module; allow-list: TESTSCU from 127.0.0.1, PINNED only from 10.9.9.9."""
-    tmp = tmp_path_factory.mktemp("scp")
-    cfg = make_config(tmp, '[[sources]]\nae_title = "PINNED"\nhost = "10.9.9.9"\n'
-                           '[[sources]]\nae_title = "BYNAME"\nhost = "localhost"\n')
-    store = Store(cfg.data_dir)
-    server = start_scp(cfg, store)
-    yield cfg, store
-    server.shutdown()
-    store.close()
+    with running_scp(tmp_path_factory.mktemp("scp"), '[[sources]]\nae_title = "PINNED"\nhost = "10.9.9.9"\n'
+                     '[[sources]]\nae_title = "BYNAME"\nhost = "localhost"\n') as (cfg, store):
+        yield cfg, store
 
 
 def _rows(store: Store, sop: str) -> int:

@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from hashlib import sha1
 from pathlib import Path
@@ -120,10 +119,10 @@ def _kill_a_worker_during_the_run(proc: subprocess.Popen, archive: Path, out: Pa
             break
     assert address, "".join(stderr_lines)
     killed_pid, killed_tasks = _kill_a_busy_worker(address, time.monotonic() + 120)
-    drain = threading.Thread(target=lambda: stderr_lines.extend(proc.stderr), daemon=True)
-    drain.start()
-    stdout, _ = proc.communicate(timeout=300)
-    drain.join(5)
+    # communicate() reads the rest of both pipes (a second reader of stderr beside it would race
+    # it for the lines: the progress lines went to whichever read first).
+    stdout, rest = proc.communicate(timeout=300)
+    stderr_lines.append(rest)
     assert proc.returncode == 0, "".join(stderr_lines)
     assert "Traceback" not in "".join(stderr_lines)
     rows = _check_one_row_per_input(archive, out)

@@ -11,10 +11,10 @@ memory as before, after one log line):
 * ``dimse_messages.NamedTemporaryFile`` -> :class:`SpoolWriter` in the store's ``tmp`` folder
   (same filesystem as the spool, so the handler moves the finished file in without a copy), for
   associations of an AE registered by :func:`install`; other AEs in the process (the C-GET SCU of
-  :mod:`node.retrieve.dimse`) get their data set in memory as without the flag. The writer copies fragments
-  into a reused 2 MiB page-aligned buffer and writes it with O_DIRECT when full: data reaches the
-  disk while it arrives, through no page cache (28-45 ms per 10 MB on the development VM) and with
-  no instance-sized buffer. Where O_DIRECT is refused (EINVAL) it writes plainly.
+  :mod:`node.retrieve.dimse`) get their data set in memory as without the flag. The writer is the
+  spool's :class:`~node.spool.files.DirectWriter` (2 MiB aligned staging, O_DIRECT, plain writes
+  where refused): data reaches the disk while it arrives, through no page cache and with no
+  instance-sized buffer.
 * A C-STORE-RQ without (0000,1000) Affected SOP Instance UID or (0000,0002) Affected SOP Class
   UID: 3.0.4 reads both to build the file's File Meta inside the DUL reactor, and the
   AttributeError killed the association's thread with a traceback. The command set decoder
@@ -35,11 +35,9 @@ its connection closes (an abort, a dropped connection) is removed by :func:`disc
 from __future__ import annotations
 
 import errno
-import fcntl
 import io
 import itertools
 import logging
-import mmap
 import os
 import threading
 import weakref
@@ -49,54 +47,33 @@ from typing import Any
 import pynetdicom
 from pynetdicom import _config, dimse_messages
 
+from node.spool.files import DirectWriter
+
 __all__ = ["SpoolWriter", "discard_partial", "install", "received_file"]
 
 log = logging.getLogger("dxr.dimse")
 
 VERIFIED_PYNETDICOM = "3.0.4"
-CHUNK_BYTES = 2 << 20
-"""Size of each writer's page-aligned staging buffer: one O_DIRECT write per 2 MiB received."""
-_ALIGN = 4096
-_POOL_MAX = 16
-"""Staging buffers kept for reuse (the rest are unmapped when their writer closes)."""
-
 _spool_dirs: "weakref.WeakKeyDictionary[Any, Path]" = weakref.WeakKeyDictionary()
 _decoding = threading.local()
-_pool: list[mmap.mmap] = []
-_pool_lock = threading.Lock()
 _names = itertools.count()
 _originals: dict[str, Any] = {}
 
 
-class SpoolWriter:
+class SpoolWriter(DirectWriter):
     """The file pynetdicom writes one received data set into (``NamedTemporaryFile``'s API as used
-    by ``decode_msg``: ``write``, ``file.flush``, ``name``, ``close``), plus :meth:`finish`."""
+    by ``decode_msg``: ``write``, ``file.flush``, ``name``, ``close``), plus :meth:`finish`: a
+    :class:`~node.spool.files.DirectWriter` in ``directory`` whose errors never reach the reactor
+    (kept for the handler) and whose file goes with it unless the handler moved it away."""
 
     def __init__(self, directory: Path):
-        self.name = str(directory / f".rx.{os.getpid()}.{next(_names)}.tmp")  # .tmp: Store.recover clears it
-        self.size = 0
         self.error: str | None = None
-        self.direct = bool(getattr(os, "O_DIRECT", 0))
-        self._fd: int | None = None
-        self._buffer: mmap.mmap | None = None
-        self._filled = 0
         self._finished = False
         try:
-            self._fd = self._open()
+            super().__init__(directory / f".rx.{os.getpid()}.{next(_names)}.tmp")  # .tmp: Store.recover clears it
         except OSError as exc:
             self.error = f"cannot create {self.name}: {exc.strerror or exc}"
-        self._finalizer = weakref.finalize(self, _discard, self._fd, self.name)
-
-    def _open(self) -> int:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-        if self.direct:
-            try:
-                return os.open(self.name, flags | os.O_DIRECT, 0o644)
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                self.direct = False
-        return os.open(self.name, flags, 0o644)
+        self._finalizer = weakref.finalize(self, _discard, self.fd, self.name)
 
     # ---------------------------------------------------------------- what pynetdicom calls
     @property
@@ -106,14 +83,14 @@ class SpoolWriter:
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Append ``data``; never raises (a disk error is kept for the handler, the rest dropped)."""
-        view = memoryview(data).cast("B")
+        n = memoryview(data).nbytes
         if self.error is None:
             try:
-                self._append(view)
+                return super().write(data)
             except OSError as exc:
                 self.error = f"cannot write {self.name}: {exc.strerror or exc}"
-        self.size += view.nbytes
-        return view.nbytes
+        self.size += n
+        return n
 
     def flush(self) -> None:
         """Nothing: the data set is written in whole staging buffers, the tail by :meth:`finish`."""
@@ -135,87 +112,13 @@ class SpoolWriter:
         if not self._finished and self.error is None:
             self._finished = True
             try:
-                self._write_tail()
+                super().finish()
             except OSError as exc:
                 self.error = f"cannot write {self.name}: {exc.strerror or exc}"
             self._release_buffer()
         if self.error is not None:
             raise OSError(errno.EIO, self.error)
         return Path(self.name)
-
-    def _append(self, view: memoryview) -> None:
-        if not self.direct:
-            self._drain()  # bytes staged before O_DIRECT was refused go first
-            _write_all(self._fd, view)
-            return
-        if self._buffer is None:
-            self._buffer = _take_buffer()
-        done = 0
-        while done < view.nbytes:
-            n = min(CHUNK_BYTES - self._filled, view.nbytes - done)
-            self._buffer[self._filled:self._filled + n] = view[done:done + n]
-            self._filled += n
-            done += n
-            if self._filled == CHUNK_BYTES:
-                self._write_staged(CHUNK_BYTES)
-                self._filled = 0
-
-    def _drain(self) -> None:
-        """Staged bytes, unpadded, to a descriptor no longer in O_DIRECT mode."""
-        if self._buffer is not None and self._filled:
-            with memoryview(self._buffer) as staged:
-                _write_all(self._fd, staged[:self._filled])
-            self._filled = 0
-
-    def _write_staged(self, length: int) -> None:
-        """The first ``length`` staged bytes (a multiple of 4 KiB) to the O_DIRECT descriptor."""
-        start = os.lseek(self._fd, 0, os.SEEK_CUR)
-        with memoryview(self._buffer) as staged:
-            try:
-                _write_all(self._fd, staged[:length])
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:  # EINVAL: this filesystem refuses O_DIRECT after all
-                    raise
-                self.direct = False
-                fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~os.O_DIRECT)
-                _write_all(self._fd, staged[os.lseek(self._fd, 0, os.SEEK_CUR) - start:length])
-
-    def _write_tail(self) -> None:
-        if not self.direct:
-            self._drain()
-            return
-        if not self._filled:
-            return
-        padded = -(-self._filled // _ALIGN) * _ALIGN
-        self._buffer[self._filled:padded] = bytes(padded - self._filled)
-        self._write_staged(padded)
-        self._filled = 0
-        os.ftruncate(self._fd, self.size)  # back to the received length (the fsync makes it durable)
-
-    def _release_buffer(self) -> None:
-        buffer, self._buffer = self._buffer, None
-        if buffer is not None:
-            with _pool_lock:
-                if len(_pool) < _POOL_MAX:
-                    _pool.append(buffer)
-                    return
-            buffer.close()
-
-
-def _write_all(fd: int, view: memoryview) -> None:
-    done = 0
-    while done < view.nbytes:
-        n = os.write(fd, view[done:])
-        if n <= 0:
-            raise OSError(errno.EIO, "short write")
-        done += n
-
-
-def _take_buffer() -> mmap.mmap:
-    with _pool_lock:
-        if _pool:
-            return _pool.pop()
-    return mmap.mmap(-1, CHUNK_BYTES)  # anonymous mmap: page-aligned, as O_DIRECT needs
 
 
 def _discard(fd: int | None, name: str) -> None:

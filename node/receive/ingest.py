@@ -23,6 +23,7 @@ from node.disk import shared_watermark
 from node.limits import inflated_size_problem, pixel_size_problem
 from node.receive.rules import evaluate
 from node.spool import Store, StoreError
+from node.spool.files import byte_size
 
 __all__ = ["IngestOutcome", "ingest", "instance_problem", "parse_header"]
 
@@ -56,15 +57,11 @@ def parse_header(data: bytes | memoryview | Path) -> pydicom.Dataset:
     source = str(data) if isinstance(data, Path) else io.BytesIO(data)
     ds = pydicom.dcmread(source, force=True, defer_size=DEFER_BYTES)
     elem = ds.get_item("PixelData", keep_deferred=True) if "PixelData" in ds else None
-    available = _size(data) - elem.value_tell if _deferred(elem) else 0
+    available = byte_size(data) - elem.value_tell if _deferred(elem) else 0
     if _deferred(elem) and available < elem.length:
         # Cut short inside the pixel data: the length that did arrive, for the length check to see.
         ds._dict[elem.tag] = elem._replace(length=max(available, 0))
     return ds
-
-
-def _size(data: bytes | memoryview | Path) -> int:
-    return data.stat().st_size if isinstance(data, Path) else memoryview(data).nbytes
 
 
 def _deferred(elem) -> bool:
@@ -257,7 +254,7 @@ def _spool(store: Store, data: bytes | memoryview | Path, ids: dict[str, str | N
            receipt: _Receipt, on_changed: str) -> IngestOutcome:
     """Write the instance to the spool and its row to SQLite; log and return the outcome."""
     sop_uid, study_uid = ids["sop_instance_uid"], ids["study_instance_uid"]
-    size = _size(data)  # before a received file is moved into the spool
+    size = byte_size(data)  # before a received file is moved into the spool
     try:
         result = store.store_instance(data, **ids, calling_ae=receipt.calling_ae, source=receipt.source,
                                       on_changed=on_changed)

@@ -43,7 +43,7 @@ from typing import Any
 
 from node.spool.billing import BillingFacts, BillingRows, record_billing
 from node.spool.lock import DataDirBusy, lock_data_dir
-from node.spool.files import atomic_write, move_durably, same_body, uid_filename
+from node.spool.files import atomic_write, byte_size, move_durably, same_body, uid_filename
 from node.spool.queue_rows import QueueRows
 from node.spool.records import InstanceRecord, Job
 from node.spool.schema import SchemaError, prepare
@@ -213,7 +213,7 @@ class Store(QueueRows, BillingRows):
         else:
             target = self.spool_path(study_instance_uid, sop_instance_uid)
         try:
-            size = data.stat().st_size if isinstance(data, Path) else memoryview(data).nbytes
+            size = byte_size(data)
             if isinstance(data, Path):
                 move_durably(data, target)
             else:

@@ -23,6 +23,7 @@ from pynetdicom.dsutils import create_file_meta
 from node.receive import chunked
 from node.receive.scp import start_scp
 from node.spool import Store
+from node.spool.files import CHUNK_BYTES
 from tests.dicom_samples import CR_IMAGE_STORAGE, make_image_dataset
 from node.config import load_config
 from tests.node.node_helpers import HOST, SCU_AET, make_config, running_scp, scu, wait_until, write_config
@@ -319,11 +320,11 @@ def test_spool_writer_writes_exact_bytes_from_odd_fragments(tmp_path, where):
     if not directory.is_dir():
         pytest.skip(f"{where} is not here")
     rng = random.Random(3)
-    data = rng.randbytes(chunked.CHUNK_BYTES * 3 + 4097)
+    data = rng.randbytes(CHUNK_BYTES * 3 + 4097)
     writer = chunked.SpoolWriter(directory)
     try:
         done = 0
-        for size in (1, 127, 4, 300, chunked.CHUNK_BYTES - 432, chunked.CHUNK_BYTES + 5, 3 * 4096 + 1):
+        for size in (1, 127, 4, 300, CHUNK_BYTES - 432, CHUNK_BYTES + 5, 3 * 4096 + 1):
             writer.write(data[done:done + size])
             done += size
         writer.write(bytearray(data[done:]))
@@ -353,10 +354,10 @@ def test_spool_writer_falls_back_when_o_direct_is_refused_at_write_time(tmp_path
     writer = chunked.SpoolWriter(tmp_path)
     if not writer.direct:
         pytest.skip("this filesystem refuses O_DIRECT at open")
-    backing = mmap.mmap(-1, chunked.CHUNK_BYTES + 4096)
+    backing = mmap.mmap(-1, CHUNK_BYTES + 4096)
     monkeypatch.setattr(chunked.SpoolWriter, "_release_buffer", lambda self: setattr(self, "_buffer", None))
-    writer._buffer = (ctypes.c_char * chunked.CHUNK_BYTES).from_buffer(backing, 1)
-    data = bytes(range(256)) * (chunked.CHUNK_BYTES // 128 + 3)  # two buffers and a tail
+    writer._buffer = (ctypes.c_char * CHUNK_BYTES).from_buffer(backing, 1)
+    data = bytes(range(256)) * (CHUNK_BYTES // 128 + 3)  # two buffers and a tail
     try:
         writer.write(data)
         assert not writer.direct

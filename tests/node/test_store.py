@@ -296,22 +296,17 @@ def test_write_durably_on_tmpfs_as_the_filesystem_allows():
         assert path.read_bytes() == data
 
 
-def test_write_durably_keeps_no_aligned_buffer_over_the_limit(tmp_path, monkeypatch):
-    """A thread reuses its aligned buffer for files up to DIRECT_BUFFER_KEEP_BYTES; a larger
-    file's buffer is dropped after it (a 100 MB image must not stay mapped per association)."""
+def test_write_durably_holds_no_buffer_the_size_of_the_file(tmp_path):
+    """A large file goes through 2 MiB staging buffers (DirectWriter), reused afterwards: no
+    buffer the size of the file is mapped or kept (a 100 MB image must not stay mapped)."""
     from node.spool import files
 
     if not _takes_o_direct(tmp_path):
         pytest.skip("this filesystem refuses O_DIRECT: no aligned buffer is used")
-    monkeypatch.setattr(files, "DIRECT_BUFFER_KEEP_BYTES", 2 * DIRECT_MIN_BYTES)
-    monkeypatch.setattr(files._direct_buffers, "buffer", None, raising=False)
-    small, large = os.urandom(DIRECT_MIN_BYTES + 1), os.urandom(3 * DIRECT_MIN_BYTES)
-    write_durably(tmp_path / "small.bin", small)
-    kept = files._direct_buffers.buffer
-    assert kept is not None and len(kept) >= len(small)
-    write_durably(tmp_path / "again.bin", small)
-    assert files._direct_buffers.buffer is kept  # reused, not mapped again
-    write_durably(tmp_path / "large.bin", large)
-    assert files._direct_buffers.buffer is None
+    large = os.urandom(4 * files.CHUNK_BYTES + 123)
+    assert write_durably(tmp_path / "large.bin", large) == "direct"
     assert (tmp_path / "large.bin").read_bytes() == large
-    assert (tmp_path / "again.bin").read_bytes() == small
+    assert files._pool and all(len(buffer) == files.CHUNK_BYTES for buffer in files._pool)
+    kept = list(files._pool)
+    write_durably(tmp_path / "again.bin", large)
+    assert all(any(b is k for k in kept) for b in files._pool)  # reused, not mapped again

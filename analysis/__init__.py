@@ -245,6 +245,7 @@ def _check_consistency(measured: list[BoneResult]) -> None:
 def _finish(bones: dict[str, BoneResult], base: dict[str, Any], *, sex, age_years, reference) -> AnalysisResult:
     """Per-bone indices, combination over the measured bones, scores; or the refusal."""
     from analysis import indices
+    from analysis.calibration import spacing_doubt
 
     measured = [b for b in bones.values() if b.status == "ok"]
     for b in measured:
@@ -267,7 +268,10 @@ def _finish(bones: dict[str, BoneResult], base: dict[str, Any], *, sex, age_year
         vpa_mm=combined.vpa_mm, bhi=combined.bhi, porosity=combined.porosity,
         dxr_bmd_g_cm2=combined.dxr_bmd_g_cm2, **base,
     )
-    if reference is None:
+    doubt = spacing_doubt({b.name: b.length_mm for b in measured}, float(base["pixel_spacing_mm"]))
+    if doubt is not None:
+        result.scores_omitted_reason = doubt  # DXR-BMD scales with the pixel size; its scores would mislead
+    elif reference is None:
         result.scores_omitted_reason = "T- and Z-scores omitted: no reference tables are configured."
     else:
         scores = reference.scores(combined.dxr_bmd_g_cm2, sex, age_years)

@@ -10,6 +10,9 @@
 * Pixel size: ``PixelSpacing`` when present (calibrated), else ``ImagerPixelSpacing`` divided by
   ``EstimatedRadiographicMagnificationFactor`` when present, else ``ImagerPixelSpacing``.
   Non-square pixels are refused (``non_square_pixels``): the profile model assumes square ones.
+* After the measurement, the hand's own anatomy checks the pixel size
+  (:func:`spacing_doubt`): metacarpals far shorter or longer than an adult's mean the pixel size
+  is wrong (a guessed one, a resampled export), and T- and Z-scores are then omitted.
 """
 
 from __future__ import annotations
@@ -24,6 +27,15 @@ APPLY_VOI_LUT = False
 """Apply the dataset's VOI LUT (window or LUT sequence) before measuring; see the module notes."""
 MAX_PIXEL_SPACING_MM = 0.25
 """Coarser pixels are refused (``resolution_too_low``): a cortex is only 1-3 mm thick."""
+ADULT_MC3_LENGTH_MM = 64.0
+"""Typical length of an adult's third metacarpal, mm. Derived from CT of 40 adults (28 men,
+12 women; Rothman Institute, Arch Bone Jt Surg 2024): index 67.7, long 66.1, ring 58.0 mm;
+women's are a few mm shorter than men's."""
+ANATOMY_SCALE_TOLERANCE = 1.25
+"""Largest factor, either way, between ADULT_MC3_LENGTH_MM and the traced metacarpals (each scaled
+to MC III by its relative length) before the pixel size is doubted (:func:`spacing_doubt`):
+adults' MC III spans about 55-75 mm; a pixel size wrong by x1.5 puts a typical hand at 43 or
+96 mm."""
 
 
 @dataclass
@@ -82,6 +94,41 @@ def check_spacing(spacing_mm: float) -> None:
             f"The pixels are {spacing_mm:.3f} mm, larger than {MAX_PIXEL_SPACING_MM} mm: too coarse to "
             "measure cortical bone; send the full-resolution image.",
         )
+
+
+def anatomy_spacing_factor(lengths_mm: dict[str, float]) -> float | None:
+    """How many times larger the pixels would have to be for the metacarpals to be typical adult ones.
+
+    ``lengths_mm``: traced lengths (mm, at the pixel size used) of any of metacarpals II-V. Each
+    is scaled to MC III by the adult relative lengths; the median over the bones is compared with
+    ADULT_MC3_LENGTH_MM. 1.0: typical; 1.4: the bones look 1.4 times too short, so pixels of 1.4
+    times the size given would fit. None without a usable length.
+    """
+    from analysis.locate.joints import RELATIVE_LENGTH
+
+    as_mc3 = [float(v) / RELATIVE_LENGTH[n] for n, v in lengths_mm.items()
+              if n in RELATIVE_LENGTH and v is not None and np.isfinite(v) and v > 0]
+    if not as_mc3:
+        return None
+    return ADULT_MC3_LENGTH_MM / float(np.median(as_mc3))
+
+
+def spacing_doubt(lengths_mm: dict[str, float], pixel_spacing_mm: float) -> str | None:
+    """One sentence saying why the pixel size ``pixel_spacing_mm`` (mm) is doubtful, or None.
+
+    Doubtful when the traced metacarpals (``lengths_mm``, mm) are more than
+    ANATOMY_SCALE_TOLERANCE times shorter or longer than an adult's (:func:`anatomy_spacing_factor`).
+    DXR-BMD scales with the pixel size, so its T- and Z-scores would be wrong by as much; the
+    2T/W indices do not depend on it.
+    """
+    factor = anatomy_spacing_factor(lengths_mm)
+    if factor is None or 1.0 / ANATOMY_SCALE_TOLERANCE <= factor <= ANATOMY_SCALE_TOLERANCE:
+        return None
+    mc3_mm = ADULT_MC3_LENGTH_MM / factor
+    return (f"T- and Z-scores omitted: at the given pixel size ({pixel_spacing_mm:.3f} mm) the metacarpals "
+            f"measure as if metacarpal III were {mc3_mm:.0f} mm long, an adult's is about "
+            f"{ADULT_MC3_LENGTH_MM:.0f} mm; the pixel size looks wrong (about {pixel_spacing_mm * factor:.3f} mm "
+            "would fit), so DXR-BMD cannot be compared with reference values.")
 
 
 def image_from_dataset(ds, pixel_spacing_mm: float | None = None, *, check_resolution: bool = True) -> CalibratedImage:

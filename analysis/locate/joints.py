@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 # where they leave the palm), the hand's own scale; "L" is bone length. Values were set on the
 # 10 adult PA hands of ../shared/data/real-hands (assumed 0.1 mm/px) and checked on the phantom.
 
-_RELATIVE_LENGTH = {"I": 0.72, "II": 1.07, "III": 1.0, "IV": 0.87, "V": 0.82}
+RELATIVE_LENGTH = {"I": 0.72, "II": 1.07, "III": 1.0, "IV": 0.87, "V": 0.82}
 """Metacarpal lengths relative to MC III (adult anatomy)."""
 _LENGTH_PER_SPACING = 2.75
 """First guess of L(III) in s (median on the real hands; the hand's own scale replaces it)."""
@@ -236,7 +236,7 @@ def _bases_by_scale(ends: dict, fines: dict, s: float, *, exclude: set, details:
     ``ends``: name -> (head_y, base_y) in canonical y; ``fines``: name -> callable returning the
     full-resolution axial profile between two canonical y. The scale ``lam`` is the length of
     MC III in finger spacings ``s`` (canonical pixels), tried over SCALE_RANGE; each bone's base
-    is expected at ``head + lam * _RELATIVE_LENGTH[name] * s``. Bones in ``exclude`` (metal) do
+    is expected at ``head + lam * RELATIVE_LENGTH[name] * s``. Bones in ``exclude`` (metal) do
     not vote. Returns name -> ``(head_y, base_y)``; records ``length_per_spacing`` (lam, in s).
     """
     voters = [n for n in ends if n not in exclude]
@@ -245,7 +245,7 @@ def _bases_by_scale(ends: dict, fines: dict, s: float, *, exclude: set, details:
     lams = np.linspace(SCALE_RANGE[0], SCALE_RANGE[1], 81)
     valleys = {}
     for n, (head, _) in ends.items():
-        rel = _RELATIVE_LENGTH[n] * s
+        rel = RELATIVE_LENGTH[n] * s
         fy, fp, fstep_mm = fines[n](head + 0.9 * SCALE_RANGE[0] * rel, head + 1.1 * SCALE_RANGE[1] * rel)
         sig = max(1.0, JOINT_SIGMA_MM / fstep_mm)
         v = np.maximum(ndi.gaussian_filter1d(fp, sig, order=2) * sig**2, 0.0)
@@ -259,7 +259,7 @@ def _bases_by_scale(ends: dict, fines: dict, s: float, *, exclude: set, details:
     for n in voters:
         fy, v = valleys[n]
         head = ends[n][0]
-        rel = _RELATIVE_LENGTH[n] * s
+        rel = RELATIVE_LENGTH[n] * s
         # For every scale at once: the strongest joint line within tolerance of the predicted base.
         pred = head + lams * rel
         near = np.abs(fy[None, :] - pred[:, None]) <= (SCALE_TOLERANCE * lams * rel)[:, None]
@@ -274,10 +274,10 @@ def _bases_by_scale(ends: dict, fines: dict, s: float, *, exclude: set, details:
     out = {}
     for n, (head, base) in ends.items():
         if n not in valleys:
-            out[n] = (head, head + lam * _RELATIVE_LENGTH[n] * s)
+            out[n] = (head, head + lam * RELATIVE_LENGTH[n] * s)
             continue
         fy, v = valleys[n]
-        pred = head + lam * _RELATIVE_LENGTH[n] * s
+        pred = head + lam * RELATIVE_LENGTH[n] * s
         sd = SCALE_TOLERANCE * (pred - head)
         near = np.abs(fy - pred) <= 1.5 * sd
         weighted = np.where(near, v * np.exp(-0.5 * ((fy - pred) / sd) ** 2), 0.0)
@@ -309,7 +309,7 @@ def _trace_ends(image: np.ndarray, pixel_spacing_mm: float, hand: _CanonicalHand
         prof = ndi.gaussian_filter1d(_along(bone_wide, a, b, ys, 1.0), 1.0)
         raw = ndi.gaussian_filter1d(_along(hand.canon, a, b, ys, HEAD_BAND * s), 1.0)
         rprof = ndi.gaussian_filter1d(_along(hand.ridge, a, b, ys, 1.0), 2.0)
-        ends = _ends_along(ys, prof, raw, rprof, float(hand.fb[k, 0]), s, _RELATIVE_LENGTH[name],
+        ends = _ends_along(ys, prof, raw, rprof, float(hand.fb[k, 0]), s, RELATIVE_LENGTH[name],
                            _fine_for(image, hand, shafts, k, pixel_spacing_mm), length_per_spacing)
         if ends is not None:
             out[name] = (ends[0], ends[1])
@@ -360,7 +360,7 @@ def _thumb_metacarpal(image, w: _Work, thumb: _Finger, s: float, lam: float, pix
     fine = _fine_profile_sampler(image, frame, w.factor, a, b, pixel_spacing_mm)
 
     # The thumb's web is deep: its MCP joint lies about where the thumb leaves the palm.
-    ends = _ends_along(ys, prof, raw, rprof, yb + THUMB_WEB_OFFSET * s, s, _RELATIVE_LENGTH["I"], fine, lam)
+    ends = _ends_along(ys, prof, raw, rprof, yb + THUMB_WEB_OFFSET * s, s, RELATIVE_LENGTH["I"], fine, lam)
     if ends is None:
         return None
     head_y, base_y = ends[0], ends[1]

@@ -195,3 +195,39 @@ def test_phantom_datasets_are_valid_dicom(small_image, tmp_path, modality, photo
     errors = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.startswith("Error")]
     assert errors == []
     assert pydicom.dcmread(path).PatientName == "Müller^Jürgen"
+
+
+def test_anatomy_spacing_factor_from_metacarpal_lengths():
+    """Typical adult lengths give 1; bones 1.5 times too short ask for 1.5 times larger pixels."""
+    from analysis.calibration import ADULT_MC3_LENGTH_MM, anatomy_spacing_factor
+
+    typical = {"II": 1.07 * ADULT_MC3_LENGTH_MM, "III": ADULT_MC3_LENGTH_MM, "IV": 0.87 * ADULT_MC3_LENGTH_MM}
+    assert anatomy_spacing_factor(typical) == pytest.approx(1.0, abs=0.01)
+    short = {n: v / 1.5 for n, v in typical.items()}
+    assert anatomy_spacing_factor(short) == pytest.approx(1.5, abs=0.01)
+    assert anatomy_spacing_factor({"II": short["II"]}) == pytest.approx(1.5, abs=0.01)  # one bone is enough
+    assert anatomy_spacing_factor({}) is None
+    assert anatomy_spacing_factor({"III": None, "IV": 0.0}) is None
+
+
+@pytest.mark.parametrize("told_over_true", [1 / 1.5, 1.5])
+def test_pixel_size_contradicted_by_the_hand_omits_scores_with_the_size_that_fits(told_over_true):
+    """A phantom hand (MC III 63.5 mm) analysed at a pixel size wrong by x1.5 either way: measured,
+    but T- and Z-scores omitted, and the message names a pixel size close to the true one."""
+    import re
+
+    from analysis.reference import load_reference_tables
+
+    true_mm = 0.1
+    image, _truth = make_hand(3, spacing_mm=true_mm)
+    ref = load_reference_tables(["sex,age_min,age_max,mean_g_cm2,sd_g_cm2,kind,source,derived\n"
+                                 "F,30,46,0.598,0.034,young_adult,Black 2001,false\n"])
+    right = analysis.analyse_image(image, pixel_spacing_mm=true_mm, sex="F", age_years=60.0, reference=ref)
+    assert right.status == "ok" and right.t_score is not None
+    told = true_mm * told_over_true
+    wrong = analysis.analyse_image(image, pixel_spacing_mm=told, sex="F", age_years=60.0, reference=ref)
+    assert wrong.status == "ok" and wrong.mci == pytest.approx(right.mci, rel=0.05)  # 2T/W needs no scale
+    assert wrong.t_score is None and wrong.z_score is None and wrong.who_category is None
+    assert "pixel size looks wrong" in wrong.scores_omitted_reason
+    fits_mm = float(re.search(r"about ([0-9.]+) mm would fit", wrong.scores_omitted_reason).group(1))
+    assert fits_mm == pytest.approx(true_mm, rel=0.15)

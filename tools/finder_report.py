@@ -12,7 +12,8 @@ through the whole analysis at 0.1 mm/px, as ``dxr-node analyze --pixel-spacing 0
 labels are those of the data set's ``labels.jsonl`` (read by eye); real-hands are labelled by
 their file names. Prints per label how many were located/measured and the refusal reasons, then
 the issue's acceptance figures. ``--failures`` writes one JSON line per image whose outcome
-disagrees with its label, for looking at overlays by eye.
+disagrees with its label, for looking at overlays by eye. The thumbnail acceptance figures carry a
+95 % Wilson interval: the range another sample like this one (the held-out half) may show.
 
 This is a report, not a test: the percentages are figures to compare before and after a change.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -74,6 +76,22 @@ def _share(n: int, d: int) -> str:
     return f"{n}/{d} = {100.0 * n / d:5.1f} %" if d else "-"
 
 
+def _wilson(n: int, d: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval (per cent) of the share n/d: what another sample of the same
+    kind (the held-out half of FracAtlas) may show."""
+    if not d:
+        return (0.0, 100.0)
+    p = n / d
+    centre = (p + z * z / (2 * d)) / (1 + z * z / d)
+    half = z * math.sqrt(p * (1 - p) / d + z * z / (4 * d * d)) / (1 + z * z / d)
+    return (100.0 * max(0.0, centre - half), 100.0 * min(1.0, centre + half))
+
+
+def _share_ci(n: int, d: int) -> str:
+    lo, hi = _wilson(n, d)
+    return f"{_share(n, d)} (95 % CI {lo:4.1f}-{hi:4.1f})" if d else "-"
+
+
 def _table(rows: list[dict], ok_status: str) -> list[str]:
     by_label: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
@@ -91,12 +109,12 @@ def _table(rows: list[dict], ok_status: str) -> list[str]:
 def _thumb_figures(rows: list[dict]) -> list[str]:
     def share(label, pred):
         group = [r for r in rows if r["label"] == label]
-        return _share(sum(1 for r in group if pred(r)), len(group))
+        return _share_ci(sum(1 for r in group if pred(r)), len(group))
 
     not_pa = [r for r in rows if r["label"] in ("LATERAL", "OBLIQUE", "NOT_HAND")]
     return [
         f"  PA_ADULT located                 {share('PA_ADULT', lambda r: r['status'] == 'located')}   (target >= 90 %)",
-        f"  LATERAL/OBLIQUE/NOT_HAND as PA   {_share(sum(1 for r in not_pa if r['status'] == 'located'), len(not_pa))}"
+        f"  LATERAL/OBLIQUE/NOT_HAND as PA   {_share_ci(sum(1 for r in not_pa if r['status'] == 'located'), len(not_pa))}"
         "   (target <= 2 %)",
         f"  PA_ADULT called immature         {share('PA_ADULT', lambda r: r.get('maturity') == 'immature' or r.get('reason') == 'immature_skeleton')}"
         "   (target <= 2 %)",

@@ -19,7 +19,7 @@ holds one stage with its tuning constants:
    thumb to the right, any in-plane rotation undone) the shafts of II-V are straight lines
    fitted to the peaks of a ridge filter (:mod:`~analysis.locate.ridges`), seeded where each
    finger points and re-centred on the bone signal (the ridge of a hollow tube can lock onto
-   one cortex).
+   one cortex); after a shaft-based refusal, re-centred once more and checked again.
 5. :mod:`~analysis.locate.joints`: along each line, on the full-resolution image, joint spaces are
    narrow dark bands between bright subchondral plates (a second-derivative filter at about
    0.4 mm). The head is the first strong one distal to mid-shaft (the MCP joint). The bases of
@@ -57,6 +57,10 @@ from analysis.result import REASON_MESSAGES
 
 __all__ = ["HandLocation", "METACARPAL_NAMES", "MetacarpalAxis", "WORK_SPACING_MM", "locate_hand"]
 
+SECOND_CENTRING_REASONS = ("oblique_view", "bone_not_found")
+"""Refusals of a hand with four fingers after which the shaft lines are re-centred once more and
+the checks run again (:func:`_centred_again`); only a PA hand that passes them all replaces the
+refusal."""
 SECOND_LOOK_REASONS = ("not_pa_hand", "oblique_view", "lateral_view", "bone_not_found")
 """Refusals after which the finder looks again with the bones fleshed out, when the soft tissue
 did not show (:func:`~analysis.locate.body._bones_fleshed_out`)."""
@@ -124,10 +128,13 @@ def _locate_in(image: np.ndarray, pixel_spacing_mm: float, w: _Work) -> HandLoca
     if s < 3:
         return _refuse("bone_not_found", outline_rc=outline, details=details)
     hand = _canonical_hand(w, four, u, v, s)  # stage 4: canonical frame and shaft lines
+    before_shafts = dict(details)
     shafts = _fit_shafts(hand, details)
     if shafts is None:
         return _refuse("bone_not_found", outline_rc=outline, details=details)
     loc = _trace_pa_hand(image, pixel_spacing_mm, w, hand, shafts, details)  # stages 5-7
+    if loc.refusal is not None and loc.refusal[0] in SECOND_CENTRING_REASONS:
+        loc, details = _centred_again(image, pixel_spacing_mm, w, hand, loc, details, before_shafts)
     if loc.refusal is not None and loc.refusal[0] == "oblique_view":
         # Four strips that are no PA hand: no view to judge when they are no whole hand at all
         # (a limb running out of the field, a trunk), as without four fingers.
@@ -143,6 +150,24 @@ def _locate_in(image: np.ndarray, pixel_spacing_mm: float, w: _Work) -> HandLoca
     loc.fingers_direction_rc = (float(u[0]), float(u[1]))
     loc.confidence = float(np.mean([loc.metacarpals[n].confidence for n in ("II", "III", "IV")]))
     return loc
+
+
+def _centred_again(image: np.ndarray, pixel_spacing_mm: float, w: _Work, hand: _CanonicalHand, loc: HandLocation,
+                   details: dict, before_shafts: dict) -> tuple[HandLocation, dict]:
+    """The shaft lines re-centred twice instead of once, and stages 5-7 again, after a refusal in
+    SECOND_CENTRING_REASONS: ``(location, details)`` of the second fit when it passes every check,
+    else ``(loc, details)`` unchanged (``before_shafts``: the details as they were before the first
+    fit). A line fitted to the ridge of one cortex here and of the other there runs across the
+    shaft; one pass moves it only part of the way onto the bone."""
+    again = dict(before_shafts)
+    shafts = _fit_shafts(hand, again, centring_passes=2)
+    if shafts is None:
+        return loc, details
+    second = _trace_pa_hand(image, pixel_spacing_mm, w, hand, shafts, again)
+    if second.refusal is not None:
+        return loc, details
+    again["shaft_centring_passes"] = 2
+    return second, again
 
 
 def _trace_pa_hand(image: np.ndarray, pixel_spacing_mm: float, w: _Work, hand: _CanonicalHand, shafts: _Shafts,

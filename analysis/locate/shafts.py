@@ -26,7 +26,8 @@ NAMES = ("II", "III", "IV", "V")
 
 
 def _fit_shaft_lines(ridge: np.ndarray, finger_bases: np.ndarray, finger_dirs: np.ndarray, s: float,
-                     bone_for_centre: np.ndarray | None = None, window=(1.2, 3.0), seed_window=(1.4, 2.2)):
+                     bone_for_centre: np.ndarray | None = None, window=(1.2, 3.0), seed_window=(1.4, 2.2),
+                     centring_passes: int = 1):
     """Straight lines along the shafts of metacarpals II-V (canonical frame).
 
     Parameters
@@ -40,6 +41,8 @@ def _fit_shaft_lines(ridge: np.ndarray, finger_bases: np.ndarray, finger_dirs: n
         median finger base ``y_web``) are the palm rows fitted and those that seed the lines.
     bone_for_centre : ndarray, optional
         Bone signal the lines are re-centred on (default: ``ridge``).
+    centring_passes : int
+        How many times the lines are re-centred on it (each pass starts from the last).
 
     Returns
     -------
@@ -61,7 +64,8 @@ def _fit_shaft_lines(ridge: np.ndarray, finger_bases: np.ndarray, finger_dirs: n
     peaks_x = _row_peaks(ridge[rows], 0.1)
     lines = _seed_lines(ridge, finger_bases, finger_dirs, s, y_web, seed_window)
     support, rms = _refit_lines(lines, rows, peaks_x, s)
-    _recentre_lines(lines, support, rows, bone_for_centre if bone_for_centre is not None else ridge, s, w)
+    for _ in range(centring_passes):
+        _recentre_lines(lines, support, rows, bone_for_centre if bone_for_centre is not None else ridge, s, w)
     return lines, support, rms, y_web
 
 
@@ -198,11 +202,12 @@ class _Shafts:
     """Distance between neighbouring lines (II-III, III-IV, IV-V) at mid-palm, in s."""
 
 
-def _fit_shafts(hand: _CanonicalHand, details: dict) -> _Shafts | None:
+def _fit_shafts(hand: _CanonicalHand, details: dict, centring_passes: int = 1) -> _Shafts | None:
     """Stage 4: the shaft lines of II-V in ``hand``'s canonical frame, or None when the palm is too
     short to fit them. The gaps are measured 1.6 s proximal to the median finger base. Records
-    ``shaft_support``, ``shaft_rms_px`` and ``shaft_gaps_spacing`` (in s) in ``details``."""
-    fit = _fit_shaft_lines(hand.ridge, hand.fb, hand.fd, hand.s, hand.bone)
+    ``shaft_support``, ``shaft_rms_px`` and ``shaft_gaps_spacing`` (in s) in ``details``;
+    ``centring_passes``: see :func:`_fit_shaft_lines`."""
+    fit = _fit_shaft_lines(hand.ridge, hand.fb, hand.fd, hand.s, hand.bone, centring_passes=centring_passes)
     if fit is None:
         return None
     lines, support, rms, _ = fit

@@ -19,8 +19,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DEV = ROOT.parent / "shared" / "data" / "fracatlas-dev"
 SPACING_MM = 0.1
-# IMG0002349: a splinted adult PA hand whose shaft lines come out unevenly spaced at 0.1 mm (oblique).
-KNOWN_NOT_MEASURED = {"IMG0002349"}
+# Adult PA hands known not to be measured (strict xfail): none now.
+KNOWN_NOT_MEASURED: set[str] = set()
 
 pytestmark = pytest.mark.skipif(not (DEV / "labels.jsonl").is_file(),
                                 reason=f"the FracAtlas development set is not present at {DEV}")

@@ -80,3 +80,33 @@ def test_axial_profile_samples_along_the_segment():
     t, vals = _axial_profile(image, np.array([20.0, 10.0]), np.array([20.0, 50.0]), 1.0, 3.0)
     assert t[0] == 0.0 and t[-1] == 1.0 and vals.size == 41
     assert vals == pytest.approx(10.0 + 40.0 * t)
+
+
+def test_each_centring_pass_moves_a_line_across_a_shaft_further_onto_the_bone():
+    """A line that runs from one cortex of a hollow shaft to the other (what the ridges of the two
+    cortices can give) is re-centred on the bone signal; a second pass, starting from the first,
+    ends nearer the shaft's centre line (why a refused hand is re-centred once more)."""
+    from analysis.locate.shafts import _recentre_lines
+
+    s = 20.0  # finger spacing, pixels
+    rows = np.arange(40, 100)
+    x = np.arange(200, dtype=float)[None, :]
+    centre = 100.0
+    # A hollow tube: bright walls at +-3 px around the centre, a darker canal between.
+    bone = np.exp(-0.5 * ((x - centre - 3.0) / 1.5) ** 2) + np.exp(-0.5 * ((x - centre + 3.0) / 1.5) ** 2)
+    bone = np.repeat(bone + 0.3 * np.exp(-0.5 * ((x - centre) / 3.0) ** 2), 120, axis=0)
+    slant = 0.1  # px per row: from one wall at the top of the band to the other at its foot
+    lines = np.array([[centre - 3.0 - slant * rows[0], slant]])
+    support = np.ones(1)
+
+    def off_centre(ln):
+        xs = ln[0, 0] + ln[0, 1] * rows
+        return float(np.max(np.abs(xs - centre)))
+
+    start = off_centre(lines)
+    _recentre_lines(lines, support, rows, bone, s, bone.shape[1])
+    once = off_centre(lines)
+    _recentre_lines(lines, support, rows, bone, s, bone.shape[1])
+    twice = off_centre(lines)
+    assert twice < once < start
+    assert twice < 1.0  # within a pixel of the centre line along the whole band

@@ -294,7 +294,8 @@ def locate_file(path: Path, pixel_spacing_mm: float | None) -> tuple[dict[str, A
 
     def answer(status: str, reason: str, message: str, spacing: float | None = None):
         return ({"file": str(path), "status": status, "reason": reason, "message": message, "view": None,
-                 "maturity": None, "metacarpals": {}, "pixel_spacing_mm": spacing}, None, None)
+                 "maturity": None, "metacarpals": {}, "pixel_spacing_mm": spacing, "anatomy_pixel_spacing_mm": None},
+                None, None)
 
     ds, image, unreadable = _open_input(path)
     if unreadable:

@@ -69,9 +69,19 @@ class HandLocation:
         return self.details.get("maturity")
 
     def summary(self, pixel_spacing_mm: float | None = None) -> dict:
-        """What the finder found, as the JSON object of ``dxr-node locate`` (points ``[col, row]``)."""
+        """What the finder found, as the JSON object of ``dxr-node locate`` (points ``[col, row]``).
+
+        ``anatomy_pixel_spacing_mm``: for a located hand, the pixel size (mm) at which its
+        metacarpals II-IV would be a typical adult's
+        (:func:`analysis.calibration.anatomy_spacing_factor`); a hint for films whose pixel size is
+        unknown, not a calibration (adults differ by about 10 %). None otherwise.
+        """
+        from analysis.calibration import anatomy_spacing_factor
+
         located = self.refusal is None and self.view == "PA" and all(n in self.metacarpals for n in ("II", "III", "IV"))
         reason, message = self.refusal if self.refusal is not None else (None, None)
+        factor = anatomy_spacing_factor({n: self.metacarpals[n].length_mm for n in ("II", "III", "IV")}) if located else None
+        anatomy_mm = round(pixel_spacing_mm * factor, 3) if factor is not None and pixel_spacing_mm else None
         return {
             "status": "located" if located else "refused",
             "reason": reason,
@@ -85,6 +95,7 @@ class HandLocation:
                 for n, a in self.metacarpals.items()
             },
             "pixel_spacing_mm": pixel_spacing_mm,
+            "anatomy_pixel_spacing_mm": anatomy_mm,
         }
 
 

@@ -9,7 +9,8 @@ from PIL import Image
 from node.cli import main
 from tests.phantom import make_dataset, make_hand, make_non_hand
 
-KEYS = {"file", "status", "reason", "message", "view", "maturity", "metacarpals", "pixel_spacing_mm"}
+KEYS = {"file", "status", "reason", "message", "view", "maturity", "metacarpals", "pixel_spacing_mm",
+        "anatomy_pixel_spacing_mm"}
 SPACING = 0.25  # mm: coarse enough for a fast suite; the finder works up to 1 mm
 
 
@@ -43,6 +44,7 @@ def test_phantom_located_with_ii_to_iv_near_the_truth(inputs, capsys):
         assert set(line) == KEYS
         assert (line["status"], line["view"], line["maturity"], line["reason"]) == ("located", "PA", "adult", None)
         assert line["pixel_spacing_mm"] == SPACING
+        assert line["anatomy_pixel_spacing_mm"] == pytest.approx(SPACING, rel=0.15)  # an adult-sized phantom
         for name in ("II", "III", "IV"):
             found, true = line["metacarpals"][name], truth.bones[name]
             mid = 0.5 * (np.add(found["base_px"], found["head_px"]))
@@ -91,3 +93,14 @@ def test_overlay_written_per_input(inputs, capsys, tmp_path):
     # The metacarpal axes are drawn in orange over the grey film.
     orange = (rgb[..., 0] > 200) & (np.abs(rgb[..., 1] - 140) < 30) & (rgb[..., 2] < 60)
     assert orange.sum() > 50
+
+
+def test_pixel_size_told_wrong_is_named_by_the_anatomy(inputs, capsys):
+    """A PNG whose pixel size is given 1.5 times too large is still located, and the pixel size at
+    which its metacarpals would be an adult's is close to the true one."""
+    d, _ = inputs
+    code, lines, _ = _run(capsys, d / "hand.png", "--pixel-spacing", SPACING * 1.5)
+    assert code == 0 and lines[0]["status"] == "located"
+    assert lines[0]["anatomy_pixel_spacing_mm"] == pytest.approx(SPACING, rel=0.15)
+    code, lines, _ = _run(capsys, d / "knee.png", "--pixel-spacing", SPACING)
+    assert lines[0]["status"] == "refused" and lines[0]["anatomy_pixel_spacing_mm"] is None

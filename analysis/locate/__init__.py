@@ -51,7 +51,7 @@ from analysis.locate.frame import _canonical_hand, _CanonicalHand
 from analysis.locate.joints import _LENGTH_PER_SPACING, _axis_of, _bases_by_scale, _fine_for, _thumb_metacarpal, _trace_ends
 from analysis.locate.location import METACARPAL_NAMES, HandLocation, MetacarpalAxis, _refuse
 from analysis.locate.maturity import _judge_maturity
-from analysis.locate.shafts import NAMES, _fit_shafts, _Shafts
+from analysis.locate.shafts import NAMES, _centred_once_more, _fit_shafts, _Shafts
 from analysis.locate.view import _fingers_not_parallel, _no_whole_hand, _non_pa_view, _shafts_overlap
 from analysis.result import REASON_MESSAGES
 
@@ -134,7 +134,7 @@ def _locate_in(image: np.ndarray, pixel_spacing_mm: float, w: _Work) -> HandLoca
         return _refuse("bone_not_found", outline_rc=outline, details=details)
     loc = _trace_pa_hand(image, pixel_spacing_mm, w, hand, shafts, details)  # stages 5-7
     if loc.refusal is not None and loc.refusal[0] in SECOND_CENTRING_REASONS:
-        loc, details = _centred_again(image, pixel_spacing_mm, w, hand, loc, details, before_shafts)
+        loc, details = _centred_again(image, pixel_spacing_mm, w, hand, shafts, loc, details, before_shafts)
     if loc.refusal is not None and loc.refusal[0] == "oblique_view":
         # Four strips that are no PA hand: no view to judge when they are no whole hand at all
         # (a limb running out of the field, a trunk), as without four fingers.
@@ -152,17 +152,15 @@ def _locate_in(image: np.ndarray, pixel_spacing_mm: float, w: _Work) -> HandLoca
     return loc
 
 
-def _centred_again(image: np.ndarray, pixel_spacing_mm: float, w: _Work, hand: _CanonicalHand, loc: HandLocation,
-                   details: dict, before_shafts: dict) -> tuple[HandLocation, dict]:
-    """The shaft lines re-centred twice instead of once, and stages 5-7 again, after a refusal in
-    SECOND_CENTRING_REASONS: ``(location, details)`` of the second fit when it passes every check,
-    else ``(loc, details)`` unchanged (``before_shafts``: the details as they were before the first
+def _centred_again(image: np.ndarray, pixel_spacing_mm: float, w: _Work, hand: _CanonicalHand, shafts: _Shafts,
+                   loc: HandLocation, details: dict, before_shafts: dict) -> tuple[HandLocation, dict]:
+    """The shaft lines ``shafts`` re-centred once more, and stages 5-7 again, after a refusal in
+    SECOND_CENTRING_REASONS: ``(location, details)`` of the second try when it passes every check,
+    else ``(loc, details)`` unchanged (``before_shafts``: the details as they were before the shaft
     fit). A line fitted to the ridge of one cortex here and of the other there runs across the
     shaft; one pass moves it only part of the way onto the bone."""
     again = dict(before_shafts)
-    shafts = _fit_shafts(hand, again, centring_passes=2)
-    if shafts is None:
-        return loc, details
+    shafts = _centred_once_more(hand, shafts, again)
     second = _trace_pa_hand(image, pixel_spacing_mm, w, hand, shafts, again)
     if second.refusal is not None:
         return loc, details

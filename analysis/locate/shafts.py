@@ -26,8 +26,7 @@ NAMES = ("II", "III", "IV", "V")
 
 
 def _fit_shaft_lines(ridge: np.ndarray, finger_bases: np.ndarray, finger_dirs: np.ndarray, s: float,
-                     bone_for_centre: np.ndarray | None = None, window=(1.2, 3.0), seed_window=(1.4, 2.2),
-                     centring_passes: int = 1):
+                     bone_for_centre: np.ndarray | None = None, window=(1.2, 3.0), seed_window=(1.4, 2.2)):
     """Straight lines along the shafts of metacarpals II-V (canonical frame).
 
     Parameters
@@ -41,14 +40,13 @@ def _fit_shaft_lines(ridge: np.ndarray, finger_bases: np.ndarray, finger_dirs: n
         median finger base ``y_web``) are the palm rows fitted and those that seed the lines.
     bone_for_centre : ndarray, optional
         Bone signal the lines are re-centred on (default: ``ridge``).
-    centring_passes : int
-        How many times the lines are re-centred on it (each pass starts from the last).
 
     Returns
     -------
-    ``(lines, support, rms, y_web)`` or None when the palm band is under 5 rows: ``lines``
+    ``(lines, support, rms, rows)`` or None when the palm band is under 5 rows: ``lines``
     ``(n, 2)`` of ``(a, b)`` with ``x = a + b*y``; ``support`` the share of rows whose ridge peak
-    fitted each line (0..1); ``rms`` the residual (pixels, inf when unfitted); ``y_web`` canonical.
+    fitted each line (0..1); ``rms`` the residual (pixels, inf when unfitted); ``rows`` the palm
+    rows fitted (canonical y).
     Ridge peaks on every row of the band are assigned to the nearest predicted line (first the
     finger's own direction carried on proximally), then each line is refitted by least squares;
     three rounds.
@@ -64,9 +62,8 @@ def _fit_shaft_lines(ridge: np.ndarray, finger_bases: np.ndarray, finger_dirs: n
     peaks_x = _row_peaks(ridge[rows], 0.1)
     lines = _seed_lines(ridge, finger_bases, finger_dirs, s, y_web, seed_window)
     support, rms = _refit_lines(lines, rows, peaks_x, s)
-    for _ in range(centring_passes):
-        _recentre_lines(lines, support, rows, bone_for_centre if bone_for_centre is not None else ridge, s, w)
-    return lines, support, rms, y_web
+    _recentre_lines(lines, support, rows, bone_for_centre if bone_for_centre is not None else ridge, s, w)
+    return lines, support, rms, rows
 
 
 def _seed_lines(ridge: np.ndarray, finger_bases: np.ndarray, finger_dirs: np.ndarray, s: float, y_web: float,
@@ -200,21 +197,35 @@ class _Shafts:
     """Residual of each fit (canonical pixels; inf when not fitted)."""
     gaps: np.ndarray
     """Distance between neighbouring lines (II-III, III-IV, IV-V) at mid-palm, in s."""
+    rows: np.ndarray | None = None
+    """The palm rows the lines were fitted on (canonical y)."""
 
 
-def _fit_shafts(hand: _CanonicalHand, details: dict, centring_passes: int = 1) -> _Shafts | None:
+def _fit_shafts(hand: _CanonicalHand, details: dict) -> _Shafts | None:
     """Stage 4: the shaft lines of II-V in ``hand``'s canonical frame, or None when the palm is too
     short to fit them. The gaps are measured 1.6 s proximal to the median finger base. Records
-    ``shaft_support``, ``shaft_rms_px`` and ``shaft_gaps_spacing`` (in s) in ``details``;
-    ``centring_passes``: see :func:`_fit_shaft_lines`."""
-    fit = _fit_shaft_lines(hand.ridge, hand.fb, hand.fd, hand.s, hand.bone, centring_passes=centring_passes)
+    ``shaft_support``, ``shaft_rms_px`` and ``shaft_gaps_spacing`` (in s) in ``details``."""
+    fit = _fit_shaft_lines(hand.ridge, hand.fb, hand.fd, hand.s, hand.bone)
     if fit is None:
         return None
-    lines, support, rms, _ = fit
+    return _with_gaps(hand, *fit, details)
+
+
+def _centred_once_more(hand: _CanonicalHand, shafts: _Shafts, details: dict) -> _Shafts:
+    """``shafts`` with their lines re-centred on ``hand.bone`` once more, the pass starting where
+    :func:`_fit_shafts`'s ended (support and residuals are the fit's); details as there."""
+    lines = shafts.lines.copy()
+    _recentre_lines(lines, shafts.support, shafts.rows, hand.bone, hand.s, hand.bone.shape[1])
+    return _with_gaps(hand, lines, shafts.support, shafts.rms, shafts.rows, details)
+
+
+def _with_gaps(hand: _CanonicalHand, lines: np.ndarray, support: np.ndarray, rms: np.ndarray, rows: np.ndarray,
+               details: dict) -> _Shafts:
+    """The :class:`_Shafts` of fitted ``lines``, their gaps measured and recorded in ``details``."""
     details["shaft_support"] = [round(float(x), 2) for x in support]
     details["shaft_rms_px"] = [round(float(x), 2) if np.isfinite(x) else None for x in rms]
     y_mid = float(np.median(hand.fb[:, 0]) + 1.6 * hand.s)
     xs_mid = lines[:, 0] + lines[:, 1] * y_mid
     gaps = (xs_mid[:-1] - xs_mid[1:]) / hand.s
     details["shaft_gaps_spacing"] = [round(float(x), 2) for x in gaps]
-    return _Shafts(lines, support, rms, gaps)
+    return _Shafts(lines, support, rms, gaps, rows)

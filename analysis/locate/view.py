@@ -37,10 +37,9 @@ share of the side's length, is larger than a hand with its forearm (a trunk, an 
 a hand enters the field from one side and its fingers may reach a second. FracAtlas thumbnails:
 the third most touched side of PA adult hands at most 0.074 (median 0); of the not-a-hand films
 median 0.107, and 0.21-0.46 on the nine full-resolution ones."""
-FIELD_SIDE_DEPTH_MM = 1.5
-"""How close (mm) to a side of the exposed field the body must come to touch it."""
 FIELD_EDGE_MM = 1.5
-"""A finger strip whose tip comes this close (mm) to the image edge or an unexposed band is cut."""
+"""How close (mm) to the image edge or an unexposed band counts as touching it: a finger strip
+whose tip comes this close is cut; a body this close to a side of the exposed field lies along it."""
 MIN_SHAFT_GAP = 0.45
 """Neighbouring shaft lines of II-V closer than this (in s, at mid-palm) overlap: not a PA view."""
 MAX_SHAFT_GAP_RATIO = 2.2
@@ -164,14 +163,14 @@ def _no_whole_hand(w: _Work, cluster: list[_Finger], details: dict) -> HandLocat
 def _field_sides_touched(w: _Work) -> int:
     """How many sides of the exposed field (the image without its unexposed bands ``w.bands``;
     its bounding box) the body mask ``w.body`` lies along, over at least FIELD_SIDE_CONTACT_MIN
-    of the side's length, within FIELD_SIDE_DEPTH_MM of it (working pixels of ``w.spacing_mm``)."""
+    of the side's length, within FIELD_EDGE_MM of it (working pixels of ``w.spacing_mm``)."""
     field = ~w.bands
     rows = np.flatnonzero(field.mean(axis=1) > 0.5)
     cols = np.flatnonzero(field.mean(axis=0) > 0.5)
     if rows.size == 0 or cols.size == 0:
         return 0
     r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    depth = max(2, int(round(FIELD_SIDE_DEPTH_MM / w.spacing_mm)))
+    depth = max(2, int(round(FIELD_EDGE_MM / w.spacing_mm)))
     body = w.body
     sides = (body[r0 : r0 + depth, c0:c1].any(axis=0), body[r1 - depth : r1, c0:c1].any(axis=0),
              body[r0:r1, c0 : c0 + depth].any(axis=1), body[r0:r1, c1 - depth : c1].any(axis=1))

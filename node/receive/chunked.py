@@ -47,7 +47,7 @@ from typing import Any
 import pynetdicom
 from pynetdicom import _config, dimse_messages
 
-from node.spool.files import DirectWriter
+from node.spool.files import DirectWriter, dataset_body
 
 __all__ = ["SpoolWriter", "discard_partial", "install", "received_file"]
 
@@ -165,9 +165,8 @@ def _decode_msg(self: Any, primitive: Any, assoc: Any = None) -> bool:
         _decoding.assoc = _decoding.message = None  # holds no message (and its file) past the call
     held = getattr(self, "_data_set_file", None)
     if done and isinstance(held, _InMemory):
-        raw = held.getbuffer()
-        self.data_set = io.BytesIO(raw[144 + int.from_bytes(raw[140:144], "little"):])  # after the File Meta
-        raw.release()
+        with held.getbuffer() as raw:
+            self.data_set = io.BytesIO(dataset_body(raw))  # after the File Meta
         self._data_set_file = self._data_set_path = None
     return done
 
